@@ -1,0 +1,289 @@
+//! Durable control-plane state in redb: one table, `resources`, mapping
+//! `kind/id` (see [`RecordKey::encode`]) to the record's JSON.
+//!
+//! Every [`Change`] is written in one redb write transaction with
+//! `Durability::Immediate`: when [`Store::commit`] returns, the change is on
+//! disk; a crash (SIGKILL, power loss) at any point leaves either the state
+//! before or the state after it. Only the records an operation touches are
+//! written, so an associate costs one small B-tree update plus the fsync.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use thiserror::Error;
+
+use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
+
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+
+/// Errors of the durable store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create the store directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    #[error("store transaction failed")]
+    Transaction(#[source] Box<redb::TransactionError>),
+    #[error("store table access failed")]
+    Table(#[source] Box<redb::TableError>),
+    #[error("store read/write failed")]
+    Storage(#[source] Box<redb::StorageError>),
+    #[error("store commit failed")]
+    Commit(#[source] Box<redb::CommitError>),
+    #[error("corrupt record {key:?} in the store")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unknown record key {0:?} in the store")]
+    UnknownKey(String),
+    #[error("cannot encode record {key:?}")]
+    Encode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> Self {
+        StoreError::Transaction(Box::new(e))
+    }
+}
+impl From<redb::TableError> for StoreError {
+    fn from(e: redb::TableError) -> Self {
+        StoreError::Table(Box::new(e))
+    }
+}
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        StoreError::Storage(Box::new(e))
+    }
+}
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> Self {
+        StoreError::Commit(Box::new(e))
+    }
+}
+
+/// The redb database holding the control-plane state.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, creating its directory.
+    /// After a crash redb repairs the file on open.
+    ///
+    /// # Errors
+    /// [`StoreError::CreateDir`], [`StoreError::Open`] (also when another
+    /// process holds the store open).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(RESOURCES)?;
+        txn.commit()?;
+        Ok(Store { db, path })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the whole state (one read transaction).
+    ///
+    /// # Errors
+    /// Storage errors, [`StoreError::Corrupt`] for a record that does not
+    /// decode.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RESOURCES)?;
+        let mut records = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let key = k.value();
+            let rk = RecordKey::decode(key).ok_or_else(|| StoreError::UnknownKey(key.to_owned()))?;
+            records.push(decode(&rk, v.value()).map_err(|source| StoreError::Corrupt {
+                key: key.to_owned(),
+                source,
+            })?);
+        }
+        Ok(State::from_records(records))
+    }
+
+    /// Writes `change` in one durable transaction.
+    ///
+    /// # Errors
+    /// Storage errors; the store is then unchanged.
+    pub fn commit(&self, change: &Change) -> Result<(), StoreError> {
+        self.commit_all(std::slice::from_ref(change))
+    }
+
+    /// Writes several changes, in order, in one durable transaction.
+    ///
+    /// # Errors
+    /// Storage errors; the store is then unchanged.
+    pub fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.iter().all(Change::is_empty) {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RESOURCES)?;
+            for m in changes.iter().flat_map(|c| &c.mutations) {
+                match m {
+                    Mutation::Put(r) => {
+                        let key = r.key().encode();
+                        let bytes = encode(r).map_err(|source| StoreError::Encode {
+                            key: key.clone(),
+                            source,
+                        })?;
+                        table.insert(key.as_str(), bytes.as_slice())?;
+                    }
+                    Mutation::Delete(k) => {
+                        table.remove(k.encode().as_str())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
+    match r {
+        Record::Vpc(v) => serde_json::to_vec(v),
+        Record::VSwitch(v) => serde_json::to_vec(v),
+        Record::Instance(v) => serde_json::to_vec(v),
+        Record::Eni(v) => serde_json::to_vec(v),
+        Record::Uplink(v) => serde_json::to_vec(v),
+        Record::HaVip(v) => serde_json::to_vec(v),
+        Record::Eip(v) => serde_json::to_vec(v),
+        Record::Route(v) => serde_json::to_vec(v),
+        Record::Quotas(v) => serde_json::to_vec(v),
+        Record::Owner { owner, .. } => serde_json::to_vec(owner),
+        Record::Meta(v) => serde_json::to_vec(v),
+    }
+}
+
+fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
+    Ok(match k.kind {
+        RecordKind::Vpc => Record::Vpc(serde_json::from_slice(bytes)?),
+        RecordKind::VSwitch => Record::VSwitch(serde_json::from_slice(bytes)?),
+        RecordKind::Instance => Record::Instance(serde_json::from_slice(bytes)?),
+        RecordKind::Eni => Record::Eni(serde_json::from_slice(bytes)?),
+        RecordKind::Uplink => Record::Uplink(serde_json::from_slice(bytes)?),
+        RecordKind::HaVip => Record::HaVip(serde_json::from_slice(bytes)?),
+        RecordKind::Eip => Record::Eip(serde_json::from_slice(bytes)?),
+        RecordKind::Route => Record::Route(serde_json::from_slice(bytes)?),
+        RecordKind::Quotas => Record::Quotas(serde_json::from_slice(bytes)?),
+        RecordKind::Owner => Record::Owner {
+            havip: k.id.clone(),
+            owner: serde_json::from_slice(bytes)?,
+        },
+        RecordKind::Meta => Record::Meta(serde_json::from_slice(bytes)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::validate::{apply, Member, Op};
+
+    fn ops() -> Vec<Op> {
+        vec![
+            Op::CreateVpc {
+                id: "vpc-1".into(),
+                cidr: "10.0.0.0/16".parse().unwrap(),
+            },
+            Op::CreateVSwitch {
+                id: "vsw-1".into(),
+                vpc: "vpc-1".into(),
+                cidr: "10.0.1.0/24".parse().unwrap(),
+                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+            },
+            Op::CreateInstance {
+                id: "i-a".into(),
+                vswitch: "vsw-1".into(),
+            },
+            Op::CreateHaVip {
+                id: Some("havip-1".into()),
+                vswitch: "vsw-1".into(),
+                address: None,
+            },
+            Op::AssociateHaVip {
+                havip: "havip-1".into(),
+                member: Member::instance("i-a"),
+            },
+        ]
+    }
+
+    #[test]
+    fn commit_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.redb");
+        let mut state = State::default();
+        {
+            let store = Store::open(&path).unwrap();
+            for op in ops() {
+                let a = apply(&state, &op).unwrap();
+                store.commit(&a.change).unwrap();
+                state.apply_change(&a.change);
+            }
+            assert_eq!(store.load().unwrap(), state);
+            let del = apply(
+                &state,
+                &Op::UnassociateHaVip {
+                    havip: "havip-1".into(),
+                    member: Member::instance("i-a"),
+                },
+            )
+            .unwrap();
+            store.commit(&del.change).unwrap();
+            state.apply_change(&del.change);
+        }
+        let store = Store::open(&path).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded, state);
+        assert_eq!(loaded.havips["havip-1"].address.to_string(), "10.0.1.2");
+        assert!(loaded.havips["havip-1"].bindings.is_empty());
+    }
+
+    #[test]
+    fn second_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let _a = Store::open(&path).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::Open { .. })));
+    }
+}
