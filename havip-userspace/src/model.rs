@@ -484,7 +484,10 @@ pub enum Record {
     Route(RouteEntry),
     Quotas(Quotas),
     /// Observed owner of the HaVip with this id.
-    Owner { havip: String, owner: ObservedOwner },
+    Owner {
+        havip: String,
+        owner: ObservedOwner,
+    },
     Meta(Meta),
 }
 
@@ -828,7 +831,13 @@ mod tests {
         assert_eq!(m.0, [2, 0, 0, 0, 10, 1]);
         assert_eq!(m.to_string(), "02:00:00:00:0a:01");
         assert_eq!("02-00-00-00-0a-01".parse::<MacAddr>().unwrap(), m);
-        for bad in ["", "02:00:00:00:0a", "02:00:00:00:0a:01:02", "2:0:0:0:a:1", "zz:00:00:00:00:00"] {
+        for bad in [
+            "",
+            "02:00:00:00:0a",
+            "02:00:00:00:0a:01:02",
+            "2:0:0:0:a:1",
+            "zz:00:00:00:00:00",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         let json = serde_json::to_string(&m).unwrap();
@@ -852,7 +861,13 @@ mod tests {
             "10.0.1.1/24".parse::<Ipv4Cidr>(),
             Err(ParseError::CidrHostBits(..))
         ));
-        for bad in ["10.0.1.0", "10.0.1.0/33", "10.0.1/24", "10.0.1.0/", "10.0.1.0/+4"] {
+        for bad in [
+            "10.0.1.0",
+            "10.0.1.0/33",
+            "10.0.1/24",
+            "10.0.1.0/",
+            "10.0.1.0/+4",
+        ] {
             assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
         }
         let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();

@@ -130,11 +130,14 @@ impl Store {
         for item in table.iter()? {
             let (k, v) = item?;
             let key = k.value();
-            let rk = RecordKey::decode(key).ok_or_else(|| StoreError::UnknownKey(key.to_owned()))?;
-            records.push(decode(&rk, v.value()).map_err(|source| StoreError::Corrupt {
-                key: key.to_owned(),
-                source,
-            })?);
+            let rk =
+                RecordKey::decode(key).ok_or_else(|| StoreError::UnknownKey(key.to_owned()))?;
+            records.push(
+                decode(&rk, v.value()).map_err(|source| StoreError::Corrupt {
+                    key: key.to_owned(),
+                    source,
+                })?,
+            );
         }
         Ok(State::from_records(records))
     }

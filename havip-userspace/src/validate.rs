@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{
-    BindingKind, Change, Eip, Eni, HaVip, Instance, Ipv4Cidr, MacAddr, Meta, ObservedOwner,
-    Quotas, Record, RecordKey, RecordKind, RouteEntry, State, Uplink, VSwitch, Vpc,
+    BindingKind, Change, Eip, Eni, HaVip, Instance, Ipv4Cidr, MacAddr, Meta, ObservedOwner, Quotas,
+    Record, RecordKey, RecordKind, RouteEntry, State, Uplink, VSwitch, Vpc,
 };
 
 /// Longest vSwitch/VPC prefix: leaves at least 5 addresses for HaVips.
@@ -229,7 +229,9 @@ pub enum ApiError {
     },
     #[error("quota exceeded: the account already has {quota} HaVips (quota havips_per_account = {quota})")]
     HaVipsPerAccount { quota: usize },
-    #[error("quota exceeded: VPC {vpc:?} already has {used} HaVips (quota havips_per_vpc = {quota})")]
+    #[error(
+        "quota exceeded: VPC {vpc:?} already has {used} HaVips (quota havips_per_vpc = {quota})"
+    )]
     HaVipsPerVpc {
         vpc: String,
         used: usize,
@@ -937,7 +939,8 @@ impl<'a> Cx<'a> {
                     })?
             }
         };
-        let slot = first_free_slot(state.used_slots()).ok_or(ApiError::NoFreeSlot { max: MAX_HAVIPS })?;
+        let slot =
+            first_free_slot(state.used_slots()).ok_or(ApiError::NoFreeSlot { max: MAX_HAVIPS })?;
         let h = HaVip {
             id,
             vswitch: vsw.id.clone(),
@@ -960,7 +963,12 @@ impl<'a> Cx<'a> {
                 bindings: h.bindings.clone(),
             });
         }
-        if let Some(e) = self.state.eips.values().find(|e| e.havip.as_deref() == Some(id)) {
+        if let Some(e) = self
+            .state
+            .eips
+            .values()
+            .find(|e| e.havip.as_deref() == Some(id))
+        {
             return Err(ApiError::HaVipHasEip {
                 havip: h.id.clone(),
                 eip: e.id.clone(),

@@ -1,0 +1,409 @@
+//! The control plane as a service object: the in-memory [`State`], the
+//! durable [`Store`] behind it, group commit, change notification for the
+//! reconciler, kernel-observed owners and the counters hook for Describe.
+//!
+//! Every entry point (API handlers, `havipctl` through the API, the TOML
+//! seed, the event consumer) goes through [`ControlPlane::apply`], which
+//! validates with [`crate::validate::apply`] and commits the change in one
+//! redb transaction before acknowledging it.
+//!
+//! # Group commit
+//! Concurrent callers are batched: whoever holds the state lock validates
+//! every queued operation in order (each against the state left by the ones
+//! before it), writes all accepted changes in one durable transaction, then
+//! hands each caller its own result. A refused operation still changes
+//! nothing, and no caller is acknowledged before its change is on disk.
+
+use std::{
+    collections::VecDeque,
+    net::Ipv4Addr,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+};
+
+use havip_common::HavipKey;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{
+    model::{BindingKind, Change, HaVip, Mutation, ObservedOwner, Record, RecordKind, State},
+    store::{Store, StoreError},
+    validate::{apply, ApiError, Applied, Op, ResourceKind},
+};
+
+/// Packets and bytes forwarded to a HaVip (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HavipCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Live counters for Describe, provided by the agent (read from the maps).
+pub trait CountersSource: Send + Sync {
+    /// Counters of the HaVip with data-plane id `slot`, if known.
+    fn havip_counters(&self, slot: u32) -> Option<HavipCounters>;
+}
+
+/// Describe status of a HaVip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaVipStatus {
+    /// Nothing bound.
+    Available,
+    /// Bound to at least one instance or ENI.
+    InUse,
+}
+
+/// The EIP fronting a HaVip, as shown by Describe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EipRef {
+    pub id: String,
+    pub address: Ipv4Addr,
+}
+
+/// One HaVip as DescribeHaVips shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaVipView {
+    pub id: String,
+    pub vpc: String,
+    pub vswitch: String,
+    pub address: Ipv4Addr,
+    pub status: HaVipStatus,
+    pub binding_kind: Option<BindingKind>,
+    pub bindings: Vec<String>,
+    /// Bound member that is master now (from the kernel-observed owner).
+    pub master: Option<String>,
+    /// The observed owner as the kernel reported it.
+    pub owner: Option<ObservedOwner>,
+    /// Owner epoch (0 before the first report).
+    pub epoch: u64,
+    pub initial_master: Option<String>,
+    pub eip: Option<EipRef>,
+    /// Data-plane id.
+    pub slot: u32,
+    /// From the agent's [`CountersSource`], when it set one.
+    pub counters: Option<HavipCounters>,
+}
+
+/// Builds the Describe view of `h` (pure).
+pub fn havip_view(state: &State, h: &HaVip, counters: Option<HavipCounters>) -> HaVipView {
+    let owner = state.owners.get(&h.id).copied();
+    let master = owner
+        .filter(ObservedOwner::has_owner)
+        .and_then(|o| state.member_with_mac(h, o.mac))
+        .map(str::to_owned);
+    let eip = state
+        .eips
+        .values()
+        .find(|e| e.havip.as_deref() == Some(h.id.as_str()))
+        .map(|e| EipRef {
+            id: e.id.clone(),
+            address: e.address,
+        });
+    HaVipView {
+        id: h.id.clone(),
+        vpc: state.havip_vpc(h).unwrap_or_default().to_owned(),
+        vswitch: h.vswitch.clone(),
+        address: h.address,
+        status: if h.bindings.is_empty() {
+            HaVipStatus::Available
+        } else {
+            HaVipStatus::InUse
+        },
+        binding_kind: h.binding_kind,
+        bindings: h.bindings.clone(),
+        master,
+        owner,
+        epoch: owner.map(|o| o.epoch).unwrap_or(0),
+        initial_master: h.initial_master.clone(),
+        eip,
+        slot: h.slot,
+        counters,
+    }
+}
+
+struct Inner {
+    state: State,
+    store: Store,
+}
+
+struct Job {
+    op: Op,
+    result: Mutex<Option<Result<Applied, ApiError>>>,
+}
+
+/// The control plane: state, store, notifications. Share it as
+/// `Arc<ControlPlane>`; every method takes `&self` and is blocking (call it
+/// from `spawn_blocking` in async code; the API server does).
+pub struct ControlPlane {
+    inner: Mutex<Inner>,
+    pending: Mutex<VecDeque<Arc<Job>>>,
+    generation: watch::Sender<u64>,
+    counters: RwLock<Option<Arc<dyn CountersSource>>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock cannot leave the state half-applied (the
+    // in-memory state is only changed after a successful commit), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn internal(e: &StoreError) -> ApiError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    ApiError::Internal(msg)
+}
+
+impl ControlPlane {
+    /// Opens the store at `path` (created if missing) and loads the state.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be opened or read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::with_store(Store::open(path)?)
+    }
+
+    /// Wraps an open store, loading its state.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the state cannot be read.
+    pub fn with_store(store: Store) -> Result<Self, StoreError> {
+        let state = store.load()?;
+        let (generation, _) = watch::channel(0);
+        Ok(ControlPlane {
+            inner: Mutex::new(Inner { state, store }),
+            pending: Mutex::new(VecDeque::new()),
+            generation,
+            counters: RwLock::new(None),
+        })
+    }
+
+    /// Validates and durably applies one operation (group-committed with
+    /// concurrent callers). Returns what changed.
+    ///
+    /// # Errors
+    /// The refusal ([`ApiError`]); [`ApiError::Internal`] if the store
+    /// failed (nothing changed then).
+    pub fn apply(&self, op: Op) -> Result<Applied, ApiError> {
+        let job = Arc::new(Job {
+            op,
+            result: Mutex::new(None),
+        });
+        lock(&self.pending).push_back(Arc::clone(&job));
+        let mut inner = lock(&self.inner);
+        // A previous lock holder may have run our job in its batch.
+        if let Some(r) = lock(&job.result).take() {
+            return r;
+        }
+        let jobs: Vec<Arc<Job>> = lock(&self.pending).drain(..).collect();
+        self.run_batch(&mut inner, &jobs);
+        drop(inner);
+        let r = lock(&job.result).take();
+        r.unwrap_or_else(|| Err(ApiError::Internal("operation lost".into())))
+    }
+
+    fn run_batch(&self, inner: &mut Inner, jobs: &[Arc<Job>]) {
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut changes = Vec::new();
+        for job in jobs {
+            let r = apply(&inner.state, &job.op);
+            if let Ok(a) = &r {
+                inner.state.apply_change(&a.change);
+                changes.push(a.change.clone());
+            }
+            results.push(r);
+        }
+        if let Err(e) = inner.store.commit_all(&changes) {
+            // Nothing was written: go back to what the store holds.
+            let err = internal(&e);
+            if let Ok(s) = inner.store.load() {
+                inner.state = s;
+            }
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(err.clone());
+                }
+            }
+            changes.clear();
+        }
+        if changes.iter().any(affects_dataplane) {
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        for (job, r) in jobs.iter().zip(results) {
+            *lock(&job.result) = Some(r);
+        }
+    }
+
+    /// Applies `ops` in order, all or nothing, in one transaction.
+    ///
+    /// # Errors
+    /// The index of the first refused op and its error; nothing changed.
+    pub fn apply_all(&self, ops: &[Op]) -> Result<Vec<Applied>, (usize, ApiError)> {
+        self.apply_planned(|state| {
+            let mut s = state.clone();
+            let mut out = Vec::with_capacity(ops.len());
+            for (i, op) in ops.iter().enumerate() {
+                let a = apply(&s, op).map_err(|e| (i, e))?;
+                s.apply_change(&a.change);
+                out.push(a);
+            }
+            Ok(out)
+        })
+        .map_err(|e| match e {
+            PlanError::Plan(e) => e,
+            PlanError::Store(e) => (ops.len(), e),
+        })
+    }
+
+    /// Runs `plan` over the current state; the changes it returns are
+    /// committed in one transaction (used by the TOML seed).
+    ///
+    /// # Errors
+    /// The plan's own error, or [`PlanError::Store`]; nothing changed.
+    pub fn apply_planned<E>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<Vec<Applied>, E>,
+    ) -> Result<Vec<Applied>, PlanError<E>> {
+        let mut inner = lock(&self.inner);
+        let applied = plan(&inner.state).map_err(PlanError::Plan)?;
+        let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
+        inner
+            .store
+            .commit_all(&changes)
+            .map_err(|e| PlanError::Store(internal(&e)))?;
+        for c in &changes {
+            inner.state.apply_change(c);
+        }
+        if changes.iter().any(affects_dataplane) {
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        Ok(applied)
+    }
+
+    /// A copy of the current state (for the reconciler and for reads).
+    pub fn snapshot(&self) -> State {
+        lock(&self.inner).state.clone()
+    }
+
+    /// Runs `f` on the current state without copying it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&lock(&self.inner).state)
+    }
+
+    /// Generation counter, bumped after every committed change that affects
+    /// the data plane (not for owner reports). The reconciler waits on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Current generation (see [`ControlPlane::subscribe`]).
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Records the kernel-reported owner of the HaVip with data-plane id
+    /// `slot` (durably). Never changes bindings.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] if no HaVip holds the slot.
+    pub fn record_owner_by_slot(&self, slot: u32, owner: ObservedOwner) -> Result<(), ApiError> {
+        let id = self
+            .with_state(|s| s.havip_by_slot(slot).map(|h| h.id.clone()))
+            .ok_or_else(|| ApiError::NotFound {
+                kind: ResourceKind::HaVip,
+                id: format!("slot {slot}"),
+            })?;
+        self.apply(Op::RecordOwner { havip: id, owner }).map(drop)
+    }
+
+    /// Records the kernel-reported owner of the HaVip at `key`.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] if no HaVip has that key.
+    pub fn record_owner(&self, key: HavipKey, owner: ObservedOwner) -> Result<(), ApiError> {
+        let addr = Ipv4Addr::from(key.addr);
+        let id = self
+            .with_state(|s| s.havip_by_key(key.vswitch_id, addr).map(|h| h.id.clone()))
+            .ok_or_else(|| ApiError::NotFound {
+                kind: ResourceKind::HaVip,
+                id: format!("vswitch {} address {addr}", key.vswitch_id),
+            })?;
+        self.apply(Op::RecordOwner { havip: id, owner }).map(drop)
+    }
+
+    /// Sets the source of live counters shown by Describe.
+    pub fn set_counters(&self, source: Arc<dyn CountersSource>) {
+        *self
+            .counters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    fn counters_for(&self, slot: u32) -> Option<HavipCounters> {
+        let src = self
+            .counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        src.and_then(|c| c.havip_counters(slot))
+    }
+
+    /// DescribeHaVips: every HaVip (or the one named `id`), with status,
+    /// bindings, master, epoch and counters.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] when `id` names no HaVip.
+    pub fn describe_havips(&self, id: Option<&str>) -> Result<Vec<HaVipView>, ApiError> {
+        let views: Vec<HaVipView> = self.with_state(|s| match id {
+            Some(id) => s
+                .havips
+                .get(id)
+                .map(|h| vec![havip_view(s, h, None)])
+                .unwrap_or_default(),
+            None => s.havips.values().map(|h| havip_view(s, h, None)).collect(),
+        });
+        if let Some(id) = id {
+            if views.is_empty() {
+                return Err(ApiError::NotFound {
+                    kind: ResourceKind::HaVip,
+                    id: id.to_owned(),
+                });
+            }
+        }
+        Ok(views
+            .into_iter()
+            .map(|mut v| {
+                v.counters = self.counters_for(v.slot);
+                v
+            })
+            .collect())
+    }
+}
+
+/// Error of [`ControlPlane::apply_planned`].
+#[derive(Debug)]
+pub enum PlanError<E> {
+    /// The plan refused.
+    Plan(E),
+    /// The store failed; nothing changed.
+    Store(ApiError),
+}
+
+fn affects_dataplane(c: &Change) -> bool {
+    c.mutations.iter().any(|m| match m {
+        Mutation::Put(Record::Owner { .. } | Record::Meta(_)) => false,
+        Mutation::Delete(k) => !matches!(k.kind, RecordKind::Owner | RecordKind::Meta),
+        Mutation::Put(_) => true,
+    })
+}

@@ -1,0 +1,229 @@
+//! State → [`Desired`]: what the data-plane maps should hold, derived from
+//! the control-plane state only (the reconciler turns it into map updates).
+//!
+//! - every ENI's host interface is a port with `INSTANCE` flags, in the ENI's
+//!   vSwitch, with that vSwitch's gateway MAC;
+//! - every uplink is a port with `UPLINK` flags;
+//! - every HaVip is keyed by (vSwitch data-plane id, address), has id = its
+//!   slot and its virtual MAC; its bindings are, for each bound instance, the
+//!   instance's ENIs in the HaVip's vSwitch (primary first, then by id), and
+//!   for each bound ENI the ENI itself, as (host ifindex, ENI MAC);
+//! - `initial_owner` is the first binding of the initial master, if set.
+//!
+//! # Missing interfaces
+//! [`desired`] is strict: an ENI or uplink whose host interface does not
+//! exist is an error naming it ([`DesiredError::MissingInterface`]).
+//! [`desired_lenient`] instead leaves such ports and bindings out and
+//! returns them as warnings, so one vanished tap does not stop the rest from
+//! being reconciled. The agent chooses.
+
+use std::{collections::HashMap, fmt};
+
+use havip_common::{port_flags, virtual_mac, DataplaneConfig, HavipKey};
+use thiserror::Error;
+
+use crate::{
+    dataplane::desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort},
+    model::{BindingKind, Eni, State},
+};
+
+/// Who uses a host interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterfaceUser {
+    Eni(String),
+    Uplink,
+}
+
+impl fmt::Display for InterfaceUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterfaceUser::Eni(id) => write!(f, "ENI {id:?}"),
+            InterfaceUser::Uplink => f.write_str("the uplink"),
+        }
+    }
+}
+
+/// A host interface named in the state that does not exist on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingInterface {
+    pub interface: String,
+    pub used_by: InterfaceUser,
+}
+
+impl fmt::Display for MissingInterface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interface {:?} of {} does not exist on this host",
+            self.interface, self.used_by
+        )
+    }
+}
+
+/// Why the desired state could not be derived.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DesiredError {
+    #[error("{0}")]
+    MissingInterface(MissingInterface),
+    /// The state refers to a vSwitch it does not hold (never happens for
+    /// states built by the validation core).
+    #[error("{what} refers to unknown vSwitch {vswitch:?}")]
+    UnknownVSwitch { what: String, vswitch: String },
+}
+
+/// Derives the maps' desired content; strict about host interfaces.
+///
+/// # Errors
+/// [`DesiredError::MissingInterface`] for the first ENI/uplink interface
+/// `resolve_ifindex` does not know.
+pub fn desired(
+    state: &State,
+    resolve_ifindex: &dyn Fn(&str) -> Option<u32>,
+    config: DataplaneConfig,
+) -> Result<Desired, DesiredError> {
+    let (d, missing) = build(state, resolve_ifindex, config)?;
+    match missing.into_iter().next() {
+        Some(m) => Err(DesiredError::MissingInterface(m)),
+        None => Ok(d),
+    }
+}
+
+/// Like [`desired`], but leaves out the ports and bindings of missing
+/// interfaces and reports them.
+///
+/// # Errors
+/// Only [`DesiredError::UnknownVSwitch`] (inconsistent state).
+pub fn desired_lenient(
+    state: &State,
+    resolve_ifindex: &dyn Fn(&str) -> Option<u32>,
+    config: DataplaneConfig,
+) -> Result<(Desired, Vec<MissingInterface>), DesiredError> {
+    build(state, resolve_ifindex, config)
+}
+
+fn build(
+    state: &State,
+    resolve: &dyn Fn(&str) -> Option<u32>,
+    config: DataplaneConfig,
+) -> Result<(Desired, Vec<MissingInterface>), DesiredError> {
+    let mut missing = Vec::new();
+    let mut ifindex: HashMap<&str, u32> = HashMap::new();
+    let mut ports = Vec::new();
+    let vswitch = |what: String, id: &str| {
+        state
+            .vswitches
+            .get(id)
+            .ok_or_else(|| DesiredError::UnknownVSwitch {
+                what,
+                vswitch: id.to_owned(),
+            })
+    };
+    for eni in state.enis.values() {
+        let vsw = vswitch(format!("ENI {:?}", eni.id), &eni.vswitch)?;
+        match resolve(&eni.host_interface) {
+            Some(idx) => {
+                ifindex.insert(eni.host_interface.as_str(), idx);
+                ports.push(DesiredPort {
+                    ifindex: idx,
+                    vswitch_id: vsw.dp_id,
+                    flags: port_flags::INSTANCE,
+                    gateway_mac: vsw.gateway_mac.octets(),
+                });
+            }
+            None => missing.push(MissingInterface {
+                interface: eni.host_interface.clone(),
+                used_by: InterfaceUser::Eni(eni.id.clone()),
+            }),
+        }
+    }
+    for up in state.uplinks.values() {
+        let vsw = vswitch(format!("uplink {:?}", up.interface), &up.vswitch)?;
+        match resolve(&up.interface) {
+            Some(idx) => ports.push(DesiredPort {
+                ifindex: idx,
+                vswitch_id: vsw.dp_id,
+                flags: port_flags::UPLINK,
+                gateway_mac: vsw.gateway_mac.octets(),
+            }),
+            None => missing.push(MissingInterface {
+                interface: up.interface.clone(),
+                used_by: InterfaceUser::Uplink,
+            }),
+        }
+    }
+    ports.sort_by_key(|p| p.ifindex);
+
+    // Instance → its ENIs, primary first, then by id (BTreeMap order).
+    let mut enis_of: HashMap<&str, Vec<&Eni>> = HashMap::new();
+    for eni in state.enis.values() {
+        if let Some(i) = &eni.instance {
+            enis_of.entry(i.as_str()).or_default().push(eni);
+        }
+    }
+    for list in enis_of.values_mut() {
+        list.sort_by_key(|e| !e.primary);
+    }
+    let binding_of = |eni: &Eni| {
+        ifindex
+            .get(eni.host_interface.as_str())
+            .map(|idx| DesiredBinding {
+                ifindex: *idx,
+                mac: eni.mac.octets(),
+            })
+    };
+
+    let mut havips = Vec::with_capacity(state.havips.len());
+    for h in state.havips.values() {
+        let vsw = vswitch(format!("HaVip {:?}", h.id), &h.vswitch)?;
+        let octets = h.address.octets();
+        // Bindings of each member, in member order.
+        let members: Vec<(&str, Vec<DesiredBinding>)> = h
+            .bindings
+            .iter()
+            .map(|m| {
+                let enis: Vec<&Eni> = match h.binding_kind {
+                    Some(BindingKind::Instance) => enis_of
+                        .get(m.as_str())
+                        .map(|l| {
+                            l.iter()
+                                .copied()
+                                .filter(|e| e.vswitch == h.vswitch)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    Some(BindingKind::Eni) => state.enis.get(m).into_iter().collect(),
+                    None => Vec::new(),
+                };
+                (
+                    m.as_str(),
+                    enis.into_iter().filter_map(binding_of).collect(),
+                )
+            })
+            .collect();
+        let initial_owner = h.initial_master.as_deref().and_then(|im| {
+            members
+                .iter()
+                .find(|(m, _)| *m == im)
+                .and_then(|(_, b)| b.first().copied())
+        });
+        havips.push(DesiredHavip {
+            key: HavipKey {
+                vswitch_id: vsw.dp_id,
+                addr: octets,
+            },
+            id: h.slot,
+            virtual_mac: virtual_mac(octets),
+            bindings: members.into_iter().flat_map(|(_, b)| b).collect(),
+            initial_owner,
+        });
+    }
+    havips.sort_by_key(|h| h.id);
+    Ok((
+        Desired {
+            ports,
+            havips,
+            config,
+        },
+        missing,
+    ))
+}
