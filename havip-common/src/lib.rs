@@ -1,0 +1,375 @@
+//! Types shared by the havip XDP program (`havip-ebpf`) and the agent.
+//!
+//! Every map key, map value and event is `#[repr(C)]` with explicit padding
+//! so both sides agree on the bytes; sizes are checked at compile time.
+//! Addresses are kept as `[u8; 4]` in network order, exactly as on the wire.
+#![no_std]
+
+/// Capacity of the HaVip tables (`HAVIPS`, `OWNERS`, `HAVIP_STATS`).
+pub const MAX_HAVIPS: u32 = 1 << 17;
+/// Capacity of the port tables (`PORTS`, `TX_PORTS`).
+pub const MAX_PORTS: u32 = 4096;
+/// Capacity of `BINDINGS`: up to 10 bindings for every HaVip a host could hold.
+pub const MAX_BINDINGS: u32 = 1 << 18;
+/// Ring buffer size for `EVENTS`, in bytes (a power of two, page aligned).
+pub const EVENTS_BYTES: u32 = 1 << 18;
+/// Default cap on security events per CPU per second.
+pub const DEFAULT_SECURITY_EVENTS_PER_SEC: u32 = 64;
+
+/// Product limits (see PRODUCT.md). The control plane enforces them.
+pub mod limits {
+    /// Instances or ENIs bound to one HaVip.
+    pub const BINDINGS_PER_HAVIP: usize = 10;
+    /// HaVips bound to one instance at once.
+    pub const HAVIPS_PER_INSTANCE: usize = 5;
+    /// Default quota: HaVips per account.
+    pub const DEFAULT_HAVIPS_PER_ACCOUNT: usize = 5;
+    /// Default quota: HaVips per VPC.
+    pub const DEFAULT_HAVIPS_PER_VPC: usize = 5;
+    /// Default quota: route entries per VPC whose next hop is a HaVip.
+    pub const DEFAULT_HAVIP_ROUTES_PER_VPC: usize = 5;
+}
+
+/// Names of the pinned maps and programs, shared so both sides agree.
+pub mod names {
+    pub const PROG_XDP: &str = "havip_xdp";
+    pub const PORTS: &str = "PORTS";
+    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const HAVIPS: &str = "HAVIPS";
+    pub const OWNERS: &str = "OWNERS";
+    pub const BINDINGS: &str = "BINDINGS";
+    pub const HAVIP_STATS: &str = "HAVIP_STATS";
+    pub const HANDLED: &str = "HANDLED";
+    pub const DROPS: &str = "DROPS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+    /// Every map, in catalogue order.
+    pub const ALL_MAPS: [&str; 11] = [
+        PORTS,
+        TX_PORTS,
+        HAVIPS,
+        OWNERS,
+        BINDINGS,
+        HAVIP_STATS,
+        HANDLED,
+        DROPS,
+        EVENTS,
+        CONFIG,
+        EVENT_BUDGET,
+    ];
+}
+
+/// What a host port leads to.
+pub mod port_flags {
+    /// The host side of an instance's ENI (tap/veth): claims are accepted here.
+    pub const INSTANCE: u32 = 1 << 0;
+    /// The uplink towards the rest of the vSwitch: never a source of claims.
+    pub const UPLINK: u32 = 1 << 1;
+}
+
+/// `PORTS` value: the ingress port's place in the VPC. Key: ingress ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    /// vSwitch (subnet) whose HaVips this port can reach.
+    pub vswitch_id: u32,
+    /// [`port_flags`].
+    pub flags: u32,
+    /// Source MAC written on frames forwarded to a HaVip owner.
+    pub gateway_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// `HAVIPS` and `OWNERS` key: a HaVip address inside one vSwitch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HavipKey {
+    pub vswitch_id: u32,
+    /// IPv4 address, network order.
+    pub addr: [u8; 4],
+}
+
+/// `HAVIPS` value: what the control plane configured for a HaVip.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HavipEntry {
+    /// Dense id: index into `HAVIP_STATS`, part of the `BINDINGS` key.
+    pub id: u32,
+    pub flags: u32,
+    /// Stable virtual MAC given in proxy ARP replies.
+    pub virtual_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// `OWNERS` value: the current master of a HaVip. Written by claims in XDP;
+/// the agent creates the entry and only clears it when the master is unbound.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerEntry {
+    /// Incremented on every change of owner.
+    pub epoch: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last change.
+    pub changed_ns: u64,
+    pub havip_id: u32,
+    /// Owner's host port; 0 = no owner (traffic is dropped and counted).
+    pub ifindex: u32,
+    /// Owner ENI's MAC: destination MAC of forwarded frames.
+    pub mac: [u8; 6],
+    /// [`owner_flags`].
+    pub flags: u16,
+}
+
+pub mod owner_flags {
+    /// The owner was set by an ARP claim in the kernel.
+    pub const BY_CLAIM: u16 = 1 << 0;
+    /// The owner was set by the control plane (config, initial owner).
+    pub const BY_CONTROL: u16 = 1 << 1;
+}
+
+impl OwnerEntry {
+    pub const fn has_owner(&self) -> bool {
+        self.ifindex != 0
+    }
+}
+
+/// `BINDINGS` key: HaVip id and the host port of a bound instance/ENI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindingKey {
+    pub havip_id: u32,
+    pub ifindex: u32,
+}
+
+/// `BINDINGS` value: the MAC the bound ENI must claim with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindingEntry {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Packet and byte counter (per CPU in the maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `CONFIG[0]`: run-time settings written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Minimum time between owner changes to a *different* member; 0 = none.
+    pub hold_ns: u64,
+    /// Security events emitted per CPU per second at most; 0 = default.
+    pub security_events_per_sec: u32,
+    pub flags: u32,
+}
+
+/// `EVENT_BUDGET[0]` (per CPU): the security-event rate limiter's window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub window_start_ns: u64,
+    /// Events that found the ring buffer full (the agent is not keeping up).
+    pub lost: u64,
+    pub emitted: u32,
+    pub suppressed: u32,
+}
+
+/// Kind of an [`Event`].
+pub mod event_kind {
+    /// A bound member took over a HaVip.
+    pub const OWNER_CHANGED: u32 = 1;
+    /// A claim or spoofed ARP was refused; `reason` is a [`crate::DropReason`].
+    pub const CLAIM_REFUSED: u32 = 2;
+}
+
+/// Ring-buffer record sent to the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub epoch: u64,
+    pub ts_ns: u64,
+    /// [`event_kind`].
+    pub kind: u32,
+    /// [`DropReason`] as u32 for refusals, 0 otherwise.
+    pub reason: u32,
+    pub havip_id: u32,
+    pub key: HavipKey,
+    pub ifindex: u32,
+    pub prev_ifindex: u32,
+    pub mac: [u8; 6],
+    pub prev_mac: [u8; 6],
+    /// Security events suppressed by the rate limiter before this one.
+    pub suppressed: u32,
+    pub _pad: u32,
+}
+
+/// Frames the program handled without dropping them as bad: index of `HANDLED`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Not for a HaVip: left to the kernel untouched.
+    Passed = 0,
+    /// Could not be parsed (truncated, bad header): left to the kernel untouched.
+    PassedMalformed = 1,
+    /// Redirected to the HaVip's owner.
+    Forwarded = 2,
+    /// ARP request for a HaVip answered in XDP.
+    ProxyArpReplied = 3,
+    /// Authorised claim that changed the owner.
+    ClaimAccepted = 4,
+    /// Authorised claim from the current owner (keepalived repeats GARPs).
+    ClaimRefreshed = 5,
+    /// ARP from a bound member with the HaVip as sender that is not a claim
+    /// (e.g. the owner resolving a client): passed on.
+    PassedMemberArp = 6,
+    /// ARP probe or request for a HaVip from one of its own members: absorbed
+    /// so the member never sees a conflict with the virtual MAC.
+    MemberArpAbsorbed = 7,
+}
+
+impl Handled {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Handled; Self::COUNT] = [
+        Handled::Passed,
+        Handled::PassedMalformed,
+        Handled::Forwarded,
+        Handled::ProxyArpReplied,
+        Handled::ClaimAccepted,
+        Handled::ClaimRefreshed,
+        Handled::PassedMemberArp,
+        Handled::MemberArpAbsorbed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Handled::Passed => "passed",
+            Handled::PassedMalformed => "passed_malformed",
+            Handled::Forwarded => "forwarded",
+            Handled::ProxyArpReplied => "proxy_arp_replied",
+            Handled::ClaimAccepted => "claim_accepted",
+            Handled::ClaimRefreshed => "claim_refreshed",
+            Handled::PassedMemberArp => "passed_member_arp",
+            Handled::MemberArpAbsorbed => "member_arp_absorbed",
+        }
+    }
+}
+
+/// Why a frame was dropped: index of `DROPS`, and the program's error type.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// IPv4 to a HaVip that has no master yet.
+    NoOwner = 0,
+    /// IPv4 to a HaVip with a broadcast or multicast destination MAC.
+    NonUnicastToHavip = 1,
+    /// The owner's port is missing from `TX_PORTS` (redirect refused).
+    OwnerPortMissing = 2,
+    /// Claim from a port that is not bound to the HaVip.
+    ClaimUnbound = 3,
+    /// Claim from a bound port with another MAC than the bound ENI's.
+    ClaimMacMismatch = 4,
+    /// Claim from another member inside the hold time.
+    ClaimHeldDown = 5,
+    /// Claim or ARP naming a HaVip as sender from the uplink or an unknown role.
+    ClaimNotFromInstance = 6,
+    /// ARP with an Ethernet source different from the ARP sender MAC.
+    ArpSenderMismatch = 7,
+    /// The kernel refused the `OWNERS` update of an authorised claim.
+    OwnerUpdateFailed = 8,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 9;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::NoOwner,
+        DropReason::NonUnicastToHavip,
+        DropReason::OwnerPortMissing,
+        DropReason::ClaimUnbound,
+        DropReason::ClaimMacMismatch,
+        DropReason::ClaimHeldDown,
+        DropReason::ClaimNotFromInstance,
+        DropReason::ArpSenderMismatch,
+        DropReason::OwnerUpdateFailed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::NoOwner => "no_owner",
+            DropReason::NonUnicastToHavip => "non_unicast_to_havip",
+            DropReason::OwnerPortMissing => "owner_port_missing",
+            DropReason::ClaimUnbound => "claim_unbound",
+            DropReason::ClaimMacMismatch => "claim_mac_mismatch",
+            DropReason::ClaimHeldDown => "claim_held_down",
+            DropReason::ClaimNotFromInstance => "claim_not_from_instance",
+            DropReason::ArpSenderMismatch => "arp_sender_mismatch",
+            DropReason::OwnerUpdateFailed => "owner_update_failed",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// Reasons that are reported as security events (someone tried to take a HaVip).
+    pub const fn is_security(self) -> bool {
+        matches!(
+            self,
+            DropReason::ClaimUnbound
+                | DropReason::ClaimMacMismatch
+                | DropReason::ClaimNotFromInstance
+                | DropReason::ArpSenderMismatch
+        )
+    }
+}
+
+/// Stable locally administered virtual MAC of a HaVip: `02:48` + the address.
+/// Unique inside a vSwitch (addresses are), identical on every host.
+pub const fn virtual_mac(addr: [u8; 4]) -> [u8; 6] {
+    [0x02, 0x48, addr[0], addr[1], addr[2], addr[3]]
+}
+
+// No hidden padding: every size is the sum of its fields.
+const _: () = {
+    assert!(core::mem::size_of::<PortInfo>() == 16);
+    assert!(core::mem::size_of::<HavipKey>() == 8);
+    assert!(core::mem::size_of::<HavipEntry>() == 16);
+    assert!(core::mem::size_of::<OwnerEntry>() == 32);
+    assert!(core::mem::size_of::<BindingKey>() == 8);
+    assert!(core::mem::size_of::<BindingEntry>() == 8);
+    assert!(core::mem::size_of::<TrafficCounter>() == 16);
+    assert!(core::mem::size_of::<DataplaneConfig>() == 16);
+    assert!(core::mem::size_of::<EventBudget>() == 24);
+    assert!(core::mem::size_of::<Event>() == 64);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    macro_rules! pod {
+        ($($t:ty),*) => {$(
+            // SAFETY: repr(C), only integer fields and byte arrays, no padding
+            // (checked by the size asserts above).
+            unsafe impl aya::Pod for $t {}
+            unsafe impl bytemuck::Zeroable for $t {}
+            unsafe impl bytemuck::Pod for $t {}
+        )*};
+    }
+    pod!(
+        PortInfo,
+        HavipKey,
+        HavipEntry,
+        OwnerEntry,
+        BindingKey,
+        BindingEntry,
+        TrafficCounter,
+        DataplaneConfig,
+        EventBudget,
+        Event
+    );
+}

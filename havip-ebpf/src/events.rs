@@ -1,0 +1,84 @@
+//! Events to the agent: owner changes always, refusals rate-limited per CPU
+//! so a flood of spoofed claims cannot fill the ring buffer.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use havip_common::{
+    event_kind, DropReason, Event, HavipKey, OwnerEntry, DEFAULT_SECURITY_EVENTS_PER_SEC,
+};
+
+use crate::maps::{CONFIG, EVENTS, EVENT_BUDGET};
+
+const WINDOW_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+pub fn owner_changed(key: &HavipKey, previous: &OwnerEntry, next: &OwnerEntry) {
+    let event = Event {
+        epoch: next.epoch,
+        ts_ns: next.changed_ns,
+        kind: event_kind::OWNER_CHANGED,
+        reason: 0,
+        havip_id: next.havip_id,
+        key: *key,
+        ifindex: next.ifindex,
+        prev_ifindex: previous.ifindex,
+        mac: next.mac,
+        prev_mac: previous.mac,
+        suppressed: 0,
+        _pad: 0,
+    };
+    if EVENTS.output::<Event>(&event, 0).is_err() {
+        note_lost();
+    }
+}
+
+#[inline(always)]
+pub fn refused(key: &HavipKey, havip_id: u32, ifindex: u32, mac: &[u8; 6], reason: DropReason) {
+    let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    let limit = match CONFIG.get(0) {
+        Some(c) if c.security_events_per_sec != 0 => c.security_events_per_sec,
+        _ => DEFAULT_SECURITY_EVENTS_PER_SEC,
+    };
+    // SAFETY: helper without arguments; `budget` is this CPU's slot.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let suppressed = unsafe {
+        if now.wrapping_sub((*budget).window_start_ns) >= WINDOW_NS {
+            (*budget).window_start_ns = now;
+            (*budget).emitted = 0;
+        }
+        if (*budget).emitted >= limit {
+            (*budget).suppressed += 1;
+            return;
+        }
+        (*budget).emitted += 1;
+        let suppressed = (*budget).suppressed;
+        (*budget).suppressed = 0;
+        suppressed
+    };
+    let event = Event {
+        epoch: 0,
+        ts_ns: now,
+        kind: event_kind::CLAIM_REFUSED,
+        reason: reason as u32,
+        havip_id,
+        key: *key,
+        ifindex,
+        prev_ifindex: 0,
+        mac: *mac,
+        prev_mac: [0; 6],
+        suppressed,
+        _pad: 0,
+    };
+    if EVENTS.output::<Event>(&event, 0).is_err() {
+        note_lost();
+    }
+}
+
+#[inline(always)]
+fn note_lost() {
+    if let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { (*budget).lost += 1 };
+    }
+}

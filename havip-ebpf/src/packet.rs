@@ -1,0 +1,25 @@
+//! Bounds-checked access to the frame: every header read goes through here.
+
+use aya_ebpf::programs::XdpContext;
+
+/// Pointer to a `T` at `offset`, or `None` if the frame is too short.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// Byte-wise MAC comparison (no `bcmp` in BPF).
+#[inline(always)]
+pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
+}
+
+#[inline(always)]
+pub fn ip_eq(a: &[u8; 4], b: &[u8; 4]) -> bool {
+    u32::from_ne_bytes(*a) == u32::from_ne_bytes(*b)
+}

@@ -1,0 +1,355 @@
+//! Loads the embedded XDP object, pins its maps (reusing pinned ones, so a
+//! restarted agent adopts the running state) and attaches it through pinned
+//! bpf_links (an attached program outlives the agent; a new agent swaps its
+//! program in atomically with `bpf_link_update`).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::MapData,
+    programs::{
+        links::{FdLink, PinnedLink},
+        ProgramError, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use havip_common::{names, DataplaneConfig};
+use tracing::{info, warn};
+
+use super::maps::{expected_shape, Maps, MapsError};
+use crate::paths::LINKS_SUBDIR;
+
+/// The XDP object built by `cargo xtask build` (see build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/havip.bpf.o"));
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Driver (native) XDP: the fast path. Fails on drivers without XDP support.
+    #[default]
+    Native,
+    /// Generic (skb) XDP: works everywhere, several times slower.
+    Generic,
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("this build carries no eBPF object: build with `cargo xtask build`")]
+    NoObject,
+    #[error("cannot prepare pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "pinned map {path} has another shape (key {found_key}, value {found_value}, \
+         entries {found_entries}; expected {want_key}/{want_value}/{want_entries}): \
+         left by an incompatible version; run `havip-agent teardown` first"
+    )]
+    IncompatiblePin {
+        path: PathBuf,
+        found_key: u32,
+        found_value: u32,
+        found_entries: u32,
+        want_key: u32,
+        want_value: u32,
+        want_entries: u32,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the object has no program {0}")]
+    NoProgram(&'static str),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error(
+        "attaching to {ifname} in {mode:?} mode: {source}{hint}",
+        hint = if *mode == AttachMode::Native {
+            " (if the driver has no native XDP, set xdp_mode = \"generic\")"
+        } else {
+            ""
+        }
+    )]
+    Attach {
+        ifname: String,
+        mode: AttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("pinning the link of {ifname}: {detail}")]
+    PinLink { ifname: String, detail: String },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("writing map {name}: {source}")]
+    MapWrite {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The loaded program and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    pub maps: Maps,
+}
+
+impl Dataplane {
+    /// Loads the embedded object with its maps pinned in `pin_dir`; maps
+    /// already pinned there are reused as they are (hitless restart).
+    ///
+    /// # Errors
+    /// No object embedded, bpffs not writable, an incompatible pinned map,
+    /// or the verifier refusing the program.
+    pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Self::load_object(OBJECT, pin_dir)
+    }
+
+    /// As [`Dataplane::load`], from an explicit object.
+    pub fn load_object(object: &[u8], pin_dir: &Path) -> Result<Self, DataplaneError> {
+        if object.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
+        fs::create_dir_all(pin_dir.join(LINKS_SUBDIR)).map_err(|source| {
+            DataplaneError::PinDir {
+                path: pin_dir.to_owned(),
+                source,
+            }
+        })?;
+        check_pinned_shapes(pin_dir)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(object)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(names::PROG_XDP)
+            .ok_or(DataplaneError::NoProgram(names::PROG_XDP))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                name: names::PROG_XDP,
+                source,
+            })?;
+        program.load().map_err(|source| DataplaneError::Program {
+            name: names::PROG_XDP,
+            source,
+        })?;
+        let maps = Maps::take_from(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            maps,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The loaded XDP program (for `BPF_PROG_TEST_RUN` and introspection).
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.ebpf
+            .program_mut(names::PROG_XDP)
+            .ok_or(DataplaneError::NoProgram(names::PROG_XDP))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                name: names::PROG_XDP,
+                source,
+            })
+    }
+
+    fn link_pin(&self, ifname: &str) -> PathBuf {
+        self.pin_dir.join(LINKS_SUBDIR).join(ifname)
+    }
+
+    /// Attaches to `ifname` through a link pinned at `<pin dir>/links/<ifname>`.
+    /// If that link exists (an earlier agent), its program is replaced
+    /// atomically: no frame sees the interface without a program.
+    ///
+    /// # Errors
+    /// Unknown interface, driver without native XDP (in `Native` mode),
+    /// another XDP program already on the interface.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<(), DataplaneError> {
+        if mode == AttachMode::Generic {
+            warn!(
+                ifname,
+                "attaching in generic (skb) XDP mode: several times slower than native"
+            );
+        }
+        let pin = self.link_pin(ifname);
+        if pin.exists() {
+            match self.replace_on_pinned_link(&pin) {
+                Ok(()) => {
+                    info!(
+                        ifname,
+                        "adopted pinned XDP link; program replaced atomically"
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    // The interface was deleted and re-created, or the pin is
+                    // stale: start over with a fresh link.
+                    warn!(ifname, error = %e, "pinned link unusable; attaching afresh");
+                    let _ = fs::remove_file(&pin);
+                }
+            }
+        }
+        let ifindex = ifindex_of(ifname)
+            .ok_or_else(|| DataplaneError::UnknownInterface(ifname.to_owned()))?;
+        let program = self.program()?;
+        let id = program
+            .attach_to_if_index(ifindex, mode.xdp_mode())
+            .map_err(|source| DataplaneError::Attach {
+                ifname: ifname.to_owned(),
+                mode,
+                source,
+            })?;
+        let link = program
+            .take_link(id)
+            .map_err(|source| DataplaneError::Attach {
+                ifname: ifname.to_owned(),
+                mode,
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::PinLink {
+            ifname: ifname.to_owned(),
+            detail: format!(
+                "kernel attached without bpf_link ({e}); havip needs bpf_link (Linux ≥ 5.9)"
+            ),
+        })?;
+        fd_link.pin(&pin).map_err(|e| DataplaneError::PinLink {
+            ifname: ifname.to_owned(),
+            detail: e.to_string(),
+        })?;
+        info!(ifname, ifindex, ?mode, "attached");
+        Ok(())
+    }
+
+    fn replace_on_pinned_link(&mut self, pin: &Path) -> Result<(), String> {
+        let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+        let fd_link: FdLink = pinned.into();
+        let info = fd_link.info().map_err(|e| e.to_string())?;
+        if info.link_type().map_err(|e| e.to_string())? != aya::programs::links::LinkType::Xdp {
+            return Err("not an XDP link".into());
+        }
+        let xdp_link = aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|e| e.to_string())?;
+        let program = self.program().map_err(|e| e.to_string())?;
+        let id = program
+            .attach_to_link(xdp_link)
+            .map_err(|e| e.to_string())?;
+        // The pin keeps the link alive; drop our handle without detaching.
+        let link = program.take_link(id).map_err(|e| e.to_string())?;
+        drop(link);
+        Ok(())
+    }
+
+    /// Interfaces with a pinned link under this pin dir.
+    pub fn attached_interfaces(&self) -> Vec<String> {
+        attached_interfaces(&self.pin_dir)
+    }
+
+    /// Detaches from `ifname` (removes its pinned link).
+    pub fn detach(&self, ifname: &str) -> Result<(), std::io::Error> {
+        match fs::remove_file(self.link_pin(ifname)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes `CONFIG[0]`.
+    pub fn set_config(&mut self, config: DataplaneConfig) -> Result<(), DataplaneError> {
+        self.maps
+            .config
+            .set(0, config, 0)
+            .map_err(|source| DataplaneError::MapWrite {
+                name: names::CONFIG,
+                source,
+            })
+    }
+}
+
+/// Interfaces with a pinned link under `pin_dir`.
+pub fn attached_interfaces(pin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(pin_dir.join(LINKS_SUBDIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Detaches every link and unpins every map under `pin_dir`, then removes it.
+/// Forwarding for the HaVips stops: this is the uninstall path.
+pub fn teardown(pin_dir: &Path) -> std::io::Result<()> {
+    if !pin_dir.exists() {
+        return Ok(());
+    }
+    for ifname in attached_interfaces(pin_dir) {
+        fs::remove_file(pin_dir.join(LINKS_SUBDIR).join(ifname))?;
+    }
+    let _ = fs::remove_dir(pin_dir.join(LINKS_SUBDIR));
+    for name in names::ALL_MAPS {
+        match fs::remove_file(pin_dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    fs::remove_dir(pin_dir)
+}
+
+/// ifindex of `ifname` in the current network namespace.
+pub fn ifindex_of(ifname: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(ifname).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+fn check_pinned_shapes(pin_dir: &Path) -> Result<(), DataplaneError> {
+    for name in names::ALL_MAPS {
+        let path = pin_dir.join(name);
+        let Some((want_key, want_value, want_entries)) = expected_shape(name) else {
+            continue;
+        };
+        if !path.exists() {
+            continue;
+        }
+        let Ok(info) = MapData::from_pin(&path).and_then(|m| m.info()) else {
+            continue;
+        };
+        if (info.key_size(), info.value_size(), info.max_entries())
+            != (want_key, want_value, want_entries)
+        {
+            return Err(DataplaneError::IncompatiblePin {
+                path,
+                found_key: info.key_size(),
+                found_value: info.value_size(),
+                found_entries: info.max_entries(),
+                want_key,
+                want_value,
+                want_entries,
+            });
+        }
+    }
+    Ok(())
+}

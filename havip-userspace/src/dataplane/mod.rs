@@ -1,0 +1,16 @@
+//! Everything that touches the kernel: loading and pinning the XDP program
+//! and its maps (`loader`), typed map access (`maps`), the state → maps
+//! reconciler (`reconcile`), owner/security events (`events`) and counters
+//! (`stats`).
+
+pub mod desired;
+pub mod events;
+pub mod loader;
+pub mod maps;
+pub mod reconcile;
+pub mod stats;
+
+pub use desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort};
+pub use loader::{AttachMode, Dataplane, DataplaneError};
+pub use maps::Maps;
+pub use reconcile::{reconcile, ReconcileError, ReconcileReport};

@@ -1,0 +1,257 @@
+//! State → maps. Makes `PORTS`, `TX_PORTS`, `HAVIPS`, `BINDINGS` and
+//! `CONFIG` equal to the desired state, and creates/clears `OWNERS` entries
+//! without ever overwriting a newer owner the kernel switched by a claim.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use havip_common::{
+    names, owner_flags, BindingEntry, BindingKey, HavipEntry, HavipKey, OwnerEntry, PortInfo,
+    TrafficCounter,
+};
+
+use super::{desired::Desired, maps::Maps};
+
+/// What one reconcile pass changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileReport {
+    pub ports_set: usize,
+    pub ports_removed: usize,
+    pub havips_set: usize,
+    pub havips_removed: usize,
+    pub bindings_set: usize,
+    pub bindings_removed: usize,
+    pub owners_created: usize,
+    /// Owners cleared because the master is no longer bound.
+    pub owners_cleared: usize,
+    pub owners_removed: usize,
+}
+
+impl ReconcileReport {
+    pub fn changed(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reconciling map {map}: {source}")]
+pub struct ReconcileError {
+    pub map: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn err<E: std::error::Error + Send + Sync + 'static>(
+    map: &'static str,
+) -> impl Fn(E) -> ReconcileError {
+    move |source| ReconcileError {
+        map,
+        source: Box::new(source),
+    }
+}
+
+/// BPF_NOEXIST: create only.
+const NOEXIST: u64 = 1;
+
+/// Brings the maps to `desired`. Idempotent; cost is one read of each map
+/// plus one write per difference.
+///
+/// # Errors
+/// A map operation failed (e.g. a map is full); maps already written stay.
+pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, ReconcileError> {
+    let mut report = ReconcileReport::default();
+
+    // Ports and redirect targets.
+    let want_ports: BTreeMap<u32, PortInfo> = desired
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                p.ifindex,
+                PortInfo {
+                    vswitch_id: p.vswitch_id,
+                    flags: p.flags,
+                    gateway_mac: p.gateway_mac,
+                    _pad: [0; 2],
+                },
+            )
+        })
+        .collect();
+    let have_ports: Vec<u32> = maps.ports.keys().filter_map(Result::ok).collect();
+    for ifindex in &have_ports {
+        if !want_ports.contains_key(ifindex) {
+            maps.ports.remove(ifindex).map_err(err(names::PORTS))?;
+            report.ports_removed += 1;
+        }
+    }
+    for (ifindex, info) in &want_ports {
+        if maps.ports.get(ifindex, 0).ok().as_ref() != Some(info) {
+            maps.ports
+                .insert(ifindex, info, 0)
+                .map_err(err(names::PORTS))?;
+            report.ports_set += 1;
+        }
+    }
+    let have_tx: BTreeSet<u32> = maps.tx_ports.keys().filter_map(Result::ok).collect();
+    for ifindex in &have_tx {
+        if !want_ports.contains_key(ifindex) {
+            maps.tx_ports
+                .remove(*ifindex)
+                .map_err(err(names::TX_PORTS))?;
+        }
+    }
+    for ifindex in want_ports.keys() {
+        let current = maps.tx_ports.get(*ifindex, 0).ok().map(|v| v.if_index);
+        if current != Some(*ifindex) {
+            maps.tx_ports
+                .insert(*ifindex, *ifindex, None, 0)
+                .map_err(err(names::TX_PORTS))?;
+        }
+    }
+
+    // HaVips and bindings.
+    let want_havips: BTreeMap<HavipKey, HavipEntry> = desired
+        .havips
+        .iter()
+        .map(|h| {
+            (
+                h.key,
+                HavipEntry {
+                    id: h.id,
+                    flags: 0,
+                    virtual_mac: h.virtual_mac,
+                    _pad: [0; 2],
+                },
+            )
+        })
+        .collect();
+    let want_bindings: BTreeMap<BindingKey, BindingEntry> = desired
+        .havips
+        .iter()
+        .flat_map(|h| {
+            h.bindings.iter().map(move |b| {
+                (
+                    BindingKey {
+                        havip_id: h.id,
+                        ifindex: b.ifindex,
+                    },
+                    BindingEntry {
+                        mac: b.mac,
+                        _pad: [0; 2],
+                    },
+                )
+            })
+        })
+        .collect();
+
+    // Bindings first when removing, so a claim can never pass a binding check
+    // for a HaVip that is going away.
+    let have_bindings: Vec<BindingKey> = maps.bindings.keys().filter_map(Result::ok).collect();
+    for key in &have_bindings {
+        if !want_bindings.contains_key(key) {
+            maps.bindings.remove(key).map_err(err(names::BINDINGS))?;
+            report.bindings_removed += 1;
+        }
+    }
+    let have_havips: Vec<HavipKey> = maps.havips.keys().filter_map(Result::ok).collect();
+    for key in &have_havips {
+        if !want_havips.contains_key(key) {
+            maps.havips.remove(key).map_err(err(names::HAVIPS))?;
+            report.havips_removed += 1;
+        }
+    }
+    let have_owners: Vec<HavipKey> = maps.owners.keys().filter_map(Result::ok).collect();
+    for key in &have_owners {
+        if !want_havips.contains_key(key) {
+            maps.owners.remove(key).map_err(err(names::OWNERS))?;
+            report.owners_removed += 1;
+        }
+    }
+    for (key, entry) in &want_havips {
+        if maps.havips.get(key, 0).ok().as_ref() != Some(entry) {
+            maps.havips
+                .insert(key, entry, 0)
+                .map_err(err(names::HAVIPS))?;
+            report.havips_set += 1;
+        }
+    }
+    for (key, entry) in &want_bindings {
+        if maps.bindings.get(key, 0).ok().as_ref() != Some(entry) {
+            maps.bindings
+                .insert(key, entry, 0)
+                .map_err(err(names::BINDINGS))?;
+            report.bindings_set += 1;
+        }
+    }
+
+    // Owners: the kernel's truth, created here and cleared only when the
+    // master lost its binding.
+    for h in &desired.havips {
+        match maps.owners.get(&h.key, 0) {
+            Ok(mut owner) => {
+                let bound = owner.has_owner()
+                    && want_bindings
+                        .get(&BindingKey {
+                            havip_id: h.id,
+                            ifindex: owner.ifindex,
+                        })
+                        .is_some_and(|b| b.mac == owner.mac);
+                let mut changed = false;
+                if owner.has_owner() && !bound {
+                    owner.ifindex = 0;
+                    owner.mac = [0; 6];
+                    owner.epoch += 1;
+                    owner.flags = owner_flags::BY_CONTROL;
+                    report.owners_cleared += 1;
+                    changed = true;
+                }
+                if !owner.has_owner() {
+                    if let Some(initial) = &h.initial_owner {
+                        if h.bindings.contains(initial) {
+                            owner.ifindex = initial.ifindex;
+                            owner.mac = initial.mac;
+                            owner.epoch += 1;
+                            owner.flags = owner_flags::BY_CONTROL;
+                            changed = true;
+                        }
+                    }
+                }
+                if owner.havip_id != h.id {
+                    owner.havip_id = h.id;
+                    changed = true;
+                }
+                if changed {
+                    maps.owners
+                        .insert(h.key, owner, 0)
+                        .map_err(err(names::OWNERS))?;
+                }
+            }
+            Err(_) => {
+                // A new HaVip: its stats slot may have served a deleted one.
+                let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+                let zero = aya::maps::PerCpuValues::try_from(vec![TrafficCounter::default(); cpus])
+                    .map_err(err(names::HAVIP_STATS))?;
+                maps.havip_stats
+                    .set(h.id, zero, 0)
+                    .map_err(err(names::HAVIP_STATS))?;
+                let initial = h.initial_owner.filter(|o| h.bindings.contains(o));
+                let owner = OwnerEntry {
+                    epoch: u64::from(initial.is_some()),
+                    changed_ns: 0,
+                    havip_id: h.id,
+                    ifindex: initial.map_or(0, |o| o.ifindex),
+                    mac: initial.map_or([0; 6], |o| o.mac),
+                    flags: owner_flags::BY_CONTROL,
+                };
+                // NOEXIST: a claim that raced us since the read wins.
+                if maps.owners.insert(h.key, owner, NOEXIST).is_ok() {
+                    report.owners_created += 1;
+                }
+            }
+        }
+    }
+
+    maps.config
+        .set(0, desired.config, 0)
+        .map_err(err(names::CONFIG))?;
+    Ok(report)
+}

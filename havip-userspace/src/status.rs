@@ -1,0 +1,183 @@
+//! `havip-agent status`: what the kernel holds now, read from the pinned maps
+//! (works with or without a running agent).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use havip_common::{HavipEntry, HavipKey, OwnerEntry, TrafficCounter};
+use serde::Serialize;
+
+use crate::{
+    dataplane::{loader::attached_interfaces, stats, Maps},
+    lab::mac_string,
+};
+
+#[derive(Debug, Serialize)]
+pub struct HavipStatus {
+    pub vswitch_id: u32,
+    pub address: String,
+    pub id: u32,
+    pub virtual_mac: String,
+    pub owner_ifindex: u32,
+    pub owner_interface: Option<String>,
+    pub owner_mac: Option<String>,
+    pub epoch: u64,
+    pub bindings: usize,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counter {
+    pub name: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub pin_dir: String,
+    pub interfaces: Vec<String>,
+    pub havips: Vec<HavipStatus>,
+    pub handled: Vec<Counter>,
+    pub drops: Vec<Counter>,
+    pub security_events_suppressed: u64,
+    pub events_lost: u64,
+}
+
+/// Interface name of `ifindex` in the current namespace.
+pub fn ifname_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buffer of IF_NAMESIZE as the call requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn counter(name: &'static str, c: TrafficCounter) -> Counter {
+    Counter {
+        name,
+        packets: c.packets,
+        bytes: c.bytes,
+    }
+}
+
+/// Reads the pinned maps under `pin_dir`.
+pub fn read(pin_dir: &Path) -> Result<Status> {
+    let maps = Maps::open_pinned(pin_dir).with_context(|| {
+        format!(
+            "no havip data plane pinned at {} (is the agent running?)",
+            pin_dir.display()
+        )
+    })?;
+    Ok(from_maps(&maps, pin_dir))
+}
+
+/// Builds the status from open maps.
+pub fn from_maps(maps: &Maps, pin_dir: &Path) -> Status {
+    let entries: Vec<(HavipKey, HavipEntry)> = maps.havips.iter().filter_map(Result::ok).collect();
+    let bindings: Vec<_> = maps.bindings.keys().filter_map(Result::ok).collect();
+    let mut havips: Vec<HavipStatus> = entries
+        .into_iter()
+        .map(|(key, entry)| {
+            let owner: OwnerEntry = maps.owners.get(&key, 0).unwrap_or_default();
+            let traffic = stats::havip(maps, entry.id);
+            HavipStatus {
+                vswitch_id: key.vswitch_id,
+                address: std::net::Ipv4Addr::from(key.addr).to_string(),
+                id: entry.id,
+                virtual_mac: mac_string(entry.virtual_mac),
+                owner_ifindex: owner.ifindex,
+                owner_interface: owner
+                    .has_owner()
+                    .then(|| ifname_of(owner.ifindex))
+                    .flatten(),
+                owner_mac: owner.has_owner().then(|| mac_string(owner.mac)),
+                epoch: owner.epoch,
+                bindings: bindings.iter().filter(|b| b.havip_id == entry.id).count(),
+                packets: traffic.packets,
+                bytes: traffic.bytes,
+            }
+        })
+        .collect();
+    havips.sort_by_key(|h| (h.vswitch_id, h.address.clone()));
+    let (suppressed, lost) = stats::event_losses(maps);
+    Status {
+        pin_dir: pin_dir.display().to_string(),
+        interfaces: attached_interfaces(pin_dir),
+        havips,
+        handled: stats::handled(maps)
+            .into_iter()
+            .map(|(h, c)| counter(h.name(), c))
+            .collect(),
+        drops: stats::drops(maps)
+            .into_iter()
+            .map(|(d, c)| counter(d.name(), c))
+            .collect(),
+        security_events_suppressed: suppressed,
+        events_lost: lost,
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "pin dir:    {}", self.pin_dir)?;
+        writeln!(f, "attached:   {}", self.interfaces.join(", "))?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<8} {:<16} {:>6} {:<18} {:<12} {:<18} {:>6} {:>5} {:>12} {:>14}",
+            "VSWITCH",
+            "HAVIP",
+            "ID",
+            "VIRTUAL MAC",
+            "OWNER PORT",
+            "OWNER MAC",
+            "EPOCH",
+            "BOUND",
+            "PACKETS",
+            "BYTES"
+        )?;
+        for h in &self.havips {
+            writeln!(
+                f,
+                "{:<8} {:<16} {:>6} {:<18} {:<12} {:<18} {:>6} {:>5} {:>12} {:>14}",
+                h.vswitch_id,
+                h.address,
+                h.id,
+                h.virtual_mac,
+                h.owner_interface
+                    .clone()
+                    .unwrap_or_else(|| if h.owner_ifindex == 0 {
+                        "-".into()
+                    } else {
+                        h.owner_ifindex.to_string()
+                    }),
+                h.owner_mac.as_deref().unwrap_or("-"),
+                h.epoch,
+                h.bindings,
+                h.packets,
+                h.bytes
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "{:<28} {:>12} {:>14}", "HANDLED", "PACKETS", "BYTES")?;
+        for c in &self.handled {
+            writeln!(f, "{:<28} {:>12} {:>14}", c.name, c.packets, c.bytes)?;
+        }
+        writeln!(f)?;
+        writeln!(f, "{:<28} {:>12} {:>14}", "DROPPED", "PACKETS", "BYTES")?;
+        for c in &self.drops {
+            writeln!(f, "{:<28} {:>12} {:>14}", c.name, c.packets, c.bytes)?;
+        }
+        writeln!(
+            f,
+            "\nsecurity events suppressed by rate limit: {}; events lost (ring full): {}",
+            self.security_events_suppressed, self.events_lost
+        )
+    }
+}
