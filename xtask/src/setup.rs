@@ -1,0 +1,233 @@
+//! Machine set-up: Debian packages, bpf-linker built against Debian's LLVM 22, bpffs.
+//!
+//! Recipe verified in ../shared/TOOLCHAIN.md. Every part checks first and only acts
+//! when something is missing, so a set-up machine costs a few milliseconds.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{self, step};
+
+/// Debian packages: the eBPF toolchain, then what tests and the demo use.
+pub const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "clang-19",
+    "libbpf-dev",
+    "bpftool",
+    "ethtool",
+    "iproute2",
+    "keepalived",
+    "tcpdump",
+    "socat",
+    "iputils-ping",
+    "netcat-openbsd",
+];
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+const DEFAULT_TOOLS_DIR: &str = "/opt/havip/tools";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Where rust-web-src puts the library source; build-std looks exactly here.
+const RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library/core";
+const BPFFS: &str = "/sys/fs/bpf";
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// `$HAVIP_TOOLS_DIR` or /opt/havip/tools; bpf-linker lives in `<dir>/bin`.
+pub fn tools_dir() -> PathBuf {
+    match env::var_os("HAVIP_TOOLS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(DEFAULT_TOOLS_DIR),
+    }
+}
+
+pub fn tools_bin() -> PathBuf {
+    tools_dir().join("bin")
+}
+
+/// `cargo xtask setup` (also the first step of build/test/build-and-run/bench).
+pub fn setup() -> Result<()> {
+    let s = step("checking machine set-up");
+    let notes = [apt_packages()?, rust_src()?, bpf_linker()?, bpffs()?];
+    s.done_with(notes.join("; "));
+    Ok(())
+}
+
+/// Packages from [`APT_PACKAGES`] that are not installed.
+fn missing_packages() -> Result<Vec<&'static str>> {
+    // One dpkg-query for all: unknown packages go to stderr (and exit 1) and are
+    // simply absent from stdout.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\\n"])
+        .args(APT_PACKAGES)
+        .output()
+        .context("cannot run dpkg-query: is this a Debian machine?")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with(" install ok installed"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|name| name.split(':').next().unwrap_or(name))
+        .collect();
+    Ok(APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect())
+}
+
+fn apt_packages() -> Result<String> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(format!("{} apt packages present", APT_PACKAGES.len()));
+    }
+    util::require_root(&format!("installing {}", missing.join(" ")))?;
+    let s = step(format!(
+        "installing {} apt package(s): {}",
+        missing.len(),
+        missing.join(" ")
+    ));
+    // Keep package scripts from starting services (keepalived) outside systemd, as
+    // Docker images do; only if the machine has no policy of its own.
+    let policy = Path::new(POLICY_RC_D);
+    let own_policy = !policy.exists();
+    if own_policy {
+        write_policy_rc_d(policy)?;
+    }
+    let result = (|| {
+        util::run(
+            Command::new("apt-get")
+                .args(["-q", "update"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        util::run(
+            Command::new("apt-get")
+                .args(["-q", "install", "-y"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    })();
+    if own_policy {
+        let _ = fs::remove_file(policy);
+    }
+    result?;
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "apt-get finished but these packages are still missing: {}",
+            still.join(" ")
+        );
+    }
+    s.done();
+    Ok(format!("installed {}", missing.join(" ")))
+}
+
+fn write_policy_rc_d(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(
+        path,
+        "#!/bin/sh\n# temporary, written by cargo xtask setup\nexit 101\n",
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn rust_src() -> Result<String> {
+    if !Path::new(RUST_SRC).is_dir() {
+        bail!(
+            "{RUST_SRC} is missing although rust-web-src is installed; \
+             try `apt-get install --reinstall rust-web-src`"
+        );
+    }
+    let version = util::output(Command::new("/usr/bin/rustc").arg("--version")).unwrap_or_default();
+    Ok(format!(
+        "eBPF rustc: {}",
+        version
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
+/// The version bpf-linker in `bin` reports (`bpf-linker 0.13.0` -> `0.13.0`).
+fn bpf_linker_version(bin: &Path) -> Option<String> {
+    let out = util::output(Command::new(bin.join("bpf-linker")).arg("--version"))?;
+    out.split_whitespace().nth(1).map(str::to_string)
+}
+
+fn bpf_linker() -> Result<String> {
+    let dir = tools_dir();
+    let bin = dir.join("bin");
+    let wanted = format!("bpf-linker {BPF_LINKER_VERSION}");
+    match bpf_linker_version(&bin) {
+        Some(v) if v == BPF_LINKER_VERSION => {
+            return Ok(format!("{wanted} at {}", bin.display()));
+        }
+        Some(v) => println!(
+            "    {}/bpf-linker is version {v}, want {BPF_LINKER_VERSION}",
+            bin.display()
+        ),
+        None => {}
+    }
+    let s = step(format!(
+        "installing {wanted} (LLVM 22) into {} (1-5 min)",
+        dir.display()
+    ));
+    fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create {} (run as root or set HAVIP_TOOLS_DIR)",
+            dir.display()
+        )
+    })?;
+    let mut cmd = util::debian_cargo(&bin);
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--locked", "--no-default-features", "--features", "llvm-22"])
+        .arg("--root")
+        .arg(&dir)
+        .env("LLVM_PREFIX", LLVM_PREFIX);
+    util::run(&mut cmd)?;
+    match bpf_linker_version(&bin) {
+        Some(v) if v == BPF_LINKER_VERSION => {}
+        other => bail!(
+            "bpf-linker installed into {} but reports {other:?}",
+            bin.display()
+        ),
+    }
+    s.done();
+    Ok(format!("installed {wanted} at {}", bin.display()))
+}
+
+fn bpffs_mounted() -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .map(|mounts| {
+            mounts.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                let (_, at, fstype) = (f.next(), f.next(), f.next());
+                at == Some(BPFFS) && fstype == Some("bpf")
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn bpffs() -> Result<String> {
+    if bpffs_mounted() {
+        return Ok(format!("bpffs at {BPFFS}"));
+    }
+    if !util::is_root() {
+        // Building needs no bpffs; running does, and will say so.
+        println!("    warning: bpffs is not mounted at {BPFFS} and mounting needs root");
+        return Ok(format!("bpffs NOT mounted at {BPFFS}"));
+    }
+    println!("    mounting bpffs at {BPFFS}");
+    fs::create_dir_all(BPFFS).ok();
+    util::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
+    Ok(format!("mounted bpffs at {BPFFS}"))
+}
