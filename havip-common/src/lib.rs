@@ -218,7 +218,8 @@ pub enum Handled {
     PassedMalformed = 1,
     /// Redirected to the HaVip's owner.
     Forwarded = 2,
-    /// ARP request for a HaVip answered in XDP.
+    /// ARP request for a HaVip answered in XDP (sent back out of the
+    /// ingress port with a devmap redirect).
     ProxyArpReplied = 3,
     /// Authorised claim that changed the owner.
     ClaimAccepted = 4,
@@ -267,8 +268,9 @@ pub enum DropReason {
     NoOwner = 0,
     /// IPv4 to a HaVip with a broadcast or multicast destination MAC.
     NonUnicastToHavip = 1,
-    /// The owner's port is missing from `TX_PORTS` (redirect refused).
-    OwnerPortMissing = 2,
+    /// The egress port (owner's, or the ingress port for a proxy ARP reply)
+    /// is missing from `TX_PORTS`: the redirect was refused.
+    PortNotRedirectable = 2,
     /// Claim from a port that is not bound to the HaVip.
     ClaimUnbound = 3,
     /// Claim from a bound port with another MAC than the bound ENI's.
@@ -288,7 +290,7 @@ impl DropReason {
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::NoOwner,
         DropReason::NonUnicastToHavip,
-        DropReason::OwnerPortMissing,
+        DropReason::PortNotRedirectable,
         DropReason::ClaimUnbound,
         DropReason::ClaimMacMismatch,
         DropReason::ClaimHeldDown,
@@ -301,7 +303,7 @@ impl DropReason {
         match self {
             DropReason::NoOwner => "no_owner",
             DropReason::NonUnicastToHavip => "non_unicast_to_havip",
-            DropReason::OwnerPortMissing => "owner_port_missing",
+            DropReason::PortNotRedirectable => "port_not_redirectable",
             DropReason::ClaimUnbound => "claim_unbound",
             DropReason::ClaimMacMismatch => "claim_mac_mismatch",
             DropReason::ClaimHeldDown => "claim_held_down",

@@ -7,7 +7,7 @@ use crate::{
     claim,
     eth::Frame,
     events,
-    maps::{BINDINGS, HAVIPS, PORTS},
+    maps::{BINDINGS, HAVIPS, PORTS, TX_PORTS},
     packet::{ip_eq, mac_eq, ptr_at},
     proxy_arp,
 };
@@ -115,5 +115,13 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
         }
     }
     proxy_arp::reply(frame, arp, &havip.virtual_mac);
-    Ok(Handled::ProxyArpReplied)
+    // Back out of the ingress port through the devmap rather than XDP_TX:
+    // veth only kicks its peer's NAPI for XDP_TX when the peer runs XDP
+    // itself, so a guest with plain GRO would see the reply up to a second
+    // late (drivers/net/veth.c veth_xdp_flush). A devmap redirect flushes
+    // through ndo_xdp_xmit(XDP_XMIT_FLUSH) on every driver.
+    match TX_PORTS.redirect(ifindex, 0) {
+        Ok(_) => Ok(Handled::ProxyArpReplied),
+        Err(_) => Err(DropReason::PortNotRedirectable),
+    }
 }

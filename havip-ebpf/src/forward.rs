@@ -48,6 +48,6 @@ pub fn ipv4(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
             );
             Ok(Handled::Forwarded)
         }
-        Err(_) => Err(DropReason::OwnerPortMissing),
+        Err(_) => Err(DropReason::PortNotRedirectable),
     }
 }

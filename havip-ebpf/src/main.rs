@@ -50,8 +50,7 @@ const fn action(handled: Handled) -> u32 {
         Handled::Passed | Handled::PassedMalformed | Handled::PassedMemberArp => {
             xdp_action::XDP_PASS
         }
-        Handled::Forwarded => xdp_action::XDP_REDIRECT,
-        Handled::ProxyArpReplied => xdp_action::XDP_TX,
+        Handled::Forwarded | Handled::ProxyArpReplied => xdp_action::XDP_REDIRECT,
         Handled::ClaimAccepted | Handled::ClaimRefreshed | Handled::MemberArpAbsorbed => {
             xdp_action::XDP_DROP
         }

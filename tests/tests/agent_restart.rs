@@ -1,0 +1,203 @@
+//! Hitless restart: the agent is killed with SIGKILL while traffic flows to a
+//! HaVip and restarted; the pinned data plane keeps forwarding throughout,
+//! and owner changes made by claims while no agent ran are kept.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
+
+use havip::{
+    frames,
+    lab::{self, Lab},
+    scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch, Stream},
+    status,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 100);
+const C: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0c, 8], Ipv4Addr::new(10, 0, 8, 10));
+const A: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0a, 8], Ipv4Addr::new(10, 0, 8, 11));
+const B: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0b, 8], Ipv4Addr::new(10, 0, 8, 12));
+
+fn setup() -> (Scratch, Lab, std::path::PathBuf) {
+    let scratch = Scratch::new("rs").expect("scratch");
+    let mut lab = Lab::new(&format!("{}-", lab::unique_name("hrs"))).expect("lab");
+    lab.add_guest("c", C.0, C.1).expect("client");
+    lab.add_guest("a", A.0, A.1).expect("a");
+    lab.add_guest("b", B.0, B.1).expect("b");
+    for g in &lab.guests[1..] {
+        g.ns.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"])
+            .expect("vip address");
+    }
+    let config = scratch.dir.join("agent.toml");
+    let text = lab_config(
+        &scratch,
+        &lab,
+        "10.0.8.0/24",
+        &[LabHavip {
+            id: "havip-rs".into(),
+            address: VIP,
+            members: vec!["a".into(), "b".into()],
+            master: Some("a".into()),
+        }],
+    );
+    std::fs::write(&config, text).expect("config");
+    (scratch, lab, config)
+}
+
+fn epoch(scratch: &Scratch) -> u64 {
+    status::read(&scratch.pin_dir)
+        .expect("status")
+        .havips
+        .iter()
+        .find(|h| h.address == VIP.to_string())
+        .expect("havip in maps")
+        .epoch
+}
+
+#[test]
+fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
+    let (scratch, lab, config) = setup();
+    let log = scratch.dir.join("agent.log");
+    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("agent");
+    agent
+        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .expect("agent ready");
+    assert_eq!(owner_mac(&scratch.pin_dir, VIP), Some(lab::mac_string(A.0)));
+    let epoch_before = epoch(&scratch);
+
+    let interval = Duration::from_micros(500);
+    let (ns_c, ns_a, ns_b) = (&lab.guests[0].ns, &lab.guests[1].ns, &lab.guests[2].ns);
+    let stream = Stream::start(
+        ns_c,
+        SocketAddrV4::new(VIP, 9000),
+        interval,
+        &[("a", ns_a), ("b", ns_b)],
+    )
+    .expect("stream");
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill9().expect("SIGKILL");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("restart");
+    agent
+        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .expect("agent ready again");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = stream.finish().expect("stream report");
+
+    println!(
+        "sent {}, a {}, b {}",
+        report.sent,
+        report.count("a"),
+        report.count("b")
+    );
+    assert!(report.sent > 1000, "stream too short: {}", report.sent);
+    assert_eq!(report.count("b"), 0, "the standby received HaVip traffic");
+    assert_eq!(
+        report.count("a") as u64,
+        report.sent,
+        "frames lost across the agent's SIGKILL and restart"
+    );
+    assert_eq!(owner_mac(&scratch.pin_dir, VIP), Some(lab::mac_string(A.0)));
+    assert_eq!(
+        epoch(&scratch),
+        epoch_before,
+        "restart changed the owner epoch"
+    );
+    agent.stop().expect("stop");
+}
+
+#[test]
+fn claim_while_agent_is_down_is_adopted_not_overwritten() {
+    let (scratch, lab, config) = setup();
+    let log = scratch.dir.join("agent.log");
+    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("agent");
+    agent
+        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .expect("agent ready");
+    agent.kill9().expect("SIGKILL");
+
+    // b takes over while no agent runs: the kernel switches on its own.
+    lab::send_raw(
+        &lab.guests[2].ns,
+        "eth0",
+        vec![frames::garp(B.0, VIP).bytes()],
+    )
+    .expect("garp");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(owner_mac(&scratch.pin_dir, VIP), Some(lab::mac_string(B.0)));
+    let epoch_b = epoch(&scratch);
+
+    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("restart");
+    agent
+        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .expect("agent ready again");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        owner_mac(&scratch.pin_dir, VIP),
+        Some(lab::mac_string(B.0)),
+        "the restarted agent overwrote the kernel's owner with the config's master"
+    );
+    assert_eq!(epoch(&scratch), epoch_b);
+
+    // The store learnt the kernel's owner: Describe reports b as master.
+    let out = std::process::Command::new(
+        havip::scenario::agent_binary()
+            .expect("agent binary")
+            .with_file_name("havipctl"),
+    )
+    .args(["--socket"])
+    .arg(scratch.socket())
+    .args(["--json", "havip", "describe", "havip-rs"])
+    .output()
+    .expect("havipctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "havipctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("i-b") || text.contains("eni-b"),
+        "describe does not show b as master: {text}"
+    );
+
+    // And traffic goes to b.
+    let stream = Stream::start(
+        &lab.guests[0].ns,
+        SocketAddrV4::new(VIP, 9001),
+        Duration::from_millis(1),
+        &[("a", &lab.guests[1].ns), ("b", &lab.guests[2].ns)],
+    )
+    .expect("stream");
+    for g in &lab.guests {
+        let o = g.ns.exec_status(&["ss", "-uln"]).expect("ss");
+        println!("{} ss {}", g.ns.name(), String::from_utf8_lossy(&o.stdout));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let report = stream.finish().expect("report");
+    println!(
+        "{}",
+        lab.host
+            .run({
+                let p = scratch.pin_dir.clone();
+                move || status::read(&p).map(|s| s.to_string())
+            })
+            .expect("run")
+            .expect("status")
+    );
+    for cmd in [
+        vec!["ip", "-s", "link", "show", "eth0"],
+        vec!["nstat", "-az"],
+        vec!["ip", "addr"],
+        vec!["ip", "neigh"],
+    ] {
+        let o = lab.guests[2].ns.exec_status(&cmd).expect("x");
+        println!("{}", String::from_utf8_lossy(&o.stdout));
+    }
+    let o = lab.guests[0].ns.exec_status(&["ip", "neigh"]).expect("x");
+    println!("client neigh {}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(report.count("a"), 0);
+    assert_eq!(report.count("b") as u64, report.sent);
+    agent.stop().expect("stop");
+}
