@@ -167,7 +167,7 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
     let a = ([0x02, 0, 0, 0, 0x0a, 0x09], Ipv4Addr::new(10, 0, 9, 11));
     let b = ([0x02, 0, 0, 0, 0x0b, 0x09], Ipv4Addr::new(10, 0, 9, 12));
     let scratch = Scratch::new("ka")?;
-    let prefix = format!("{}-", lab::unique_name("hka"));
+    let prefix = format!("{}-", lab::unique_name("hvtk"));
     let mut lab = Lab::new(&prefix)?;
     lab.add_guest("c", client.0, client.1)?;
     lab.add_guest("a", a.0, a.1)?;
