@@ -240,9 +240,15 @@ type Shared = AxState<Arc<ControlPlane>>;
 type Reply<T> = Result<Json<T>, ApiError>;
 type Created<T> = Result<(StatusCode, Json<T>), ApiError>;
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::InvalidBody(e.body_text()))
+/// Body of every request with one: a JSON object decoded into `T`.
+type Body = Result<Json<Value>, JsonRejection>;
+
+fn body<T: DeserializeOwned>(b: Body) -> Result<T, ApiError> {
+    let Json(v) = b.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    if !v.is_object() {
+        return Err(ApiError::InvalidBody("expected a JSON object".into()));
+    }
+    serde_json::from_value(v).map_err(|e| ApiError::InvalidBody(e.to_string()))
 }
 
 /// Runs blocking control-plane work off the async threads.
@@ -291,11 +297,8 @@ async fn get_havip(AxState(cp): Shared, UrlPath(id): UrlPath<String>) -> Reply<H
     blocking(move || describe_one(&cp, &id)).await.map(Json)
 }
 
-async fn create_havip(
-    AxState(cp): Shared,
-    b: Result<Json<CreateHaVipRequest>, JsonRejection>,
-) -> Created<HaVipView> {
-    let b = body(b)?;
+async fn create_havip(AxState(cp): Shared, b: Body) -> Created<HaVipView> {
+    let b: CreateHaVipRequest = body(b)?;
     let op = Op::CreateHaVip {
         id: b.id,
         vswitch: b.vswitch,
@@ -315,9 +318,9 @@ async fn delete_havip(AxState(cp): Shared, UrlPath(id): UrlPath<String>) -> Repl
 async fn associate_havip(
     AxState(cp): Shared,
     UrlPath(id): UrlPath<String>,
-    b: Result<Json<MemberRequest>, JsonRejection>,
+    b: Body,
 ) -> Reply<HaVipView> {
-    let member = body(b)?.member()?;
+    let member = body::<MemberRequest>(b)?.member()?;
     let op = Op::AssociateHaVip {
         havip: id.clone(),
         member,
@@ -330,9 +333,9 @@ async fn associate_havip(
 async fn unassociate_havip(
     AxState(cp): Shared,
     UrlPath(id): UrlPath<String>,
-    b: Result<Json<MemberRequest>, JsonRejection>,
+    b: Body,
 ) -> Reply<HaVipView> {
-    let member = body(b)?.member()?;
+    let member = body::<MemberRequest>(b)?.member()?;
     let op = Op::UnassociateHaVip {
         havip: id.clone(),
         member,
@@ -345,11 +348,11 @@ async fn unassociate_havip(
 async fn set_master(
     AxState(cp): Shared,
     UrlPath(id): UrlPath<String>,
-    b: Result<Json<MasterRequest>, JsonRejection>,
+    b: Body,
 ) -> Reply<HaVipView> {
     let op = Op::SetInitialMaster {
         havip: id.clone(),
-        member: body(b)?.member,
+        member: body::<MasterRequest>(b)?.member,
     };
     op_then(cp, op, move |cp, _| describe_one(cp, &id))
         .await
@@ -365,11 +368,8 @@ async fn list_eips(AxState(cp): Shared) -> Reply<Vec<Eip>> {
     Ok(Json(cp.with_state(|s| s.eips.values().cloned().collect())))
 }
 
-async fn create_eip(
-    AxState(cp): Shared,
-    b: Result<Json<CreateEipRequest>, JsonRejection>,
-) -> Created<Eip> {
-    let b = body(b)?;
+async fn create_eip(AxState(cp): Shared, b: Body) -> Created<Eip> {
+    let b: CreateEipRequest = body(b)?;
     let op = Op::CreateEip {
         id: b.id,
         address: b.address,
@@ -385,14 +385,10 @@ async fn delete_eip(AxState(cp): Shared, UrlPath(id): UrlPath<String>) -> Reply<
         .map(Json)
 }
 
-async fn associate_eip(
-    AxState(cp): Shared,
-    UrlPath(id): UrlPath<String>,
-    b: Result<Json<EipAssociateRequest>, JsonRejection>,
-) -> Reply<Eip> {
+async fn associate_eip(AxState(cp): Shared, UrlPath(id): UrlPath<String>, b: Body) -> Reply<Eip> {
     let op = Op::AssociateEip {
         eip: id,
-        havip: body(b)?.havip,
+        havip: body::<EipAssociateRequest>(b)?.havip,
     };
     op_then(cp, op, read_eip).await.map(Json)
 }
@@ -409,11 +405,8 @@ async fn list_routes(AxState(cp): Shared) -> Reply<Vec<RouteEntry>> {
     ))
 }
 
-async fn create_route(
-    AxState(cp): Shared,
-    b: Result<Json<CreateRouteRequest>, JsonRejection>,
-) -> Created<RouteEntry> {
-    let b = body(b)?;
+async fn create_route(AxState(cp): Shared, b: Body) -> Created<RouteEntry> {
+    let b: CreateRouteRequest = body(b)?;
     let op = Op::CreateRoute {
         id: b.id,
         vpc: b.vpc,
@@ -439,11 +432,8 @@ async fn get_quotas(AxState(cp): Shared) -> Reply<Quotas> {
     Ok(Json(cp.with_state(|s| s.quotas)))
 }
 
-async fn set_quotas(
-    AxState(cp): Shared,
-    b: Result<Json<QuotaRequest>, JsonRejection>,
-) -> Reply<Quotas> {
-    let b = body(b)?;
+async fn set_quotas(AxState(cp): Shared, b: Body) -> Reply<Quotas> {
+    let b: QuotaRequest = body(b)?;
     let op = Op::SetQuota {
         havips_per_account: b.havips_per_account,
         havips_per_vpc: b.havips_per_vpc,
@@ -458,11 +448,8 @@ async fn list_vpcs(AxState(cp): Shared) -> Reply<Vec<Vpc>> {
     Ok(Json(cp.with_state(|s| s.vpcs.values().cloned().collect())))
 }
 
-async fn create_vpc(
-    AxState(cp): Shared,
-    b: Result<Json<CreateVpcRequest>, JsonRejection>,
-) -> Created<Vpc> {
-    let b = body(b)?;
+async fn create_vpc(AxState(cp): Shared, b: Body) -> Created<Vpc> {
+    let b: CreateVpcRequest = body(b)?;
     let op = Op::CreateVpc {
         id: b.id,
         cidr: b.cidr,
@@ -481,11 +468,8 @@ async fn list_vswitches(AxState(cp): Shared) -> Reply<Vec<VSwitch>> {
     ))
 }
 
-async fn create_vswitch(
-    AxState(cp): Shared,
-    b: Result<Json<CreateVSwitchRequest>, JsonRejection>,
-) -> Created<VSwitch> {
-    let b = body(b)?;
+async fn create_vswitch(AxState(cp): Shared, b: Body) -> Created<VSwitch> {
+    let b: CreateVSwitchRequest = body(b)?;
     let op = Op::CreateVSwitch {
         id: b.id,
         vpc: b.vpc,
@@ -506,11 +490,8 @@ async fn list_instances(AxState(cp): Shared) -> Reply<Vec<Instance>> {
     ))
 }
 
-async fn create_instance(
-    AxState(cp): Shared,
-    b: Result<Json<CreateInstanceRequest>, JsonRejection>,
-) -> Created<Instance> {
-    let b = body(b)?;
+async fn create_instance(AxState(cp): Shared, b: Body) -> Created<Instance> {
+    let b: CreateInstanceRequest = body(b)?;
     let op = Op::CreateInstance {
         id: b.id,
         vswitch: b.vswitch,
@@ -527,11 +508,8 @@ async fn list_enis(AxState(cp): Shared) -> Reply<Vec<Eni>> {
     Ok(Json(cp.with_state(|s| s.enis.values().cloned().collect())))
 }
 
-async fn create_eni(
-    AxState(cp): Shared,
-    b: Result<Json<CreateEniRequest>, JsonRejection>,
-) -> Created<Eni> {
-    let b = body(b)?;
+async fn create_eni(AxState(cp): Shared, b: Body) -> Created<Eni> {
+    let b: CreateEniRequest = body(b)?;
     let op = Op::CreateEni {
         id: b.id,
         vswitch: b.vswitch,
@@ -554,11 +532,8 @@ async fn list_uplinks(AxState(cp): Shared) -> Reply<Vec<Uplink>> {
     ))
 }
 
-async fn create_uplink(
-    AxState(cp): Shared,
-    b: Result<Json<CreateUplinkRequest>, JsonRejection>,
-) -> Created<Uplink> {
-    let b = body(b)?;
+async fn create_uplink(AxState(cp): Shared, b: Body) -> Created<Uplink> {
+    let b: CreateUplinkRequest = body(b)?;
     let op = Op::CreateUplink {
         interface: b.interface,
         vswitch: b.vswitch,

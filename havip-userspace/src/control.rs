@@ -8,17 +8,19 @@
 //! redb transaction before acknowledging it.
 //!
 //! # Group commit
-//! Concurrent callers are batched: whoever holds the state lock validates
-//! every queued operation in order (each against the state left by the ones
-//! before it), writes all accepted changes in one durable transaction, then
-//! hands each caller its own result. A refused operation still changes
+//! Concurrent callers are batched: while one caller (the leader) commits a
+//! batch, new operations queue up; when it is done, one waiting caller takes
+//! the whole queue as the next batch, validates every operation in order
+//! (each against the state left by the ones before it), writes all accepted
+//! changes in one durable transaction, then hands each caller its own
+//! result. With one fsync costing ~0.3 ms, this is what lets many callers
+//! exceed a few thousand operations per second. A refused operation still changes
 //! nothing, and no caller is acknowledged before its change is on disk.
 
 use std::{
-    collections::VecDeque,
     net::Ipv4Addr,
     path::Path,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
 use havip_common::HavipKey;
@@ -126,6 +128,14 @@ struct Inner {
     store: Store,
 }
 
+/// Operations waiting for the next group commit.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Arc<Job>>,
+    /// A caller is validating and committing a batch right now.
+    leader: bool,
+}
+
 struct Job {
     op: Op,
     result: Mutex<Option<Result<Applied, ApiError>>>,
@@ -136,7 +146,8 @@ struct Job {
 /// from `spawn_blocking` in async code; the API server does).
 pub struct ControlPlane {
     inner: Mutex<Inner>,
-    pending: Mutex<VecDeque<Arc<Job>>>,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
     generation: watch::Sender<u64>,
     counters: RwLock<Option<Arc<dyn CountersSource>>>,
 }
@@ -183,7 +194,8 @@ impl ControlPlane {
         let (generation, _) = watch::channel(0);
         Ok(ControlPlane {
             inner: Mutex::new(Inner { state, store }),
-            pending: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
             generation,
             counters: RwLock::new(None),
         })
@@ -200,17 +212,32 @@ impl ControlPlane {
             op,
             result: Mutex::new(None),
         });
-        lock(&self.pending).push_back(Arc::clone(&job));
-        let mut inner = lock(&self.inner);
-        // A previous lock holder may have run our job in its batch.
-        if let Some(r) = lock(&job.result).take() {
-            return r;
+        let mut q = lock(&self.queue);
+        q.jobs.push(Arc::clone(&job));
+        loop {
+            if let Some(r) = lock(&job.result).take() {
+                return r;
+            }
+            if q.leader {
+                // Someone is committing: wait for the batch after it.
+                q = self
+                    .queue_cv
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Lead: take every queued job (ours included) as one batch.
+            q.leader = true;
+            let jobs = std::mem::take(&mut q.jobs);
+            drop(q);
+            {
+                let mut inner = lock(&self.inner);
+                self.run_batch(&mut inner, &jobs);
+            }
+            q = lock(&self.queue);
+            q.leader = false;
+            self.queue_cv.notify_all();
         }
-        let jobs: Vec<Arc<Job>> = lock(&self.pending).drain(..).collect();
-        self.run_batch(&mut inner, &jobs);
-        drop(inner);
-        let r = lock(&job.result).take();
-        r.unwrap_or_else(|| Err(ApiError::Internal("operation lost".into())))
     }
 
     fn run_batch(&self, inner: &mut Inner, jobs: &[Arc<Job>]) {
@@ -406,4 +433,142 @@ fn affects_dataplane(c: &Change) -> bool {
         Mutation::Delete(k) => !matches!(k.kind, RecordKind::Owner | RecordKind::Meta),
         Mutation::Put(_) => true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Instant;
+
+    use super::*;
+    use crate::validate::Member;
+
+    fn setup_ops(n_havips: usize, n_instances: usize) -> Vec<Op> {
+        let mut ops = vec![
+            Op::CreateVpc {
+                id: "vpc".into(),
+                cidr: "10.0.0.0/8".parse().unwrap(),
+            },
+            Op::CreateVSwitch {
+                id: "vsw".into(),
+                vpc: "vpc".into(),
+                cidr: "10.0.0.0/16".parse().unwrap(),
+                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+            },
+            Op::SetQuota {
+                havips_per_account: Some(n_havips),
+                havips_per_vpc: Some(n_havips),
+                havip_routes_per_vpc: None,
+            },
+        ];
+        ops.extend((0..n_instances).map(|n| Op::CreateInstance {
+            id: format!("i-{n}"),
+            vswitch: "vsw".into(),
+        }));
+        ops.extend((0..n_havips).map(|n| Op::CreateHaVip {
+            id: Some(format!("h{n}")),
+            vswitch: "vsw".into(),
+            address: None,
+        }));
+        ops
+    }
+
+    #[test]
+    fn group_commit_keeps_per_op_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Arc::new(ControlPlane::open(dir.path().join("s.redb")).unwrap());
+        cp.apply_all(&setup_ops(8, 8)).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|k| {
+                let cp = Arc::clone(&cp);
+                std::thread::spawn(move || {
+                    let havip = format!("h{k}");
+                    let member = Member::instance(format!("i-{k}"));
+                    for _ in 0..25 {
+                        cp.apply(Op::AssociateHaVip {
+                            havip: havip.clone(),
+                            member: member.clone(),
+                        })
+                        .unwrap();
+                        // A refusal in the same batch changes nothing.
+                        let e = cp
+                            .apply(Op::AssociateHaVip {
+                                havip: havip.clone(),
+                                member: member.clone(),
+                            })
+                            .unwrap_err();
+                        assert_eq!(e.code(), "Conflict.AlreadyBound");
+                        cp.apply(Op::UnassociateHaVip {
+                            havip: havip.clone(),
+                            member: member.clone(),
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = cp.snapshot();
+        assert!(s.havips.values().all(|h| h.bindings.is_empty()));
+        assert_eq!(cp.inner.lock().unwrap().store.load().unwrap(), s);
+    }
+
+    /// `cargo test --release -p havip-userspace --lib -- --ignored --nocapture control_plane_perf`
+    #[test]
+    #[ignore = "performance numbers; run in release"]
+    fn control_plane_perf() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("perf.redb");
+        let n = 10_000;
+        {
+            let cp = Arc::new(ControlPlane::open(&db).unwrap());
+            let t = Instant::now();
+            cp.apply_all(&setup_ops(n, 16)).unwrap();
+            eprintln!("create {n} HaVips in one transaction: {:?}", t.elapsed());
+            for callers in [1usize, 2, 4, 16] {
+                let per = 4000 / callers;
+                let g0 = cp.generation();
+                let t = Instant::now();
+                let threads: Vec<_> = (0..callers)
+                    .map(|k| {
+                        let cp = Arc::clone(&cp);
+                        std::thread::spawn(move || {
+                            let member = Member::instance(format!("i-{k}"));
+                            for r in 0..per {
+                                let havip = format!("h{}", (r * callers + k) % n);
+                                cp.apply(Op::AssociateHaVip {
+                                    havip: havip.clone(),
+                                    member: member.clone(),
+                                })
+                                .unwrap();
+                                cp.apply(Op::UnassociateHaVip {
+                                    havip,
+                                    member: member.clone(),
+                                })
+                                .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                let ops = (2 * per * callers) as f64 / t.elapsed().as_secs_f64();
+                let batches = cp.generation() - g0;
+                eprintln!(
+                    "associate/unassociate, {callers} callers: {ops:.0} ops/s ({:.1} ops per commit)",
+                    (2 * per * callers) as f64 / batches as f64
+                );
+            }
+        }
+        let t = Instant::now();
+        let cp = ControlPlane::open(&db).unwrap();
+        eprintln!(
+            "cold start (open + load) with {n} HaVips: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(cp.with_state(|s| s.havips.len()), n);
+    }
 }

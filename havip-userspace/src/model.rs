@@ -378,6 +378,7 @@ pub struct Meta {
 /// the private lookup indexes that make validation O(log n). After editing
 /// the maps by hand, call [`State::reindex`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StateRepr")]
 pub struct State {
     pub vpcs: BTreeMap<String, Vpc>,
     pub vswitches: BTreeMap<String, VSwitch>,
@@ -396,12 +397,60 @@ pub struct State {
     idx: Index,
 }
 
+/// Wire form of [`State`]: deserializing rebuilds the indexes.
+#[derive(Deserialize)]
+struct StateRepr {
+    #[serde(default)]
+    vpcs: BTreeMap<String, Vpc>,
+    #[serde(default)]
+    vswitches: BTreeMap<String, VSwitch>,
+    #[serde(default)]
+    instances: BTreeMap<String, Instance>,
+    #[serde(default)]
+    enis: BTreeMap<String, Eni>,
+    #[serde(default)]
+    uplinks: BTreeMap<String, Uplink>,
+    #[serde(default)]
+    havips: BTreeMap<String, HaVip>,
+    #[serde(default)]
+    eips: BTreeMap<String, Eip>,
+    #[serde(default)]
+    routes: BTreeMap<String, RouteEntry>,
+    #[serde(default)]
+    quotas: Quotas,
+    #[serde(default)]
+    owners: BTreeMap<String, ObservedOwner>,
+    #[serde(default)]
+    meta: Meta,
+}
+
+impl From<StateRepr> for State {
+    fn from(r: StateRepr) -> Self {
+        let mut s = State {
+            vpcs: r.vpcs,
+            vswitches: r.vswitches,
+            instances: r.instances,
+            enis: r.enis,
+            uplinks: r.uplinks,
+            havips: r.havips,
+            eips: r.eips,
+            routes: r.routes,
+            quotas: r.quotas,
+            owners: r.owners,
+            meta: r.meta,
+            idx: Index::default(),
+        };
+        s.reindex();
+        s
+    }
+}
+
 /// Derived lookups, rebuilt from the maps on load and kept in step by
 /// [`State::put`] / [`State::remove`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Index {
-    /// (vSwitch id, address) → HaVip id.
-    havip_by_addr: HashMap<(String, Ipv4Addr), String>,
+    /// vSwitch id → address → HaVip id.
+    havip_by_addr: HashMap<String, BTreeMap<Ipv4Addr, String>>,
     /// Data-plane slot → HaVip id.
     havip_by_slot: BTreeMap<u32, String>,
     /// VPC id → number of HaVips in it.
@@ -718,7 +767,9 @@ impl State {
     fn index_havip(&mut self, h: &HaVip) {
         self.idx
             .havip_by_addr
-            .insert((h.vswitch.clone(), h.address), h.id.clone());
+            .entry(h.vswitch.clone())
+            .or_default()
+            .insert(h.address, h.id.clone());
         self.idx.havip_by_slot.insert(h.slot, h.id.clone());
         if let Some(vpc) = self.havip_vpc(h).map(str::to_owned) {
             *self.idx.havips_per_vpc.entry(vpc).or_default() += 1;
@@ -733,9 +784,12 @@ impl State {
     }
 
     fn unindex_havip(&mut self, h: &HaVip) {
-        self.idx
-            .havip_by_addr
-            .remove(&(h.vswitch.clone(), h.address));
+        if let Some(m) = self.idx.havip_by_addr.get_mut(&h.vswitch) {
+            m.remove(&h.address);
+            if m.is_empty() {
+                self.idx.havip_by_addr.remove(&h.vswitch);
+            }
+        }
         self.idx.havip_by_slot.remove(&h.slot);
         if let Some(vpc) = self.havip_vpc(h).map(str::to_owned) {
             if let Some(n) = self.idx.havips_per_vpc.get_mut(&vpc) {
@@ -770,14 +824,30 @@ impl State {
     }
 
     /// Data-plane slots in use, ascending.
-    pub fn used_slots(&self) -> impl Iterator<Item = u32> + '_ {
+    pub fn used_slots(&self) -> impl DoubleEndedIterator<Item = u32> + ExactSizeIterator + '_ {
         self.idx.havip_by_slot.keys().copied()
     }
 
     /// The HaVip with `addr` in vSwitch `vswitch`.
     pub fn havip_by_address(&self, vswitch: &str, addr: Ipv4Addr) -> Option<&HaVip> {
         self.havips
-            .get(self.idx.havip_by_addr.get(&(vswitch.to_owned(), addr))?)
+            .get(self.idx.havip_by_addr.get(vswitch)?.get(&addr)?)
+    }
+
+    /// Number of HaVips in a vSwitch and their highest address.
+    pub fn havip_address_span(&self, vswitch: &str) -> (usize, Option<Ipv4Addr>) {
+        self.idx.havip_by_addr.get(vswitch).map_or((0, None), |m| {
+            (m.len(), m.last_key_value().map(|(a, _)| *a))
+        })
+    }
+
+    /// Addresses of the HaVips of a vSwitch, ascending.
+    pub fn havip_addresses(&self, vswitch: &str) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.idx
+            .havip_by_addr
+            .get(vswitch)
+            .into_iter()
+            .flat_map(|m| m.keys().copied())
     }
 
     /// The HaVip with this address in the vSwitch with this data-plane id.

@@ -290,3 +290,44 @@ mod tests {
         assert!(matches!(Store::open(&path), Err(StoreError::Open { .. })));
     }
 }
+
+#[cfg(test)]
+mod perf {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    #[ignore = "timing"]
+    fn commit_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("x.redb")).unwrap();
+        for (label, prefill) in [("empty", 0usize), ("10k", 10_000)] {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(RESOURCES).unwrap();
+                for i in 0..prefill {
+                    let k = format!("havip/h{i}");
+                    t.insert(k.as_str(), vec![b'x'; 200].as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+            for dur in [redb::Durability::Immediate, redb::Durability::None] {
+                let n = 2000;
+                let t0 = Instant::now();
+                for i in 0..n {
+                    let mut txn = db.begin_write().unwrap();
+                    txn.set_durability(dur).unwrap();
+                    {
+                        let mut t = txn.open_table(RESOURCES).unwrap();
+                        let k = format!("havip/h{}", i % 100);
+                        t.insert(k.as_str(), vec![b'y'; 200].as_slice()).unwrap();
+                    }
+                    txn.commit().unwrap();
+                }
+                eprintln!("{label} {dur:?}: {:?}/commit", t0.elapsed() / n);
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `havipctl route ...`: route entries whose next hop is a HaVip.
+
+use havip::{
+    api::{Client, ClientError, CreateRouteRequest},
+    model::RouteEntry,
+};
+
+use crate::{
+    args::RouteCmd,
+    output::{table, Output},
+};
+
+fn rows(routes: &[RouteEntry]) -> String {
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.vpc.clone(),
+                r.destination.to_string(),
+                r.next_hop_havip.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "VPC", "DESTINATION", "NEXT HOP"], &rows)
+}
+
+pub fn run(client: &Client, out: Output, cmd: RouteCmd) -> Result<(), ClientError> {
+    match cmd {
+        RouteCmd::Create {
+            vpc,
+            destination,
+            next_hop,
+            id,
+        } => {
+            let r = client.create_route(&CreateRouteRequest {
+                id,
+                vpc,
+                destination,
+                next_hop,
+            })?;
+            out.show(&r, |r| rows(std::slice::from_ref(r)));
+        }
+        RouteCmd::Delete { id } => {
+            let d = client.delete_route(&id)?;
+            out.show(&d, |d| format!("deleted route entry {}", d.deleted));
+        }
+        RouteCmd::List => {
+            let r = client.list_routes()?;
+            out.show(&r, |r| rows(r));
+        }
+    }
+    Ok(())
+}
