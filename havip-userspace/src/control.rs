@@ -369,6 +369,34 @@ impl ControlPlane {
         self.apply(Op::RecordOwner { havip: id, owner }).map(drop)
     }
 
+    /// Records many kernel-reported owners in one transaction (adoption at
+    /// start, resyncs, event bursts). Keys of unknown HaVips are skipped;
+    /// returns how many owners changed.
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] if the store failed (nothing recorded).
+    pub fn record_owners(&self, owners: &[(HavipKey, ObservedOwner)]) -> Result<usize, ApiError> {
+        let applied = self
+            .apply_planned(|state| {
+                let mut out = Vec::new();
+                for (key, owner) in owners {
+                    let addr = Ipv4Addr::from(key.addr);
+                    if let Some(h) = state.havip_by_key(key.vswitch_id, addr) {
+                        let op = Op::RecordOwner {
+                            havip: h.id.clone(),
+                            owner: *owner,
+                        };
+                        out.push(apply(state, &op)?);
+                    }
+                }
+                Ok::<_, ApiError>(out)
+            })
+            .map_err(|e| match e {
+                PlanError::Plan(e) | PlanError::Store(e) => e,
+            })?;
+        Ok(applied.iter().filter(|a| !a.change.is_empty()).count())
+    }
+
     /// Sets the source of live counters shown by Describe.
     pub fn set_counters(&self, source: Arc<dyn CountersSource>) {
         *self
@@ -513,6 +541,51 @@ mod tests {
         let s = cp.snapshot();
         assert!(s.havips.values().all(|h| h.bindings.is_empty()));
         assert_eq!(cp.inner.lock().unwrap().store.load().unwrap(), s);
+    }
+
+    #[test]
+    fn record_owners_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = ControlPlane::open(dir.path().join("s.redb")).unwrap();
+        cp.apply_all(&setup_ops(3, 1)).unwrap();
+        let (dp, addrs) = cp.with_state(|s| {
+            (
+                s.vswitches["vsw"].dp_id,
+                s.havips
+                    .values()
+                    .map(|h| h.address.octets())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let g = cp.generation();
+        let owner = ObservedOwner {
+            ifindex: 3,
+            epoch: 2,
+            ..Default::default()
+        };
+        let mut batch: Vec<(HavipKey, ObservedOwner)> = addrs
+            .iter()
+            .map(|a| {
+                (
+                    HavipKey {
+                        vswitch_id: dp,
+                        addr: *a,
+                    },
+                    owner,
+                )
+            })
+            .collect();
+        batch.push((
+            HavipKey {
+                vswitch_id: 99,
+                addr: [1, 2, 3, 4],
+            },
+            owner,
+        ));
+        assert_eq!(cp.record_owners(&batch).unwrap(), 3);
+        assert_eq!(cp.record_owners(&batch).unwrap(), 0, "unchanged owners");
+        assert_eq!(cp.generation(), g, "owners do not trigger reconciles");
+        assert!(cp.snapshot().owners.values().all(|o| *o == owner));
     }
 
     /// `cargo test --release -p havip-userspace --lib -- --ignored --nocapture control_plane_perf`

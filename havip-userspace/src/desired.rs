@@ -8,7 +8,10 @@
 //!   slot and its virtual MAC; its bindings are, for each bound instance, the
 //!   instance's ENIs in the HaVip's vSwitch (primary first, then by id), and
 //!   for each bound ENI the ENI itself, as (host ifindex, ENI MAC);
-//! - `initial_owner` is the first binding of the initial master, if set.
+//! - `initial_owner` is the first binding of the initial master, if set;
+//! - the data-plane VPC id of a port or HaVip is the smallest data-plane id
+//!   of the VPC's vSwitches: vSwitches are never deleted and their ids only
+//!   grow, so it is stable for the life of the VPC.
 //!
 //! # Missing interfaces
 //! [`desired`] is strict: an ENI or uplink whose host interface does not
@@ -106,6 +109,14 @@ fn build(
     resolve: &dyn Fn(&str) -> Option<u32>,
     config: DataplaneConfig,
 ) -> Result<(Desired, Vec<MissingInterface>), DesiredError> {
+    // VPC → data-plane id (smallest vSwitch dp_id of the VPC).
+    let mut vpc_ids: HashMap<&str, u32> = HashMap::new();
+    for v in state.vswitches.values() {
+        let e = vpc_ids.entry(v.vpc.as_str()).or_insert(v.dp_id);
+        *e = (*e).min(v.dp_id);
+    }
+    let vpc_of =
+        |vsw: &crate::model::VSwitch| vpc_ids.get(vsw.vpc.as_str()).copied().unwrap_or(vsw.dp_id);
     let mut missing = Vec::new();
     let mut ifindex: HashMap<&str, u32> = HashMap::new();
     let mut ports = Vec::new();
@@ -126,6 +137,7 @@ fn build(
                 ports.push(DesiredPort {
                     ifindex: idx,
                     vswitch_id: vsw.dp_id,
+                    vpc_id: vpc_of(vsw),
                     flags: port_flags::INSTANCE,
                     gateway_mac: vsw.gateway_mac.octets(),
                 });
@@ -142,6 +154,7 @@ fn build(
             Some(idx) => ports.push(DesiredPort {
                 ifindex: idx,
                 vswitch_id: vsw.dp_id,
+                vpc_id: vpc_of(vsw),
                 flags: port_flags::UPLINK,
                 gateway_mac: vsw.gateway_mac.octets(),
             }),
@@ -211,6 +224,7 @@ fn build(
                 vswitch_id: vsw.dp_id,
                 addr: octets,
             },
+            vpc_id: vpc_of(vsw),
             id: h.slot,
             virtual_mac: virtual_mac(octets),
             bindings: members.into_iter().flat_map(|(_, b)| b).collect(),

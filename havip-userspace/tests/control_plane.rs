@@ -1500,6 +1500,9 @@ fn desired_from_demo_state() {
         ]
     );
     assert!(d.ports.iter().all(|p| p.gateway_mac == [2, 0, 0, 0, 0, 1]));
+    // One VPC: its data-plane id is its (only) vSwitch's.
+    assert!(d.ports.iter().all(|p| p.vpc_id == vsw));
+    assert!(d.havips.iter().all(|h| h.vpc_id == vsw));
     assert_eq!(d.havips.len(), 1);
     let h = &d.havips[0];
     assert_eq!(
@@ -1568,6 +1571,9 @@ fn desired_instance_bindings_use_enis_in_the_havip_vswitch_primary_first() {
     // eni-b9 is in another vSwitch.
     assert_eq!(b, vec![11, 12, 14]);
     assert_eq!(d.havips[0].initial_owner.map(|o| o.ifindex), Some(12));
+    // The VPC id does not change when a vSwitch is added to the VPC.
+    let vpc = s.vswitches["vsw-demo"].dp_id;
+    assert!(d.ports.iter().all(|p| p.vpc_id == vpc));
 }
 
 #[test]
