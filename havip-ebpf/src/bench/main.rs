@@ -12,6 +12,10 @@
 //! - `bench_bare_redirect`: the floor of any XDP forwarder: MAC rewrite and
 //!   DEVMAP redirect, no lookups (MACs are load-time constants).
 //! - `bench_tc_redirect`: the same rewrite at tc (clsact) ingress + `bpf_redirect`.
+//! - `lad_*`: the product's forward path rebuilt one piece at a time (same
+//!   map types, key and value layouts), to price each piece; `lad_sketch`
+//!   is a proposed cheaper forward path. Not the product: the product is
+//!   always measured as it is.
 //!
 //! The layout of [`GenConfig`] is mirrored in `havip-userspace/src/bench/progs.rs`.
 #![no_std]
@@ -21,9 +25,10 @@ use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
     helpers::bpf_redirect,
     macros::{classifier, map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, DevMapHash, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
+use havip_common::{HavipKey, OwnerEntry, PortInfo, TrafficCounter};
 
 /// Bytes of Ethernet + IPv4 + UDP header restored on every generated frame.
 const HDR_LEN: usize = 42;
@@ -177,6 +182,371 @@ pub fn bench_tc_redirect(ctx: TcContext) -> i32 {
     unsafe {
         rewrite_macs(start);
         bpf_redirect(core::ptr::read_volatile(&TC_IFINDEX), 0) as i32
+    }
+}
+
+// ---- forward-path cost ladder -------------------------------------------
+
+/// Like the product's `PORTS` (hash, preallocated).
+#[map]
+static LAD_PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(4096, 0);
+/// `PORTS` as an array indexed by ifindex (the sketch).
+#[map]
+static LAD_PORTS_ARRAY: Array<PortInfo> = Array::with_max_entries(4096, 0);
+/// Like the product's `OWNERS` (hash, preallocated, same size).
+#[map]
+static LAD_OWNERS: HashMap<HavipKey, OwnerEntry> = HashMap::with_max_entries(1 << 17, 0);
+/// Like the product's `TX_PORTS`.
+#[map]
+static LAD_TX: DevMapHash = DevMapHash::with_max_entries(4096, 0);
+/// Like `HAVIP_STATS` and `HANDLED`.
+#[map]
+static LAD_STATS: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(1 << 17, 0);
+#[map]
+static LAD_HANDLED: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(8, 0);
+
+const FORWARDED: u32 = 2;
+
+#[inline(always)]
+fn count(map: &PerCpuArray<TrafficCounter>, index: u32, len: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: this CPU's slot.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}
+
+/// Writes a 6-byte MAC as three 16-bit stores.
+///
+/// # Safety
+/// `dst` must point at 6 bounds-checked, 2-aligned packet bytes.
+#[inline(always)]
+unsafe fn put_mac(dst: usize, mac: &[u8; 6]) {
+    let w = dst as *mut u16;
+    w.write_volatile(u16::from_ne_bytes([mac[0], mac[1]]));
+    w.add(1)
+        .write_volatile(u16::from_ne_bytes([mac[2], mac[3]]));
+    w.add(2)
+        .write_volatile(u16::from_ne_bytes([mac[4], mac[5]]));
+}
+
+/// IPv4 destination of an untagged frame, or `None`.
+#[inline(always)]
+fn ipv4_daddr(start: usize, end: usize) -> Option<[u8; 4]> {
+    if start + 34 > end {
+        return None;
+    }
+    // SAFETY: 34 bytes bounds-checked above.
+    unsafe {
+        let p = start as *const u8;
+        if *p.add(12) != 0x08 || *p.add(13) != 0x00 || *p.add(14) >> 4 != 4 {
+            return None;
+        }
+        Some([*p.add(30), *p.add(31), *p.add(32), *p.add(33)])
+    }
+}
+
+fn ingress(ctx: &XdpContext) -> u32 {
+    // SAFETY: reading the context.
+    unsafe { (*ctx.ctx).ingress_ifindex }
+}
+
+/// Step 1: bare rewrite, redirect through a DEVMAP_HASH (the product's
+/// `TX_PORTS` type) instead of a DEVMAP.
+#[xdp]
+pub fn lad1_devmap_hash(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 14 > ctx.data_end() {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: bounds-checked above.
+    unsafe { rewrite_macs(start) };
+    // SAFETY: load-time constant.
+    let port = unsafe { core::ptr::read_volatile(&TC_IFINDEX) };
+    LAD_TX.redirect(port, 0).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// Step 2: + the `PORTS` hash lookup by ingress ifindex (source MAC from it).
+#[xdp]
+pub fn lad2_ports(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 14 > ctx.data_end() {
+        return xdp_action::XDP_DROP;
+    }
+    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds-checked above.
+    unsafe {
+        for i in 0..3 {
+            (start as *mut u16)
+                .add(i)
+                .write_volatile(core::ptr::read_volatile(&REWRITE_DST[i]));
+        }
+        put_mac(start + 6, &port.gateway_mac);
+    }
+    // SAFETY: load-time constant.
+    let out = unsafe { core::ptr::read_volatile(&TC_IFINDEX) };
+    LAD_TX.redirect(out, 0).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// Step 3: + IPv4 parse and the `OWNERS` hash lookup (destination MAC and
+/// port from it): the product's forward logic without its counters, with
+/// word stores for the MACs.
+#[xdp]
+pub fn lad3_owners(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Some(daddr) = ipv4_daddr(start, end) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    let key = HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    };
+    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    if owner.ifindex == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: 34 bytes bounds-checked by `ipv4_daddr`.
+    unsafe {
+        put_mac(start, &owner.mac);
+        put_mac(start + 6, &port.gateway_mac);
+    }
+    LAD_TX
+        .redirect(owner.ifindex, 0)
+        .unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// Step 4: + the two per-CPU counters the product keeps per forwarded
+/// frame (`HAVIP_STATS[id]`, `HANDLED[Forwarded]`).
+#[xdp]
+pub fn lad4_counters(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let len = (end - start) as u64;
+    let Some(daddr) = ipv4_daddr(start, end) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    let key = HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    };
+    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    if owner.ifindex == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: 34 bytes bounds-checked by `ipv4_daddr`.
+    unsafe {
+        put_mac(start, &owner.mac);
+        put_mac(start + 6, &port.gateway_mac);
+    }
+    match LAD_TX.redirect(owner.ifindex, 0) {
+        Ok(action) => {
+            count(&LAD_STATS, owner.havip_id, len);
+            count(&LAD_HANDLED, FORWARDED, len);
+            action
+        }
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
+#[repr(C)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: [u8; 2],
+}
+
+/// Step 5: step 4 with the MACs assigned as `[u8; 6]` from the map values,
+/// exactly as the product writes them (`(*eth).dst = owner.mac`): LLVM
+/// cannot rule out that packet and map value overlap and emits a call to
+/// a byte-by-byte `memmove` subprogram for each.
+#[xdp]
+pub fn lad5_bytecopy(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let len = (end - start) as u64;
+    let Some(daddr) = ipv4_daddr(start, end) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    let key = HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    };
+    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    let owner = *owner;
+    if owner.ifindex == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    let eth = start as *mut EthHdr;
+    // SAFETY: 34 bytes bounds-checked by `ipv4_daddr`.
+    unsafe {
+        (*eth).dst = owner.mac;
+        (*eth).src = port.gateway_mac;
+    }
+    match LAD_TX.redirect(owner.ifindex, 0) {
+        Ok(action) => {
+            count(&LAD_STATS, owner.havip_id, len);
+            count(&LAD_HANDLED, FORWARDED, len);
+            action
+        }
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
+/// A cheaper forward path (a proposal, not the product): `PORTS` as an
+/// array indexed by ifindex (the verifier inlines array lookups: no call),
+/// one `OWNERS` hash lookup, word stores for the MACs, one per-CPU counter
+/// (`HANDLED[Forwarded]` is the sum of the per-HaVip counters).
+#[xdp]
+pub fn lad_sketch(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let len = (end - start) as u64;
+    let Some(daddr) = ipv4_daddr(start, end) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(port) = LAD_PORTS_ARRAY.get(ingress(&ctx)) else {
+        return xdp_action::XDP_PASS;
+    };
+    if port.flags == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let key = HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    };
+    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    if owner.ifindex == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: 34 bytes bounds-checked by `ipv4_daddr`.
+    unsafe {
+        put_mac(start, &owner.mac);
+        put_mac(start + 6, &port.gateway_mac);
+    }
+    match LAD_TX.redirect(owner.ifindex, 0) {
+        Ok(action) => {
+            count(&LAD_STATS, owner.havip_id, len);
+            action
+        }
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
+/// A HaVip's slot in the open-addressing table of [`lad_sketch_array`].
+#[repr(C)]
+pub struct Slot {
+    /// `vswitch_id` 0 = empty slot (ends a probe sequence).
+    pub key: HavipKey,
+    /// Index of the current owner in `LAD_MEMBERS`; 0 = no owner. A claim
+    /// switches the owner with this one aligned 4-byte store.
+    pub member: u32,
+    pub havip_id: u32,
+}
+
+/// A bound member: where it sits and the MAC frames get.
+#[repr(C)]
+pub struct Member {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+pub const SLOT_BITS: u32 = 18;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+const PROBES: u32 = 4;
+
+#[map]
+static LAD_SLOTS: Array<Slot> = Array::with_max_entries(1 << SLOT_BITS, 0);
+#[map]
+static LAD_MEMBERS: Array<Member> = Array::with_max_entries(1 << 20, 0);
+
+/// Mirrored in havip-userspace/src/bench/progs.rs (`slot_hash`).
+#[inline(always)]
+fn slot_hash(key: &HavipKey) -> u32 {
+    let h = (u32::from_ne_bytes(key.addr) ^ key.vswitch_id.wrapping_mul(0x9e37_79b1))
+        .wrapping_mul(0x85eb_ca6b);
+    h ^ (h >> 15)
+}
+
+/// A forward path with no hash-map helper call at all (a proposal, not the
+/// product): `PORTS` and a HaVip table both in arrays, whose lookups the
+/// verifier inlines; the HaVip table is open addressing on a multiplicative
+/// hash computed in the program (at most 4 probes, table twice the HaVip
+/// capacity); the owner is an index into a members array.
+#[xdp]
+pub fn lad_sketch_array(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let len = (end - start) as u64;
+    let Some(daddr) = ipv4_daddr(start, end) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(port) = LAD_PORTS_ARRAY.get(ingress(&ctx)) else {
+        return xdp_action::XDP_PASS;
+    };
+    if port.flags == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let key = HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    };
+    let h = slot_hash(&key);
+    let mut found: Option<&Slot> = None;
+    for i in 0..PROBES {
+        let Some(slot) = LAD_SLOTS.get(h.wrapping_add(i) & SLOT_MASK) else {
+            break;
+        };
+        if slot.key.vswitch_id == key.vswitch_id
+            && u32::from_ne_bytes(slot.key.addr) == u32::from_ne_bytes(key.addr)
+        {
+            found = Some(slot);
+            break;
+        }
+        if slot.key.vswitch_id == 0 {
+            break;
+        }
+    }
+    let Some(slot) = found else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: one aligned 4-byte load: a concurrent claim is seen whole.
+    let member_index = unsafe { core::ptr::read_volatile(&slot.member) };
+    let havip_id = slot.havip_id;
+    let Some(member) = LAD_MEMBERS.get(member_index) else {
+        return xdp_action::XDP_DROP;
+    };
+    if member_index == 0 || member.ifindex == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: 34 bytes bounds-checked by `ipv4_daddr`.
+    unsafe {
+        put_mac(start, &member.mac);
+        put_mac(start + 6, &port.gateway_mac);
+    }
+    match LAD_TX.redirect(member.ifindex, 0) {
+        Ok(action) => {
+            count(&LAD_STATS, havip_id, len);
+            action
+        }
+        Err(_) => xdp_action::XDP_DROP,
     }
 }
 

@@ -1,0 +1,258 @@
+//! `report.json` (stable keys, every measurement with its unit) and
+//! `report.md` (tables, targets met or missed).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::stats::Summary;
+
+/// Which way a target goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cmp {
+    AtLeast,
+    AtMost,
+}
+
+/// One target of issue 5 (or a sibling issue) and how this run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetResult {
+    /// The report key the value comes from.
+    pub key: String,
+    pub description: String,
+    pub unit: String,
+    pub target: f64,
+    pub cmp: Cmp,
+    /// `None`: not measured in this run.
+    pub value: Option<f64>,
+    pub met: Option<bool>,
+}
+
+/// Everything a run measured, in JSON, plus what the markdown needs.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub json: Map<String, Value>,
+    pub targets: Vec<TargetResult>,
+    /// Free-form lines for the markdown (method notes, warnings).
+    pub notes: Vec<String>,
+    /// Markdown sections, in the order they were added.
+    pub md_sections: Vec<(String, String)>,
+}
+
+/// `{"unit": .., "min": .., "median": .., "max": .., "samples": [..]}`.
+pub fn summary_value(unit: &str, s: &Summary) -> Value {
+    json!({
+        "unit": unit,
+        "min": s.min,
+        "median": s.median,
+        "max": s.max,
+        "samples": s.samples,
+    })
+}
+
+impl Report {
+    pub fn set(&mut self, key: &str, value: Value) {
+        self.json.insert(key.to_owned(), value);
+    }
+
+    /// A key that this run did not measure: `null`, with the reason in `notes`.
+    pub fn not_measured(&mut self, key: &str, why: &str) {
+        self.json.insert(key.to_owned(), Value::Null);
+        let notes = self
+            .json
+            .entry("notes")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(notes) = notes {
+            notes.insert(key.to_owned(), Value::String(why.to_owned()));
+        }
+    }
+
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.notes.push(line.into());
+    }
+
+    pub fn md(&mut self, title: impl Into<String>, body: impl Into<String>) {
+        self.md_sections.push((title.into(), body.into()));
+    }
+
+    /// Records a target; returns whether it was met.
+    pub fn target(
+        &mut self,
+        key: &str,
+        description: &str,
+        unit: &str,
+        cmp: Cmp,
+        target: f64,
+        value: Option<f64>,
+    ) -> Option<bool> {
+        let met = value.map(|v| match cmp {
+            Cmp::AtLeast => v >= target,
+            Cmp::AtMost => v <= target,
+        });
+        self.targets.push(TargetResult {
+            key: key.to_owned(),
+            description: description.to_owned(),
+            unit: unit.to_owned(),
+            target,
+            cmp,
+            value,
+            met,
+        });
+        met
+    }
+
+    /// `{"unit": "ratio", "value": .., "target": .., "met": ..}` under `key`,
+    /// recorded as a target too.
+    pub fn ratio(
+        &mut self,
+        key: &str,
+        description: &str,
+        cmp: Cmp,
+        target: f64,
+        value: Option<f64>,
+    ) {
+        let met = self.target(key, description, "ratio", cmp, target, value);
+        self.set(
+            key,
+            json!({
+                "unit": "ratio",
+                "value": value,
+                "target": target,
+                "cmp": cmp,
+                "met": met,
+            }),
+        );
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut out = self.json.clone();
+        out.insert(
+            "targets".into(),
+            serde_json::to_value(&self.targets).unwrap_or(Value::Null),
+        );
+        Value::Object(out)
+    }
+
+    pub fn to_markdown(&self, header: &str) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "{header}");
+        let _ = writeln!(md, "## Targets\n");
+        let _ = writeln!(md, "| target | required | measured | |");
+        let _ = writeln!(md, "| --- | --- | --- | --- |");
+        for t in &self.targets {
+            let op = match t.cmp {
+                Cmp::AtLeast => "≥",
+                Cmp::AtMost => "≤",
+            };
+            let value = t
+                .value
+                .map_or_else(|| "not measured".to_owned(), |v| fmt_num(v, &t.unit));
+            let verdict = match t.met {
+                Some(true) => "met",
+                Some(false) => "**MISSED**",
+                None => "not measured",
+            };
+            let _ = writeln!(
+                md,
+                "| {} (`{}`) | {op} {} | {value} | {verdict} |",
+                t.description,
+                t.key,
+                fmt_num(t.target, &t.unit)
+            );
+        }
+        let missed: Vec<&TargetResult> = self
+            .targets
+            .iter()
+            .filter(|t| t.met == Some(false))
+            .collect();
+        let _ = writeln!(md);
+        if missed.is_empty() {
+            let _ = writeln!(md, "Every measured target was met.");
+        } else {
+            for t in missed {
+                let op = match t.cmp {
+                    Cmp::AtLeast => "at least",
+                    Cmp::AtMost => "at most",
+                };
+                let _ = writeln!(
+                    md,
+                    "- **Missed:** {} is {}, the target is {op} {}.",
+                    t.description,
+                    t.value.map_or_else(String::new, |v| fmt_num(v, &t.unit)),
+                    fmt_num(t.target, &t.unit)
+                );
+            }
+        }
+        for t in self.targets.iter().filter(|t| t.met.is_none()) {
+            let _ = writeln!(
+                md,
+                "- Not measured in this run: {} (`{}`).",
+                t.description, t.key
+            );
+        }
+        for (title, body) in &self.md_sections {
+            let _ = writeln!(md, "\n## {title}\n\n{body}");
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(md, "\n## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(md, "- {n}");
+            }
+        }
+        md
+    }
+}
+
+/// A number with its unit, compactly.
+pub fn fmt_num(v: f64, unit: &str) -> String {
+    match unit {
+        "ratio" => format!("{v:.2}×"),
+        "pps" => format!("{:.2} Mpps", v / 1e6),
+        "ns" => format!("{v:.1} ns"),
+        "us" => format!("{v:.1} µs"),
+        "ms" => format!("{v:.0} ms"),
+        "s" => format!("{v:.2} s"),
+        "ops/s" => format!("{v:.0} ops/s"),
+        _ => format!("{v} {unit}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_missed_lines() {
+        let mut r = Report::default();
+        r.ratio("ratio_vs_tc", "havip vs tc", Cmp::AtLeast, 3.5, Some(3.0));
+        r.ratio(
+            "ratio_vs_bridge",
+            "havip vs bridge",
+            Cmp::AtLeast,
+            6.5,
+            Some(7.0),
+        );
+        r.target(
+            "failover_us_p99",
+            "failover p99",
+            "us",
+            Cmp::AtMost,
+            50.0,
+            None,
+        );
+        r.not_measured("control_plane", "not measured in this run");
+        let j = r.to_json();
+        assert_eq!(j["ratio_vs_tc"]["met"], json!(false));
+        assert_eq!(j["ratio_vs_bridge"]["met"], json!(true));
+        assert_eq!(j["control_plane"], Value::Null);
+        assert_eq!(
+            j["notes"]["control_plane"],
+            json!("not measured in this run")
+        );
+        let md = r.to_markdown("# t");
+        assert!(md.contains("**Missed:** havip vs tc is 3.00×, the target is at least 3.50×."));
+        assert!(md.contains("Not measured in this run: failover p99"));
+    }
+}

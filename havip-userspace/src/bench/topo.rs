@@ -1,0 +1,293 @@
+//! The bench topology (see ../shared/BENCH-NOTES.md):
+//!
+//! ```text
+//! client ns [c0] ⇄ [hc0] host ns [ho0] ⇄ [o0] owner ns     (member A, owner)
+//!                             [ho1] ⇄ [o1] owner-b ns   (member B, failover)
+//! ```
+//!
+//! hc0 is where the forwarding under test runs. Every namespace is created
+//! here, named `hvb<pid><role>`, and deleted when [`BenchLab`] drops (also on
+//! panic); [`sweep_stale`] removes what a killed run left behind.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{self, mac_string, Netns};
+
+/// Prefix of every namespace and bpffs pin directory this bench creates.
+pub const NS_PREFIX: &str = "hvb";
+pub const PIN_PREFIX: &str = "havip-bench-";
+const BPFFS: &str = "/sys/fs/bpf";
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+pub const OWNER_A_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
+pub const OWNER_B_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x02];
+/// Source MAC the forwarders write (the host's gateway MAC).
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0xfe];
+
+/// Runs `f` on a thread that entered `ns` (network namespace only; bpffs and
+/// everything else stay the process's), and waits for it.
+pub fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let path = format!("/run/netns/{}", ns.name());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            lab::enter(&path)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in netns {} panicked", ns.name()))?
+    })
+}
+
+/// The namespaces and veths of one run, with ifindexes resolved.
+#[derive(Debug)]
+pub struct BenchLab {
+    pub client: Netns,
+    pub host: Netns,
+    pub owner_a: Netns,
+    pub owner_b: Netns,
+    /// c0, in the client namespace.
+    pub c0: u32,
+    /// hc0, ho0, ho1, in the host namespace.
+    pub hc0: u32,
+    pub ho0: u32,
+    pub ho1: u32,
+}
+
+fn ns_name(role: char) -> String {
+    format!("{NS_PREFIX}{}{role}", std::process::id())
+}
+
+impl BenchLab {
+    pub fn create() -> Result<Self> {
+        let client = Netns::create(&ns_name('c'))?;
+        let host = Netns::create(&ns_name('h'))?;
+        let owner_a = Netns::create(&ns_name('o'))?;
+        let owner_b = Netns::create(&ns_name('b'))?;
+        // No IPv6 autoconfiguration chatter: the receiver counts every frame.
+        for ns in [&client, &host, &owner_a, &owner_b] {
+            for knob in ["all", "default"] {
+                ns.exec(&[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{knob}.disable_ipv6=1"),
+                ])?;
+            }
+        }
+        lab::veth(&client, "c0", &host, "hc0")?;
+        lab::veth(&host, "ho0", &owner_a, "o0")?;
+        lab::veth(&host, "ho1", &owner_b, "o1")?;
+        client.exec(&[
+            "ip",
+            "link",
+            "set",
+            "c0",
+            "address",
+            &mac_string(CLIENT_MAC),
+        ])?;
+        owner_a.exec(&[
+            "ip",
+            "link",
+            "set",
+            "o0",
+            "address",
+            &mac_string(OWNER_A_MAC),
+        ])?;
+        owner_b.exec(&[
+            "ip",
+            "link",
+            "set",
+            "o1",
+            "address",
+            &mac_string(OWNER_B_MAC),
+        ])?;
+        // Frames XDP-transmitted by the generator on c0 are only accepted by
+        // hc0 with GRO on (or an XDP program on it).
+        host.exec(&["ethtool", "-K", "hc0", "gro", "on"])?;
+        let c0 = client.ifindex("c0")?;
+        let hc0 = host.ifindex("hc0")?;
+        let ho0 = host.ifindex("ho0")?;
+        let ho1 = host.ifindex("ho1")?;
+        Ok(Self {
+            client,
+            host,
+            owner_a,
+            owner_b,
+            c0,
+            hc0,
+            ho0,
+            ho1,
+        })
+    }
+
+    /// Sets `net.bridge.bridge-nf-call-{iptables,ip6tables,arptables}` in the host namespace.
+    pub fn set_bridge_nf(&self, on: bool) -> Result<()> {
+        for knob in ["iptables", "ip6tables", "arptables"] {
+            self.host.exec(&[
+                "sysctl",
+                "-qw",
+                &format!("net.bridge.bridge-nf-call-{knob}={}", u8::from(on)),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Puts hc0 and ho0 in bridge `br0` (o0's MAC learned statically on ho0,
+    /// so nothing is flooded); removed when the guard drops.
+    pub fn bridge(&self, netfilter: bool) -> Result<BridgeGuard> {
+        self.host
+            .exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        let guard = BridgeGuard {
+            host: self.host.name().to_owned(),
+        };
+        self.set_bridge_nf(netfilter)?;
+        for port in ["hc0", "ho0"] {
+            self.host
+                .exec(&["ip", "link", "set", port, "master", "br0"])?;
+        }
+        self.host.exec(&["ip", "link", "set", "br0", "up"])?;
+        self.host.exec(&[
+            "bridge",
+            "fdb",
+            "replace",
+            &mac_string(OWNER_A_MAC),
+            "dev",
+            "ho0",
+            "master",
+            "static",
+        ])?;
+        // Without STP the ports forward at once; wait until the kernel says so.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.host.exec(&[
+                "cat",
+                "/sys/class/net/hc0/brport/state",
+                "/sys/class/net/ho0/brport/state",
+            ])?;
+            // 3 = BR_STATE_FORWARDING
+            if String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .all(|s| s == "3")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("bridge ports of br0 did not reach the forwarding state");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(guard)
+    }
+
+    /// Removes the clsact qdisc of hc0 (and the filters on it), if any.
+    pub fn remove_clsact(&self) {
+        let _ = self
+            .host
+            .exec_status(&["tc", "qdisc", "del", "dev", "hc0", "clsact"]);
+    }
+}
+
+/// Deletes `br0` of the host namespace on drop.
+pub struct BridgeGuard {
+    host: String,
+}
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.host, "ip", "link", "del", "br0"])
+            .output();
+    }
+}
+
+/// The bpffs directory the product's maps and links are pinned in for this
+/// run; everything under it is detached and unpinned on drop.
+#[derive(Debug)]
+pub struct PinDir {
+    path: PathBuf,
+}
+
+impl PinDir {
+    pub fn new() -> Self {
+        Self {
+            path: Path::new(BPFFS).join(format!("{PIN_PREFIX}{}", std::process::id())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_pin_dir(&self.path);
+    }
+}
+
+fn remove_pin_dir(path: &Path) {
+    let _ = crate::dataplane::loader::teardown(path);
+    // Anything teardown does not know about (a newer map, a stray link).
+    let _ = fs::remove_dir_all(path);
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes namespaces and pin directories left by bench runs that were
+/// killed (their pid is gone). Returns what was removed.
+pub fn sweep_stale() -> Vec<String> {
+    let mut removed = Vec::new();
+    if let Ok(entries) = fs::read_dir(BPFFS) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(PIN_PREFIX)
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !pid_alive(pid) {
+                remove_pin_dir(&entry.path());
+                removed.push(entry.path().display().to_string());
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+                continue;
+            };
+            let (digits, role) = rest.split_at(rest.len().saturating_sub(1));
+            if !matches!(role, "c" | "h" | "o" | "b") {
+                continue;
+            }
+            let Ok(pid) = digits.parse::<u32>() else {
+                continue;
+            };
+            if !pid_alive(pid) {
+                let _ = lab::run("ip", &["netns", "del", &name]);
+                removed.push(format!("netns {name}"));
+            }
+        }
+    }
+    removed
+}
+
+/// ifindex of `ifname` in the calling thread's namespace.
+pub fn ifindex_here(ifname: &str) -> Result<u32> {
+    crate::dataplane::loader::ifindex_of(ifname).with_context(|| format!("no interface {ifname}"))
+}
