@@ -44,8 +44,9 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const CONFIG: &str = "CONFIG";
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+    pub const VPC_HAVIPS: &str = "VPC_HAVIPS";
     /// Every map, in catalogue order.
-    pub const ALL_MAPS: [&str; 11] = [
+    pub const ALL_MAPS: [&str; 12] = [
         PORTS,
         TX_PORTS,
         HAVIPS,
@@ -57,6 +58,7 @@ pub mod names {
         EVENTS,
         CONFIG,
         EVENT_BUDGET,
+        VPC_HAVIPS,
     ];
 }
 
@@ -74,6 +76,8 @@ pub mod port_flags {
 pub struct PortInfo {
     /// vSwitch (subnet) whose HaVips this port can reach.
     pub vswitch_id: u32,
+    /// VPC of that vSwitch: scopes the wrong-vSwitch claim check.
+    pub vpc_id: u32,
     /// [`port_flags`].
     pub flags: u32,
     /// Source MAC written on frames forwarded to a HaVip owner.
@@ -86,6 +90,15 @@ pub struct PortInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HavipKey {
     pub vswitch_id: u32,
+    /// IPv4 address, network order.
+    pub addr: [u8; 4],
+}
+
+/// `VPC_HAVIPS` key: a HaVip address inside one VPC (any of its vSwitches).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VpcAddrKey {
+    pub vpc_id: u32,
     /// IPv4 address, network order.
     pub addr: [u8; 4],
 }
@@ -277,16 +290,19 @@ pub enum DropReason {
     ClaimMacMismatch = 4,
     /// Claim from another member inside the hold time.
     ClaimHeldDown = 5,
-    /// Claim or ARP naming a HaVip as sender from the uplink or an unknown role.
+    /// Claim (gratuitous ARP or reply) for a HaVip arriving on the uplink:
+    /// only a local instance port can make a member master.
     ClaimNotFromInstance = 6,
     /// ARP with an Ethernet source different from the ARP sender MAC.
     ArpSenderMismatch = 7,
     /// The kernel refused the `OWNERS` update of an authorised claim.
     OwnerUpdateFailed = 8,
+    /// ARP naming as sender a HaVip of another vSwitch of the same VPC.
+    ClaimWrongVSwitch = 9,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::NoOwner,
         DropReason::NonUnicastToHavip,
@@ -297,6 +313,7 @@ impl DropReason {
         DropReason::ClaimNotFromInstance,
         DropReason::ArpSenderMismatch,
         DropReason::OwnerUpdateFailed,
+        DropReason::ClaimWrongVSwitch,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -310,6 +327,7 @@ impl DropReason {
             DropReason::ClaimNotFromInstance => "claim_not_from_instance",
             DropReason::ArpSenderMismatch => "arp_sender_mismatch",
             DropReason::OwnerUpdateFailed => "owner_update_failed",
+            DropReason::ClaimWrongVSwitch => "claim_wrong_vswitch",
         }
     }
 
@@ -325,6 +343,7 @@ impl DropReason {
                 | DropReason::ClaimMacMismatch
                 | DropReason::ClaimNotFromInstance
                 | DropReason::ArpSenderMismatch
+                | DropReason::ClaimWrongVSwitch
         )
     }
 }
@@ -337,7 +356,7 @@ pub const fn virtual_mac(addr: [u8; 4]) -> [u8; 6] {
 
 // No hidden padding: every size is the sum of its fields.
 const _: () = {
-    assert!(core::mem::size_of::<PortInfo>() == 16);
+    assert!(core::mem::size_of::<PortInfo>() == 20);
     assert!(core::mem::size_of::<HavipKey>() == 8);
     assert!(core::mem::size_of::<HavipEntry>() == 16);
     assert!(core::mem::size_of::<OwnerEntry>() == 32);
@@ -365,6 +384,7 @@ mod user {
     pod!(
         PortInfo,
         HavipKey,
+        VpcAddrKey,
         HavipEntry,
         OwnerEntry,
         BindingKey,

@@ -1,13 +1,13 @@
 //! ARP (Ethernet/IPv4 only): claims, spoofing attempts and requests for HaVips.
 
 use aya_ebpf::programs::XdpContext;
-use havip_common::{port_flags, BindingKey, DropReason, Handled, HavipKey};
+use havip_common::{port_flags, BindingKey, DropReason, Handled, HavipKey, VpcAddrKey};
 
 use crate::{
     claim,
     eth::Frame,
     events,
-    maps::{BINDINGS, HAVIPS, PORTS, TX_PORTS},
+    maps::{BINDINGS, HAVIPS, PORTS, TX_PORTS, VPC_HAVIPS},
     packet::{ip_eq, mac_eq, ptr_at},
     proxy_arp,
 };
@@ -75,8 +75,15 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
         if !mac_eq(&eth_src, &sha) {
             return refuse(DropReason::ArpSenderMismatch);
         }
+        let gratuitous = oper == OP_REQUEST && ip_eq(&spa, &tpa);
+        let claim = gratuitous || oper == OP_REPLY;
         if port_flags & port_flags::INSTANCE == 0 {
-            return refuse(DropReason::ClaimNotFromInstance);
+            // The uplink never makes a master; an owner elsewhere resolving
+            // a local guest (its ARP names the HaVip as sender) passes.
+            if claim {
+                return refuse(DropReason::ClaimNotFromInstance);
+            }
+            return Ok(Handled::Passed);
         }
         let binding_key = BindingKey { havip_id, ifindex };
         let Some(binding) = (unsafe { BINDINGS.get(&binding_key) }) else {
@@ -85,11 +92,23 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
         if !mac_eq(&binding.mac, &sha) {
             return refuse(DropReason::ClaimMacMismatch);
         }
-        let gratuitous = oper == OP_REQUEST && ip_eq(&spa, &tpa);
-        if gratuitous || oper == OP_REPLY {
+        if claim {
             return claim::take_over(&sender_key, havip_id, ifindex, &sha);
         }
         return Ok(Handled::PassedMemberArp);
+    }
+
+    // Sender is a HaVip of a sibling vSwitch: its address is outside this
+    // vSwitch's CIDR, so nobody here may announce it.
+    let vpc_key = VpcAddrKey {
+        vpc_id: port.vpc_id,
+        addr: spa,
+    };
+    if let Some(vswitch) = unsafe { VPC_HAVIPS.get(&vpc_key) } {
+        if *vswitch != vswitch_id {
+            events::refused(&sender_key, 0, ifindex, &sha, DropReason::ClaimWrongVSwitch);
+            return Err(DropReason::ClaimWrongVSwitch);
+        }
     }
 
     // Target is a HaVip: answer with its virtual MAC, never flood.

@@ -28,7 +28,11 @@ pub fn take_over(
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let hold_ns = CONFIG.get(0).map_or(0, |c| c.hold_ns);
-    if hold_ns != 0 && current.has_owner() && now.wrapping_sub(current.changed_ns) < hold_ns {
+    // Only a claim starts a hold: an owner set by the control plane (no
+    // timestamp in the kernel's clock) can be taken at once.
+    let held = current.flags & owner_flags::BY_CLAIM != 0
+        && now.wrapping_sub(current.changed_ns) < hold_ns;
+    if hold_ns != 0 && current.has_owner() && held {
         events::refused(key, havip_id, ifindex, mac, DropReason::ClaimHeldDown);
         return Err(DropReason::ClaimHeldDown);
     }

@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use havip_common::{
     BindingEntry, BindingKey, DataplaneConfig, DropReason, EventBudget, Handled, HavipEntry,
-    HavipKey, OwnerEntry, PortInfo, TrafficCounter, EVENTS_BYTES, MAX_BINDINGS, MAX_HAVIPS,
-    MAX_PORTS,
+    HavipKey, OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, EVENTS_BYTES, MAX_BINDINGS,
+    MAX_HAVIPS, MAX_PORTS,
 };
 
 /// ingress ifindex → vSwitch, role and gateway MAC. Written by the agent.
@@ -24,6 +24,11 @@ pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
 /// (vSwitch, address) → HaVip id and virtual MAC. Written by the agent.
 #[map]
 pub static HAVIPS: HashMap<HavipKey, HavipEntry> = HashMap::pinned(MAX_HAVIPS, BPF_F_NO_PREALLOC);
+
+/// (VPC, address) → vSwitch id of the HaVip: ARP naming a HaVip of a
+/// sibling vSwitch as sender is refused. Written by the agent.
+#[map]
+pub static VPC_HAVIPS: HashMap<VpcAddrKey, u32> = HashMap::pinned(MAX_HAVIPS, BPF_F_NO_PREALLOC);
 
 /// (vSwitch, address) → current master. Created by the agent, switched by
 /// claims in XDP (preallocated: updated from the program).

@@ -171,3 +171,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     }
     parts.next().is_none().then_some(mac)
 }
+
+/// The virtual MAC the data plane answers ARP with for `addr`.
+pub fn virtual_mac_of(addr: Ipv4Addr) -> [u8; 6] {
+    havip_common::virtual_mac(addr.octets())
+}

@@ -690,6 +690,7 @@ impl TestBed {
         let port = |p: Port, vswitch_id, flags, gateway_mac| DesiredPort {
             ifindex: self.ifindex(p),
             vswitch_id,
+            vpc_id: 1,
             flags,
             gateway_mac,
         };
@@ -702,6 +703,7 @@ impl TestBed {
                     vswitch_id,
                     addr: addr.octets(),
                 },
+                vpc_id: 1,
                 id,
                 virtual_mac: virtual_mac(addr.octets()),
                 bindings,
@@ -982,12 +984,14 @@ impl HaLab {
                 .map(|g| DesiredPort {
                     ifindex: this.port_ifindex(&g.host_if),
                     vswitch_id: LAB_VSWITCH,
+                    vpc_id: 1,
                     flags: port_flags::INSTANCE,
                     gateway_mac: LAB_GATEWAY_MAC,
                 })
                 .collect(),
             havips: vec![DesiredHavip {
                 key,
+                vpc_id: 1,
                 id: LAB_HAVIP_ID,
                 virtual_mac: virtual_mac(havip.octets()),
                 bindings: vec![a, b],

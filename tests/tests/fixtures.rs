@@ -347,6 +347,14 @@ fn everything_else_passes_untouched() {
         ),
         Case::pass("IPv6 (ethertype 0x86dd)", Port::Client, ipv6),
         Case::pass("LLDP (ethertype 0x88cc)", Port::Uplink, lldp),
+        // An owner on another host resolving a local guest: its ARP names
+        // the HaVip as sender. Not a claim, so it passes (traffic to the
+        // HaVip is steered by address, whatever caches learn).
+        Case::pass(
+            "ARP request naming the HaVip as sender from the uplink",
+            Port::Uplink,
+            frames::arp_request(REMOTE_MAC, HAVIP_A, CLIENT_IP).bytes(),
+        ),
         Case::pass(
             "IPv6 ethertype carrying an IPv4 header to the HaVip",
             Port::Client,
@@ -746,9 +754,21 @@ fn refused_claims_never_move_the_owner() {
         ),
         (
             Case::drop(
-                "ARP request naming the HaVip as sender from the uplink",
+                "ARP reply claim from the uplink",
                 Port::Uplink,
-                frames::arp_request(REMOTE_MAC, HAVIP_A, CLIENT_IP).bytes(),
+                frames::Frame::new(
+                    CLIENT_MAC,
+                    REMOTE_MAC,
+                    frames::ETH_P_ARP,
+                    frames::arp(
+                        frames::ARP_REPLY,
+                        REMOTE_MAC,
+                        HAVIP_A,
+                        CLIENT_MAC,
+                        CLIENT_IP,
+                    ),
+                )
+                .bytes(),
                 DropReason::ClaimNotFromInstance,
             ),
             Port::Uplink,
@@ -837,17 +857,30 @@ fn claims_for_another_vswitchs_havip_never_move_an_owner() {
         let before = bed.counters();
         let (verdict, _) = bed.run(port, &frame);
         let moved = bed.counters().since(&before);
+        // Both vSwitches are in one VPC: the address belongs to the other
+        // vSwitch's CIDR, so the ARP is a spoof, dropped and reported.
+        assert_eq!(verdict, action::DROP, "[{name}] counters {moved:?}");
         assert!(
-            !moved
-                .iter()
-                .any(|(c, _)| matches!(c, havip_tests::Counter::Handled(Handled::ClaimAccepted))),
-            "[{name}] verdict {}, counters {moved:?}",
-            action::name(verdict)
+            moved.iter().any(|(c, t)| {
+                matches!(c, havip_tests::Counter::Drop(DropReason::ClaimWrongVSwitch))
+                    && t.packets == 1
+            }),
+            "[{name}] counters {moved:?}"
         );
         assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
         assert_eq!(bed.owner_in(VSWITCH2, HAVIP_VS2), vs2_owner, "[{name}]");
         let events = bed.events();
         assert!(owner_changes(&events).is_empty(), "[{name}] {events:?}");
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                DataplaneEvent::ClaimRefused {
+                    reason: Some(DropReason::ClaimWrongVSwitch),
+                    ..
+                }
+            )),
+            "[{name}] no wrong-vSwitch security event: {events:?}"
+        );
     }
 }
 

@@ -8,6 +8,8 @@ use havip_common::{DataplaneConfig, HavipKey};
 pub struct DesiredPort {
     pub ifindex: u32,
     pub vswitch_id: u32,
+    /// Dense VPC id (any numbering consistent within one `Desired`).
+    pub vpc_id: u32,
     /// `havip_common::port_flags`.
     pub flags: u32,
     pub gateway_mac: [u8; 6],
@@ -23,6 +25,8 @@ pub struct DesiredBinding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredHavip {
     pub key: HavipKey,
+    /// VPC of the HaVip's vSwitch, as in [`DesiredPort::vpc_id`].
+    pub vpc_id: u32,
     /// Dense id (< `MAX_HAVIPS`), stable for the life of the HaVip.
     pub id: u32,
     pub virtual_mac: [u8; 6],

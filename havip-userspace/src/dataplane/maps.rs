@@ -5,7 +5,7 @@ use std::path::Path;
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use havip_common::{
     names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
-    OwnerEntry, PortInfo, TrafficCounter,
+    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey,
 };
 
 /// Map sizes both sides agree on: a pinned map whose shape differs (left by
@@ -29,6 +29,7 @@ pub fn expected_shape(name: &str) -> Option<(u32, u32, u32)> {
         names::DROPS => s(4, size_of::<TrafficCounter>(), DropReason::COUNT as u32),
         names::CONFIG => s(4, size_of::<DataplaneConfig>(), 1),
         names::EVENT_BUDGET => s(4, size_of::<EventBudget>(), 1),
+        names::VPC_HAVIPS => s(size_of::<VpcAddrKey>(), 4, MAX_HAVIPS),
         _ => None,
     }
 }
@@ -41,6 +42,7 @@ pub struct Maps {
     pub havips: HashMap<MapData, HavipKey, HavipEntry>,
     pub owners: HashMap<MapData, HavipKey, OwnerEntry>,
     pub bindings: HashMap<MapData, BindingKey, BindingEntry>,
+    pub vpc_havips: HashMap<MapData, VpcAddrKey, u32>,
     pub havip_stats: PerCpuArray<MapData, TrafficCounter>,
     pub handled: PerCpuArray<MapData, TrafficCounter>,
     pub drops: PerCpuArray<MapData, TrafficCounter>,
@@ -93,6 +95,7 @@ impl Maps {
             havips: typed!(names::HAVIPS),
             owners: typed!(names::OWNERS),
             bindings: typed!(names::BINDINGS),
+            vpc_havips: typed!(names::VPC_HAVIPS),
             havip_stats: typed!(names::HAVIP_STATS),
             handled: typed!(names::HANDLED),
             drops: typed!(names::DROPS),

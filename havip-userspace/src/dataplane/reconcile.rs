@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use havip_common::{
     names, owner_flags, BindingEntry, BindingKey, HavipEntry, HavipKey, OwnerEntry, PortInfo,
-    TrafficCounter,
+    TrafficCounter, VpcAddrKey,
 };
 
 use super::{desired::Desired, maps::Maps};
@@ -69,6 +69,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, 
                 p.ifindex,
                 PortInfo {
                     vswitch_id: p.vswitch_id,
+                    vpc_id: p.vpc_id,
                     flags: p.flags,
                     gateway_mac: p.gateway_mac,
                     _pad: [0; 2],
@@ -180,6 +181,36 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, 
                 .insert(key, entry, 0)
                 .map_err(err(names::BINDINGS))?;
             report.bindings_set += 1;
+        }
+    }
+
+    // HaVip addresses per VPC (wrong-vSwitch claim check).
+    let want_vpc: BTreeMap<VpcAddrKey, u32> = desired
+        .havips
+        .iter()
+        .map(|h| {
+            (
+                VpcAddrKey {
+                    vpc_id: h.vpc_id,
+                    addr: h.key.addr,
+                },
+                h.key.vswitch_id,
+            )
+        })
+        .collect();
+    let have_vpc: Vec<VpcAddrKey> = maps.vpc_havips.keys().filter_map(Result::ok).collect();
+    for key in &have_vpc {
+        if !want_vpc.contains_key(key) {
+            maps.vpc_havips
+                .remove(key)
+                .map_err(err(names::VPC_HAVIPS))?;
+        }
+    }
+    for (key, vswitch) in &want_vpc {
+        if maps.vpc_havips.get(key, 0).ok() != Some(*vswitch) {
+            maps.vpc_havips
+                .insert(key, vswitch, 0)
+                .map_err(err(names::VPC_HAVIPS))?;
         }
     }
 
