@@ -239,9 +239,12 @@ pub fn owner_mac(pin_dir: &Path, address: Ipv4Addr) -> Option<String> {
 pub struct Stream {
     stop: Arc<AtomicBool>,
     sender: Option<std::thread::JoinHandle<Result<u64>>>,
-    receivers: Vec<(String, std::thread::JoinHandle<Result<Vec<(u64, Instant)>>>)>,
+    receivers: Vec<(String, Receiver)>,
     pub started: Instant,
 }
+
+/// A receiver thread: sequence numbers with their arrival times.
+type Receiver = std::thread::JoinHandle<Result<Vec<(u64, Instant)>>>;
 
 /// What a stream delivered.
 #[derive(Debug, Default)]
