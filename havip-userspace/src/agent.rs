@@ -115,16 +115,19 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
         tokio::spawn(async move {
             loop {
                 flush.notified().await;
+                // Coalesce a burst of claims into one durable write.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let batch: Vec<_> = pending
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .drain()
                     .collect();
-                for (key, owner) in batch {
-                    if let Err(e) = cp.record_owner(key, owner) {
-                        debug!(error = %e, "owner of an unknown HaVip not recorded");
-                    }
+                let cp = cp.clone();
+                let written = tokio::task::spawn_blocking(move || cp.record_owners(&batch)).await;
+                match written {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, "recording owners failed; the resync retries"),
+                    Err(e) => error!(error = %e, "owner recorder panicked"),
                 }
             }
         });
@@ -243,16 +246,22 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
 fn adopt_owners(dp: &Dataplane, cp: &ControlPlane) {
     let owners: Vec<(HavipKey, OwnerEntry)> =
         dp.maps.owners.iter().filter_map(Result::ok).collect();
-    for (key, owner) in owners {
-        let known = cp.with_state(|s| {
-            s.havip_by_key(key.vswitch_id, std::net::Ipv4Addr::from(key.addr))
-                .and_then(|h| s.owners.get(&h.id).copied())
-        });
-        if known.map(|o| o.epoch) != Some(owner.epoch) {
-            if let Err(e) = cp.record_owner(key, observed(&owner)) {
-                debug!(error = %e, "kernel owner of an unknown HaVip");
-            }
-        }
+    let stale: Vec<(HavipKey, ObservedOwner)> = cp.with_state(|s| {
+        owners
+            .iter()
+            .filter(|(key, owner)| {
+                s.havip_by_key(key.vswitch_id, std::net::Ipv4Addr::from(key.addr))
+                    .is_some_and(|h| s.owners.get(&h.id).map(|o| o.epoch) != Some(owner.epoch))
+            })
+            .map(|(key, owner)| (*key, observed(owner)))
+            .collect()
+    });
+    if stale.is_empty() {
+        return;
+    }
+    match cp.record_owners(&stale) {
+        Ok(n) => info!(recorded = n, "owners adopted from the kernel"),
+        Err(e) => warn!(error = %e, "recording kernel owners failed; will retry"),
     }
 }
 
