@@ -6,17 +6,17 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    path::{Path, PathBuf},
-    process::{Child, Command},
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::{
     frames,
     lab::{self, Lab},
+    scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch},
     status,
 };
 
@@ -34,116 +34,11 @@ fn check_interrupt() -> Result<()> {
 }
 
 const HAVIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
+const CIDR: &str = "10.0.1.0/24";
 const CLIENT: ([u8; 6], Ipv4Addr) = ([0x02, 0, 0, 0, 0x0c, 0x01], Ipv4Addr::new(10, 0, 1, 10));
 const NODE_A: ([u8; 6], Ipv4Addr) = ([0x02, 0, 0, 0, 0x0a, 0x01], Ipv4Addr::new(10, 0, 1, 11));
 const NODE_B: ([u8; 6], Ipv4Addr) = ([0x02, 0, 0, 0, 0x0b, 0x01], Ipv4Addr::new(10, 0, 1, 12));
 const PREFIX: &str = "havip-demo-";
-
-/// Kills the agent child on drop (SIGTERM, then SIGKILL).
-struct AgentChild(Child);
-
-impl Drop for AgentChild {
-    fn drop(&mut self) {
-        // SAFETY: plain syscall on our child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Removes the pin dir and the scratch dir on drop.
-struct Scratch {
-    dir: PathBuf,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = crate::dataplane::loader::teardown(&self.pin_dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn config_text(scratch: &Scratch, lab: &Lab) -> String {
-    let mac = lab::mac_string;
-    format!(
-        r#"# Written by `havip-agent demo`.
-[agent]
-pin_dir = "{pin}"
-api_socket = "{dir}/api.sock"
-state_db = "{dir}/state.redb"
-
-[[vpc]]
-id = "vpc-demo"
-cidr = "10.0.0.0/16"
-
-[[vswitch]]
-id = "vsw-demo"
-vpc = "vpc-demo"
-cidr = "10.0.1.0/24"
-gateway_mac = "02:00:00:00:00:01"
-
-[[instance]]
-id = "i-client"
-vswitch = "vsw-demo"
-
-[[instance]]
-id = "i-a"
-vswitch = "vsw-demo"
-
-[[instance]]
-id = "i-b"
-vswitch = "vsw-demo"
-
-[[eni]]
-id = "eni-client"
-instance = "i-client"
-vswitch = "vsw-demo"
-mac = "{mc}"
-interface = "{ic}"
-primary = true
-
-[[eni]]
-id = "eni-a"
-instance = "i-a"
-vswitch = "vsw-demo"
-mac = "{ma}"
-interface = "{ia}"
-primary = true
-
-[[eni]]
-id = "eni-b"
-instance = "i-b"
-vswitch = "vsw-demo"
-mac = "{mb}"
-interface = "{ib}"
-primary = true
-
-[[havip]]
-id = "havip-demo"
-vswitch = "vsw-demo"
-address = "{havip}"
-instances = ["i-a", "i-b"]
-master = "i-a"
-"#,
-        pin = scratch.pin_dir.display(),
-        dir = scratch.dir.display(),
-        mc = mac(CLIENT.0),
-        ma = mac(NODE_A.0),
-        mb = mac(NODE_B.0),
-        ic = lab.guests[0].host_if,
-        ia = lab.guests[1].host_if,
-        ib = lab.guests[2].host_if,
-        havip = HAVIP,
-    )
-}
 
 /// Removes namespaces a killed earlier demo may have left.
 fn remove_stale() {
@@ -165,18 +60,9 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Resu
         if ok() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     bail!("timed out waiting for {what}")
-}
-
-fn owner_mac(pin_dir: &Path) -> Option<String> {
-    status::read(pin_dir)
-        .ok()?
-        .havips
-        .into_iter()
-        .find(|h| h.address == HAVIP.to_string())?
-        .owner_mac
 }
 
 /// UDP from the client to the HaVip; returns what a and b received.
@@ -214,12 +100,7 @@ pub fn run(hold: bool) -> Result<()> {
     // SAFETY: installs an async-signal-safe handler (one atomic store).
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
     remove_stale();
-    let id = std::process::id();
-    let scratch = Scratch {
-        dir: std::env::temp_dir().join(format!("havip-demo-{id}")),
-        pin_dir: PathBuf::from(format!("/sys/fs/bpf/havip-demo-{id}")),
-    };
-    std::fs::create_dir_all(&scratch.dir)?;
+    let scratch = Scratch::new("demo")?;
 
     println!("==> building the topology: host namespace with bridge br0; client, a, b");
     let mut lab = Lab::new(PREFIX)?;
@@ -232,44 +113,37 @@ pub fn run(hold: bool) -> Result<()> {
         g.ns.exec(&["ip", "addr", "add", &format!("{HAVIP}/32"), "dev", "eth0"])?;
     }
     let config = scratch.dir.join("demo.toml");
-    std::fs::write(&config, config_text(&scratch, &lab))?;
+    let havip = LabHavip {
+        id: "havip-demo".into(),
+        address: HAVIP,
+        members: vec!["a".into(), "b".into()],
+        master: Some("a".into()),
+    };
+    std::fs::write(&config, lab_config(&scratch, &lab, CIDR, &[havip]))?;
     println!("    config: {}", config.display());
 
-    println!("==> starting havip-agent in {}", lab.host.name());
-    let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(scratch.dir.join("agent.log"))?;
-    let child = Command::new(exe)
-        .args([
-            "--netns",
-            lab.host.name(),
-            "run",
-            "--teardown-on-exit",
-            "--config",
-        ])
-        .arg(&config)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("spawning the agent")?;
-    let mut agent = AgentChild(child);
+    println!("==> starting havip-agent in namespace {}", lab.host.name());
+    let mut agent = AgentProcess::start(
+        lab.host.name(),
+        &config,
+        &scratch.dir.join("agent.log"),
+        &["--teardown-on-exit"],
+    )?;
+    agent.wait_ready(&scratch, 1, Duration::from_secs(30))?;
     let a_mac = lab::mac_string(NODE_A.0);
     let b_mac = lab::mac_string(NODE_B.0);
-    wait_for(
-        "the agent to attach and install the HaVip",
-        Duration::from_secs(20),
-        || {
-            if let Ok(Some(status)) = agent.0.try_wait() {
-                eprintln!("agent exited early: {status}");
-                return true;
-            }
-            owner_mac(&scratch.pin_dir).as_deref() == Some(a_mac.as_str())
-        },
-    )?;
-    if let Ok(Some(status)) = agent.0.try_wait() {
-        let log = std::fs::read_to_string(scratch.dir.join("agent.log")).unwrap_or_default();
-        bail!("agent exited ({status}):\n{log}");
-    }
+    wait_for("instance a to be master", Duration::from_secs(5), || {
+        owner_mac(&scratch.pin_dir, HAVIP).as_deref() == Some(a_mac.as_str())
+    })?;
     println!("    HaVip {HAVIP} master: instance a ({a_mac})");
+    let prog = std::process::Command::new("bpftool")
+        .args(["prog", "show", "name", havip_common::names::PROG_XDP])
+        .output();
+    if let Ok(out) = prog {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("    bpftool: {}", line.trim());
+        }
+    }
 
     println!("==> ping from the client to the HaVip");
     let ping = lab.guests[0].ns.exec_status(&[
@@ -299,7 +173,7 @@ pub fn run(hold: bool) -> Result<()> {
         vec![frames::garp(NODE_B.0, HAVIP).bytes()],
     )?;
     wait_for("the owner to move to b", Duration::from_secs(5), || {
-        owner_mac(&scratch.pin_dir).as_deref() == Some(b_mac.as_str())
+        owner_mac(&scratch.pin_dir, HAVIP).as_deref() == Some(b_mac.as_str())
     })?;
     println!("    HaVip {HAVIP} master: instance b ({b_mac})");
     let (a2, b2) = udp_round(&lab, 1000)?;
@@ -311,7 +185,7 @@ pub fn run(hold: bool) -> Result<()> {
         .collect();
     lab::send_raw(&lab.guests[0].ns, "eth0", spoof)?;
     std::thread::sleep(Duration::from_millis(300));
-    let still_b = owner_mac(&scratch.pin_dir).as_deref() == Some(b_mac.as_str());
+    let still_b = owner_mac(&scratch.pin_dir, HAVIP).as_deref() == Some(b_mac.as_str());
     println!(
         "    master after the spoofing attempt: {}",
         if still_b {
@@ -322,10 +196,13 @@ pub fn run(hold: bool) -> Result<()> {
     );
 
     println!(
-        "==> status (havip-agent status --pin-dir {})",
+        "==> status (havip-agent --netns {} status --pin-dir {})",
+        lab.host.name(),
         scratch.pin_dir.display()
     );
-    let st = status::read(&scratch.pin_dir)?;
+    // Read in the host namespace so owner ports show by name.
+    let pin_dir = scratch.pin_dir.clone();
+    let st = lab.host.run(move || status::read(&pin_dir))??;
     print!("{st}");
 
     println!("==> delivered packet counts");
@@ -340,7 +217,7 @@ pub fn run(hold: bool) -> Result<()> {
         }
     }
     println!("==> stopping the agent and cleaning up");
-    drop(agent);
+    agent.stop()?;
     drop(lab);
     drop(scratch);
     if !ok {
