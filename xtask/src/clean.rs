@@ -13,7 +13,7 @@ use anyhow::Result;
 use crate::util::{self, step};
 
 /// Names (network namespaces, links) that belong to havip demos and tests.
-const PREFIXES: &[&str] = &["havip-", "hvt"];
+const PREFIXES: &[&str] = &["havip-", "hvt", "hvb"];
 const PID_DIR: &str = "/run/havip";
 const BPFFS: &str = "/sys/fs/bpf";
 /// Pinned dirs: the agent's, and per-test/per-demo ones (`havip-test-*`, `havip-demo-*`).
