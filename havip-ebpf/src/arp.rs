@@ -67,7 +67,7 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
     if let Some(havip) = unsafe { HAVIPS.get(&sender_key) } {
         let havip_id = havip.id;
         let refuse = |reason: DropReason| {
-            events::refused(&sender_key, havip_id, ifindex, &sha, reason);
+            events::refused(ctx, &sender_key, havip_id, ifindex, &sha, reason);
             Err(reason)
         };
         // SAFETY: `frame.eth` was bounds-checked by `eth::parse`.
@@ -93,7 +93,7 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
             return refuse(DropReason::ClaimMacMismatch);
         }
         if claim {
-            return claim::take_over(&sender_key, havip_id, ifindex, &sha);
+            return claim::take_over(ctx, &sender_key, havip_id, ifindex, &sha);
         }
         return Ok(Handled::PassedMemberArp);
     }
@@ -106,7 +106,14 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
     };
     if let Some(vswitch) = unsafe { VPC_HAVIPS.get(&vpc_key) } {
         if *vswitch != vswitch_id {
-            events::refused(&sender_key, 0, ifindex, &sha, DropReason::ClaimWrongVSwitch);
+            events::refused(
+                ctx,
+                &sender_key,
+                0,
+                ifindex,
+                &sha,
+                DropReason::ClaimWrongVSwitch,
+            );
             return Err(DropReason::ClaimWrongVSwitch);
         }
     }

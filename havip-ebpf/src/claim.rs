@@ -1,6 +1,7 @@
 //! An authorised claim: switch the owner in the kernel, then tell the agent.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_log_ebpf::error;
 use havip_common::{owner_flags, DropReason, Handled, HavipKey, OwnerEntry};
 
 use crate::{
@@ -12,6 +13,7 @@ use crate::{
 /// `havip_id`/`ifindex`/`mac` were checked against `BINDINGS` by the caller.
 #[inline(always)]
 pub fn take_over(
+    ctx: &XdpContext,
     key: &HavipKey,
     havip_id: u32,
     ifindex: u32,
@@ -33,7 +35,7 @@ pub fn take_over(
     let held = current.flags & owner_flags::BY_CLAIM != 0
         && now.wrapping_sub(current.changed_ns) < hold_ns;
     if hold_ns != 0 && current.has_owner() && held {
-        events::refused(key, havip_id, ifindex, mac, DropReason::ClaimHeldDown);
+        events::refused(ctx, key, havip_id, ifindex, mac, DropReason::ClaimHeldDown);
         return Err(DropReason::ClaimHeldDown);
     }
     let next = OwnerEntry {
@@ -46,8 +48,12 @@ pub fn take_over(
     };
     // Replaces the element whole: the forward path sees old or new, never a mix.
     if OWNERS.insert(key, &next, 0).is_err() {
+        error!(
+            ctx,
+            "havip: OWNERS update refused for HaVip id {}", havip_id
+        );
         return Err(DropReason::OwnerUpdateFailed);
     }
-    events::owner_changed(key, &current, &next);
+    events::owner_changed(ctx, key, &current, &next);
     Ok(Handled::ClaimAccepted)
 }

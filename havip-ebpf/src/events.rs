@@ -1,7 +1,8 @@
 //! Events to the agent: owner changes always, refusals rate-limited per CPU
 //! so a flood of spoofed claims cannot fill the ring buffer.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_log_ebpf::warn;
 use havip_common::{
     event_kind, DropReason, Event, HavipKey, OwnerEntry, DEFAULT_SECURITY_EVENTS_PER_SEC,
 };
@@ -11,7 +12,7 @@ use crate::maps::{CONFIG, EVENTS, EVENT_BUDGET};
 const WINDOW_NS: u64 = 1_000_000_000;
 
 #[inline(always)]
-pub fn owner_changed(key: &HavipKey, previous: &OwnerEntry, next: &OwnerEntry) {
+pub fn owner_changed(ctx: &XdpContext, key: &HavipKey, previous: &OwnerEntry, next: &OwnerEntry) {
     let event = Event {
         epoch: next.epoch,
         ts_ns: next.changed_ns,
@@ -27,12 +28,19 @@ pub fn owner_changed(key: &HavipKey, previous: &OwnerEntry, next: &OwnerEntry) {
         _pad: 0,
     };
     if EVENTS.output::<Event>(&event, 0).is_err() {
-        note_lost();
+        note_lost(ctx);
     }
 }
 
 #[inline(always)]
-pub fn refused(key: &HavipKey, havip_id: u32, ifindex: u32, mac: &[u8; 6], reason: DropReason) {
+pub fn refused(
+    ctx: &XdpContext,
+    key: &HavipKey,
+    havip_id: u32,
+    ifindex: u32,
+    mac: &[u8; 6],
+    reason: DropReason,
+) {
     let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
         return;
     };
@@ -71,14 +79,17 @@ pub fn refused(key: &HavipKey, havip_id: u32, ifindex: u32, mac: &[u8; 6], reaso
         _pad: 0,
     };
     if EVENTS.output::<Event>(&event, 0).is_err() {
-        note_lost();
+        note_lost(ctx);
     }
 }
 
-#[inline(always)]
-fn note_lost() {
+/// The ring buffer is full (the agent is not draining it): count the loss
+/// and say so through aya-log's own buffer, the one channel left.
+#[inline(never)]
+fn note_lost(ctx: &XdpContext) {
     if let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) {
         // SAFETY: this CPU's slot.
         unsafe { (*budget).lost += 1 };
     }
+    warn!(ctx, "havip: EVENTS ring buffer full, event lost");
 }

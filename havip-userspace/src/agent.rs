@@ -90,6 +90,25 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
 
     cp.set_counters(Arc::new(PinnedCounters::open(&agent.pin_dir)?));
 
+    // aya-log records (ring full, refused owner update) into tracing.
+    if let Some(logs) = dp.logs.take() {
+        // SAFETY: the logger owns its ring buffer fd for the AsyncFd's life.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logs, tokio::io::Interest::READABLE)
+        };
+        match registered {
+            Ok(mut fd) => {
+                tokio::spawn(async move {
+                    while let Ok(mut guard) = fd.readable_mut().await {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e.to_string(), "aya-log reader not started"),
+        }
+    }
+
     // Owner changes from the kernel, recorded in batches: a flapping pair
     // cannot turn into one durable write per claim.
     let pending: Arc<Mutex<HashMap<HavipKey, ObservedOwner>>> = Arc::default();
@@ -277,9 +296,10 @@ fn attach_all(dp: &mut Dataplane, cp: &ControlPlane, mode: crate::dataplane::Att
             .chain(s.uplinks.keys().cloned())
             .collect()
     });
-    let attached = dp.attached_interfaces();
     for ifname in wanted {
-        if attached.contains(&ifname) {
+        // An earlier agent's link gets this agent's program swapped in
+        // (atomically) on the first pass; later passes only fill gaps.
+        if dp.runs_on(&ifname) {
             continue;
         }
         if ifindex_of(&ifname).is_none() {

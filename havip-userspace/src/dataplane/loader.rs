@@ -112,6 +112,10 @@ pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     pub maps: Maps,
+    /// Records of the program's aya-log statements (rare paths only).
+    pub logs: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Interfaces this process's program is attached to.
+    attached: std::collections::BTreeSet<String>,
 }
 
 impl Dataplane {
@@ -152,11 +156,20 @@ impl Dataplane {
             name: names::PROG_XDP,
             source,
         })?;
+        let logs = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(error = %e, "no aya-log records from the XDP program");
+                None
+            }
+        };
         let maps = Maps::take_from(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             maps,
+            logs,
+            attached: Default::default(),
         })
     }
 
@@ -202,6 +215,7 @@ impl Dataplane {
                         ifname,
                         "adopted pinned XDP link; program replaced atomically"
                     );
+                    self.attached.insert(ifname.to_owned());
                     return Ok(());
                 }
                 Err(e) => {
@@ -240,6 +254,7 @@ impl Dataplane {
             detail: e.to_string(),
         })?;
         info!(ifname, ifindex, ?mode, "attached");
+        self.attached.insert(ifname.to_owned());
         Ok(())
     }
 
@@ -266,8 +281,15 @@ impl Dataplane {
         attached_interfaces(&self.pin_dir)
     }
 
+    /// Whether this process's program runs on `ifname` (attached, or swapped
+    /// into the pinned link left by an earlier agent) and the link is pinned.
+    pub fn runs_on(&self, ifname: &str) -> bool {
+        self.attached.contains(ifname) && self.link_pin(ifname).exists()
+    }
+
     /// Detaches from `ifname` (removes its pinned link).
-    pub fn detach(&self, ifname: &str) -> Result<(), std::io::Error> {
+    pub fn detach(&mut self, ifname: &str) -> Result<(), std::io::Error> {
+        self.attached.remove(ifname);
         match fs::remove_file(self.link_pin(ifname)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
