@@ -333,6 +333,29 @@ impl Section for NsPerPacket {
                     bail!("claim switch: {changes} owner changes for {calls} alternating claims");
                 }
                 m.insert("havip_claim_switch", (switch - overhead).max(0.0));
+                // The same with the ring buffer left undrained: once it holds
+                // an unread event, bpf_ringbuf_output no longer wakes the
+                // reader (no irq_work, no self-IPI). Fewer calls than the
+                // ring holds (256 KiB / 72 B), drained afterwards.
+                let quiet_calls = calls.min(2_000);
+                let quiet = series(
+                    product,
+                    &[(f.claim_b.clone(), ho1), (f.claim_a.clone(), ho0)],
+                    quiet_calls,
+                    xdp_action::DROP,
+                    "havip claim switch (no wakeup)",
+                    || Ok(()),
+                )?;
+                let mut queued = 0u64;
+                events::drain(ring, |e| {
+                    if matches!(e, events::DataplaneEvent::OwnerChanged(_)) {
+                        queued += 1;
+                    }
+                });
+                if queued != u64::from(quiet_calls) {
+                    bail!("claim switch (no wakeup): {queued} events for {quiet_calls} claims");
+                }
+                m.insert("havip_claim_switch_no_wakeup", (quiet - overhead).max(0.0));
                 // Leave member A the owner.
                 if owner_of(maps)? != (ho0, OWNER_A_MAC) {
                     progs::run_once(product, &f.claim_a, ho0, 1, None)?;
@@ -374,10 +397,16 @@ impl Section for NsPerPacket {
         });
         let mut table =
             String::from("| path | median ns/packet | min | max |\n| --- | --- | --- | --- |\n");
-        for (key, label) in PATHS.iter().chain(&[(
-            "single_call_overhead",
-            "repeat=1 call overhead (subtracted)",
-        )]) {
+        for (key, label) in PATHS.iter().chain(&[
+            (
+                "havip_claim_switch_no_wakeup",
+                "havip: claim switch, reader not woken (events pending)",
+            ),
+            (
+                "single_call_overhead",
+                "repeat=1 call overhead (subtracted)",
+            ),
+        ]) {
             if let Some(s) = summary(key) {
                 value[*key] = summary_value("ns", &s);
                 value[*key]["label"] = Value::from(*label);

@@ -239,6 +239,9 @@ impl Env {
                 .detach(port)
                 .with_context(|| format!("detaching havip_xdp from {port}"))?;
         }
+        for port in HOST_PORTS {
+            self.lab.wait_no_xdp(port)?;
+        }
         Ok(())
     }
 

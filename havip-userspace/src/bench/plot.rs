@@ -145,14 +145,25 @@ fn bar_chart(
         .map_err(|e| anyhow!("{e}"))?;
     let text_style =
         TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    // Off-scale bars are labelled inside, in white, below the clip.
+    let inside_style = TextStyle::from((FONT, 16).into_font())
+        .color(&WHITE)
+        .pos(Pos::new(HPos::Center, VPos::Top));
     chart
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
-            let y = b.range.map_or(b.value, |r| r.1.max(b.value));
-            Text::new(
-                b.text.clone(),
-                (SegmentValue::CenterOf(i), y + top * 0.01),
-                text_style.clone(),
-            )
+            if high(b) >= top {
+                Text::new(
+                    format!("{} (off scale)", b.text),
+                    (SegmentValue::CenterOf(i), top * 0.93),
+                    inside_style.clone(),
+                )
+            } else {
+                Text::new(
+                    b.text.clone(),
+                    (SegmentValue::CenterOf(i), high(b) + top * 0.01),
+                    text_style.clone(),
+                )
+            }
         }))
         .map_err(|e| anyhow!("{e}"))?;
     if let Some((y, label)) = hline {
@@ -214,7 +225,7 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
         let f = dir.join("throughput.png");
         bar_chart(
             &f,
-            "Forwarding throughput through the host (one core, 106-byte frames; median, min-max; proposal B = bench-only sketch, not the product)",
+            "Throughput through the host: one core, 106-byte frames (median, min-max)",
             "Mpps delivered",
             &bars,
             None,

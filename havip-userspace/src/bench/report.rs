@@ -67,6 +67,7 @@ impl Report {
         if let Value::Object(notes) = notes {
             notes.insert(key.to_owned(), Value::String(why.to_owned()));
         }
+        self.notes.push(format!("`{key}`: {why}"));
     }
 
     pub fn note(&mut self, line: impl Into<String>) {
@@ -168,7 +169,9 @@ impl Report {
             .filter(|t| t.met == Some(false))
             .collect();
         let _ = writeln!(md);
-        if missed.is_empty() {
+        if self.targets.iter().all(|t| t.met.is_none()) {
+            let _ = writeln!(md, "No target was measured in this run.");
+        } else if missed.is_empty() {
             let _ = writeln!(md, "Every measured target was met.");
         } else {
             for t in missed {

@@ -60,7 +60,7 @@ impl Path {
             Path::Tc => "tc clsact redirect",
             Path::BridgeNfOff => "bridge, nf-call off",
             Path::Bridge => "bridge (default)",
-            Path::Sketch => "proposal B sketch",
+            Path::Sketch => "sketch (not product)",
         }
     }
 
@@ -105,6 +105,7 @@ fn measure_path(env: &mut Env, path: Path, params: &Params) -> Result<super::env
             let detached = env.progs.detach_xdp(name, link);
             let sample = sample?;
             detached?;
+            env.lab.wait_no_xdp("hc0")?;
             Ok(sample)
         }
         Path::Havip => {
@@ -326,6 +327,13 @@ impl Section for Scale {
                 s.max / 1e6,
                 rec.map_or_else(|| "-".into(), |r| format!("{r:.2} s"))
             ));
+        }
+        // Same-repetition ratios too (less sensitive to drift between reps).
+        let first_n = params.scale_counts.first().copied().unwrap_or(1);
+        let last_n = params.scale_counts.last().copied().unwrap_or(65_536);
+        if let (Some(a), Some(b)) = (self.samples.get(&last_n), self.samples.get(&first_n)) {
+            let paired: Vec<f64> = a.iter().zip(b).map(|(l, f)| l.pps() / f.pps()).collect();
+            value[format!("ratio_{last_n}_vs_{first_n}_per_rep")] = json!(paired);
         }
         report.set("scale_pps", value);
         let first = params.scale_counts.first().copied().unwrap_or(1);

@@ -184,6 +184,24 @@ impl BenchLab {
         Ok(guard)
     }
 
+    /// Waits until `ifname` of the host namespace runs no XDP program: an
+    /// unpinned link is released from a workqueue, a little later.
+    pub fn wait_no_xdp(&self, ifname: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self
+                .host
+                .exec(&["ip", "-d", "link", "show", "dev", ifname])?;
+            if !String::from_utf8_lossy(&out.stdout).contains("prog/xdp") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{ifname} still runs an XDP program 5 s after it was detached");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Removes the clsact qdisc of hc0 (and the filters on it), if any.
     pub fn remove_clsact(&self) {
         let _ = self
