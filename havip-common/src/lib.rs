@@ -7,7 +7,8 @@
 
 /// Capacity of the HaVip tables (`HAVIPS`, `OWNERS`, `HAVIP_STATS`).
 pub const MAX_HAVIPS: u32 = 1 << 17;
-/// Capacity of the port tables (`PORTS`, `TX_PORTS`).
+/// Capacity of the port tables (`PORTS`, `PORTS_HIGH`, `TX_PORTS`); also the
+/// first ifindex that goes to `PORTS_HIGH` instead of the `PORTS` array.
 pub const MAX_PORTS: u32 = 4096;
 /// Capacity of `BINDINGS`: up to 10 bindings for every HaVip a host could hold.
 pub const MAX_BINDINGS: u32 = 1 << 18;
@@ -34,6 +35,7 @@ pub mod limits {
 pub mod names {
     pub const PROG_XDP: &str = "havip_xdp";
     pub const PORTS: &str = "PORTS";
+    pub const PORTS_HIGH: &str = "PORTS_HIGH";
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const HAVIPS: &str = "HAVIPS";
     pub const OWNERS: &str = "OWNERS";
@@ -46,8 +48,9 @@ pub mod names {
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
     pub const VPC_HAVIPS: &str = "VPC_HAVIPS";
     /// Every map, in catalogue order.
-    pub const ALL_MAPS: [&str; 12] = [
+    pub const ALL_MAPS: [&str; 13] = [
         PORTS,
+        PORTS_HIGH,
         TX_PORTS,
         HAVIPS,
         OWNERS,
@@ -70,7 +73,8 @@ pub mod port_flags {
     pub const UPLINK: u32 = 1 << 1;
 }
 
-/// `PORTS` value: the ingress port's place in the VPC. Key: ingress ifindex.
+/// `PORTS`/`PORTS_HIGH` value: the ingress port's place in the VPC, by
+/// ingress ifindex. An all-zero entry (`flags == 0`) is no port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortInfo {

@@ -7,7 +7,7 @@ use crate::{
     claim,
     eth::Frame,
     events,
-    maps::{BINDINGS, HAVIPS, PORTS, TX_PORTS, VPC_HAVIPS},
+    maps::{self, BINDINGS, HAVIPS, TX_PORTS, VPC_HAVIPS},
     packet::{ip_eq, mac_eq, ptr_at},
     proxy_arp,
 };
@@ -52,8 +52,7 @@ pub fn handle(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
         return Ok(Handled::Passed);
     }
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: plain-data map values.
-    let Some(port) = (unsafe { PORTS.get(&ifindex) }) else {
+    let Some(port) = maps::port(ifindex) else {
         return Ok(Handled::Passed);
     };
     let vswitch_id = port.vswitch_id;

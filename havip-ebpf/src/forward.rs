@@ -6,7 +6,8 @@ use havip_common::{DropReason, Handled, HavipKey};
 use crate::{
     eth::Frame,
     ipv4,
-    maps::{count, HAVIP_STATS, OWNERS, PORTS, TX_PORTS},
+    maps::{self, count, HAVIP_STATS, OWNERS, TX_PORTS},
+    packet::write_mac,
 };
 
 #[inline(always)]
@@ -14,20 +15,18 @@ pub fn ipv4(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
     let Some(daddr) = ipv4::destination(ctx, frame.l3_offset) else {
         return Ok(Handled::PassedMalformed);
     };
-    let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: map values are plain data; hash elements are replaced whole
-    // (RCU), so a copy is never torn by a concurrent claim.
-    let Some(port) = (unsafe { PORTS.get(&ifindex) }) else {
+    let Some(port) = maps::port(ctx.ingress_ifindex() as u32) else {
         return Ok(Handled::Passed);
     };
     let key = HavipKey {
         vswitch_id: port.vswitch_id,
         addr: daddr,
     };
+    // SAFETY: plain-data map value; hash elements are replaced whole (RCU),
+    // so the fields read here all belong to one owner.
     let Some(owner) = (unsafe { OWNERS.get(&key) }) else {
         return Ok(Handled::Passed);
     };
-    let owner = *owner;
     if frame.dst_is_group() {
         return Err(DropReason::NonUnicastToHavip);
     }
@@ -36,8 +35,8 @@ pub fn ipv4(ctx: &XdpContext, frame: &Frame) -> Result<Handled, DropReason> {
     }
     // SAFETY: `frame.eth` was bounds-checked by `eth::parse`.
     unsafe {
-        (*frame.eth).dst = owner.mac;
-        (*frame.eth).src = port.gateway_mac;
+        write_mac(&raw mut (*frame.eth).dst, &owner.mac);
+        write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
     }
     match TX_PORTS.redirect(owner.ifindex, 0) {
         Ok(_) => {

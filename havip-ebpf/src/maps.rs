@@ -13,9 +13,26 @@ use havip_common::{
     MAX_HAVIPS, MAX_PORTS,
 };
 
-/// ingress ifindex → vSwitch, role and gateway MAC. Written by the agent.
+/// ingress ifindex (< `MAX_PORTS`) → vSwitch, role and gateway MAC; an
+/// array so the per-frame lookup is inlined. Written by the agent.
 #[map]
-pub static PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_PORTS, 0);
+pub static PORTS: Array<PortInfo> = Array::pinned(MAX_PORTS, 0);
+
+/// The same for ifindexes ≥ `MAX_PORTS`. Written by the agent.
+#[map]
+pub static PORTS_HIGH: HashMap<u32, PortInfo> = HashMap::pinned(MAX_PORTS, BPF_F_NO_PREALLOC);
+
+/// The ingress port's entry, if it is one of ours.
+#[inline(always)]
+pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
+    let port = if ifindex < MAX_PORTS {
+        PORTS.get(ifindex)
+    } else {
+        // SAFETY: plain-data map value.
+        unsafe { PORTS_HIGH.get(&ifindex) }
+    }?;
+    (port.flags != 0).then_some(port)
+}
 
 /// ifindex → ifindex: the ports frames may be redirected to. Written by the agent.
 #[map]

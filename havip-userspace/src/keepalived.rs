@@ -199,11 +199,16 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
     tcp_server(ns_a, 9100, "a")?;
     tcp_server(ns_b, 9100, "b")?;
     let ready = Instant::now();
+    // a first: with nopreempt, whoever wins the first election keeps the
+    // HaVip, and on a loaded machine b could otherwise win it.
     let _ka = Keepalived::start(ns_a, &scratch.dir, a.1, b.1, vip, 150, vrrp)?;
-    let _kb = Keepalived::start(ns_b, &scratch.dir, b.1, a.1, vip, 100, vrrp)?;
     wait_owner(&scratch, vip, a.0, Duration::from_secs(20))
         .with_context(|| format!("first election; agent log:\n{}", agent.log_text()))?;
     let election_ms = ready.elapsed().as_millis() as u64;
+    let _kb = Keepalived::start(ns_b, &scratch.dir, b.1, a.1, vip, 100, vrrp)?;
+    // Let b settle as backup (it must not take the HaVip from a).
+    std::thread::sleep(Duration::from_secs_f64((vrrp.advert_int * 4.0).max(1.0)));
+    wait_owner(&scratch, vip, a.0, Duration::from_secs(5)).context("b took the HaVip from a")?;
 
     let interval = Duration::from_millis(1);
     let dst = SocketAddrV4::new(vip, 9000);

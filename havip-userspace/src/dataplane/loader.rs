@@ -359,8 +359,11 @@ fn check_pinned_shapes(pin_dir: &Path) -> Result<(), DataplaneError> {
         let Ok(info) = MapData::from_pin(&path).and_then(|m| m.info()) else {
             continue;
         };
-        if (info.key_size(), info.value_size(), info.max_entries())
-            != (want_key, want_value, want_entries)
+        let type_differs =
+            super::maps::expected_type(name).is_some_and(|want| info.map_type().ok() != Some(want));
+        if type_differs
+            || (info.key_size(), info.value_size(), info.max_entries())
+                != (want_key, want_value, want_entries)
         {
             return Err(DataplaneError::IncompatiblePin {
                 path,

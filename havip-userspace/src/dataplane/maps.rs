@@ -15,7 +15,7 @@ pub fn expected_shape(name: &str) -> Option<(u32, u32, u32)> {
     use havip_common::*;
     let s = |k: usize, v: usize, n: u32| Some((k as u32, v as u32, n));
     match name {
-        names::PORTS => s(4, size_of::<PortInfo>(), MAX_PORTS),
+        names::PORTS | names::PORTS_HIGH => s(4, size_of::<PortInfo>(), MAX_PORTS),
         names::TX_PORTS => None,
         names::HAVIPS => s(size_of::<HavipKey>(), size_of::<HavipEntry>(), MAX_HAVIPS),
         names::OWNERS => s(size_of::<HavipKey>(), size_of::<OwnerEntry>(), MAX_HAVIPS),
@@ -34,10 +34,26 @@ pub fn expected_shape(name: &str) -> Option<(u32, u32, u32)> {
     }
 }
 
+/// Map types, for the same check (PORTS was a hash map before 0.1).
+pub fn expected_type(name: &str) -> Option<aya::maps::MapType> {
+    use aya::maps::MapType;
+    match name {
+        names::PORTS | names::CONFIG => Some(MapType::Array),
+        names::PORTS_HIGH | names::HAVIPS | names::OWNERS | names::BINDINGS | names::VPC_HAVIPS => {
+            Some(MapType::Hash)
+        }
+        names::HAVIP_STATS | names::HANDLED | names::DROPS | names::EVENT_BUDGET => {
+            Some(MapType::PerCpuArray)
+        }
+        _ => None,
+    }
+}
+
 /// Every map of the program, typed. `events` is `None` once taken by the
 /// event consumer.
 pub struct Maps {
-    pub ports: HashMap<MapData, u32, PortInfo>,
+    pub ports: Array<MapData, PortInfo>,
+    pub ports_high: HashMap<MapData, u32, PortInfo>,
     pub tx_ports: DevMapHash<MapData>,
     pub havips: HashMap<MapData, HavipKey, HavipEntry>,
     pub owners: HashMap<MapData, HavipKey, OwnerEntry>,
@@ -91,6 +107,7 @@ impl Maps {
         }
         Ok(Self {
             ports: typed!(names::PORTS),
+            ports_high: typed!(names::PORTS_HIGH),
             tx_ports: typed!(names::TX_PORTS),
             havips: typed!(names::HAVIPS),
             owners: typed!(names::OWNERS),

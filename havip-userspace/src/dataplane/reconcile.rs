@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use havip_common::{
     names, owner_flags, BindingEntry, BindingKey, HavipEntry, HavipKey, OwnerEntry, PortInfo,
-    TrafficCounter, VpcAddrKey,
+    TrafficCounter, VpcAddrKey, MAX_PORTS,
 };
 
 use super::{desired::Desired, maps::Maps};
@@ -77,18 +77,44 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, 
             )
         })
         .collect();
-    let have_ports: Vec<u32> = maps.ports.keys().filter_map(Result::ok).collect();
-    for ifindex in &have_ports {
+    // Ports below MAX_PORTS live in the PORTS array (an all-zero entry is
+    // no port), the rest in PORTS_HIGH.
+    let have_low: Vec<(u32, PortInfo)> = maps
+        .ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.ok().map(|v| (i as u32, v)))
+        .filter(|(_, v)| v.flags != 0)
+        .collect();
+    for (ifindex, _) in &have_low {
         if !want_ports.contains_key(ifindex) {
-            maps.ports.remove(ifindex).map_err(err(names::PORTS))?;
+            maps.ports
+                .set(*ifindex, PortInfo::default(), 0)
+                .map_err(err(names::PORTS))?;
+            report.ports_removed += 1;
+        }
+    }
+    let have_high: Vec<u32> = maps.ports_high.keys().filter_map(Result::ok).collect();
+    for ifindex in &have_high {
+        if !want_ports.contains_key(ifindex) {
+            maps.ports_high
+                .remove(ifindex)
+                .map_err(err(names::PORTS_HIGH))?;
             report.ports_removed += 1;
         }
     }
     for (ifindex, info) in &want_ports {
-        if maps.ports.get(ifindex, 0).ok().as_ref() != Some(info) {
-            maps.ports
+        if *ifindex < MAX_PORTS {
+            if maps.ports.get(ifindex, 0).ok().as_ref() != Some(info) {
+                maps.ports
+                    .set(*ifindex, info, 0)
+                    .map_err(err(names::PORTS))?;
+                report.ports_set += 1;
+            }
+        } else if maps.ports_high.get(ifindex, 0).ok().as_ref() != Some(info) {
+            maps.ports_high
                 .insert(ifindex, info, 0)
-                .map_err(err(names::PORTS))?;
+                .map_err(err(names::PORTS_HIGH))?;
             report.ports_set += 1;
         }
     }
