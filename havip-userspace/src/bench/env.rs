@@ -45,6 +45,35 @@ pub struct Sample {
     pub sent: u64,
     pub delivered: u64,
     pub wall: Duration,
+    /// How busy the CPUs other than the generator's were meanwhile (0..1):
+    /// other work on a shared machine competes for caches and memory.
+    pub others_busy: f64,
+}
+
+/// (busy, total) jiffies of every CPU but `cpu`, from /proc/stat.
+fn cpu_times_except(cpu: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut busy = 0;
+    let mut total = 0;
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(name) = fields.next() else { continue };
+        let Some(n) = name
+            .strip_prefix("cpu")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if n == cpu {
+            continue;
+        }
+        let v: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+        let all: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        busy += all.saturating_sub(idle);
+        total += all;
+    }
+    (busy, total)
 }
 
 impl Sample {
@@ -124,6 +153,32 @@ impl Env {
         })?;
         env.configure(1)?;
         Ok(env)
+    }
+
+    /// What was measured: the product program's kernel tag, sizes and the
+    /// git commit of the tree it was built from.
+    pub fn product_info(&mut self) -> serde_json::Value {
+        let info = self.dp.program().ok().and_then(|p| p.info().ok());
+        let git = std::process::Command::new("git")
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        serde_json::json!({
+            "program": havip_common::names::PROG_XDP,
+            "tag": info.as_ref().map(|i| format!("{:016x}", i.tag())),
+            "jited_bytes": info.as_ref().map(|i| i.size_jitted()),
+            "xlated_bytes": info.as_ref().and_then(|i| i.size_translated()),
+            "verified_insns": info.as_ref().and_then(|i| i.verified_instruction_count()),
+            "git_head_at_run": git,
+        })
     }
 
     pub fn pin_dir(&self) -> &std::path::Path {
@@ -281,6 +336,7 @@ impl Env {
         self.progs.set_traffic(&traffic.config())?;
         let frame = traffic.frame();
         let before = self.progs.rx_count()?;
+        let cpu_before = cpu_times_except(self.generator_cpu);
         let (progs, c0, cpu, rt) = (&self.progs, self.lab.c0, self.generator_cpu, self.realtime);
         let wall = topo::in_ns(&self.lab.client, || {
             progs::pin_thread(cpu, rt)?;
@@ -289,10 +345,18 @@ impl Env {
         // Let the last NAPI batches land before reading the counter.
         std::thread::sleep(Duration::from_millis(30));
         let delivered = self.progs.rx_count()?.saturating_sub(before);
+        let cpu_after = cpu_times_except(self.generator_cpu);
+        let total = cpu_after.1.saturating_sub(cpu_before.1);
+        let others_busy = if total == 0 {
+            0.0
+        } else {
+            cpu_after.0.saturating_sub(cpu_before.0) as f64 / total as f64
+        };
         Ok(Sample {
             sent: u64::from(packets),
             delivered,
             wall,
+            others_busy,
         })
     }
 }

@@ -11,6 +11,7 @@
 //! Outputs (in `--out`, default `target/bench/`): `report.json`,
 //! `report.md`, `throughput.png`, `scale.png`, `ns_per_pkt.png`.
 
+pub mod control;
 pub mod cost;
 pub mod env;
 pub mod failover;
@@ -230,13 +231,7 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(cost::NsPerPacket),
         Box::new(failover::Failover),
         Box::new(keepalived::KeepalivedLoss),
-        // Issue 4 (control plane): measured by its own section once a
-        // function for it exists outside the tests.
-        Box::new(NotMeasured {
-            key: "control_plane",
-            section: "control_plane",
-            note: "not measured in this run (no control-plane ops/s or cold-start function outside the tests yet)",
-        }),
+        Box::new(control::ControlPlaneSection),
     ]
 }
 
@@ -273,6 +268,17 @@ fn machine() -> serde_json::Value {
         "cpu_model": cpu_model,
         "memory_gib": mem_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
     })
+}
+
+/// 1, 5 and 15-minute load averages: other work on a shared machine moves
+/// the figures.
+fn loadavg() -> Vec<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }
 
 /// UTC `YYYY-MM-DDTHH:MM:SSZ` of now (no date crate needed).
@@ -327,6 +333,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     report.set("quick", json!(opts.quick));
     report.set("started_utc", json!(utc_now()));
     report.set("machine", machine());
+    report.set("loadavg_start", json!(loadavg()));
     let p = &bench.params;
     report.set(
         "params",
@@ -359,12 +366,16 @@ pub fn run(opts: &Options) -> Result<Report> {
             }
         }
     }
+    if let Some(env) = bench.env.as_mut() {
+        report.set("product", env.product_info());
+    }
     bench.progress.step("cleaning up");
     // Detach, unpin and delete the namespaces before writing anything.
     drop(bench.env.take());
     bench.progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     report.set("duration_s", json!((elapsed * 10.0).round() / 10.0));
+    report.set("loadavg_end", json!(loadavg()));
     report.set("failures", json!(failures));
     if interrupt::interrupted() {
         anyhow::bail!("interrupted: everything created was removed; no report written");
@@ -404,17 +415,29 @@ fn markdown_header(report: &Report) -> String {
     let s = |k: &str| j.get(k).map(|v| v.to_string()).unwrap_or_default();
     let m = j.get("machine").cloned().unwrap_or_default();
     let quick = j.get("quick").and_then(|v| v.as_bool()).unwrap_or(false);
+    let load = |k: &str| {
+        j.get(k)
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.first())
+            .and_then(|v| v.as_f64())
+            .map_or_else(|| "?".to_owned(), |v| format!("{v:.2}"))
+    };
     format!(
-        "# havip benchmark{}\n\n{} · kernel {} · {} CPUs ({}) · run took {} s\n\n\
+        "# havip benchmark{}\n\n{} · kernel {} · {} CPUs ({}) · run took {} s · load average {} at the start, {} at the end\n\n\
          Method: ../shared/BENCH-NOTES.md — client ns [c0] ⇄ [hc0] host ns [ho0] ⇄ [o0] owner ns; \
-         live-frame `BPF_PROG_TEST_RUN` generator (XDP_TX, 106-byte frames) pinned to one core; \
-         delivered = frames counted by an XDP counter on o0 / generator wall time; \
-         ratios are of medians from this run.\n",
+         live-frame `BPF_PROG_TEST_RUN` generator (XDP_TX, 106-byte frames) pinned to one core \
+         (SCHED_FIFO unless --no-realtime; all forwarding softirq work runs there too); \
+         delivered = frames counted by an XDP counter on o0 (for the ceiling: on hc0) / generator \
+         wall time; paths interleaved in every repetition; ratios are of medians from this run. \
+         On a machine shared with other work the absolute figures move by tens of percent: \
+         see the other-CPU column and the load averages.\n",
         if quick { " (--quick)" } else { "" },
         s("started_utc").trim_matches('"'),
         m.get("kernel").and_then(|v| v.as_str()).unwrap_or("?"),
         m.get("cpus").map(|v| v.to_string()).unwrap_or_default(),
         m.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("?"),
         s("duration_s"),
+        load("loadavg_start"),
+        load("loadavg_end"),
     )
 }

@@ -174,12 +174,13 @@ impl Section for Throughput {
                     bail!("{}: nothing arrived", path.label());
                 }
                 progress.log(format!(
-                    "  {:<20} rep {}: {:>6.2} Mpps ({:.1} % of {} frames delivered)",
+                    "  {:<20} rep {}: {:>6.2} Mpps ({:.1} % of {} frames delivered; other CPU {:.0} % busy)",
                     path.label(),
                     rep + 1,
                     sample.pps() / 1e6,
                     100.0 * sample.delivered as f64 / sample.sent as f64,
-                    sample.sent
+                    sample.sent,
+                    100.0 * sample.others_busy
                 ));
                 self.samples.entry(path).or_default().push(sample);
                 progress.inc();
@@ -191,8 +192,8 @@ impl Section for Throughput {
             .filter_map(|(p, s)| pps_summary(s).map(|s| (*p, s.median)))
             .collect();
         let mut table = String::from(
-            "| path | median Mpps | min | max | ns/packet end to end | delivered | what |\n\
-             | --- | --- | --- | --- | --- | --- | --- |\n",
+            "| path | median Mpps | min | max | ns/packet end to end | delivered | other CPU busy | what |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for path in Path::ALL {
             let Some(samples) = self.samples.get(&path) else {
@@ -205,11 +206,15 @@ impl Section for Throughput {
             let delivered: u64 = samples.iter().map(|x| x.delivered).sum();
             let mut v = summary_value("pps", &s);
             v["delivered_fraction"] = json!(delivered as f64 / sent as f64);
+            let busy: Vec<f64> = samples.iter().map(|x| x.others_busy).collect();
+            v["other_cpus_busy"] = json!(busy);
             v["label"] = json!(path.label());
             v["what"] = json!(path.description());
             report.set(path.key(), v);
+            let busy_mean =
+                samples.iter().map(|x| x.others_busy).sum::<f64>() / samples.len() as f64;
             table.push_str(&format!(
-                "| {} (`{}`) | **{:.2}** | {:.2} | {:.2} | {:.0} | {:.1} % | {} |\n",
+                "| {} (`{}`) | **{:.2}** | {:.2} | {:.2} | {:.0} | {:.1} % | {:.0} % | {} |\n",
                 path.label(),
                 path.key(),
                 s.median / 1e6,
@@ -217,6 +222,7 @@ impl Section for Throughput {
                 s.max / 1e6,
                 1e9 / s.median,
                 100.0 * delivered as f64 / sent as f64,
+                100.0 * busy_mean,
                 path.description()
             ));
         }
@@ -319,6 +325,7 @@ impl Section for Scale {
             value[n.to_string()] = json!({
                 "min": s.min, "median": s.median, "max": s.max, "samples": s.samples,
                 "reconcile_s_max": rec,
+                "other_cpus_busy": samples.iter().map(|x| x.others_busy).collect::<Vec<_>>(),
             });
             table.push_str(&format!(
                 "| {n} | **{:.2}** | {:.2} | {:.2} | {} |\n",
