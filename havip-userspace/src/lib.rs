@@ -7,6 +7,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod control_bench;
 pub mod dataplane;
 pub mod demo;
 pub mod desired;
