@@ -153,7 +153,7 @@ fn bar_chart(
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
             if high(b) >= top {
                 Text::new(
-                    format!("{} (off scale)", b.text),
+                    format!("{} ↑", b.text),
                     (SegmentValue::CenterOf(i), top * 0.93),
                     inside_style.clone(),
                 )
@@ -288,7 +288,7 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
             let f = dir.join("ns_per_pkt.png");
             bar_chart(
                 &f,
-                "Program cost per packet (non-live test_run; havip paths in blue)",
+                "Program cost per packet (non-live test_run; havip in blue; ↑ = off scale)",
                 "ns per packet",
                 &bars,
                 None,
