@@ -120,7 +120,9 @@ fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) ->
             let cp = cp.clone();
             std::thread::spawn(move || -> Result<()> {
                 for k in 0..per {
-                    let h = format!("hv-{}", (t * per + k) % havips);
+                    // Each caller owns the HaVips ≡ t (mod callers): no two
+                    // callers ever bind the same HaVip at once.
+                    let h = format!("hv-{}", (k % (havips / callers)) * callers + t);
                     cp.apply(Op::AssociateHaVip {
                         havip: h.clone(),
                         member: member(2),
@@ -148,7 +150,7 @@ fn churn_api(socket: &std::path::Path, havips: usize, count: usize, clients: usi
             let client = api::Client::unix(socket);
             std::thread::spawn(move || -> Result<()> {
                 for k in 0..per {
-                    let h = format!("hv-{}", (t * per + k + havips / 2) % havips);
+                    let h = format!("hv-{}", (k % (havips / clients)) * clients + t);
                     client.associate_havip(&h, member(2))?;
                     client.unassociate_havip(&h, member(2))?;
                 }
