@@ -38,6 +38,26 @@ use serde_json::json;
 pub use env::Env;
 pub use report::Report;
 
+/// The report keys issue 5 promises, always present in `report.json`.
+pub const STABLE_KEYS: [&str; 16] = [
+    "xdp_pps",
+    "bare_redirect_pps",
+    "bridge_pps",
+    "bridge_nf_off_pps",
+    "tc_pps",
+    "drop_ceiling_pps",
+    "ratio_vs_bridge",
+    "ratio_vs_tc",
+    "ratio_vs_bare_redirect",
+    "ratio_vs_ceiling",
+    "scale_pps",
+    "ns_per_pkt",
+    "failover_us_p50",
+    "failover_us_p99",
+    "keepalived_loss_ms",
+    "control_plane",
+];
+
 /// How much work a run does.
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -368,6 +388,16 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     if let Some(env) = bench.env.as_mut() {
         report.set("product", env.product_info());
+    }
+    // Every stable key is present: null (with a note) when its section
+    // failed or was not selected.
+    for key in STABLE_KEYS {
+        if !report.json.contains_key(key) {
+            report.not_measured(
+                key,
+                "not measured in this run (section failed or not selected)",
+            );
+        }
     }
     bench.progress.step("cleaning up");
     // Detach, unpin and delete the namespaces before writing anything.
