@@ -29,6 +29,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "socat",
     "iputils-ping",
     "netcat-openbsd",
+    // The benchmark's plots draw their labels with DejaVu Sans.
+    "fonts-dejavu-core",
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
