@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::{
-    lab::{self, enter, Lab},
-    scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch, Stream},
+    lab::{self, enter},
+    scenario::{owner_mac, Scratch, Stream, Trio},
 };
 
 /// VRRP settings of one run.
@@ -162,39 +162,10 @@ fn wait_owner(
 /// # Errors
 /// Set-up failures, or the HaVip not following the VRRP master.
 pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
-    let vip = Ipv4Addr::new(10, 0, 9, 100);
-    let client = ([0x02, 0, 0, 0, 0x0c, 0x09], Ipv4Addr::new(10, 0, 9, 10));
-    let a = ([0x02, 0, 0, 0, 0x0a, 0x09], Ipv4Addr::new(10, 0, 9, 11));
-    let b = ([0x02, 0, 0, 0, 0x0b, 0x09], Ipv4Addr::new(10, 0, 9, 12));
-    let scratch = Scratch::new("ka")?;
-    let prefix = format!("{}-", lab::unique_name("hvtk"));
-    let mut lab = Lab::new(&prefix)?;
-    lab.add_guest("c", client.0, client.1)?;
-    lab.add_guest("a", a.0, a.1)?;
-    lab.add_guest("b", b.0, b.1)?;
-    let config = scratch.dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        lab_config(
-            &scratch,
-            &lab,
-            "10.0.9.0/24",
-            &[LabHavip {
-                id: "havip-ka".into(),
-                address: vip,
-                members: vec!["a".into(), "b".into()],
-                master: None,
-            }],
-        ),
-    )?;
-    let mut agent = AgentProcess::start(
-        lab.host.name(),
-        &config,
-        &scratch.dir.join("agent.log"),
-        &[],
-    )?;
-    agent.wait_ready(&scratch, 1, Duration::from_secs(30))?;
-
+    // keepalived adds the HaVip to its master's eth0 itself.
+    let trio = Trio::new("hvtk", 9, None, false)?;
+    let agent = trio.start_agent()?;
+    let (lab, scratch, vip, a, b) = (&trio.lab, &trio.scratch, trio.vip, trio.a, trio.b);
     let (ns_c, ns_a, ns_b) = (&lab.guests[0].ns, &lab.guests[1].ns, &lab.guests[2].ns);
     tcp_server(ns_a, 9100, "a")?;
     tcp_server(ns_b, 9100, "b")?;
@@ -202,13 +173,13 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
     // a first: with nopreempt, whoever wins the first election keeps the
     // HaVip, and on a loaded machine b could otherwise win it.
     let _ka = Keepalived::start(ns_a, &scratch.dir, a.1, b.1, vip, 150, vrrp)?;
-    wait_owner(&scratch, vip, a.0, Duration::from_secs(20))
+    wait_owner(scratch, vip, a.0, Duration::from_secs(20))
         .with_context(|| format!("first election; agent log:\n{}", agent.log_text()))?;
     let election_ms = ready.elapsed().as_millis() as u64;
     let _kb = Keepalived::start(ns_b, &scratch.dir, b.1, a.1, vip, 100, vrrp)?;
     // Let b settle as backup (it must not take the HaVip from a).
     std::thread::sleep(Duration::from_secs_f64((vrrp.advert_int * 4.0).max(1.0)));
-    wait_owner(&scratch, vip, a.0, Duration::from_secs(5)).context("b took the HaVip from a")?;
+    wait_owner(scratch, vip, a.0, Duration::from_secs(5)).context("b took the HaVip from a")?;
 
     let interval = Duration::from_millis(1);
     let dst = SocketAddrV4::new(vip, 9000);
@@ -218,7 +189,7 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
     ns_a.exec(&["ip", "link", "set", "eth0", "down"])?;
     let fail_seq = stream.approx_seq(interval);
     let failed_at = Instant::now();
-    wait_owner(&scratch, vip, b.0, Duration::from_secs(20)).context("failover to b")?;
+    wait_owner(scratch, vip, b.0, Duration::from_secs(20)).context("failover to b")?;
     std::thread::sleep(Duration::from_millis(300));
     let tcp_after = tcp_ask(ns_c, SocketAddrV4::new(vip, 9100))?;
     ns_a.exec(&["ip", "link", "set", "eth0", "up"])?;
@@ -232,7 +203,7 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
             "a"
         }
     } else {
-        wait_owner(&scratch, vip, a.0, Duration::from_secs(20)).context("preempt back to a")?;
+        wait_owner(scratch, vip, a.0, Duration::from_secs(20)).context("preempt back to a")?;
         std::thread::sleep(Duration::from_millis(300));
         "a"
     }

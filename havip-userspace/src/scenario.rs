@@ -400,3 +400,76 @@ impl Drop for Stream {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// The usual end-to-end topology: client `c` and instances `a`, `b` in
+/// `10.0.<net>.0/24` (.10, .11, .12; MACs `02:00:00:00:0{c,a,b}:<net>`), a
+/// HaVip `.100` bound to a and b, and the agent's config written.
+#[derive(Debug)]
+pub struct Trio {
+    pub lab: Lab,
+    pub scratch: Scratch,
+    pub config: PathBuf,
+    pub vip: Ipv4Addr,
+    /// (MAC, IP) of c, a and b.
+    pub client: ([u8; 6], Ipv4Addr),
+    pub a: ([u8; 6], Ipv4Addr),
+    pub b: ([u8; 6], Ipv4Addr),
+}
+
+impl Trio {
+    /// `tag` prefixes the namespaces (keep it under `hvt` so `cargo xtask
+    /// clean-host` knows them); `vip_on_members` adds the HaVip to a's and b's
+    /// eth0 (as a keepalived master would), so only forwarding decides.
+    pub fn new(tag: &str, net: u8, master: Option<&str>, vip_on_members: bool) -> Result<Self> {
+        let host = |last: u8| Ipv4Addr::new(10, 0, net, last);
+        let mac = |kind: u8| [0x02, 0, 0, 0, kind, net];
+        let (client, a, b) = (
+            (mac(0x0c), host(10)),
+            (mac(0x0a), host(11)),
+            (mac(0x0b), host(12)),
+        );
+        let vip = host(100);
+        let scratch = Scratch::new(tag)?;
+        let mut lab = Lab::new(&format!("{}-", lab::unique_name(tag)))?;
+        lab.add_guest("c", client.0, client.1)?;
+        lab.add_guest("a", a.0, a.1)?;
+        lab.add_guest("b", b.0, b.1)?;
+        if vip_on_members {
+            for g in &lab.guests[1..] {
+                g.ns.exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+            }
+        }
+        let config = scratch.dir.join("agent.toml");
+        let havip = LabHavip {
+            id: format!("havip-{tag}"),
+            address: vip,
+            members: vec!["a".into(), "b".into()],
+            master: master.map(str::to_owned),
+        };
+        std::fs::write(
+            &config,
+            lab_config(&scratch, &lab, &format!("10.0.{net}.0/24"), &[havip]),
+        )?;
+        Ok(Self {
+            lab,
+            scratch,
+            config,
+            vip,
+            client,
+            a,
+            b,
+        })
+    }
+
+    /// Starts the agent in the host namespace and waits until it is ready.
+    pub fn start_agent(&self) -> Result<AgentProcess> {
+        let mut agent = AgentProcess::start(
+            self.lab.host.name(),
+            &self.config,
+            &self.scratch.dir.join("agent.log"),
+            &[],
+        )?;
+        agent.wait_ready(&self.scratch, 1, Duration::from_secs(30))?;
+        Ok(agent)
+    }
+}

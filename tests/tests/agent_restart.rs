@@ -2,75 +2,51 @@
 //! HaVip and restarted; the pinned data plane keeps forwarding throughout,
 //! and owner changes made by claims while no agent ran are kept.
 
-use std::{
-    net::{Ipv4Addr, SocketAddrV4},
-    time::Duration,
-};
+use std::{net::SocketAddrV4, time::Duration};
 
 use havip::{
-    frames,
-    lab::{self, Lab},
-    scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch, Stream},
+    frames, lab,
+    scenario::{owner_mac, AgentProcess, Stream, Trio},
     status,
 };
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 100);
-const C: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0c, 8], Ipv4Addr::new(10, 0, 8, 10));
-const A: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0a, 8], Ipv4Addr::new(10, 0, 8, 11));
-const B: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0b, 8], Ipv4Addr::new(10, 0, 8, 12));
+const NET: u8 = 8;
 
-fn setup() -> (Scratch, Lab, std::path::PathBuf) {
-    let scratch = Scratch::new("rs").expect("scratch");
-    let mut lab = Lab::new(&format!("{}-", lab::unique_name("hvtr"))).expect("lab");
-    lab.add_guest("c", C.0, C.1).expect("client");
-    lab.add_guest("a", A.0, A.1).expect("a");
-    lab.add_guest("b", B.0, B.1).expect("b");
-    for g in &lab.guests[1..] {
-        g.ns.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"])
-            .expect("vip address");
-    }
-    let config = scratch.dir.join("agent.toml");
-    let text = lab_config(
-        &scratch,
-        &lab,
-        "10.0.8.0/24",
-        &[LabHavip {
-            id: "havip-rs".into(),
-            address: VIP,
-            members: vec!["a".into(), "b".into()],
-            master: Some("a".into()),
-        }],
-    );
-    std::fs::write(&config, text).expect("config");
-    (scratch, lab, config)
+fn setup() -> Trio {
+    Trio::new("hvtr", NET, Some("a"), true).expect("topology")
 }
 
-fn epoch(scratch: &Scratch) -> u64 {
-    status::read(&scratch.pin_dir)
+fn epoch(t: &Trio) -> u64 {
+    status::read(&t.scratch.pin_dir)
         .expect("status")
         .havips
         .iter()
-        .find(|h| h.address == VIP.to_string())
+        .find(|h| h.address == t.vip.to_string())
         .expect("havip in maps")
         .epoch
 }
 
 #[test]
 fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
-    let (scratch, lab, config) = setup();
+    let t = setup();
+    let (scratch, lab, config, vip) = (&t.scratch, &t.lab, &t.config, t.vip);
+    let a_mac = t.a.0;
     let log = scratch.dir.join("agent.log");
-    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("agent");
+    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("agent");
     agent
-        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .wait_ready(scratch, 1, Duration::from_secs(30))
         .expect("agent ready");
-    assert_eq!(owner_mac(&scratch.pin_dir, VIP), Some(lab::mac_string(A.0)));
-    let epoch_before = epoch(&scratch);
+    assert_eq!(
+        owner_mac(&scratch.pin_dir, vip),
+        Some(lab::mac_string(a_mac))
+    );
+    let epoch_before = epoch(&t);
 
     let interval = Duration::from_micros(500);
     let (ns_c, ns_a, ns_b) = (&lab.guests[0].ns, &lab.guests[1].ns, &lab.guests[2].ns);
     let stream = Stream::start(
         ns_c,
-        SocketAddrV4::new(VIP, 9000),
+        SocketAddrV4::new(vip, 9000),
         interval,
         &[("a", ns_a), ("b", ns_b)],
     )
@@ -78,9 +54,9 @@ fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
     std::thread::sleep(Duration::from_millis(500));
     agent.kill9().expect("SIGKILL");
     std::thread::sleep(Duration::from_millis(500));
-    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("restart");
+    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("restart");
     agent
-        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .wait_ready(scratch, 1, Duration::from_secs(30))
         .expect("agent ready again");
     std::thread::sleep(Duration::from_millis(500));
     let report = stream.finish().expect("stream report");
@@ -98,22 +74,23 @@ fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
         report.sent,
         "frames lost across the agent's SIGKILL and restart"
     );
-    assert_eq!(owner_mac(&scratch.pin_dir, VIP), Some(lab::mac_string(A.0)));
     assert_eq!(
-        epoch(&scratch),
-        epoch_before,
-        "restart changed the owner epoch"
+        owner_mac(&scratch.pin_dir, vip),
+        Some(lab::mac_string(a_mac))
     );
+    assert_eq!(epoch(&t), epoch_before, "restart changed the owner epoch");
     agent.stop().expect("stop");
 }
 
 #[test]
 fn claim_while_agent_is_down_is_adopted_not_overwritten() {
-    let (scratch, lab, config) = setup();
+    let t = setup();
+    let (scratch, lab, config, vip) = (&t.scratch, &t.lab, &t.config, t.vip);
+    let b_mac = t.b.0;
     let log = scratch.dir.join("agent.log");
-    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("agent");
+    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("agent");
     agent
-        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .wait_ready(scratch, 1, Duration::from_secs(30))
         .expect("agent ready");
     agent.kill9().expect("SIGKILL");
 
@@ -121,24 +98,27 @@ fn claim_while_agent_is_down_is_adopted_not_overwritten() {
     lab::send_raw(
         &lab.guests[2].ns,
         "eth0",
-        vec![frames::garp(B.0, VIP).bytes()],
+        vec![frames::garp(b_mac, vip).bytes()],
     )
     .expect("garp");
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(owner_mac(&scratch.pin_dir, VIP), Some(lab::mac_string(B.0)));
-    let epoch_b = epoch(&scratch);
+    assert_eq!(
+        owner_mac(&scratch.pin_dir, vip),
+        Some(lab::mac_string(b_mac))
+    );
+    let epoch_b = epoch(&t);
 
-    let mut agent = AgentProcess::start(lab.host.name(), &config, &log, &[]).expect("restart");
+    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("restart");
     agent
-        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .wait_ready(scratch, 1, Duration::from_secs(30))
         .expect("agent ready again");
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
-        owner_mac(&scratch.pin_dir, VIP),
-        Some(lab::mac_string(B.0)),
+        owner_mac(&scratch.pin_dir, vip),
+        Some(lab::mac_string(b_mac)),
         "the restarted agent overwrote the kernel's owner with the config's master"
     );
-    assert_eq!(epoch(&scratch), epoch_b);
+    assert_eq!(epoch(&t), epoch_b);
 
     // The store learnt the kernel's owner: Describe reports b as master.
     let out = std::process::Command::new(
@@ -148,7 +128,7 @@ fn claim_while_agent_is_down_is_adopted_not_overwritten() {
     )
     .args(["--socket"])
     .arg(scratch.socket())
-    .args(["--json", "havip", "describe", "havip-rs"])
+    .args(["--json", "havip", "describe", "havip-hvtr"])
     .output()
     .expect("havipctl");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -165,7 +145,7 @@ fn claim_while_agent_is_down_is_adopted_not_overwritten() {
     // And traffic goes to b.
     let stream = Stream::start(
         &lab.guests[0].ns,
-        SocketAddrV4::new(VIP, 9001),
+        SocketAddrV4::new(vip, 9001),
         Duration::from_millis(1),
         &[("a", &lab.guests[1].ns), ("b", &lab.guests[2].ns)],
     )

@@ -9,15 +9,16 @@ use std::{
 
 use havip::{
     frames::{self, Frame},
-    lab::{self, Lab},
-    scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch, Stream},
+    lab,
+    scenario::{owner_mac, AgentProcess, Stream, Trio},
     status,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 7, 100);
+/// Client (c) and instance addresses of `Trio::new(_, 7, ..)`.
 const C: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0c, 7], Ipv4Addr::new(10, 0, 7, 10));
-const A: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0a, 7], Ipv4Addr::new(10, 0, 7, 11));
-const B: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0x0b, 7], Ipv4Addr::new(10, 0, 7, 12));
+const A: [u8; 6] = [2, 0, 0, 0, 0x0a, 7];
+const B: [u8; 6] = [2, 0, 0, 0, 0x0b, 7];
 
 /// xorshift64*: deterministic garbage, reproducible from the seed.
 struct Rng(u64);
@@ -88,37 +89,13 @@ fn garbage(rng: &mut Rng, src: [u8; 6], count: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn random_and_malformed_frames_during_traffic() {
-    let scratch = Scratch::new("rb").expect("scratch");
-    let mut lab = Lab::new(&format!("{}-", lab::unique_name("hvtb"))).expect("lab");
-    lab.add_guest("c", C.0, C.1).expect("client");
-    lab.add_guest("a", A.0, A.1).expect("a");
-    lab.add_guest("b", B.0, B.1).expect("b");
-    for g in &lab.guests[1..] {
-        g.ns.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"])
-            .expect("vip address");
-    }
-    let config = scratch.dir.join("agent.toml");
-    let text = lab_config(
-        &scratch,
-        &lab,
-        "10.0.7.0/24",
-        &[LabHavip {
-            id: "havip-rb".into(),
-            address: VIP,
-            members: vec!["a".into(), "b".into()],
-            master: Some("a".into()),
-        }],
-    );
-    std::fs::write(&config, text).expect("config");
-    let mut agent = AgentProcess::start(
-        lab.host.name(),
-        &config,
-        &scratch.dir.join("agent.log"),
-        &[],
-    )
-    .expect("agent");
+    let t = Trio::new("hvtb", 7, Some("a"), true).expect("topology");
+    let (scratch, lab, config) = (&t.scratch, &t.lab, &t.config);
+    let mut agent =
+        AgentProcess::start(lab.host.name(), config, &scratch.dir.join("agent.log"), &[])
+            .expect("agent");
     agent
-        .wait_ready(&scratch, 1, Duration::from_secs(30))
+        .wait_ready(scratch, 1, Duration::from_secs(30))
         .expect("agent ready");
 
     let (ns_c, ns_a, ns_b) = (&lab.guests[0].ns, &lab.guests[1].ns, &lab.guests[2].ns);
@@ -133,7 +110,7 @@ fn random_and_malformed_frames_during_traffic() {
     for _ in 0..10 {
         // From the unbound client, and from the standby b.
         lab::send_raw(ns_c, "eth0", garbage(&mut rng, C.0, 500)).expect("client garbage");
-        lab::send_raw(ns_b, "eth0", garbage(&mut rng, B.0, 500)).expect("standby garbage");
+        lab::send_raw(ns_b, "eth0", garbage(&mut rng, B, 500)).expect("standby garbage");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -143,7 +120,7 @@ fn random_and_malformed_frames_during_traffic() {
     // owner may move to b, never to the unbound client.
     let owner = owner_mac(&scratch.pin_dir, VIP);
     assert!(
-        owner == Some(lab::mac_string(A.0)) || owner == Some(lab::mac_string(B.0)),
+        owner == Some(lab::mac_string(A)) || owner == Some(lab::mac_string(B)),
         "garbage gave the HaVip to {owner:?}"
     );
     println!(
