@@ -190,7 +190,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
             _ = tick.tick() => {
                 attach_all(&mut dp, &cp, agent.xdp_mode);
                 reconcile_now(&mut dp, &cp, dp_config);
-                sync_owners(&dp, &cp);
+                adopt_owners(&dp, &cp);
             }
             _ = tokio::signal::ctrl_c() => { info!("SIGINT"); break; }
             _ = sigterm.recv() => { info!("SIGTERM"); break; }
@@ -260,8 +260,9 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
     }
 }
 
-/// Records every owner the kernel holds (at start and on each resync, which
-/// also covers events lost to a full ring buffer).
+/// Records every owner the kernel holds whose epoch the store does not have
+/// (at start and on each resync, which also covers events lost to a full
+/// ring buffer).
 fn adopt_owners(dp: &Dataplane, cp: &ControlPlane) {
     let owners: Vec<(HavipKey, OwnerEntry)> =
         dp.maps.owners.iter().filter_map(Result::ok).collect();
@@ -282,10 +283,6 @@ fn adopt_owners(dp: &Dataplane, cp: &ControlPlane) {
         Ok(n) => info!(recorded = n, "owners adopted from the kernel"),
         Err(e) => warn!(error = %e, "recording kernel owners failed; will retry"),
     }
-}
-
-fn sync_owners(dp: &Dataplane, cp: &ControlPlane) {
-    adopt_owners(dp, cp);
 }
 
 fn attach_all(dp: &mut Dataplane, cp: &ControlPlane, mode: crate::dataplane::AttachMode) {

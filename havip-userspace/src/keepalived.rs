@@ -188,7 +188,6 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
     std::thread::sleep(Duration::from_millis(500));
     ns_a.exec(&["ip", "link", "set", "eth0", "down"])?;
     let fail_seq = stream.approx_seq(interval);
-    let failed_at = Instant::now();
     wait_owner(scratch, vip, b.0, Duration::from_secs(20)).context("failover to b")?;
     std::thread::sleep(Duration::from_millis(300));
     let tcp_after = tcp_ask(ns_c, SocketAddrV4::new(vip, 9100))?;
@@ -209,7 +208,6 @@ pub fn failover(vrrp: Vrrp) -> Result<FailoverReport> {
     }
     .to_owned();
     std::thread::sleep(Duration::from_millis(300));
-    let _ = failed_at;
     let report = stream.finish()?;
 
     // Loss windows: the longest run nobody received, in each phase.
