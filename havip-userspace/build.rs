@@ -22,12 +22,4 @@ fn main() {
     if let Err(e) = fs::write(&out, bytes) {
         panic!("cannot write {}: {e}", out.display());
     }
-    // Bench-only programs for havip-bench (same eBPF build); empty if absent.
-    let bench = manifest.join("../havip-ebpf/target/bpfel-unknown-none/release/havip-bench-progs");
-    println!("cargo:rerun-if-changed={}", bench.display());
-    let out =
-        PathBuf::from(env::var("OUT_DIR").unwrap_or_default()).join("havip-bench-progs.bpf.o");
-    if let Err(e) = fs::write(&out, fs::read(&bench).unwrap_or_default()) {
-        panic!("cannot write {}: {e}", out.display());
-    }
 }

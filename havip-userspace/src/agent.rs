@@ -25,7 +25,7 @@ use crate::{
         reconcile, Dataplane,
     },
     desired,
-    lab::mac_string,
+    mac::mac_string,
     model::{MacAddr, ObservedOwner},
 };
 

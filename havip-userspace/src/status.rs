@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     dataplane::{loader::attached_interfaces, stats, Maps},
-    lab::mac_string,
+    mac::mac_string,
 };
 
 #[derive(Debug, Serialize)]

@@ -12,15 +12,18 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::{
+use havip::{
     api,
     control::ControlPlane,
     dataplane::{loader::ifindex_of, reconcile, AttachMode, Dataplane},
     desired,
-    lab::{self, Netns},
     model::{BindingKind, Ipv4Cidr, MacAddr},
-    scenario::Scratch,
     validate::{Member, Op},
+};
+
+use crate::{
+    lab::{self, Netns},
+    scenario::Scratch,
 };
 
 /// What [`measure`] found.

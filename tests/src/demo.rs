@@ -1,4 +1,4 @@
-//! `havip-agent demo`: a self-contained run of the agent on network
+//! `havip-demo`: a self-contained run of the agent on network
 //! namespaces. A client and two instances (a, b) hang off a bridge in a host
 //! namespace; the agent runs in the host namespace with a HaVip bound to a
 //! and b. The demo shows traffic following the master, an ARP claim moving
@@ -12,12 +12,12 @@ use std::{
 };
 
 use anyhow::{bail, Result};
+use havip::status;
 
 use crate::{
     frames,
     lab::{self, Lab},
     scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch},
-    status,
 };
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -5,13 +5,15 @@
 //! Everything here shells out to iproute2/ethtool, as an operator would.
 
 use std::{
-    fs::File,
-    os::fd::AsRawFd,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use anyhow::{bail, Context, Result};
+pub use havip::{
+    mac::mac_string,
+    netns::{enter, enter_named},
+};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -126,21 +128,6 @@ impl Drop for Netns {
     }
 }
 
-/// Moves the calling thread into the network namespace at `path`.
-pub fn enter(path: &str) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("opening {path}"))?;
-    // SAFETY: valid fd; CLONE_NEWNET only affects this thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns({path}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Moves the whole process (call before starting threads) into netns `name`.
-pub fn enter_named(name: &str) -> Result<()> {
-    enter(&format!("/run/netns/{name}"))
-}
-
 /// Creates veth `a` in `ns_a` paired with `b` in `ns_b`, both up.
 pub fn veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) -> Result<()> {
     ns_a.exec(&[
@@ -159,14 +146,6 @@ pub fn veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) -> Result<()> {
     ns_a.exec(&["ip", "link", "set", a, "up"])?;
     ns_b.exec(&["ip", "link", "set", b, "up"])?;
     Ok(())
-}
-
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// One guest: a namespace with `eth0` whose host side is `host_if`.
@@ -276,7 +255,7 @@ pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize>
 
 /// [`send_raw`] from the calling thread's namespace.
 pub fn send_raw_here(ifname: &str, frames: &[Vec<u8>]) -> Result<usize> {
-    let ifindex = crate::dataplane::loader::ifindex_of(ifname)
+    let ifindex = havip::dataplane::loader::ifindex_of(ifname)
         .ok_or_else(|| anyhow::anyhow!("no interface {ifname}"))?;
     // SAFETY: plain syscalls on an fd we own and close.
     unsafe {

@@ -25,19 +25,27 @@ use std::{
 };
 
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
-use havip::{
-    dataplane::{
-        events::{self, DataplaneEvent},
-        loader, reconcile, stats, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip,
-        DesiredPort,
-    },
-    frames,
-    lab::{self, Guest, Lab, Netns},
+use havip::dataplane::{
+    events::{self, DataplaneEvent},
+    loader, reconcile, stats, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip,
+    DesiredPort,
 };
 use havip_common::{
     owner_flags, port_flags, virtual_mac, DataplaneConfig, DropReason, Handled, HavipKey,
     OwnerEntry, TrafficCounter,
 };
+
+use crate::lab::{Guest, Lab, Netns};
+
+// Harness that returns `Result`: labs, scenarios, the demo and the benchmark
+// (used by the binaries in src/bin and by the end-to-end tests).
+pub mod bench;
+pub mod control_bench;
+pub mod demo;
+pub mod frames;
+pub mod keepalived;
+pub mod lab;
+pub mod scenario;
 
 /// XDP verdicts (`enum xdp_action` in `include/uapi/linux/bpf.h`).
 pub mod action {
@@ -213,7 +221,7 @@ impl Drop for CpuPin {
 }
 
 // ---------------------------------------------------------------------------
-// Frame builders the `havip::frames` module does not have
+// Frame builders the `frames` module does not have
 // ---------------------------------------------------------------------------
 
 /// Ones-complement sum over the IPv4 pseudo-header and `segment`.

@@ -17,10 +17,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{
-    lab::{self, enter, Lab},
-    status,
-};
+use havip::status;
+
+use crate::lab::{self, enter, Lab};
 
 /// Path of the `havip-agent` binary: `$HAVIP_AGENT_BIN`, else next to the
 /// running executable (or one level up, from `target/*/deps`).
@@ -71,7 +70,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = crate::dataplane::loader::teardown(&self.pin_dir);
+        let _ = havip::dataplane::loader::teardown(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -4,10 +4,10 @@
 
 use std::{net::SocketAddrV4, time::Duration};
 
-use havip::{
+use havip::status;
+use havip_tests::{
     frames, lab,
     scenario::{owner_mac, AgentProcess, Stream, Trio},
-    status,
 };
 
 const NET: u8 = 8;
@@ -122,7 +122,7 @@ fn claim_while_agent_is_down_is_adopted_not_overwritten() {
 
     // The store learnt the kernel's owner: Describe reports b as master.
     let out = std::process::Command::new(
-        havip::scenario::agent_binary()
+        havip_tests::scenario::agent_binary()
             .expect("agent binary")
             .with_file_name("havipctl"),
     )

@@ -5,7 +5,7 @@
 
 #[test]
 fn control_plane_bench_runs_on_a_small_store() {
-    let f = havip::control_bench::measure(2_000, 2_000).expect("control-plane bench");
+    let f = havip_tests::control_bench::measure(2_000, 2_000).expect("control-plane bench");
     println!("{f:#?}");
     assert_eq!(f.havips, 2_000);
     assert!(f.ops_per_sec_1_caller > 0.0 && f.ops_per_sec_16_callers > 0.0);

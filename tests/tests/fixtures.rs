@@ -6,14 +6,14 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::ProgramError;
-use havip::{dataplane::events::DataplaneEvent, frames};
+use havip::dataplane::events::DataplaneEvent;
 use havip_common::{
     owner_flags, virtual_mac, DropReason, Event, Handled, HavipKey, OwnerEntry,
     DEFAULT_SECURITY_EVENTS_PER_SEC,
 };
 use havip_tests::{
-    action, as_8021ad, bed::*, double_tagged, icmp_echo, tcp, tcp_flags, Case, CpuPin, Port,
-    TestBed, ETH_HLEN,
+    action, as_8021ad, bed::*, double_tagged, frames, icmp_echo, tcp, tcp_flags, Case, CpuPin,
+    Port, TestBed, ETH_HLEN,
 };
 
 const PAYLOAD: &[u8] = b"havip fixture payload: must arrive byte for byte";

@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use havip::frames;
 use havip_common::{owner_flags, DropReason, Handled};
-use havip_tests::{send_frames, wait_until, HaLab};
+use havip_tests::{frames, send_frames, wait_until, HaLab};
 
 const UDP_PORT: u16 = 5000;
 const TCP_PORT: u16 = 8080;

@@ -1,7 +1,7 @@
 //! Real keepalived (Debian's, unicast VRRP) in two instances: the HaVip
 //! follows the VRRP master through a link failure and back.
 
-use havip::keepalived::{failover, Vrrp};
+use havip_tests::keepalived::{failover, Vrrp};
 
 fn keepalived_present() -> bool {
     std::process::Command::new("keepalived")
@@ -10,7 +10,7 @@ fn keepalived_present() -> bool {
         .is_ok()
 }
 
-fn check(vrrp: Vrrp) -> havip::keepalived::FailoverReport {
+fn check(vrrp: Vrrp) -> havip_tests::keepalived::FailoverReport {
     assert!(
         keepalived_present(),
         "keepalived is not installed (cargo xtask setup installs it)"

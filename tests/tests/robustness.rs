@@ -7,11 +7,11 @@ use std::{
     time::Duration,
 };
 
-use havip::{
+use havip::status;
+use havip_tests::{
     frames::{self, Frame},
     lab,
     scenario::{owner_mac, AgentProcess, Stream, Trio},
-    status,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 7, 100);

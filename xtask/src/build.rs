@@ -1,5 +1,6 @@
-//! `build`, `build-and-run`, `bench`: the eBPF object first (Debian toolchain), then
-//! the userspace workspace, whose build script embeds that object.
+//! `build`, `build-and-run`, `bench`: the eBPF objects first (Debian toolchain), then
+//! the userspace workspace, whose build scripts embed them (the product's object in
+//! `havip-userspace`, the bench-only programs in `tests`).
 
 use std::{
     ffi::OsString,
@@ -19,8 +20,9 @@ use crate::{
 /// The eBPF crate (its own workspace) and its output, relative to the repository root.
 const EBPF_DIR: &str = "havip-ebpf";
 const EBPF_OBJECT: &str = "havip-ebpf/target/bpfel-unknown-none/release/havip";
-/// Binaries `cargo xtask build` must produce.
-const BINARIES: &[&str] = &["havip-agent", "havipctl"];
+/// Binaries `cargo xtask build` must produce: the product's (`havip-userspace`)
+/// and the harness's (`tests`: the demo and the benchmark).
+const BINARIES: &[&str] = &["havip-agent", "havipctl", "havip-demo", "havip-bench"];
 
 pub fn ebpf_object_path() -> PathBuf {
     util::root().join(EBPF_OBJECT)
@@ -67,7 +69,7 @@ fn build_ebpf() -> Result<()> {
 fn build_userspace(debug: bool) -> Result<PathBuf> {
     let profile = if debug { "debug" } else { "release" };
     let s = step(format!(
-        "building userspace ({profile}: havip-agent, havipctl, ...)"
+        "building userspace ({profile}: havip-agent, havipctl, havip-demo, havip-bench)"
     ));
     let mut cmd = util::host_cargo();
     cmd.args(["build", "--workspace", "--exclude", "xtask"]);
@@ -88,20 +90,26 @@ fn build_userspace(debug: bool) -> Result<PathBuf> {
     Ok(bin_dir)
 }
 
-/// Maps `build-and-run` arguments to havip-agent's command line (see `--help`).
-fn agent_args(args: &[String]) -> Vec<String> {
+/// The demo binary (tests crate) and the agent binary (havip-userspace).
+const DEMO: &str = "havip-demo";
+const AGENT: &str = "havip-agent";
+
+/// Maps `build-and-run` arguments to the binary to run and its command line
+/// (see `--help`): the demo, or the agent.
+fn run_args(args: &[String]) -> (&'static str, Vec<String>) {
     let has_config = args
         .iter()
         .any(|a| a == "--config" || a.starts_with("--config="));
     match args.first() {
-        None => vec!["demo".into()],
-        Some(_) if has_config => std::iter::once("run".to_string())
-            .chain(args.iter().cloned())
-            .collect(),
-        Some(first) if !first.starts_with('-') => args.to_vec(),
-        Some(_) => std::iter::once("demo".to_string())
-            .chain(args.iter().cloned())
-            .collect(),
+        None => (DEMO, Vec::new()),
+        Some(_) if has_config => (
+            AGENT,
+            std::iter::once("run".to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+        ),
+        Some(first) if !first.starts_with('-') => (AGENT, args.to_vec()),
+        Some(_) => (DEMO, args.to_vec()),
     }
 }
 
@@ -118,18 +126,17 @@ fn exec(program: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> Result<()> {
 
 pub fn build_and_run(debug: bool, args: &[String]) -> Result<()> {
     let bin_dir = build(debug)?;
-    let agent = bin_dir.join("havip-agent");
-    let argv = agent_args(args);
+    let (program, argv) = run_args(args);
     if !util::is_root() {
-        println!("    warning: havip-agent needs root to load XDP programs and create namespaces");
+        println!("    warning: {program} needs root to load XDP programs and create namespaces");
     }
-    let what = if argv.first().map(String::as_str) == Some("demo") {
-        "running the demo: havip-agent demo (Ctrl-C stops it and cleans up)".to_string()
+    let what = if program == DEMO {
+        format!("running the demo: {DEMO} (Ctrl-C stops it and cleans up)")
     } else {
-        format!("running havip-agent {}", argv.join(" "))
+        format!("running {program} {}", argv.join(" "))
     };
     step(what);
-    exec(&agent, &argv)
+    exec(&bin_dir.join(program), &argv)
 }
 
 pub fn bench(quick: bool, args: &[String]) -> Result<()> {
@@ -137,7 +144,7 @@ pub fn bench(quick: bool, args: &[String]) -> Result<()> {
     let bench = bin_dir.join("havip-bench");
     if !bench.is_file() {
         bail!(
-            "{} does not exist: no `havip-bench` binary is built by the workspace yet",
+            "{} does not exist: the workspace build did not produce `havip-bench` (tests crate)",
             bench.display()
         );
     }
@@ -155,24 +162,24 @@ pub fn bench(quick: bool, args: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::agent_args;
+    use super::{run_args, AGENT, DEMO};
 
     fn v(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
-    fn maps_agent_args() {
-        assert_eq!(agent_args(&[]), v(&["demo"]));
+    fn maps_run_args() {
+        assert_eq!(run_args(&[]), (DEMO, v(&[])));
         assert_eq!(
-            agent_args(&v(&["--config", "a.toml", "-v"])),
-            v(&["run", "--config", "a.toml", "-v"])
+            run_args(&v(&["--config", "a.toml", "-v"])),
+            (AGENT, v(&["run", "--config", "a.toml", "-v"]))
         );
         assert_eq!(
-            agent_args(&v(&["--config=a.toml"])),
-            v(&["run", "--config=a.toml"])
+            run_args(&v(&["--config=a.toml"])),
+            (AGENT, v(&["run", "--config=a.toml"]))
         );
-        assert_eq!(agent_args(&v(&["status"])), v(&["status"]));
-        assert_eq!(agent_args(&v(&["--keep"])), v(&["demo", "--keep"]));
+        assert_eq!(run_args(&v(&["status"])), (AGENT, v(&["status"])));
+        assert_eq!(run_args(&v(&["--hold"])), (DEMO, v(&["--hold"])));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The eBPF object is built by Debian's toolchain (rustc-web 1.96 + rust-web-src,
 //! bpf-linker 0.13 on LLVM 22); everything else by the rustup toolchain that runs
-//! this program. See `../shared/TOOLCHAIN.md` for why.
+//! this program. See `docs/toolchain.md` for why.
 
 mod build;
 mod clean;
@@ -32,7 +32,8 @@ enum Cmd {
     /// Install what the build needs (apt packages, bpf-linker 0.13.0, bpffs mount).
     /// Idempotent; a quick no-op when everything is there.
     Setup,
-    /// Set up, build the eBPF object, then the userspace workspace (havip-agent, havipctl).
+    /// Set up, build the eBPF objects, then the userspace workspace (havip-agent, havipctl;
+    /// havip-demo, havip-bench from the tests crate).
     Build {
         /// Build the userspace in the dev profile (target/debug); the eBPF object is
         /// always a release build.
@@ -57,24 +58,26 @@ enum Cmd {
         #[arg(last = true, value_name = "TEST_ARGS")]
         args: Vec<String>,
     },
-    /// Build, then run the agent (replaces this process, so Ctrl-C reaches it).
+    /// Build, then run the demo or the agent (replaces this process, so Ctrl-C reaches it).
     ///
-    /// No arguments: `havip-agent demo` (self-contained demo in network namespaces).
+    /// No arguments: `havip-demo` (self-contained demo in network namespaces; the
+    /// binary of the tests crate, it runs the real havip-agent).
     ///
     /// `-- --config FILE [ARGS]`: `havip-agent run --config FILE [ARGS]`.
     ///
     /// `-- SUBCOMMAND [ARGS]` (e.g. `-- status`): `havip-agent SUBCOMMAND [ARGS]`.
     ///
-    /// `-- --flag ...` without --config: `havip-agent demo --flag ...`.
+    /// `-- --flag ...` without --config: `havip-demo --flag ...` (e.g. `--hold`).
     BuildAndRun {
         /// Use the dev-profile userspace build (target/debug).
         #[arg(long)]
         debug: bool,
-        /// Arguments for havip-agent (see above).
-        #[arg(last = true, value_name = "AGENT_ARGS")]
+        /// Arguments for havip-demo or havip-agent (see above).
+        #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
-    /// Build, then run `target/release/havip-bench [--quick] [ARGS]`.
+    /// Build, then run `target/release/havip-bench [--quick] [ARGS]` (tests crate;
+    /// method in docs/benchmark.md, report in target/bench/).
     Bench {
         /// Short run (passed on to havip-bench).
         #[arg(long)]

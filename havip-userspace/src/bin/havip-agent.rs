@@ -51,12 +51,6 @@ enum Command {
         #[arg(long, default_value = paths::PIN_DIR)]
         pin_dir: PathBuf,
     },
-    /// Self-contained demo on network namespaces (what `cargo xtask build-and-run` runs).
-    Demo {
-        /// Keep the namespaces and the agent after the demo, until Ctrl-C.
-        #[arg(long)]
-        hold: bool,
-    },
 }
 
 fn main() {
@@ -77,7 +71,7 @@ fn real_main() -> Result<()> {
         .init();
     // Before any thread exists, so every runtime thread inherits it.
     if let Some(ns) = &cli.netns {
-        havip::lab::enter_named(ns).with_context(|| format!("entering netns {ns}"))?;
+        havip::netns::enter_named(ns).with_context(|| format!("entering netns {ns}"))?;
     }
     match cli.command {
         Command::Run {
@@ -113,6 +107,5 @@ fn real_main() -> Result<()> {
             println!("detached and unpinned {}", pin_dir.display());
             Ok(())
         }
-        Command::Demo { hold } => havip::demo::run(hold),
     }
 }

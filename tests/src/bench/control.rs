@@ -1,5 +1,5 @@
 //! Control-plane figures (issue 4): associate/unassociate ops/s and the
-//! agent's cold start with 10,000 HaVips, from `havip::control_bench`.
+//! agent's cold start with 10,000 HaVips, from `havip_tests::control_bench`.
 
 use anyhow::Result;
 use serde_json::json;
@@ -43,7 +43,7 @@ impl Section for ControlPlaneSection {
                 "store_open_ms": {"unit": "ms", "value": f.store_open_ms},
                 "agent_cold_start_ms": {"unit": "ms", "value": f.agent_cold_start_ms},
                 "agent_warm_start_ms": {"unit": "ms", "value": f.agent_warm_start_ms},
-                "method": "havip::control_bench::measure: redb store, every op durable; associate + unassociate \
+                "method": "havip_tests::control_bench::measure: redb store, every op durable; associate + unassociate \
                            of a third ENI on bound HaVips; cold start = store open + desired state + load and \
                            attach the XDP program + reconcile all HaVips into empty maps",
             }),

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use aya::programs::Xdp;
+use havip::dataplane::{events, Maps};
 use serde_json::{json, Value};
 
 use super::{
@@ -28,10 +29,7 @@ use super::{
     topo::{self, CLIENT_MAC, GATEWAY_MAC, OWNER_A_MAC, OWNER_B_MAC},
     Bench, Params, Section,
 };
-use crate::{
-    dataplane::{events, Maps},
-    frames,
-};
+use crate::frames;
 
 /// Report keys under `ns_per_pkt`, in display order.
 pub const PATHS: [(&str, &str); 8] = [
@@ -183,10 +181,10 @@ impl Section for NsPerPacket {
             if out[0..6] != OWNER_A_MAC || out[6..12] != GATEWAY_MAC {
                 bail!("havip forward: output MACs are not owner/gateway");
             }
-            let before = crate::dataplane::stats::handled(maps);
+            let before = havip::dataplane::stats::handled(maps);
             let r = progs::run_once(product, &f.proxy, hc0, 1, Some(&mut out))?;
             if expect("havip proxy ARP", r.return_value, REPLY).is_err() {
-                let after = crate::dataplane::stats::handled(maps);
+                let after = havip::dataplane::stats::handled(maps);
                 let moved: Vec<_> = before
                     .iter()
                     .zip(&after)

@@ -12,6 +12,10 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::xdp::XdpLinkId,
 };
+use havip::dataplane::{
+    self, events, stats, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
+    Maps,
+};
 use havip_common::{
     port_flags, virtual_mac, DataplaneConfig, Handled, HavipKey, OwnerEntry, PortInfo,
 };
@@ -21,13 +25,7 @@ use super::{
     topo::{self, BenchLab, PinDir, CLIENT_MAC, GATEWAY_MAC, OWNER_A_MAC, OWNER_B_MAC},
     Params,
 };
-use crate::{
-    dataplane::{
-        self, events, stats, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip,
-        DesiredPort, Maps,
-    },
-    frames,
-};
+use crate::frames;
 
 pub const VSWITCH: u32 = 1;
 /// HaVip i is `HAVIP_BASE + i` (id i); HaVip 0 is bound to both members.

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use aya::programs::Xdp;
+use havip::dataplane::events;
 use serde_json::json;
 
 use super::{
@@ -26,7 +27,7 @@ use super::{
     topo::{self, OWNER_A_MAC, OWNER_B_MAC},
     Bench, Params, Section,
 };
-use crate::{dataplane::events, frames};
+use crate::frames;
 
 /// Switches discarded before timing (cold caches, first ring-buffer pages).
 const WARMUP: u32 = 20;

@@ -1,5 +1,5 @@
 //! Keepalived loss windows (issue 3 item 6), measured by the end-to-end
-//! scenario of `havip::keepalived` (real keepalived in unicast VRRP, the
+//! scenario of `havip_tests::keepalived` (real keepalived in unicast VRRP, the
 //! agent, a numbered UDP stream at 1,000 pps): the master's link goes down,
 //! the loss window is the longest run of datagrams nobody received.
 
@@ -11,7 +11,7 @@ use crate::keepalived::{self, Vrrp};
 
 pub const KEY: &str = "keepalived_loss_ms";
 
-/// The two settings of BENCH-NOTES' reference: VRRPv2 with advert_int 1,
+/// The two settings of the reference in docs/benchmark.md: VRRPv2 with advert_int 1,
 /// VRRPv3 with advert_int 0.1.
 pub const RUNS: [(&str, Vrrp); 2] = [
     (
@@ -66,7 +66,7 @@ impl Section for KeepalivedLoss {
         value.insert("unit".into(), json!("ms"));
         value.insert(
             "method".into(),
-            json!("havip::keepalived::failover: keepalived in two instance namespaces, the agent in the host \
+            json!("havip_tests::keepalived::failover: keepalived in two instance namespaces, the agent in the host \
                    namespace, UDP at 1,000 pps to the HaVip; the master's link goes down; loss window = \
                    longest run of datagrams nobody received"),
         );

@@ -1,6 +1,6 @@
 //! `havip-bench`: the havip fast path measured side by side with what a user
 //! would pick instead, in one run, on this machine, in network namespaces
-//! (method: ../shared/BENCH-NOTES.md; issue 5).
+//! (method: docs/benchmark.md; issue 5).
 //!
 //! A run is a list of [`Section`]s sharing one [`Bench`] (parameters,
 //! progress display, the lazily built lab [`Env`]) and one [`Report`]. Each
@@ -454,7 +454,7 @@ fn markdown_header(report: &Report) -> String {
     };
     format!(
         "# havip benchmark{}\n\n{} · kernel {} · {} CPUs ({}) · run took {} s · load average {} at the start, {} at the end\n\n\
-         Method: ../shared/BENCH-NOTES.md — client ns [c0] ⇄ [hc0] host ns [ho0] ⇄ [o0] owner ns; \
+         Method: docs/benchmark.md — client ns [c0] ⇄ [hc0] host ns [ho0] ⇄ [o0] owner ns; \
          live-frame `BPF_PROG_TEST_RUN` generator (XDP_TX, 106-byte frames) pinned to one core \
          (SCHED_FIFO unless --no-realtime; all forwarding softirq work runs there too); \
          delivered = frames counted by an XDP counter on o0 (for the ceiling: on hc0) / generator \

@@ -138,7 +138,7 @@ pub mod xdp_action {
 }
 
 /// One generated frame: 106 bytes (Ethernet, IPv4, UDP, 64 bytes of data),
-/// the size of BENCH-NOTES' reference figures.
+/// the size of the reference figures in docs/benchmark.md.
 pub struct Traffic {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],

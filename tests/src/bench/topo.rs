@@ -1,4 +1,4 @@
-//! The bench topology (see ../shared/BENCH-NOTES.md):
+//! The bench topology (see docs/benchmark.md):
 //!
 //! ```text
 //! client ns [c0] ⇄ [hc0] host ns [ho0] ⇄ [o0] owner ns     (member A, owner)
@@ -255,7 +255,7 @@ impl Drop for PinDir {
 }
 
 fn remove_pin_dir(path: &Path) {
-    let _ = crate::dataplane::loader::teardown(path);
+    let _ = havip::dataplane::loader::teardown(path);
     // Anything teardown does not know about (a newer map, a stray link).
     let _ = fs::remove_dir_all(path);
 }
@@ -307,5 +307,5 @@ pub fn sweep_stale() -> Vec<String> {
 
 /// ifindex of `ifname` in the calling thread's namespace.
 pub fn ifindex_here(ifname: &str) -> Result<u32> {
-    crate::dataplane::loader::ifindex_of(ifname).with_context(|| format!("no interface {ifname}"))
+    havip::dataplane::loader::ifindex_of(ifname).with_context(|| format!("no interface {ifname}"))
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use havip::bench::{self, Options};
+use havip_tests::bench::{self, Options};
 
 #[derive(Parser, Debug)]
 #[command(
