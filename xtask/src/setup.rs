@@ -1,6 +1,6 @@
 //! Machine set-up: Debian packages, bpf-linker built against Debian's LLVM 22, bpffs.
 //!
-//! Recipe verified in ../shared/TOOLCHAIN.md. Every part checks first and only acts
+//! Recipe and the reasons for it: docs/toolchain.md. Every part checks first and only acts
 //! when something is missing, so a set-up machine costs a few milliseconds.
 
 use std::{
