@@ -21,7 +21,7 @@ use havip_common::{HavipKey, OwnerEntry, PortInfo};
 use super::topo;
 use crate::{frames, lab::Netns};
 
-/// Built with the product object by `cargo xtask build` (see build.rs).
+/// Built with the product object by `cargo xtask build` (embedded by tests/build.rs).
 static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/havip-bench-progs.bpf.o"));
 
@@ -248,7 +248,7 @@ impl BenchProgs {
         if OBJECT.is_empty() {
             bail!(
                 "this build carries no bench object: build havip-ebpf (which builds \
-                 havip-bench-progs) before havip-userspace, e.g. with `cargo xtask build`"
+                 havip-bench-progs) before this crate (havip-tests), e.g. with `cargo xtask build`"
             );
         }
         let dst = mac_words(dst_mac);
