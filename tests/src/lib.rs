@@ -7,6 +7,13 @@
 //! traces and never return `Result`. Namespaces are named `hvt*` and pin
 //! dirs `/sys/fs/bpf/havip-test-*`: guards remove them, and `cargo xtask
 //! clean-host` removes what a killed run left behind.
+//!
+//! Modules (their public items are re-exported here): `guards` (netns and
+//! pin-dir guards, CPU pin, XDP verdicts), `packets` (frame builders),
+//! `counters` (`HANDLED`/`DROPS` snapshots), `testbed` (fixture bed:
+//! `Port`, `bed` addresses, `Case`, `TestBed`), `halab` (veth lab with the
+//! program attached), `traffic` (UDP/TCP/ping helpers). `fixtures` holds the
+//! fixture files' shared helpers and is not re-exported.
 
 mod counters;
 pub mod fixtures;

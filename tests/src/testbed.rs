@@ -171,7 +171,7 @@ impl Case {
 
     /// Proxy ARP reply `output`. The program sends it back out of the
     /// ingress port with a devmap redirect (not `XDP_TX`: veth would not
-    /// kick a GRO-only peer's NAPI, see `havip-ebpf/src/arp.rs`), so the
+    /// kick a GRO-only peer's NAPI, see `havip-ebpf/src/act/proxy_arp.rs`), so the
     /// verdict is `XDP_REDIRECT`.
     pub fn proxy_reply(
         name: impl Into<String>,
