@@ -31,39 +31,11 @@ pub mod limits {
     pub const DEFAULT_HAVIP_ROUTES_PER_VPC: usize = 5;
 }
 
-/// Names of the pinned maps and programs, shared so both sides agree.
-pub mod names {
-    pub const PROG_XDP: &str = "havip_xdp";
-    pub const PORTS: &str = "PORTS";
-    pub const PORTS_HIGH: &str = "PORTS_HIGH";
-    pub const TX_PORTS: &str = "TX_PORTS";
-    pub const HAVIPS: &str = "HAVIPS";
-    pub const OWNERS: &str = "OWNERS";
-    pub const BINDINGS: &str = "BINDINGS";
-    pub const HAVIP_STATS: &str = "HAVIP_STATS";
-    pub const HANDLED: &str = "HANDLED";
-    pub const DROPS: &str = "DROPS";
-    pub const EVENTS: &str = "EVENTS";
-    pub const CONFIG: &str = "CONFIG";
-    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
-    pub const VPC_HAVIPS: &str = "VPC_HAVIPS";
-    /// Every map, in catalogue order.
-    pub const ALL_MAPS: [&str; 13] = [
-        PORTS,
-        PORTS_HIGH,
-        TX_PORTS,
-        HAVIPS,
-        OWNERS,
-        BINDINGS,
-        HAVIP_STATS,
-        HANDLED,
-        DROPS,
-        EVENTS,
-        CONFIG,
-        EVENT_BUDGET,
-        VPC_HAVIPS,
-    ];
-}
+pub mod catalogue;
+mod outcome;
+
+pub use catalogue::{names, DevMapValue, MapKind, MapSpec};
+pub use outcome::{DropReason, Handled};
 
 /// What a host port leads to.
 pub mod port_flags {
@@ -225,133 +197,6 @@ pub struct Event {
     pub _pad: u32,
 }
 
-/// Frames the program handled without dropping them as bad: index of `HANDLED`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Handled {
-    /// Not for a HaVip: left to the kernel untouched.
-    Passed = 0,
-    /// Could not be parsed (truncated, bad header): left to the kernel untouched.
-    PassedMalformed = 1,
-    /// Redirected to the HaVip's owner.
-    Forwarded = 2,
-    /// ARP request for a HaVip answered in XDP (sent back out of the
-    /// ingress port with a devmap redirect).
-    ProxyArpReplied = 3,
-    /// Authorised claim that changed the owner.
-    ClaimAccepted = 4,
-    /// Authorised claim from the current owner (keepalived repeats GARPs).
-    ClaimRefreshed = 5,
-    /// ARP from a bound member with the HaVip as sender that is not a claim
-    /// (e.g. the owner resolving a client): passed on.
-    PassedMemberArp = 6,
-    /// ARP probe or request for a HaVip from one of its own members: absorbed
-    /// so the member never sees a conflict with the virtual MAC.
-    MemberArpAbsorbed = 7,
-}
-
-impl Handled {
-    pub const COUNT: usize = 8;
-    pub const ALL: [Handled; Self::COUNT] = [
-        Handled::Passed,
-        Handled::PassedMalformed,
-        Handled::Forwarded,
-        Handled::ProxyArpReplied,
-        Handled::ClaimAccepted,
-        Handled::ClaimRefreshed,
-        Handled::PassedMemberArp,
-        Handled::MemberArpAbsorbed,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Handled::Passed => "passed",
-            Handled::PassedMalformed => "passed_malformed",
-            Handled::Forwarded => "forwarded",
-            Handled::ProxyArpReplied => "proxy_arp_replied",
-            Handled::ClaimAccepted => "claim_accepted",
-            Handled::ClaimRefreshed => "claim_refreshed",
-            Handled::PassedMemberArp => "passed_member_arp",
-            Handled::MemberArpAbsorbed => "member_arp_absorbed",
-        }
-    }
-}
-
-/// Why a frame was dropped: index of `DROPS`, and the program's error type.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// IPv4 to a HaVip that has no master yet.
-    NoOwner = 0,
-    /// IPv4 to a HaVip with a broadcast or multicast destination MAC.
-    NonUnicastToHavip = 1,
-    /// The egress port (owner's, or the ingress port for a proxy ARP reply)
-    /// is missing from `TX_PORTS`: the redirect was refused.
-    PortNotRedirectable = 2,
-    /// Claim from a port that is not bound to the HaVip.
-    ClaimUnbound = 3,
-    /// Claim from a bound port with another MAC than the bound ENI's.
-    ClaimMacMismatch = 4,
-    /// Claim from another member inside the hold time.
-    ClaimHeldDown = 5,
-    /// Claim (gratuitous ARP or reply) for a HaVip arriving on the uplink:
-    /// only a local instance port can make a member master.
-    ClaimNotFromInstance = 6,
-    /// ARP with an Ethernet source different from the ARP sender MAC.
-    ArpSenderMismatch = 7,
-    /// The kernel refused the `OWNERS` update of an authorised claim.
-    OwnerUpdateFailed = 8,
-    /// ARP naming as sender a HaVip of another vSwitch of the same VPC.
-    ClaimWrongVSwitch = 9,
-}
-
-impl DropReason {
-    pub const COUNT: usize = 10;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::NoOwner,
-        DropReason::NonUnicastToHavip,
-        DropReason::PortNotRedirectable,
-        DropReason::ClaimUnbound,
-        DropReason::ClaimMacMismatch,
-        DropReason::ClaimHeldDown,
-        DropReason::ClaimNotFromInstance,
-        DropReason::ArpSenderMismatch,
-        DropReason::OwnerUpdateFailed,
-        DropReason::ClaimWrongVSwitch,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            DropReason::NoOwner => "no_owner",
-            DropReason::NonUnicastToHavip => "non_unicast_to_havip",
-            DropReason::PortNotRedirectable => "port_not_redirectable",
-            DropReason::ClaimUnbound => "claim_unbound",
-            DropReason::ClaimMacMismatch => "claim_mac_mismatch",
-            DropReason::ClaimHeldDown => "claim_held_down",
-            DropReason::ClaimNotFromInstance => "claim_not_from_instance",
-            DropReason::ArpSenderMismatch => "arp_sender_mismatch",
-            DropReason::OwnerUpdateFailed => "owner_update_failed",
-            DropReason::ClaimWrongVSwitch => "claim_wrong_vswitch",
-        }
-    }
-
-    pub fn from_u32(v: u32) -> Option<Self> {
-        Self::ALL.get(v as usize).copied()
-    }
-
-    /// Reasons that are reported as security events (someone tried to take a HaVip).
-    pub const fn is_security(self) -> bool {
-        matches!(
-            self,
-            DropReason::ClaimUnbound
-                | DropReason::ClaimMacMismatch
-                | DropReason::ClaimNotFromInstance
-                | DropReason::ArpSenderMismatch
-                | DropReason::ClaimWrongVSwitch
-        )
-    }
-}
-
 /// Stable locally administered virtual MAC of a HaVip: `02:48` + the address.
 /// Unique inside a vSwitch (addresses are), identical on every host.
 pub const fn virtual_mac(addr: [u8; 4]) -> [u8; 6] {
@@ -370,6 +215,8 @@ const _: () = {
     assert!(core::mem::size_of::<DataplaneConfig>() == 16);
     assert!(core::mem::size_of::<EventBudget>() == 24);
     assert!(core::mem::size_of::<Event>() == 64);
+    assert!(core::mem::size_of::<VpcAddrKey>() == 8);
+    assert!(core::mem::size_of::<DevMapValue>() == 8);
 };
 
 #[cfg(feature = "user")]

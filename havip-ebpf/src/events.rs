@@ -48,8 +48,10 @@ pub fn refused(
         Some(c) if c.security_events_per_sec != 0 => c.security_events_per_sec,
         _ => DEFAULT_SECURITY_EVENTS_PER_SEC,
     };
-    // SAFETY: helper without arguments; `budget` is this CPU's slot.
+    // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: `budget` is this CPU's slot of a per-CPU array; XDP runs with
+    // preemption off, so no one else writes it while we run.
     let suppressed = unsafe {
         if now.wrapping_sub((*budget).window_start_ns) >= WINDOW_NS {
             (*budget).window_start_ns = now;
@@ -88,7 +90,7 @@ pub fn refused(
 #[inline(never)]
 fn note_lost(ctx: &XdpContext) {
     if let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot.
+        // SAFETY: this CPU's slot of a per-CPU array (see `refused`).
         unsafe { (*budget).lost += 1 };
     }
     warn!(ctx, "havip: EVENTS ring buffer full, event lost");

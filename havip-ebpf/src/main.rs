@@ -1,20 +1,24 @@
-//! havip's XDP program: entry point only. Parsing is in `eth`, `ipv4` and
-//! `arp`; the actions in `forward`, `claim` and `proxy_arp`; maps in `maps`.
+//! havip's XDP program: the entry point. `parse` reads headers (no maps),
+//! `policy` decides (typed decisions), `act` carries decisions out; maps in
+//! `maps` (declared from `havip_common::catalogue`), events in `events`.
 #![no_std]
 #![no_main]
 
-mod arp;
-mod claim;
-mod eth;
+mod act;
+mod counter;
 mod events;
-mod forward;
-mod ipv4;
 mod maps;
 mod packet;
-mod proxy_arp;
+mod parse;
+mod policy;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use havip_common::{DropReason, Handled};
+use havip_common::{DropReason, Handled, PortInfo};
+
+use crate::{
+    parse::{arp, eth, ipv4},
+    policy::{claim::ClaimDecision, proxy_arp::ProxyArpDecision, vlan::TaggedDecision},
+};
 
 /// Runs on every host port (instance taps and the uplink) before the bridge.
 #[xdp]
@@ -38,18 +42,96 @@ fn try_havip_xdp(ctx: &XdpContext) -> Result<Handled, DropReason> {
         return Ok(Handled::PassedMalformed);
     };
     match frame.ether_type {
-        eth::ETH_P_IP => forward::ipv4(ctx, &frame),
-        eth::ETH_P_ARP => arp::handle(ctx, &frame),
+        eth::ETH_P_IP => on_ipv4(ctx, &frame),
+        eth::ETH_P_ARP => on_arp(ctx, &frame),
         _ => Ok(Handled::Passed),
+    }
+}
+
+#[inline(always)]
+fn on_ipv4(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
+    let Some(ip) = ipv4::addresses(ctx, frame.l3_offset) else {
+        return Ok(Handled::PassedMalformed);
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(port) = maps::port(ifindex) else {
+        return Ok(Handled::Passed);
+    };
+    if frame.tagged {
+        return tagged(ctx, port, ifindex, &frame.src(), ip.saddr);
+    }
+    policy::source::check_ipv4(port, ifindex, || frame.src(), ip.saddr)?;
+    act::forward::to_owner(ctx, frame, port, ifindex, ip.daddr)
+}
+
+#[inline(always)]
+fn on_arp(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
+    let arp = match arp::parse(ctx, frame.l3_offset) {
+        arp::Parsed::Truncated => return Ok(Handled::PassedMalformed),
+        arp::Parsed::Other => return Ok(Handled::Passed),
+        arp::Parsed::Arp(arp) => arp,
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(port) = maps::port(ifindex) else {
+        return Ok(Handled::Passed);
+    };
+    if frame.tagged {
+        return tagged(ctx, port, ifindex, &arp.sha, arp.spa);
+    }
+    match policy::claim::decide(port, ifindex, &frame.src(), &arp) {
+        ClaimDecision::NotAHavipSender => {}
+        ClaimDecision::PassRemote => return Ok(Handled::Passed),
+        ClaimDecision::PassMember => return Ok(Handled::PassedMemberArp),
+        ClaimDecision::Refresh => return Ok(Handled::ClaimRefreshed),
+        ClaimDecision::Refuse {
+            reason,
+            key,
+            havip_id,
+        } => {
+            events::refused(ctx, &key, havip_id, ifindex, &arp.sha, reason);
+            return Err(reason);
+        }
+        ClaimDecision::Take { key, current, next } => {
+            return act::claim::take_over(ctx, &key, &current, &next);
+        }
+    }
+    match policy::proxy_arp::decide(port, ifindex, &arp) {
+        ProxyArpDecision::NotForHavip => Ok(Handled::Passed),
+        ProxyArpDecision::AbsorbMemberProbe => Ok(Handled::MemberArpAbsorbed),
+        ProxyArpDecision::Reply { virtual_mac } => {
+            act::proxy_arp::reply(frame, &arp, &virtual_mac, ifindex)
+        }
+    }
+}
+
+/// A tagged IPv4 or ARP frame from one of our ports; `mac` is the sender's
+/// (Ethernet source or ARP sender) for the refusal event.
+#[inline(always)]
+fn tagged(
+    ctx: &XdpContext,
+    port: &PortInfo,
+    ifindex: u32,
+    mac: &[u8; 6],
+    sender: [u8; 4],
+) -> Result<Handled, DropReason> {
+    match policy::vlan::decide(port, sender) {
+        TaggedDecision::Pass => Ok(Handled::PassedTagged),
+        TaggedDecision::Refuse { key, havip_id } => {
+            let reason = DropReason::TaggedHavipSender;
+            events::refused(ctx, &key, havip_id, ifindex, mac, reason);
+            Err(reason)
+        }
     }
 }
 
 #[inline(always)]
 const fn action(handled: Handled) -> u32 {
     match handled {
-        Handled::Passed | Handled::PassedMalformed | Handled::PassedMemberArp => {
-            xdp_action::XDP_PASS
-        }
+        Handled::Passed
+        | Handled::PassedMalformed
+        | Handled::PassedMemberArp
+        | Handled::PassedTagged
+        | Handled::PassedUplinkForeignMac => xdp_action::XDP_PASS,
         Handled::Forwarded | Handled::ProxyArpReplied => xdp_action::XDP_REDIRECT,
         Handled::ClaimAccepted | Handled::ClaimRefreshed | Handled::MemberArpAbsorbed => {
             xdp_action::XDP_DROP

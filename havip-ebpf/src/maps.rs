@@ -1,94 +1,91 @@
-//! The map catalogue: every map the program uses, pinned by name under the
-//! agent's pin path so a restarted agent adopts them (names in
-//! `havip_common::names`).
+//! The program's maps, declared from the catalogue in
+//! `havip_common::catalogue` (name, capacity, flags; key and value types
+//! checked against its sizes at compile time). All are pinned by name under
+//! the agent's pin dir so a restarted agent adopts them.
+//!
+//! Reading hash values: `HashMap::get` hands out a pointer into the map.
+//! The memory stays mapped while the program runs, but the kernel does not
+//! hold an element for its readers: an update of a preallocated map
+//! (`OWNERS`) takes a spare element and gives the replaced one back as the
+//! spare, so the *next* update on that CPU (of any key) may overwrite it
+//! while we read; since Linux 6.1 non-preallocated maps reuse elements the
+//! same way (`SLAB_TYPESAFE_BY_RCU`). Array slots are updated in place. So
+//! the fields read from one lookup can mix two updates; every reader copies
+//! the few fields it needs at once and says what a mix would cost.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::bpf_devmap_val,
     macros::map,
     maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
 };
 use havip_common::{
-    BindingEntry, BindingKey, DataplaneConfig, DropReason, EventBudget, Handled, HavipEntry,
-    HavipKey, OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, EVENTS_BYTES, MAX_BINDINGS,
-    MAX_HAVIPS, MAX_PORTS,
+    catalogue, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
+    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, MAX_PORTS,
 };
 
-/// ingress ifindex (< `MAX_PORTS`) → vSwitch, role and gateway MAC; an
-/// array so the per-frame lookup is inlined. Written by the agent.
-#[map]
-pub static PORTS: Array<PortInfo> = Array::pinned(MAX_PORTS, 0);
+pub use crate::counter::count;
 
-/// The same for ifindexes ≥ `MAX_PORTS`. Written by the agent.
-#[map]
-pub static PORTS_HIGH: HashMap<u32, PortInfo> = HashMap::pinned(MAX_PORTS, BPF_F_NO_PREALLOC);
+/// Declares a pinned map from its catalogue entry: the static's name is the
+/// catalogue name (and so the pin name), capacity and flags come from the
+/// entry, and the key and value sizes are checked against it.
+macro_rules! catalogued {
+    ($(#[$doc:meta])* $name:ident: $ty:ty = $ctor:ident, $key:ty => $value:ty) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: $ty =
+            $ctor::pinned(catalogue::$name.max_entries, catalogue::$name.flags);
+        const _: () = {
+            assert!(core::mem::size_of::<$key>() == catalogue::$name.key_size as usize);
+            assert!(core::mem::size_of::<$value>() == catalogue::$name.value_size as usize);
+        };
+    };
+}
 
-/// The ingress port's entry, if it is one of ours.
+catalogued!(PORTS: Array<PortInfo> = Array, u32 => PortInfo);
+catalogued!(PORTS_HIGH: HashMap<u32, PortInfo> = HashMap, u32 => PortInfo);
+catalogued!(TX_PORTS: DevMapHash = DevMapHash, u32 => bpf_devmap_val);
+catalogued!(HAVIPS: HashMap<HavipKey, HavipEntry> = HashMap, HavipKey => HavipEntry);
+catalogued!(VPC_HAVIPS: HashMap<VpcAddrKey, u32> = HashMap, VpcAddrKey => u32);
+catalogued!(OWNERS: HashMap<HavipKey, OwnerEntry> = HashMap, HavipKey => OwnerEntry);
+catalogued!(BINDINGS: HashMap<BindingKey, BindingEntry> = HashMap, BindingKey => BindingEntry);
+catalogued!(HAVIP_STATS: PerCpuArray<TrafficCounter> = PerCpuArray, u32 => TrafficCounter);
+catalogued!(HANDLED: PerCpuArray<TrafficCounter> = PerCpuArray, u32 => TrafficCounter);
+catalogued!(DROPS: PerCpuArray<TrafficCounter> = PerCpuArray, u32 => TrafficCounter);
+catalogued!(EVENTS: RingBuf = RingBuf, () => ());
+catalogued!(CONFIG: Array<DataplaneConfig> = Array, u32 => DataplaneConfig);
+catalogued!(EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray, u32 => EventBudget);
+
+/// The ingress port's entry, if it is one of ours. A reference, not a copy
+/// (the forward path reads two fields): `PORTS` slots are rewritten in
+/// place by the agent, so a frame racing a port reconfiguration can see the
+/// old vSwitch with the new gateway MAC, or the reverse: that one frame is
+/// judged or rewritten with mixed port settings.
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
     let port = if ifindex < MAX_PORTS {
         PORTS.get(ifindex)
     } else {
-        // SAFETY: plain-data map value.
+        // SAFETY: the pointer stays valid while the program runs; its
+        // fields can mix two agent updates (see above and the module comment).
         unsafe { PORTS_HIGH.get(&ifindex) }
     }?;
     (port.flags != 0).then_some(port)
 }
 
-/// ifindex → ifindex: the ports frames may be redirected to. Written by the agent.
-#[map]
-pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
-
-/// (vSwitch, address) → HaVip id and virtual MAC. Written by the agent.
-#[map]
-pub static HAVIPS: HashMap<HavipKey, HavipEntry> = HashMap::pinned(MAX_HAVIPS, BPF_F_NO_PREALLOC);
-
-/// (VPC, address) → vSwitch id of the HaVip: ARP naming a HaVip of a
-/// sibling vSwitch as sender is refused. Written by the agent.
-#[map]
-pub static VPC_HAVIPS: HashMap<VpcAddrKey, u32> = HashMap::pinned(MAX_HAVIPS, BPF_F_NO_PREALLOC);
-
-/// (vSwitch, address) → current master. Created by the agent, switched by
-/// claims in XDP (preallocated: updated from the program).
-#[map]
-pub static OWNERS: HashMap<HavipKey, OwnerEntry> = HashMap::pinned(MAX_HAVIPS, 0);
-
-/// (HaVip id, port) → bound ENI's MAC. Written by the agent.
-#[map]
-pub static BINDINGS: HashMap<BindingKey, BindingEntry> =
-    HashMap::pinned(MAX_BINDINGS, BPF_F_NO_PREALLOC);
-
-/// Per CPU, by HaVip id: frames and bytes forwarded. Written by the program.
-#[map]
-pub static HAVIP_STATS: PerCpuArray<TrafficCounter> = PerCpuArray::pinned(MAX_HAVIPS, 0);
-
-/// Per CPU, by `Handled`: frames and bytes. Written by the program.
-#[map]
-pub static HANDLED: PerCpuArray<TrafficCounter> = PerCpuArray::pinned(Handled::COUNT as u32, 0);
-
-/// Per CPU, by `DropReason`: frames and bytes. Written by the program.
-#[map]
-pub static DROPS: PerCpuArray<TrafficCounter> = PerCpuArray::pinned(DropReason::COUNT as u32, 0);
-
-/// Owner changes and refused claims, read by the agent.
-#[map]
-pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
-
-/// `[0]`: run-time settings (hold time, event rate). Written by the agent.
-#[map]
-pub static CONFIG: Array<DataplaneConfig> = Array::pinned(1, 0);
-
-/// `[0]` per CPU: the security-event rate limiter. Written by the program.
-#[map]
-pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
-
-/// Adds one frame of `len` bytes to a per-CPU counter.
+/// The HaVip `key`, if configured (id and virtual MAC, copied).
 #[inline(always)]
-pub fn count(map: &PerCpuArray<TrafficCounter>, index: u32, len: u64) {
-    if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += len;
-        }
-    }
+pub fn havip(key: &HavipKey) -> Option<HavipEntry> {
+    // SAFETY: the pointer is valid while the program runs; the value is
+    // copied at once. Agent-written: a racing reconcile can at worst give
+    // this frame the id of the HaVip being replaced.
+    unsafe { HAVIPS.get(key) }.copied()
+}
+
+/// The MAC bound to (HaVip id, port), if the port is bound.
+#[inline(always)]
+pub fn binding(havip_id: u32, ifindex: u32) -> Option<[u8; 6]> {
+    let key = BindingKey { havip_id, ifindex };
+    // SAFETY: as `havip`: agent-written, copied at once; a racing update can
+    // at worst judge this one frame against the binding being replaced.
+    unsafe { BINDINGS.get(&key) }.map(|b| b.mac)
 }

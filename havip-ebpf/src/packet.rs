@@ -1,4 +1,5 @@
 //! Bounds-checked access to the frame: every header read goes through here.
+//! Shared with the bench-only programs (`src/bench/main.rs`).
 
 use aya_ebpf::programs::XdpContext;
 
@@ -19,7 +20,8 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 #[inline(always)]
 pub fn write_mac(dst: *mut [u8; 6], mac: &[u8; 6]) {
     let w = dst as *mut u16;
-    // SAFETY: the caller bounds-checked the 6 bytes at `dst`.
+    // SAFETY: the caller bounds-checked the 6 bytes at `dst` (packet data,
+    // which starts 2-byte aligned in every XDP buffer).
     unsafe {
         w.write_volatile(u16::from_ne_bytes([mac[0], mac[1]]));
         w.add(1)

@@ -16,10 +16,10 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use havip_common::{names, DataplaneConfig};
+use havip_common::{catalogue, names, DataplaneConfig};
 use tracing::{info, warn};
 
-use super::maps::{expected_shape, Maps, MapsError};
+use super::maps::{map_type, Maps, MapsError};
 use crate::paths::LINKS_SUBDIR;
 
 /// The XDP object built by `cargo xtask build` (see build.rs).
@@ -330,8 +330,8 @@ pub fn teardown(pin_dir: &Path) -> std::io::Result<()> {
         fs::remove_file(pin_dir.join(LINKS_SUBDIR).join(ifname))?;
     }
     let _ = fs::remove_dir(pin_dir.join(LINKS_SUBDIR));
-    for name in names::ALL_MAPS {
-        match fs::remove_file(pin_dir.join(name)) {
+    for spec in catalogue::ALL {
+        match fs::remove_file(pin_dir.join(spec.name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -347,32 +347,30 @@ pub fn ifindex_of(ifname: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// Refuses a pinned map whose type, key/value size or capacity differs
+/// from the catalogue (left by an incompatible version).
 fn check_pinned_shapes(pin_dir: &Path) -> Result<(), DataplaneError> {
-    for name in names::ALL_MAPS {
-        let path = pin_dir.join(name);
-        let Some((want_key, want_value, want_entries)) = expected_shape(name) else {
-            continue;
-        };
+    for spec in catalogue::ALL {
+        let path = pin_dir.join(spec.name);
         if !path.exists() {
             continue;
         }
         let Ok(info) = MapData::from_pin(&path).and_then(|m| m.info()) else {
             continue;
         };
-        let type_differs =
-            super::maps::expected_type(name).is_some_and(|want| info.map_type().ok() != Some(want));
+        let type_differs = info.map_type().ok() != Some(map_type(spec.kind));
         if type_differs
             || (info.key_size(), info.value_size(), info.max_entries())
-                != (want_key, want_value, want_entries)
+                != (spec.key_size, spec.value_size, spec.max_entries)
         {
             return Err(DataplaneError::IncompatiblePin {
                 path,
                 found_key: info.key_size(),
                 found_value: info.value_size(),
                 found_entries: info.max_entries(),
-                want_key,
-                want_value,
-                want_entries,
+                want_key: spec.key_size,
+                want_value: spec.value_size,
+                want_entries: spec.max_entries,
             });
         }
     }

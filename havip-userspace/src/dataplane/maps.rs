@@ -1,51 +1,22 @@
-//! Typed handles on the pinned maps (catalogue: `havip-ebpf/src/maps.rs`).
+//! Typed handles on the pinned maps (catalogue: `havip_common::catalogue`).
 
 use std::path::Path;
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use havip_common::{
-    names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
+    names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, MapKind,
     OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey,
 };
 
-/// Map sizes both sides agree on: a pinned map whose shape differs (left by
-/// an incompatible older version) is refused instead of silently misread.
-pub fn expected_shape(name: &str) -> Option<(u32, u32, u32)> {
-    use core::mem::size_of;
-    use havip_common::*;
-    let s = |k: usize, v: usize, n: u32| Some((k as u32, v as u32, n));
-    match name {
-        names::PORTS | names::PORTS_HIGH => s(4, size_of::<PortInfo>(), MAX_PORTS),
-        names::TX_PORTS => None,
-        names::HAVIPS => s(size_of::<HavipKey>(), size_of::<HavipEntry>(), MAX_HAVIPS),
-        names::OWNERS => s(size_of::<HavipKey>(), size_of::<OwnerEntry>(), MAX_HAVIPS),
-        names::BINDINGS => s(
-            size_of::<BindingKey>(),
-            size_of::<BindingEntry>(),
-            MAX_BINDINGS,
-        ),
-        names::HAVIP_STATS => s(4, size_of::<TrafficCounter>(), MAX_HAVIPS),
-        names::HANDLED => s(4, size_of::<TrafficCounter>(), Handled::COUNT as u32),
-        names::DROPS => s(4, size_of::<TrafficCounter>(), DropReason::COUNT as u32),
-        names::CONFIG => s(4, size_of::<DataplaneConfig>(), 1),
-        names::EVENT_BUDGET => s(4, size_of::<EventBudget>(), 1),
-        names::VPC_HAVIPS => s(size_of::<VpcAddrKey>(), 4, MAX_HAVIPS),
-        _ => None,
-    }
-}
-
-/// Map types, for the same check (PORTS was a hash map before 0.1).
-pub fn expected_type(name: &str) -> Option<aya::maps::MapType> {
+/// The kernel map type of a catalogue kind.
+pub fn map_type(kind: MapKind) -> aya::maps::MapType {
     use aya::maps::MapType;
-    match name {
-        names::PORTS | names::CONFIG => Some(MapType::Array),
-        names::PORTS_HIGH | names::HAVIPS | names::OWNERS | names::BINDINGS | names::VPC_HAVIPS => {
-            Some(MapType::Hash)
-        }
-        names::HAVIP_STATS | names::HANDLED | names::DROPS | names::EVENT_BUDGET => {
-            Some(MapType::PerCpuArray)
-        }
-        _ => None,
+    match kind {
+        MapKind::Hash => MapType::Hash,
+        MapKind::Array => MapType::Array,
+        MapKind::PerCpuArray => MapType::PerCpuArray,
+        MapKind::DevMapHash => MapType::DevMapHash,
+        MapKind::RingBuf => MapType::RingBuf,
     }
 }
 

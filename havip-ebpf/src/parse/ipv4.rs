@@ -1,4 +1,4 @@
-//! IPv4 header: only what forwarding needs (the destination).
+//! IPv4 header: only the addresses.
 
 use aya_ebpf::programs::XdpContext;
 
@@ -18,15 +18,21 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
-/// Destination address, or `None` if the header is truncated or not IPv4
-/// with a valid header length (options are allowed and skipped).
+/// Source and destination, network order.
+pub struct Addrs {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+/// The addresses, or `None` if the header is truncated or not IPv4 with a
+/// valid header length (options are allowed and skipped).
 #[inline(always)]
-pub fn destination(ctx: &XdpContext, offset: usize) -> Option<[u8; 4]> {
+pub fn addresses(ctx: &XdpContext, offset: usize) -> Option<Addrs> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
     // SAFETY: bounds-checked by `ptr_at`.
-    let (version_ihl, daddr) = unsafe { ((*ip).version_ihl, (*ip).daddr) };
+    let (version_ihl, saddr, daddr) = unsafe { ((*ip).version_ihl, (*ip).saddr, (*ip).daddr) };
     if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
         return None;
     }
-    Some(daddr)
+    Some(Addrs { saddr, daddr })
 }

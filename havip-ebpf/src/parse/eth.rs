@@ -24,9 +24,13 @@ struct VlanHdr {
 
 /// A parsed Ethernet frame: where its L3 header starts and what it is.
 pub struct Frame {
+    /// Bounds-checked by [`parse`]: the whole Ethernet header is in the frame.
     pub eth: *mut EthHdr,
+    /// After the tag, if any (a second tag shows as 802.1Q here).
     pub ether_type: [u8; 2],
     pub l3_offset: usize,
+    /// The frame carries an 802.1Q or 802.1ad tag.
+    pub tagged: bool,
 }
 
 impl Frame {
@@ -35,6 +39,18 @@ impl Frame {
     pub fn dst_is_group(&self) -> bool {
         // SAFETY: `eth` was bounds-checked by `parse`.
         unsafe { (*self.eth).dst[0] & 1 != 0 }
+    }
+
+    #[inline(always)]
+    pub fn dst(&self) -> [u8; 6] {
+        // SAFETY: `eth` was bounds-checked by `parse`.
+        unsafe { (*self.eth).dst }
+    }
+
+    #[inline(always)]
+    pub fn src(&self) -> [u8; 6] {
+        // SAFETY: `eth` was bounds-checked by `parse`.
+        unsafe { (*self.eth).src }
     }
 }
 
@@ -45,7 +61,8 @@ pub fn parse(ctx: &XdpContext) -> Option<Frame> {
     // SAFETY: bounds-checked by `ptr_at`.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut l3_offset = core::mem::size_of::<EthHdr>();
-    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+    let tagged = ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD;
+    if tagged {
         let vlan: *const VlanHdr = ptr_at(ctx, l3_offset)?;
         // SAFETY: bounds-checked by `ptr_at`.
         ether_type = unsafe { (*vlan).ether_type };
@@ -55,5 +72,6 @@ pub fn parse(ctx: &XdpContext) -> Option<Frame> {
         eth,
         ether_type,
         l3_offset,
+        tagged,
     })
 }

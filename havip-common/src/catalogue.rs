@@ -1,0 +1,146 @@
+//! The map catalogue: ONE declaration per map (name, kind, key and value
+//! sizes, capacity, flags). The XDP program declares its maps from these
+//! specs (`havip-ebpf/src/maps.rs` checks its key/value types against them
+//! at compile time), and the agent takes its pin names, its shape check of
+//! adopted pinned maps and its teardown list from [`ALL`].
+
+use core::mem::size_of;
+
+use crate::{
+    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, OwnerEntry,
+    PortInfo, TrafficCounter, VpcAddrKey, EVENTS_BYTES, MAX_BINDINGS, MAX_HAVIPS, MAX_PORTS,
+};
+
+/// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
+/// after an RCU grace period (maps written only by the agent).
+pub const NO_PREALLOC: u32 = 1;
+
+/// Map type, as the kernel numbers it (`enum bpf_map_type`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash = 1,
+    Array = 2,
+    PerCpuArray = 6,
+    DevMapHash = 25,
+    RingBuf = 27,
+}
+
+/// `struct bpf_devmap_val` (ifindex, then the optional program fd/id): the
+/// value of a `DEVMAP_HASH` as aya-ebpf declares it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevMapValue {
+    pub ifindex: u32,
+    pub prog: u32,
+}
+
+/// Shape of one map, as the kernel reports it for a loaded or pinned map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Map name in the object, and file name under the pin dir.
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// Entries; bytes for the ring buffer.
+    pub max_entries: u32,
+    /// `map_flags` at creation (`NO_PREALLOC` or 0).
+    pub flags: u32,
+}
+
+macro_rules! catalogue {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $kind:ident, $key:ty => $value:ty, $entries:expr, $flags:expr;
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub const $name: MapSpec = MapSpec {
+                name: stringify!($name),
+                kind: MapKind::$kind,
+                key_size: size_of::<$key>() as u32,
+                value_size: size_of::<$value>() as u32,
+                max_entries: $entries,
+                flags: $flags,
+            };
+        )*
+
+        /// Every map, in catalogue order.
+        pub const ALL: &[MapSpec] = &[$($name),*];
+
+        /// Pin names of the maps and of the program.
+        pub mod names {
+            /// The XDP program, as the object names it.
+            pub const PROG_XDP: &str = "havip_xdp";
+            $(pub const $name: &str = stringify!($name);)*
+        }
+    };
+}
+
+catalogue! {
+    /// ingress ifindex (< `MAX_PORTS`) → vSwitch, role and gateway MAC; an
+    /// array so the per-frame lookup is inlined. Written by the agent.
+    PORTS: Array, u32 => PortInfo, MAX_PORTS, 0;
+    /// The same for ifindexes ≥ `MAX_PORTS`. Written by the agent.
+    PORTS_HIGH: Hash, u32 => PortInfo, MAX_PORTS, NO_PREALLOC;
+    /// ifindex → ifindex: the ports frames may be redirected to. Written by the agent.
+    TX_PORTS: DevMapHash, u32 => DevMapValue, MAX_PORTS, 0;
+    /// (vSwitch, address) → HaVip id and virtual MAC. Written by the agent.
+    HAVIPS: Hash, HavipKey => HavipEntry, MAX_HAVIPS, NO_PREALLOC;
+    /// (vSwitch, address) → current master. Created by the agent, switched by
+    /// claims in XDP (preallocated: updated from the program; see
+    /// docs/design.md for what a concurrent reader sees).
+    OWNERS: Hash, HavipKey => OwnerEntry, MAX_HAVIPS, 0;
+    /// (HaVip id, port) → bound ENI's MAC. Written by the agent.
+    BINDINGS: Hash, BindingKey => BindingEntry, MAX_BINDINGS, NO_PREALLOC;
+    /// Per CPU, by HaVip id: frames and bytes forwarded. Written by the program.
+    HAVIP_STATS: PerCpuArray, u32 => TrafficCounter, MAX_HAVIPS, 0;
+    /// Per CPU, by `Handled`: frames and bytes. Written by the program.
+    HANDLED: PerCpuArray, u32 => TrafficCounter, crate::Handled::COUNT as u32, 0;
+    /// Per CPU, by `DropReason`: frames and bytes. Written by the program.
+    DROPS: PerCpuArray, u32 => TrafficCounter, crate::DropReason::COUNT as u32, 0;
+    /// Owner changes and refused claims (`Event`), read by the agent.
+    EVENTS: RingBuf, () => (), EVENTS_BYTES, 0;
+    /// `[0]`: run-time settings (hold time, event rate). Written by the agent.
+    CONFIG: Array, u32 => DataplaneConfig, 1, 0;
+    /// `[0]` per CPU: the security-event rate limiter. Written by the program.
+    EVENT_BUDGET: PerCpuArray, u32 => EventBudget, 1, 0;
+    /// (VPC, address) → vSwitch id of the HaVip: ARP naming a HaVip of a
+    /// sibling vSwitch as sender is refused. Written by the agent.
+    VPC_HAVIPS: Hash, VpcAddrKey => u32, MAX_HAVIPS, NO_PREALLOC;
+}
+
+/// The spec of the map called `name`.
+pub fn find(name: &str) -> Option<&'static MapSpec> {
+    ALL.iter().find(|spec| spec.name == name)
+}
+
+/// `const` string equality (for compile-time checks).
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+// Names are unique.
+const _: () = {
+    let mut i = 0;
+    while i < ALL.len() {
+        let mut j = i + 1;
+        while j < ALL.len() {
+            assert!(!str_eq(ALL[i].name, ALL[j].name));
+            j += 1;
+        }
+        i += 1;
+    }
+};

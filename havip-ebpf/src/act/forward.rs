@@ -1,0 +1,72 @@
+//! IPv4 to a HaVip: rewrite the MACs and redirect to the owner's port.
+
+use aya_ebpf::programs::XdpContext;
+use havip_common::{port_flags, virtual_mac, DropReason, Handled, HavipKey, PortInfo};
+
+use crate::{
+    maps::{count, HAVIP_STATS, OWNERS, TX_PORTS},
+    packet::{mac_eq, write_mac},
+    parse::eth::Frame,
+};
+
+/// `port` is the (untagged) frame's ingress port, `daddr` its destination.
+#[inline(always)]
+pub fn to_owner(
+    ctx: &XdpContext,
+    frame: &Frame,
+    port: &PortInfo,
+    ifindex: u32,
+    daddr: [u8; 4],
+) -> Result<Handled, DropReason> {
+    let key = HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    };
+    // SAFETY: the pointer stays valid while the program runs. The three
+    // fields used are read once, here. OWNERS is preallocated and written
+    // by claims: a claim on another CPU replaces this element and keeps the
+    // old one as its spare, and a *second* update on that CPU (any HaVip)
+    // may overwrite it while these loads run. Then ifindex, MAC and id can
+    // come from two entries: this one frame goes to a port with a MAC that
+    // is not its guest's (the guest drops it), to another HaVip's owner, or
+    // is counted under another HaVip. Later frames see the new element.
+    let Some(owner) = (unsafe { OWNERS.get(&key) }) else {
+        return Ok(Handled::Passed);
+    };
+    let (owner_ifindex, owner_mac, havip_id) = (owner.ifindex, owner.mac, owner.havip_id);
+    if frame.dst_is_group() {
+        return Err(DropReason::NonUnicastToHavip);
+    }
+    let has_owner = owner_ifindex != 0;
+    if port.flags & port_flags::UPLINK != 0 {
+        // From the uplink only frames addressed to us: the virtual MAC
+        // (proxy ARP), the gateway MAC (routed) or the owner's own MAC.
+        let dst = frame.dst();
+        let ours = mac_eq(&dst, &virtual_mac(daddr))
+            || mac_eq(&dst, &port.gateway_mac)
+            || (has_owner && mac_eq(&dst, &owner_mac));
+        if !ours {
+            return Ok(Handled::PassedUplinkForeignMac);
+        }
+    }
+    if !has_owner {
+        return Err(DropReason::NoOwner);
+    }
+    if owner_ifindex == ifindex {
+        // Never back out of the port it came in on (a stale owner sending
+        // to its own HaVip); passing it on would flood the virtual MAC.
+        return Err(DropReason::HairpinToOwner);
+    }
+    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
+    unsafe {
+        write_mac(&raw mut (*frame.eth).dst, &owner_mac);
+        write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
+    }
+    match TX_PORTS.redirect(owner_ifindex, 0) {
+        Ok(_) => {
+            count(&HAVIP_STATS, havip_id, (ctx.data_end() - ctx.data()) as u64);
+            Ok(Handled::Forwarded)
+        }
+        Err(_) => Err(DropReason::PortNotRedirectable),
+    }
+}

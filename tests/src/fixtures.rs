@@ -1,0 +1,133 @@
+//! Helpers shared by the fixture test files (`tests/fixture_*.rs`): frames
+//! of the bed's actors, expected rewrites, event filters, owner checks.
+//! Not glob re-exported at the crate root: `use havip_tests::fixtures::*`.
+
+use std::net::Ipv4Addr;
+
+use havip::dataplane::events::DataplaneEvent;
+
+use crate::frames;
+use havip_common::{virtual_mac, DropReason, Event, HavipKey, OwnerEntry};
+
+use crate::{
+    bed::{GATEWAY_MAC, OWNER_MAC},
+    Case, Port, TestBed,
+};
+
+pub const PAYLOAD: &[u8] = b"havip fixture payload: must arrive byte for byte";
+
+pub fn vmac(addr: Ipv4Addr) -> [u8; 6] {
+    virtual_mac(addr.octets())
+}
+
+pub fn key(vswitch_id: u32, addr: Ipv4Addr) -> HavipKey {
+    HavipKey {
+        vswitch_id,
+        addr: addr.octets(),
+    }
+}
+
+/// A UDP datagram `src` → `dst`, addressed to `dst_mac` (for a HaVip: its
+/// virtual MAC, as proxy ARP taught it).
+pub fn udp(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> frames::Frame {
+    frames::udp_frame(dst_mac, src_mac, src, dst, 40000, 5000, PAYLOAD)
+}
+
+pub fn ipv4_frame(dst_mac: [u8; 6], src_mac: [u8; 6], packet: Vec<u8>) -> frames::Frame {
+    frames::Frame::new(dst_mac, src_mac, frames::ETH_P_IP, packet)
+}
+
+/// `frame` as the program must redirect it: dst MAC = `owner`, src MAC =
+/// `gateway`, everything else unchanged.
+pub fn rewritten(frame: &frames::Frame, owner: [u8; 6], gateway: [u8; 6]) -> Vec<u8> {
+    frames::Frame {
+        dst: owner,
+        src: gateway,
+        ..frame.clone()
+    }
+    .bytes()
+}
+
+/// Redirected to the bed's initial owner of `HAVIP_A`, from vSwitch 1.
+pub fn redirect_to_owner(name: &str, ingress: Port, frame: frames::Frame) -> Case {
+    let out = rewritten(&frame, OWNER_MAC, GATEWAY_MAC);
+    Case::redirect(name, ingress, frame.bytes(), out)
+}
+
+pub fn owner_changes(events: &[DataplaneEvent]) -> Vec<Event> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DataplaneEvent::OwnerChanged(ev) => Some(*ev),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn refusals(events: &[DataplaneEvent]) -> Vec<(Option<DropReason>, Event)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DataplaneEvent::ClaimRefused { event, reason } => Some((*reason, *event)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    frames::garp(mac, ip).bytes()
+}
+
+/// Unsolicited ARP reply announcing `ip` at `mac` (the other claim form).
+pub fn arp_reply_claim(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    frames::Frame::new(
+        frames::BROADCAST,
+        mac,
+        frames::ETH_P_ARP,
+        frames::arp(frames::ARP_REPLY, mac, ip, frames::BROADCAST, ip),
+    )
+    .bytes()
+}
+
+/// ARP probe (sender 0.0.0.0) for `target` from `mac`.
+pub fn arp_probe(mac: [u8; 6], target: Ipv4Addr) -> frames::Frame {
+    frames::Frame::new(
+        frames::BROADCAST,
+        mac,
+        frames::ETH_P_ARP,
+        frames::arp(
+            frames::ARP_REQUEST,
+            mac,
+            Ipv4Addr::UNSPECIFIED,
+            [0; 6],
+            target,
+        ),
+    )
+}
+
+/// The proxy ARP reply for `havip` to the requester (`to_mac`, `to_ip`).
+pub fn proxy_reply(to_mac: [u8; 6], to_ip: Ipv4Addr, havip: Ipv4Addr) -> frames::Frame {
+    frames::Frame::new(
+        to_mac,
+        vmac(havip),
+        frames::ETH_P_ARP,
+        frames::arp(frames::ARP_REPLY, vmac(havip), havip, to_mac, to_ip),
+    )
+}
+
+/// Asserts `OWNERS[(vSwitch 1, addr)]` is `port`/`mac` at `epoch`.
+pub fn assert_owner(
+    bed: &TestBed,
+    addr: Ipv4Addr,
+    port: Port,
+    mac: [u8; 6],
+    epoch: u64,
+) -> OwnerEntry {
+    let owner = bed.owner(addr);
+    assert_eq!(
+        (owner.ifindex, owner.mac, owner.epoch),
+        (bed.ifindex(port), mac, epoch),
+        "OWNERS[{addr}] should be {port:?} ({mac:02x?}) at epoch {epoch}, is {owner:?}"
+    );
+    owner
+}

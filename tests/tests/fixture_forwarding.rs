@@ -1,0 +1,220 @@
+//! `BPF_PROG_TEST_RUN` fixtures, forwarding: IPv4 to a HaVip is redirected
+//! to its owner with the MACs rewritten, or dropped and counted when it
+//! cannot be delivered. Topology: `havip_tests::TestBed`.
+
+use havip_tests::frames;
+use havip_common::{owner_flags, DropReason, OwnerEntry};
+use havip_tests::{bed::*, fixtures::*, icmp_echo, tcp, tcp_flags, Case, Port, TestBed};
+
+#[test]
+fn havip_traffic_is_redirected_to_the_owner() {
+    let mut bed = TestBed::new();
+    let to_havip = udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A);
+    let option_ra = [0x94, 0x04, 0x00, 0x00]; // Router Alert
+    let options_8 = [0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00]; // RA, NOPs, EOL
+    let udp_payload = frames::udp(CLIENT_IP, HAVIP_A, 40000, 5000, PAYLOAD);
+    let big = vec![0xa5; 1400];
+    let mut padded = frames::udp_frame(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A, 1, 2, b"x");
+    padded.payload.resize(60 - 14, 0); // Ethernet minimum, zero padded
+
+    let cases = vec![
+        redirect_to_owner("IPv4/UDP from a client", Port::Client, to_havip.clone()),
+        redirect_to_owner(
+            "IPv4 with options, IHL 6",
+            Port::Client,
+            ipv4_frame(
+                vmac(HAVIP_A),
+                CLIENT_MAC,
+                frames::ipv4(CLIENT_IP, HAVIP_A, 17, &option_ra, &udp_payload),
+            ),
+        ),
+        redirect_to_owner(
+            "IPv4 with options, IHL 7",
+            Port::Client,
+            ipv4_frame(
+                vmac(HAVIP_A),
+                CLIENT_MAC,
+                frames::ipv4(CLIENT_IP, HAVIP_A, 17, &options_8, &udp_payload),
+            ),
+        ),
+        redirect_to_owner(
+            "TCP SYN",
+            Port::Client,
+            ipv4_frame(
+                vmac(HAVIP_A),
+                CLIENT_MAC,
+                frames::ipv4(
+                    CLIENT_IP,
+                    HAVIP_A,
+                    6,
+                    &[],
+                    &tcp(CLIENT_IP, HAVIP_A, 40001, 80, tcp_flags::SYN, &[]),
+                ),
+            ),
+        ),
+        redirect_to_owner(
+            "TCP segment with data",
+            Port::Client,
+            ipv4_frame(
+                vmac(HAVIP_A),
+                CLIENT_MAC,
+                frames::ipv4(
+                    CLIENT_IP,
+                    HAVIP_A,
+                    6,
+                    &[],
+                    &tcp(
+                        CLIENT_IP,
+                        HAVIP_A,
+                        40001,
+                        80,
+                        tcp_flags::ACK | tcp_flags::PSH,
+                        PAYLOAD,
+                    ),
+                ),
+            ),
+        ),
+        redirect_to_owner(
+            "ICMP echo request",
+            Port::Client,
+            ipv4_frame(
+                vmac(HAVIP_A),
+                CLIENT_MAC,
+                frames::ipv4(CLIENT_IP, HAVIP_A, 1, &[], &icmp_echo(7, 1, PAYLOAD)),
+            ),
+        ),
+        redirect_to_owner(
+            "1400-byte payload",
+            Port::Client,
+            frames::udp_frame(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A, 1, 2, &big),
+        ),
+        redirect_to_owner("60-byte frame with Ethernet padding", Port::Client, padded),
+        redirect_to_owner(
+            "stale neighbour entry (standby's MAC) still reaches the owner",
+            Port::Client,
+            udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, HAVIP_A),
+        ),
+        redirect_to_owner(
+            "remote client behind the uplink",
+            Port::Uplink,
+            udp(vmac(HAVIP_A), REMOTE_MAC, REMOTE_IP, HAVIP_A),
+        ),
+        redirect_to_owner(
+            "the standby itself talking to the HaVip",
+            Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A),
+        ),
+        Case::drop(
+            "vSwitch 2's HaVip from its owner's own port (never hairpinned)",
+            Port::Other,
+            udp(vmac(HAVIP_VS2), OTHER_MAC, OTHER_IP, HAVIP_VS2).bytes(),
+            DropReason::HairpinToOwner,
+        ),
+    ];
+    let forwarded_to_a = cases.len() as u64 - 1;
+    let bytes_to_a: u64 = cases[..cases.len() - 1]
+        .iter()
+        .map(|c| c.input.len() as u64)
+        .sum();
+    bed.check(&cases);
+
+    let stats = havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID);
+    assert_eq!(
+        (stats.packets, stats.bytes),
+        (forwarded_to_a, bytes_to_a),
+        "HAVIP_STATS[{HAVIP_A_ID}] must count every frame forwarded to HaVip A"
+    );
+    let stats2 = havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_VS2_ID);
+    assert_eq!(
+        stats2.packets, 0,
+        "HAVIP_STATS[{HAVIP_VS2_ID}]: a hairpin is not forwarded"
+    );
+    assert!(bed.events().is_empty(), "forwarding must not emit events");
+}
+
+#[test]
+fn havip_traffic_that_cannot_be_delivered_is_dropped() {
+    let mut bed = TestBed::new();
+    let to = |dst_mac, dst| udp(dst_mac, CLIENT_MAC, CLIENT_IP, dst).bytes();
+    bed.check(&[
+        Case::drop(
+            "HaVip without an owner",
+            Port::Client,
+            to(vmac(HAVIP_NO_OWNER), HAVIP_NO_OWNER),
+            DropReason::NoOwner,
+        ),
+        Case::drop(
+            "broadcast destination MAC to a HaVip",
+            Port::Client,
+            to(frames::BROADCAST, HAVIP_A),
+            DropReason::NonUnicastToHavip,
+        ),
+        Case::drop(
+            "multicast destination MAC to a HaVip",
+            Port::Client,
+            to(MULTICAST_MAC, HAVIP_A),
+            DropReason::NonUnicastToHavip,
+        ),
+        Case::drop(
+            "broadcast from the uplink to a HaVip",
+            Port::Uplink,
+            udp(frames::BROADCAST, REMOTE_MAC, REMOTE_IP, HAVIP_A).bytes(),
+            DropReason::NonUnicastToHavip,
+        ),
+        Case::drop(
+            "broadcast to a HaVip without owner (group check first)",
+            Port::Client,
+            to(frames::BROADCAST, HAVIP_NO_OWNER),
+            DropReason::NonUnicastToHavip,
+        ),
+    ]);
+    assert_eq!(
+        havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,
+        0,
+        "dropped frames must not count as forwarded"
+    );
+}
+
+#[test]
+fn redirect_to_a_port_missing_from_tx_ports_is_dropped() {
+    let mut bed = TestBed::new();
+    // An owner whose port the agent never configured as a redirect target.
+    let stray = OwnerEntry {
+        epoch: 9,
+        changed_ns: 0,
+        havip_id: HAVIP_A_ID,
+        ifindex: bed.ifindex(Port::Unknown),
+        mac: OWNER_MAC,
+        flags: owner_flags::BY_CONTROL,
+    };
+    bed.dp
+        .maps
+        .owners
+        .insert(key(VSWITCH, HAVIP_A), stray, 0)
+        .expect("writing OWNERS");
+    // A port in PORTS whose TX_PORTS entry is gone cannot get proxy replies.
+    bed.dp
+        .maps
+        .tx_ports
+        .remove(bed.ifindex(Port::Client))
+        .expect("removing TX_PORTS[client]");
+    bed.check(&[
+        Case::drop(
+            "owner's port is not in TX_PORTS",
+            Port::Client,
+            udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
+            DropReason::PortNotRedirectable,
+        ),
+        Case::drop(
+            "proxy ARP reply to a port not in TX_PORTS",
+            Port::Client,
+            frames::arp_request(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
+            DropReason::PortNotRedirectable,
+        ),
+    ]);
+    assert_eq!(
+        havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,
+        0,
+        "a refused redirect is not a forwarded frame"
+    );
+}

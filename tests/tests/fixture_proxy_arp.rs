@@ -1,0 +1,171 @@
+//! `BPF_PROG_TEST_RUN` fixtures, proxy ARP and members: requests for a
+//! HaVip are answered with its virtual MAC, from clients and from its own
+//! members (a standby reaches the service at the HaVip); only a member's
+//! probe is absorbed; a member's IPv4 to the HaVip goes to the owner.
+
+use std::net::Ipv4Addr;
+
+use havip_tests::frames;
+use havip_common::{DropReason, Handled};
+use havip_tests::{bed::*, fixtures::*, Case, Port, TestBed};
+
+#[test]
+fn proxy_arp_answers_for_havips_with_the_virtual_mac() {
+    let mut bed = TestBed::new();
+    let request = frames::arp_request(CLIENT_MAC, CLIENT_IP, HAVIP_A);
+    assert_eq!(
+        vmac(HAVIP_A),
+        [0x02, 0x48, 10, 0, 1, 100],
+        "virtual MAC is 02:48:a.b.c.d"
+    );
+    bed.check(&[
+        Case::proxy_reply(
+            "client asks for the HaVip",
+            Port::Client,
+            request.bytes(),
+            proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
+        ),
+        Case::proxy_reply(
+            "unicast re-validation of the neighbour entry",
+            Port::Client,
+            frames::Frame {
+                dst: vmac(HAVIP_A),
+                ..request.clone()
+            }
+            .bytes(),
+            proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
+        ),
+        Case::proxy_reply(
+            "remote client behind the uplink asks for the HaVip",
+            Port::Uplink,
+            frames::arp_request(REMOTE_MAC, REMOTE_IP, HAVIP_A).bytes(),
+            proxy_reply(REMOTE_MAC, REMOTE_IP, HAVIP_A).bytes(),
+        ),
+        Case::proxy_reply(
+            "a HaVip without owner still answers (stable MAC)",
+            Port::Client,
+            frames::arp_request(CLIENT_MAC, CLIENT_IP, HAVIP_NO_OWNER).bytes(),
+            proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_NO_OWNER).bytes(),
+        ),
+        Case::proxy_reply(
+            "a non-member's probe for the HaVip learns it is in use",
+            Port::Client,
+            arp_probe(CLIENT_MAC, HAVIP_A).bytes(),
+            proxy_reply(CLIENT_MAC, Ipv4Addr::UNSPECIFIED, HAVIP_A).bytes(),
+        ),
+        Case::pass(
+            "client's reply to the owner's request",
+            Port::Client,
+            frames::Frame::new(
+                OWNER_MAC,
+                CLIENT_MAC,
+                frames::ETH_P_ARP,
+                frames::arp(frames::ARP_REPLY, CLIENT_MAC, CLIENT_IP, OWNER_MAC, HAVIP_A),
+            )
+            .bytes(),
+        ),
+        Case::pass(
+            "ARP request for an ordinary address",
+            Port::Client,
+            frames::arp_request(CLIENT_MAC, CLIENT_IP, PLAIN_IP).bytes(),
+        ),
+        Case::pass(
+            "vSwitch 2 port asks for vSwitch 1's HaVip",
+            Port::Other,
+            frames::arp_request(OTHER_MAC, OTHER_IP, HAVIP_A).bytes(),
+        ),
+        Case::pass(
+            "unconfigured port asks for the HaVip",
+            Port::Unknown,
+            request.bytes(),
+        ),
+    ]);
+    assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
+    assert!(bed.events().is_empty(), "proxy ARP emits no events");
+}
+
+#[test]
+fn standbys_reach_their_havip_and_never_see_a_conflict() {
+    let mut bed = TestBed::new();
+    bed.check(&[
+        Case::proxy_reply(
+            "standby resolves its HaVip from its own address",
+            Port::Standby,
+            frames::arp_request(STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(),
+            proxy_reply(STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(),
+        ),
+        Case::proxy_reply(
+            "owner resolves its HaVip from its own address",
+            Port::Owner,
+            frames::arp_request(OWNER_MAC, OWNER_IP, HAVIP_A).bytes(),
+            proxy_reply(OWNER_MAC, OWNER_IP, HAVIP_A).bytes(),
+        ),
+        Case::drop(
+            "standby's probe for its HaVip (SPA 0.0.0.0) is absorbed",
+            Port::Standby,
+            arp_probe(STANDBY_MAC, HAVIP_A).bytes(),
+            Handled::MemberArpAbsorbed,
+        ),
+        Case::drop(
+            "owner's probe for its HaVip is absorbed",
+            Port::Owner,
+            arp_probe(OWNER_MAC, HAVIP_A).bytes(),
+            Handled::MemberArpAbsorbed,
+        ),
+        Case::drop(
+            "standby's probe for an owner-less HaVip is absorbed",
+            Port::Standby,
+            arp_probe(STANDBY_MAC, HAVIP_NO_OWNER).bytes(),
+            Handled::MemberArpAbsorbed,
+        ),
+        Case::proxy_reply(
+            "probe from a member's port with a foreign MAC is answered",
+            Port::Standby,
+            arp_probe(SPOOF_MAC, HAVIP_A).bytes(),
+            proxy_reply(SPOOF_MAC, Ipv4Addr::UNSPECIFIED, HAVIP_A).bytes(),
+        ),
+        Case::untouched(
+            "owner resolving a client from the HaVip (not a claim)",
+            Port::Owner,
+            frames::arp_request(OWNER_MAC, HAVIP_A, CLIENT_IP).bytes(),
+            Handled::PassedMemberArp,
+        ),
+        redirect_to_owner(
+            "standby's IPv4 to the HaVip goes to the owner",
+            Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A),
+        ),
+        Case::drop(
+            "owner's IPv4 to its own HaVip never goes back out of its port",
+            Port::Owner,
+            udp(vmac(HAVIP_A), OWNER_MAC, OWNER_IP, HAVIP_A).bytes(),
+            DropReason::HairpinToOwner,
+        ),
+    ]);
+    assert!(bed.events().is_empty(), "member ARP emits no events");
+
+    // A gratuitous request (SPA == TPA) is a claim, never answered.
+    bed.check(&[Case::drop(
+        "standby's GARP takes the HaVip",
+        Port::Standby,
+        garp(STANDBY_MAC, HAVIP_A),
+        Handled::ClaimAccepted,
+    )]);
+    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2);
+    assert_eq!(owner_changes(&bed.events()).len(), 1);
+    let data = udp(vmac(HAVIP_A), OWNER_MAC, OWNER_IP, HAVIP_A);
+    bed.check(&[
+        Case::redirect(
+            "the former owner, now a standby, reaches the HaVip",
+            Port::Owner,
+            data.bytes(),
+            rewritten(&data, STANDBY_MAC, GATEWAY_MAC),
+        ),
+        Case::drop(
+            "the new owner's IPv4 to its HaVip is not hairpinned",
+            Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(),
+            DropReason::HairpinToOwner,
+        ),
+    ]);
+}

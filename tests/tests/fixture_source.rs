@@ -1,0 +1,141 @@
+//! `BPF_PROG_TEST_RUN` fixtures, source anti-spoofing: IPv4 from an
+//! instance port with a HaVip of its vSwitch as source must come from a
+//! bound member (port and bound MAC); on the uplink, IPv4 to a HaVip is
+//! forwarded only when addressed to us (virtual, gateway or owner MAC).
+
+use havip_common::{DropReason, Handled};
+use havip_tests::{bed::*, fixtures::*, Case, Port, TestBed};
+
+#[test]
+fn ipv4_from_a_havip_needs_a_binding() {
+    let mut bed = TestBed::new();
+    let spoof = |name, port, src_mac, src, dst| {
+        Case::drop(
+            name,
+            port,
+            udp(CLIENT_MAC, src_mac, src, dst).bytes(),
+            DropReason::SrcHavipUnbound,
+        )
+    };
+    bed.check(&[
+        spoof(
+            "unbound client sends from the HaVip",
+            Port::Client,
+            CLIENT_MAC,
+            HAVIP_A,
+            PLAIN_IP,
+        ),
+        spoof(
+            "unbound client sends from the HaVip with the owner's MAC",
+            Port::Client,
+            OWNER_MAC,
+            HAVIP_A,
+            PLAIN_IP,
+        ),
+        spoof(
+            "member's port with a foreign MAC sends from the HaVip",
+            Port::Standby,
+            SPOOF_MAC,
+            HAVIP_A,
+            PLAIN_IP,
+        ),
+        spoof(
+            "unbound client sends from one HaVip to another (checked first)",
+            Port::Client,
+            CLIENT_MAC,
+            HAVIP_NO_OWNER,
+            HAVIP_A,
+        ),
+        Case::pass(
+            "owner answers a client from the HaVip",
+            Port::Owner,
+            udp(CLIENT_MAC, OWNER_MAC, HAVIP_A, CLIENT_IP).bytes(),
+        ),
+        Case::pass(
+            "standby sends from the HaVip (bound)",
+            Port::Standby,
+            udp(CLIENT_MAC, STANDBY_MAC, HAVIP_A, CLIENT_IP).bytes(),
+        ),
+        redirect_to_owner(
+            "bound member sends from one HaVip to another: forwarded",
+            Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, HAVIP_NO_OWNER, HAVIP_A),
+        ),
+        Case::pass(
+            "remote owner answers from the HaVip through the uplink",
+            Port::Uplink,
+            udp(CLIENT_MAC, REMOTE_MAC, HAVIP_A, CLIENT_IP).bytes(),
+        ),
+        Case::pass(
+            "vSwitch 2 port sends from vSwitch 1's HaVip address",
+            Port::Other,
+            udp(OTHER_MAC, OTHER_MAC, HAVIP_A, OTHER_IP).bytes(),
+        ),
+        Case::pass(
+            "client sends from its own address",
+            Port::Client,
+            udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, STANDBY_IP).bytes(),
+        ),
+    ]);
+    assert_eq!(
+        bed.counters().get(DropReason::SrcHavipUnbound).packets,
+        4,
+        "DROPS[src_havip_unbound]"
+    );
+    assert!(bed.events().is_empty(), "source checks emit no events");
+}
+
+#[test]
+fn uplink_forwards_only_frames_addressed_to_us() {
+    let mut bed = TestBed::new();
+    let from_uplink = |dst_mac, dst| udp(dst_mac, REMOTE_MAC, REMOTE_IP, dst);
+    let foreign = |name, dst_mac, dst| {
+        Case::untouched(
+            name,
+            Port::Uplink,
+            from_uplink(dst_mac, dst).bytes(),
+            Handled::PassedUplinkForeignMac,
+        )
+    };
+    bed.check(&[
+        redirect_to_owner(
+            "to the virtual MAC",
+            Port::Uplink,
+            from_uplink(vmac(HAVIP_A), HAVIP_A),
+        ),
+        redirect_to_owner(
+            "to the gateway MAC (routed)",
+            Port::Uplink,
+            from_uplink(GATEWAY_MAC, HAVIP_A),
+        ),
+        redirect_to_owner(
+            "to the owner's MAC",
+            Port::Uplink,
+            from_uplink(OWNER_MAC, HAVIP_A),
+        ),
+        foreign("to the standby's MAC", STANDBY_MAC, HAVIP_A),
+        foreign("to another host's MAC", REMOTE_MAC, HAVIP_A),
+        foreign(
+            "to the virtual MAC of another HaVip",
+            vmac(HAVIP_NO_OWNER),
+            HAVIP_A,
+        ),
+        foreign("owner-less HaVip, foreign MAC", STANDBY_MAC, HAVIP_NO_OWNER),
+        Case::drop(
+            "owner-less HaVip, its virtual MAC",
+            Port::Uplink,
+            from_uplink(vmac(HAVIP_NO_OWNER), HAVIP_NO_OWNER).bytes(),
+            DropReason::NoOwner,
+        ),
+        redirect_to_owner(
+            "from an instance port the destination MAC is not checked",
+            Port::Client,
+            udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, HAVIP_A),
+        ),
+    ]);
+    assert_eq!(
+        havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,
+        4,
+        "HAVIP_STATS counts the redirected frames only"
+    );
+}
