@@ -193,7 +193,11 @@ impl std::fmt::Display for Status {
         writeln!(f, "pin dir:    {}", self.pin_dir)?;
         writeln!(f, "attached:   {}", self.interfaces.join(", "))?;
         writeln!(f)?;
-        writeln!(f, "{:<16} {:<12} {:>8} {:>8} {:<8}", "PORT", "STATE", "IFINDEX", "LINK", "XDP")?;
+        writeln!(
+            f,
+            "{:<16} {:<12} {:>8} {:>8} {:<8}",
+            "PORT", "STATE", "IFINDEX", "LINK", "XDP"
+        )?;
         for p in &self.ports {
             let num = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |i| i.to_string());
             writeln!(

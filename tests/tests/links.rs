@@ -11,7 +11,7 @@ use std::{
 
 use havip::{
     frames, lab,
-    scenario::{agent_binary, owner_mac, AgentProcess, Stream, Trio},
+    scenario::{agent_binary, AgentProcess, Stream, Trio},
     status::{self, Status},
 };
 
@@ -202,7 +202,10 @@ fn recreated_members_keep_xdp_and_owners_and_can_claim() {
         assert_eq!(port_state(&t, &g.host_if), "attached", "{}", g.host_if);
     }
     let log = agent.log_text();
-    assert!(!log.contains("owners_cleared: 1"), "an owner was cleared:\n{log}");
+    assert!(
+        !log.contains("owners_cleared: 1"),
+        "an owner was cleared:\n{log}"
+    );
     agent.stop().expect("stop");
 }
 
@@ -279,7 +282,10 @@ fn short_of_file_descriptors_nothing_changes() {
         text.contains("maps left as they are") || text.contains("Too many open files"),
         "the agent never ran short of descriptors (test proves nothing):\n{text}"
     );
-    assert!(!text.contains("owners_cleared: 1"), "owner cleared:\n{text}");
+    assert!(
+        !text.contains("owners_cleared: 1"),
+        "owner cleared:\n{text}"
+    );
     agent.stop().expect("stop");
 }
 
@@ -319,7 +325,10 @@ fn veth_peer_without_gro_is_reported_and_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (got_a, got_b) = traffic(&t, 9001, Duration::from_millis(400));
-    assert!(got_a > 300 && got_b == 0, "after GRO on: a {got_a}, b {got_b}");
+    assert!(
+        got_a > 300 && got_b == 0,
+        "after GRO on: a {got_a}, b {got_b}"
+    );
     agent.stop().expect("stop");
 }
 

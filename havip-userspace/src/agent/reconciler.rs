@@ -98,9 +98,9 @@ impl Reconciler {
 
     async fn port_present(&mut self, name: &str, ifindex: u32, recheck: Recheck) {
         let prev = self.ports.by_name.get(name).cloned();
-        let same_ifindex = prev
-            .as_ref()
-            .is_some_and(|p| self.ports.ifindex(name) == Some(ifindex) && !matches!(p.state, PortState::Down { .. }));
+        let same_ifindex = prev.as_ref().is_some_and(|p| {
+            self.ports.ifindex(name) == Some(ifindex) && !matches!(p.state, PortState::Down { .. })
+        });
         if let Some(Port {
             state: PortState::Down { last_ifindex },
             ..
@@ -124,10 +124,16 @@ impl Reconciler {
         };
         let check = !same_ifindex
             || recheck == Recheck::All
-            || !matches!(prev.as_ref().and_then(|p| p.redirect.as_ref()), Some(Redirect::Yes));
+            || !matches!(
+                prev.as_ref().and_then(|p| p.redirect.as_ref()),
+                Some(Redirect::Yes)
+            );
         let (redirect, mut warned) = match (&prev, same_ifindex && !check) {
             (Some(p), true) => (p.redirect.clone(), p.warned),
-            _ => (Some(links::redirectable(ifindex).await), same_ifindex && prev.as_ref().is_some_and(|p| p.warned)),
+            _ => (
+                Some(links::redirectable(ifindex).await),
+                same_ifindex && prev.as_ref().is_some_and(|p| p.warned),
+            ),
         };
         let state = match (&redirect, attached) {
             (_, false) => PortState::Detached { ifindex },
@@ -152,11 +158,22 @@ impl Reconciler {
             (r, true) => {
                 if let Some(Redirect::Unknown { reason }) = r {
                     if !warned {
-                        warn!(ifname = name, ifindex, reason, "redirect check not possible; port assumed redirectable");
+                        warn!(
+                            ifname = name,
+                            ifindex,
+                            reason,
+                            "redirect check not possible; port assumed redirectable"
+                        );
                         warned = true;
                     }
-                } else if matches!(prev.as_ref().map(|p| &p.state), Some(PortState::NoRedirect { .. })) {
-                    info!(ifname = name, ifindex, "port can receive redirected frames again");
+                } else if matches!(
+                    prev.as_ref().map(|p| &p.state),
+                    Some(PortState::NoRedirect { .. })
+                ) {
+                    info!(
+                        ifname = name,
+                        ifindex, "port can receive redirected frames again"
+                    );
                     warned = false;
                 }
                 PortState::Attached {
@@ -196,7 +213,10 @@ impl Reconciler {
             }
             Some(PortState::Missing) => PortState::Missing,
             None => {
-                warn!(ifname = name, "interface not present yet; will attach when it appears");
+                warn!(
+                    ifname = name,
+                    "interface not present yet; will attach when it appears"
+                );
                 PortState::Missing
             }
         };

@@ -6,7 +6,7 @@
 //! agent enters `--netns` before it starts any thread, so the watcher sees
 //! that namespace's links.
 
-use futures::stream::StreamExt;
+use futures_util::stream::StreamExt;
 use rtnetlink::{
     packet_core::NetlinkPayload,
     packet_route::{
@@ -127,9 +127,9 @@ fn facts(msg: &LinkMessage) -> Facts {
             LinkAttribute::Link(i) => f.link = Some(*i),
             LinkAttribute::LinkNetNsId(n) => f.link_netnsid = Some(*n),
             LinkAttribute::Xdp(x) => {
-                f.xdp = x.iter().any(|x| {
-                    matches!(x, LinkXdp::Attached(a) if *a != XdpAttached::None)
-                });
+                f.xdp = x
+                    .iter()
+                    .any(|x| matches!(x, LinkXdp::Attached(a) if *a != XdpAttached::None));
             }
             _ => {}
         }

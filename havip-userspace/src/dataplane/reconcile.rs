@@ -302,7 +302,9 @@ pub fn reconcile_with(
                     // window left is the one syscall between this read and
                     // the write (hash maps have no compare-and-swap).
                     let still = maps.owners.get(&h.key, 0).ok();
-                    if still.is_some_and(|o| o.epoch == owner.epoch && o.ifindex == owner.ifindex && o.mac == owner.mac) {
+                    if still.is_some_and(|o| {
+                        o.epoch == owner.epoch && o.ifindex == owner.ifindex && o.mac == owner.mac
+                    }) {
                         owner.ifindex = ifindex;
                         maps.owners
                             .insert(h.key, owner, 0)
