@@ -418,13 +418,12 @@ pub fn pinned_link_ifindex(pin: &Path) -> Option<u32> {
         _pad: u32,
     }
     const BPF_OBJ_GET: libc::c_long = 7;
-    /// `BPF_F_RDONLY`: reading fdinfo needs no write access.
-    const BPF_F_RDONLY: u32 = 1 << 3;
     let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).ok()?;
     let attr = ObjGet {
         pathname: path.as_ptr() as u64,
         bpf_fd: 0,
-        file_flags: BPF_F_RDONLY,
+        // Links are only handed out read-write (BPF_F_RDONLY: EINVAL).
+        file_flags: 0,
         path_fd: 0,
         _pad: 0,
     };
