@@ -262,8 +262,10 @@ fn short_of_file_descriptors_nothing_changes() {
     std::thread::sleep(Duration::from_millis(2500));
     t.lab
         .host
-        .exec(&["ip", "link", "add", "hvtfx0", "type", "dummy"])
-        .expect("dummy");
+        .exec(&[
+            "ip", "link", "add", "hvtfx0", "type", "veth", "peer", "name", "hvtfx1",
+        ])
+        .expect("extra veth");
     std::thread::sleep(Duration::from_millis(2500));
     let (a, b) = traffic(&t, 9000, Duration::from_millis(400));
     let after = owner(&t);
