@@ -8,7 +8,10 @@ use havip_common::{HavipEntry, HavipKey, OwnerEntry, TrafficCounter};
 use serde::Serialize;
 
 use crate::{
-    dataplane::{loader::attached_interfaces, stats, Maps},
+    dataplane::{
+        loader::{attached_interfaces, ifindex_of, pinned_link_ifindex},
+        stats, Maps,
+    },
     mac::mac_string,
 };
 
@@ -34,10 +37,27 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// One port as the kernel has it: a pinned link and/or a `PORTS` entry.
+#[derive(Debug, Serialize)]
+pub struct PortStatus {
+    pub interface: String,
+    /// `attached`, `no-redirect` (in `PORTS` but not `TX_PORTS`: a veth whose
+    /// peer has neither GRO nor XDP), `down` (the link's interface is gone,
+    /// or it now names another interface), or `unlinked` (no pinned link).
+    pub state: &'static str,
+    /// The interface's ifindex now (in this network namespace).
+    pub ifindex: Option<u32>,
+    /// The ifindex the pinned link is attached to (0: detached).
+    pub link_ifindex: Option<u32>,
+    /// `native` or `generic` as netlink reports it, when attached.
+    pub xdp_mode: Option<&'static str>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub pin_dir: String,
     pub interfaces: Vec<String>,
+    pub ports: Vec<PortStatus>,
     pub havips: Vec<HavipStatus>,
     pub handled: Vec<Counter>,
     pub drops: Vec<Counter>,
@@ -56,6 +76,50 @@ pub fn ifname_of(ifindex: u32) -> Option<String> {
     // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(name.to_string_lossy().into_owned())
+}
+
+/// XDP attach mode of `ifname` (IFLA_XDP_ATTACHED), from iproute2's JSON
+/// output, as an operator would read it with `ip -d link`.
+fn xdp_mode(ifname: &str) -> Option<&'static str> {
+    let out = std::process::Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", ifname])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mode = v.get(0)?.get("xdp")?.get("mode")?.as_u64()?;
+    // XDP_ATTACHED_DRV = 1, SKB = 2, HW = 3, MULTI = 4.
+    Some(match mode {
+        1 => "native",
+        2 => "generic",
+        3 => "offload",
+        _ => "multi",
+    })
+}
+
+fn ports(maps: &Maps, pin_dir: &Path) -> Vec<PortStatus> {
+    let tx: std::collections::BTreeSet<u32> = maps.tx_ports.keys().filter_map(Result::ok).collect();
+    let mut out = Vec::new();
+    for name in attached_interfaces(pin_dir) {
+        let pin = pin_dir.join(crate::paths::LINKS_SUBDIR).join(&name);
+        let link_ifindex = pinned_link_ifindex(&pin);
+        let ifindex = ifindex_of(&name);
+        let live = ifindex.is_some() && link_ifindex == ifindex;
+        let state = if !live {
+            "down"
+        } else if ifindex.is_some_and(|i| tx.contains(&i)) {
+            "attached"
+        } else {
+            "no-redirect"
+        };
+        out.push(PortStatus {
+            xdp_mode: if live { xdp_mode(&name) } else { None },
+            interface: name,
+            state,
+            ifindex,
+            link_ifindex,
+        });
+    }
+    out
 }
 
 fn counter(name: &'static str, c: TrafficCounter) -> Counter {
@@ -109,6 +173,7 @@ pub fn from_maps(maps: &Maps, pin_dir: &Path) -> Status {
     Status {
         pin_dir: pin_dir.display().to_string(),
         interfaces: attached_interfaces(pin_dir),
+        ports: ports(maps, pin_dir),
         havips,
         handled: stats::handled(maps)
             .into_iter()
@@ -127,6 +192,24 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "pin dir:    {}", self.pin_dir)?;
         writeln!(f, "attached:   {}", self.interfaces.join(", "))?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<16} {:<12} {:>8} {:>8} {:<8}",
+            "PORT", "STATE", "IFINDEX", "LINK", "XDP"
+        )?;
+        for p in &self.ports {
+            let num = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |i| i.to_string());
+            writeln!(
+                f,
+                "{:<16} {:<12} {:>8} {:>8} {:<8}",
+                p.interface,
+                p.state,
+                num(p.ifindex),
+                num(p.link_ifindex),
+                p.xdp_mode.unwrap_or("-")
+            )?;
+        }
         writeln!(f)?;
         writeln!(
             f,

@@ -114,8 +114,9 @@ pub struct Dataplane {
     pub maps: Maps,
     /// Records of the program's aya-log statements (rare paths only).
     pub logs: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    /// Interfaces this process's program is attached to.
-    attached: std::collections::BTreeSet<String>,
+    /// Interfaces this process's program is attached to, with the ifindex
+    /// they had then (a re-created interface has a new one).
+    attached: std::collections::BTreeMap<String, u32>,
 }
 
 impl Dataplane {
@@ -207,7 +208,27 @@ impl Dataplane {
                 "attaching in generic (skb) XDP mode: several times slower than native"
             );
         }
+        let ifindex = match lookup_ifindex(ifname) {
+            Ok(Some(i)) => i,
+            _ => return Err(DataplaneError::UnknownInterface(ifname.to_owned())),
+        };
         let pin = self.link_pin(ifname);
+        if pin.exists() {
+            // A pinned link outlives its interface: once the interface is
+            // deleted the kernel detaches it (its ifindex reads 0), and a
+            // re-created interface of the same name has a new ifindex. Such
+            // a link is unpinned (freed) and a fresh one attached.
+            let linked = pinned_link_ifindex(&pin);
+            if linked != Some(ifindex) {
+                info!(
+                    ifname,
+                    ifindex,
+                    pinned_ifindex = linked.unwrap_or(0),
+                    "pinned link belongs to an earlier interface of this name; unpinning it"
+                );
+                let _ = fs::remove_file(&pin);
+            }
+        }
         if pin.exists() {
             match self.replace_on_pinned_link(&pin) {
                 Ok(()) => {
@@ -215,7 +236,7 @@ impl Dataplane {
                         ifname,
                         "adopted pinned XDP link; program replaced atomically"
                     );
-                    self.attached.insert(ifname.to_owned());
+                    self.attached.insert(ifname.to_owned(), ifindex);
                     return Ok(());
                 }
                 Err(e) => {
@@ -226,8 +247,6 @@ impl Dataplane {
                 }
             }
         }
-        let ifindex = ifindex_of(ifname)
-            .ok_or_else(|| DataplaneError::UnknownInterface(ifname.to_owned()))?;
         let program = self.program()?;
         let id = program
             .attach_to_if_index(ifindex, mode.xdp_mode())
@@ -254,7 +273,7 @@ impl Dataplane {
             detail: e.to_string(),
         })?;
         info!(ifname, ifindex, ?mode, "attached");
-        self.attached.insert(ifname.to_owned());
+        self.attached.insert(ifname.to_owned(), ifindex);
         Ok(())
     }
 
@@ -281,10 +300,19 @@ impl Dataplane {
         attached_interfaces(&self.pin_dir)
     }
 
-    /// Whether this process's program runs on `ifname` (attached, or swapped
-    /// into the pinned link left by an earlier agent) and the link is pinned.
-    pub fn runs_on(&self, ifname: &str) -> bool {
-        self.attached.contains(ifname) && self.link_pin(ifname).exists()
+    /// Whether this process's program runs on `ifname` as it is now, under
+    /// `ifindex` (attached, or swapped into the pinned link left by an
+    /// earlier agent), and the link is pinned.
+    pub fn runs_on(&self, ifname: &str, ifindex: u32) -> bool {
+        self.attached.get(ifname) == Some(&ifindex) && self.link_pin(ifname).exists()
+    }
+
+    /// Forgets that the program runs on `ifname` (its interface is gone; the
+    /// kernel detached the link). The pin stays, inert, until the interface
+    /// comes back and [`Dataplane::attach`] replaces it: `status` reads it
+    /// as "down".
+    pub fn forget(&mut self, ifname: &str) {
+        self.attached.remove(ifname);
     }
 
     /// Detaches from `ifname` (removes its pinned link).
@@ -339,12 +367,84 @@ pub fn teardown(pin_dir: &Path) -> std::io::Result<()> {
     fs::remove_dir(pin_dir)
 }
 
-/// ifindex of `ifname` in the current network namespace.
+/// ifindex of `ifname` in the current network namespace; `None` for any
+/// failure (see [`lookup_ifindex`] to tell "no such device" from others).
 pub fn ifindex_of(ifname: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(ifname).ok()?;
+    lookup_ifindex(ifname).ok().flatten()
+}
+
+/// ifindex of `ifname` in the current network namespace: `Ok(None)` when
+/// the kernel says there is no such device (`ENODEV`/`ENXIO`), `Err` for
+/// any other failure (`EMFILE`, `ENOBUFS`, ...), which says nothing about
+/// the interface and must not be taken for "gone".
+///
+/// # Errors
+/// The lookup itself failed (not the interface).
+pub fn lookup_ifindex(ifname: &str) -> std::io::Result<Option<u32>> {
+    if ifname.is_empty() || ifname.len() >= libc::IF_NAMESIZE {
+        return Ok(None);
+    }
+    let c = std::ffi::CString::new(ifname)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (index != 0).then_some(index)
+    if index != 0 {
+        return Ok(Some(index));
+    }
+    // glibc opens a socket and asks SIOCGIFINDEX: ENODEV is the answer for
+    // an unknown name; EMFILE/ENFILE/ENOBUFS come from the socket.
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// ifindex an XDP link pinned at `pin` is attached to, from its fdinfo
+/// (`ifindex:` line, kernel 5.9+); `Some(0)` once its interface is gone,
+/// `None` when the pin cannot be read.
+pub fn pinned_link_ifindex(pin: &Path) -> Option<u32> {
+    use std::os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    };
+    /// `union bpf_attr` as `BPF_OBJ_GET` reads it.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).ok()?;
+    let attr = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        // Links are only handed out read-write (BPF_F_RDONLY: EINVAL).
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix that lives across the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>() as u32,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel returned a new fd that we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let text = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ifindex:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Refuses a pinned map whose type, key/value size or capacity differs

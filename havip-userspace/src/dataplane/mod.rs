@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod events;
+pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod reconcile;
@@ -13,4 +14,4 @@ pub mod stats;
 pub use desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort};
 pub use loader::{AttachMode, Dataplane, DataplaneError};
 pub use maps::Maps;
-pub use reconcile::{reconcile, ReconcileError, ReconcileReport};
+pub use reconcile::{reconcile, reconcile_with, ReconcileError, ReconcileReport};

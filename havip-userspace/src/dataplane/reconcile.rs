@@ -23,6 +23,9 @@ pub struct ReconcileReport {
     pub owners_created: usize,
     /// Owners cleared because the master is no longer bound.
     pub owners_cleared: usize,
+    /// Owners whose ENI came back under a new ifindex (same MAC), rewritten
+    /// onto it with the same epoch.
+    pub owners_moved: usize,
     pub owners_removed: usize,
 }
 
@@ -58,6 +61,22 @@ const NOEXIST: u64 = 1;
 /// # Errors
 /// A map operation failed (e.g. a map is full); maps already written stay.
 pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, ReconcileError> {
+    reconcile_with(maps, desired, &BTreeSet::new())
+}
+
+/// As [`reconcile`], with the ports in `no_redirect` kept in `PORTS` (frames
+/// from them are still handled) but out of `TX_PORTS`: their interface is
+/// down, or cannot receive redirected frames (a veth whose peer has neither
+/// GRO nor XDP). A frame for an owner behind such a port is then dropped and
+/// counted as `port_not_redirectable` instead of vanishing in the driver.
+///
+/// # Errors
+/// As [`reconcile`].
+pub fn reconcile_with(
+    maps: &mut Maps,
+    desired: &Desired,
+    no_redirect: &BTreeSet<u32>,
+) -> Result<ReconcileReport, ReconcileError> {
     let mut report = ReconcileReport::default();
 
     // Ports and redirect targets.
@@ -118,15 +137,20 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, 
             report.ports_set += 1;
         }
     }
+    let want_tx: BTreeSet<u32> = want_ports
+        .keys()
+        .filter(|i| !no_redirect.contains(i))
+        .copied()
+        .collect();
     let have_tx: BTreeSet<u32> = maps.tx_ports.keys().filter_map(Result::ok).collect();
     for ifindex in &have_tx {
-        if !want_ports.contains_key(ifindex) {
+        if !want_tx.contains(ifindex) {
             maps.tx_ports
                 .remove(*ifindex)
                 .map_err(err(names::TX_PORTS))?;
         }
     }
-    for ifindex in want_ports.keys() {
+    for ifindex in &want_tx {
         let current = maps.tx_ports.get(*ifindex, 0).ok().map(|v| v.if_index);
         if current != Some(*ifindex) {
             maps.tx_ports
@@ -253,6 +277,42 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<ReconcileReport, 
                         })
                         .is_some_and(|b| b.mac == owner.mac);
                 let mut changed = false;
+                // The owner's ENI came back under a new ifindex (tap deleted
+                // and re-created by a VM restart): same MAC, bound on the new
+                // ifindex. It stays the owner, on the new port, same epoch.
+                let moved = (owner.has_owner() && !bound)
+                    .then(|| {
+                        want_bindings
+                            .range(
+                                BindingKey {
+                                    havip_id: h.id,
+                                    ifindex: 0,
+                                }..=BindingKey {
+                                    havip_id: h.id,
+                                    ifindex: u32::MAX,
+                                },
+                            )
+                            .find(|(_, b)| b.mac == owner.mac)
+                            .map(|(k, _)| k.ifindex)
+                    })
+                    .flatten();
+                if let Some(ifindex) = moved {
+                    // Re-read just before writing: a claim that landed since
+                    // the first read (new epoch, or another port) wins. The
+                    // window left is the one syscall between this read and
+                    // the write (hash maps have no compare-and-swap).
+                    let still = maps.owners.get(&h.key, 0).ok();
+                    if still.is_some_and(|o| {
+                        o.epoch == owner.epoch && o.ifindex == owner.ifindex && o.mac == owner.mac
+                    }) {
+                        owner.ifindex = ifindex;
+                        maps.owners
+                            .insert(h.key, owner, 0)
+                            .map_err(err(names::OWNERS))?;
+                        report.owners_moved += 1;
+                    }
+                    continue;
+                }
                 if owner.has_owner() && !bound {
                     owner.ifindex = 0;
                     owner.mac = [0; 6];
