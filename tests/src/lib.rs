@@ -39,6 +39,8 @@ use havip_common::{
     OwnerEntry, TrafficCounter,
 };
 
+pub mod campaign;
+
 /// XDP verdicts (`enum xdp_action` in `include/uapi/linux/bpf.h`).
 pub mod action {
     pub const ABORTED: u32 = 0;
