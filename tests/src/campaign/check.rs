@@ -395,3 +395,156 @@ impl Checker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checker must catch what it claims to catch: hand-made observations
+    //! of a misbehaving data plane.
+
+    use havip::dataplane::{Desired, DesiredBinding, DesiredHavip, DesiredPort};
+    use havip_common::{owner_flags, port_flags, Handled, HavipKey, OwnerEntry, TrafficCounter};
+
+    use super::{Checker, Observation, World};
+    use crate::{action, Counter};
+
+    const GW: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const A: [u8; 6] = [2, 0, 0, 0, 0xa, 1];
+    const HAVIP: [u8; 4] = [10, 0, 1, 100];
+    const KEY: HavipKey = HavipKey {
+        vswitch_id: 1,
+        addr: HAVIP,
+    };
+
+    fn world() -> World {
+        let a = DesiredBinding { ifindex: 5, mac: A };
+        World::new(&Desired {
+            ports: vec![DesiredPort {
+                ifindex: 5,
+                vswitch_id: 1,
+                vpc_id: 1,
+                flags: port_flags::INSTANCE,
+                gateway_mac: GW,
+            }],
+            havips: vec![DesiredHavip {
+                key: KEY,
+                vpc_id: 1,
+                id: 1,
+                virtual_mac: havip_common::virtual_mac(HAVIP),
+                bindings: vec![a],
+                initial_owner: Some(a),
+            }],
+            config: Default::default(),
+        })
+    }
+
+    fn owner() -> OwnerEntry {
+        OwnerEntry {
+            epoch: 1,
+            changed_ns: 0,
+            havip_id: 1,
+            ifindex: 5,
+            mac: A,
+            flags: owner_flags::BY_CONTROL,
+        }
+    }
+
+    /// Unicast IPv4 to `dst` from ifindex 5.
+    fn ipv4_to(dst: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 0x99, 2, 0, 0, 0, 0xc, 1, 0x08, 0x00, 0x45, 0];
+        f.extend_from_slice(&[0; 14]);
+        f.extend_from_slice(&dst);
+        f
+    }
+
+    fn check(input: &[u8], verdict: u32, output: &[u8], counter: Counter) -> Vec<String> {
+        let moves = [(
+            counter,
+            TrafficCounter {
+                packets: 1,
+                bytes: input.len() as u64,
+            },
+        )];
+        let owners = [(KEY, owner())];
+        Checker::default().check(
+            &world(),
+            &Observation {
+                ingress_ifindex: 5,
+                input,
+                verdict,
+                output,
+                moves: &moves,
+                owners_before: &owners,
+                owners_after: &owners,
+            },
+        )
+    }
+
+    #[test]
+    fn a_correct_forward_passes() {
+        let input = ipv4_to(HAVIP);
+        let mut output = input.clone();
+        output[0..6].copy_from_slice(&A);
+        output[6..12].copy_from_slice(&GW);
+        let errors = check(&input, action::REDIRECT, &output, Handled::Forwarded.into());
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn wrong_rewrites_and_redirects_are_caught() {
+        let input = ipv4_to(HAVIP);
+        // Forwarded with the input's MACs (not the owner's).
+        let e = check(&input, action::REDIRECT, &input, Handled::Forwarded.into());
+        assert!(e.iter().any(|e| e.contains("dst MAC = owner")), "{e:?}");
+        // Redirected while not addressed to a HaVip.
+        let other = ipv4_to([10, 0, 1, 50]);
+        let e = check(&other, action::REDIRECT, &other, Handled::Forwarded.into());
+        assert!(e.iter().any(|e| e.contains("not a HaVip")), "{e:?}");
+        // Passed but modified.
+        let mut changed = input.clone();
+        changed[20] ^= 1;
+        let e = check(&input, action::PASS, &changed, Handled::Passed.into());
+        assert!(e.iter().any(|e| e.contains("modified")), "{e:?}");
+        // A drop reason counted on a passed frame.
+        let e = check(
+            &input,
+            action::PASS,
+            &input,
+            havip_common::DropReason::NoOwner.into(),
+        );
+        assert!(e.iter().any(|e| e.contains("counted with")), "{e:?}");
+    }
+
+    #[test]
+    fn uncounted_frames_and_unauthorised_owner_changes_are_caught() {
+        let input = ipv4_to(HAVIP);
+        let owners = [(KEY, owner())];
+        let mut stolen = owner();
+        stolen.epoch += 1;
+        stolen.mac = [2, 0x66, 0x66, 0x66, 0x66, 0x66];
+        let after = [(KEY, stolen)];
+        let errors = Checker::default().check(
+            &world(),
+            &Observation {
+                ingress_ifindex: 5,
+                input: &input,
+                verdict: action::DROP,
+                output: &input,
+                moves: &[],
+                owners_before: &owners,
+                owners_after: &after,
+            },
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("counters moved by 0")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("not a binding")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("not an authorised claim")),
+            "{errors:?}"
+        );
+    }
+}

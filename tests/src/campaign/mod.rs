@@ -49,7 +49,7 @@ impl Config {
             seed,
             frames,
             drain_every: 512,
-            reset_every: 4096,
+            reset_every: 1000,
         }
     }
 }
