@@ -34,6 +34,7 @@ pub use traffic::*;
 // Harness that returns `Result`: labs, scenarios, the demo and the benchmark
 // (used by the binaries in src/bin and by the end-to-end tests).
 pub mod bench;
+pub mod campaign;
 pub mod control_bench;
 pub mod demo;
 pub mod frames;

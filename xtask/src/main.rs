@@ -6,6 +6,7 @@
 
 mod build;
 mod clean;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -86,6 +87,17 @@ enum Cmd {
         #[arg(last = true, value_name = "BENCH_ARGS")]
         args: Vec<String>,
     },
+    /// Build, then run the randomized frame campaign through BPF_PROG_TEST_RUN
+    /// (`havip-campaign`, root): every frame checked against the data plane's
+    /// invariants; exits non-zero on a violation with its seed, index and frame.
+    Fuzz {
+        /// Frames to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seed of the generator (a failing seed and index replay exactly).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Remove leftovers of demos and tests on this host (root).
     ///
     /// Stops processes named in /run/havip/**/*.pid, any process named `havip-agent`
@@ -115,6 +127,7 @@ fn main() -> ExitCode {
         } => test::test(no_lint, &package, &args),
         Cmd::BuildAndRun { debug, args } => build::build_and_run(debug, &args),
         Cmd::Bench { quick, args } => build::bench(quick, &args),
+        Cmd::Fuzz { frames, seed } => fuzz::fuzz(frames, seed),
         Cmd::CleanHost { dry_run } => clean::clean_host(dry_run),
     };
     match result {
