@@ -29,6 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "socat",
     "iputils-ping",
     "netcat-openbsd",
+    // Multi-host tests start their own etcd (3.4) per test; the store's
+    // etcd-client crate needs protoc in its build script.
+    "etcd-server",
+    "protobuf-compiler",
     // The benchmark's plots draw their labels with DejaVu Sans.
     "fonts-dejavu-core",
 ];
@@ -56,7 +60,13 @@ pub fn tools_bin() -> PathBuf {
 /// `cargo xtask setup` (also the first step of build/test/build-and-run/bench).
 pub fn setup() -> Result<()> {
     let s = step("checking machine set-up");
-    let notes = [apt_packages()?, rust_src()?, bpf_linker()?, bpffs()?];
+    let notes = [
+        apt_packages()?,
+        etcd_service_off()?,
+        rust_src()?,
+        bpf_linker()?,
+        bpffs()?,
+    ];
     s.done_with(notes.join("; "));
     Ok(())
 }
@@ -128,6 +138,82 @@ fn apt_packages() -> Result<String> {
     }
     s.done();
     Ok(format!("installed {}", missing.join(" ")))
+}
+
+/// Links a systemd `enable` of Debian's etcd unit leaves (the second is the
+/// unit's `Alias=`).
+const ETCD_UNIT_LINKS: &[&str] = &[
+    "/etc/systemd/system/multi-user.target.wants/etcd.service",
+    "/etc/systemd/system/etcd2.service",
+];
+
+/// A SysV start link (`/etc/rc2.d/S01etcd`) left by `update-rc.d etcd defaults`.
+fn etcd_rc_enabled() -> bool {
+    fs::read_dir("/etc/rc2.d").is_ok_and(|d| {
+        d.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with('S') && name.ends_with("etcd")
+        })
+    })
+}
+
+/// Debian's etcd-server enables (and, without a policy-rc.d, starts) a system
+/// etcd on the default ports. havip's tests start their own etcd per test on
+/// unique ports, so the packaged service is disabled, and stopped if the
+/// install started it. A few path checks when already done.
+fn etcd_service_off() -> Result<String> {
+    let unit_links: Vec<&str> = ETCD_UNIT_LINKS
+        .iter()
+        .copied()
+        .filter(|l| Path::new(l).symlink_metadata().is_ok())
+        .collect();
+    let rc_enabled = etcd_rc_enabled();
+    let running = etcd_service_running();
+    if unit_links.is_empty() && !rc_enabled && !running {
+        return Ok("etcd service disabled".into());
+    }
+    util::require_root("disabling the packaged etcd service")?;
+    let s = step("disabling the packaged etcd service (tests start their own etcd)");
+    if Path::new("/run/systemd/system").is_dir() {
+        let _ = util::run(Command::new("systemctl").args(["disable", "--now", "etcd.service"]));
+    } else if running {
+        let _ = util::run(Command::new("service").args(["etcd", "stop"]));
+    }
+    if rc_enabled {
+        let _ = util::run(Command::new("update-rc.d").args(["etcd", "disable"]));
+    }
+    // Without systemd (containers) nobody else removes the unit links.
+    for link in unit_links {
+        if Path::new(link).symlink_metadata().is_ok() {
+            fs::remove_file(link).with_context(|| format!("cannot remove {link}"))?;
+        }
+    }
+    if etcd_service_running() {
+        bail!("the packaged etcd service is still running; stop it (service etcd stop)");
+    }
+    s.done();
+    Ok("disabled the packaged etcd service".into())
+}
+
+/// The packaged service runs as user `etcd` from /usr/bin/etcd; the tests'
+/// etcd runs as root, so its processes never match here.
+fn etcd_service_running() -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let dir = e.path();
+        let is_etcd = fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "etcd");
+        is_etcd
+            && fs::read_to_string(dir.join("status")).is_ok_and(|st| {
+                // "Uid: <real> <effective> ...": the service never runs as root.
+                st.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .is_some_and(|uid| uid != "0")
+            })
+    })
 }
 
 fn write_policy_rc_d(path: &Path) -> Result<()> {
