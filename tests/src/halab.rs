@@ -7,11 +7,8 @@ use std::{
     time::Duration,
 };
 
-use havip::{
-    dataplane::{
-        loader, reconcile, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip,
-        DesiredPort,
-    },
+use havip::dataplane::{
+    loader, reconcile, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
 };
 
 use crate::lab::{self, Guest, Lab};

@@ -3,11 +3,9 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
-use havip::{
-    dataplane::{
-        events::{self, DataplaneEvent},
-        loader, reconcile, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
-    },
+use havip::dataplane::{
+    events::{self, DataplaneEvent},
+    loader, reconcile, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
 };
 
 use crate::lab::{self, Netns};

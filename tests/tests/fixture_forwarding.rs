@@ -2,8 +2,8 @@
 //! to its owner with the MACs rewritten, or dropped and counted when it
 //! cannot be delivered. Topology: `havip_tests::TestBed`.
 
-use havip_tests::frames;
 use havip_common::{owner_flags, DropReason, OwnerEntry};
+use havip_tests::frames;
 use havip_tests::{bed::*, fixtures::*, icmp_echo, tcp, tcp_flags, Case, Port, TestBed};
 
 #[test]

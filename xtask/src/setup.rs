@@ -29,9 +29,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "socat",
     "iputils-ping",
     "netcat-openbsd",
-    // Multi-host tests start their own etcd (3.4) per test; the store's
-    // etcd-client crate needs protoc in its build script.
+    // Multi-host tests start their own etcd (3.4) per test and inspect it
+    // with etcdctl; the store's etcd-client crate needs protoc in its build
+    // script.
     "etcd-server",
+    "etcd-client",
     "protobuf-compiler",
     // The benchmark's plots draw their labels with DejaVu Sans.
     "fonts-dejavu-core",
