@@ -37,6 +37,8 @@ pub mod bench;
 pub mod campaign;
 pub mod control_bench;
 pub mod demo;
+pub mod etcd;
+pub mod fabric;
 pub mod frames;
 pub mod keepalived;
 pub mod lab;
