@@ -1,4 +1,9 @@
 //! `clean-host`: remove what demos and tests may leave behind after a crash.
+//!
+//! The multi-host fabric's namespaces (`hvtf*`: underlay, hosts, guests) fall
+//! under the `hvt` prefix; it creates no link in the root namespace. Its
+//! etcd processes are found by their pid files under /run/havip/etcd and
+//! their data dirs (`$TMPDIR/havip-etcd-*`) are removed after them.
 
 use std::{
     fs,
@@ -19,6 +24,10 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// Pinned dirs: the agent's, and per-test/per-demo ones (`havip-test-*`, `havip-demo-*`).
 const PIN_DIR: &str = "havip";
 const PIN_PREFIX: &str = "havip-";
+/// Scratch dirs (data + log) of the tests' etcd processes, under the temp dir.
+const ETCD_DIR_PREFIX: &str = "havip-etcd-";
+/// Process names a pid file under /run/havip may name.
+const PID_FILE_PROGRAMS: &[&str] = &["keepalived", "etcd"];
 
 fn ours(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
@@ -120,6 +129,25 @@ pub fn clean_host(dry_run: bool) -> Result<()> {
         removed.push(format!("{n} pinned dir(s)"));
     }
 
+    // 5. Data dirs of the tests' etcd (their processes were stopped in 1.).
+    let mut n = 0;
+    for dir in etcd_dirs() {
+        if !act(&format!("remove {}", dir.display())) {
+            n += 1;
+            continue;
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                println!("    removed {}", dir.display());
+                n += 1;
+            }
+            Err(e) => println!("    warning: cannot remove {}: {e}", dir.display()),
+        }
+    }
+    if n > 0 {
+        removed.push(format!("{n} etcd data dir(s)"));
+    }
+
     let verb = if dry_run { "would remove" } else { "removed" };
     if removed.is_empty() {
         s.done_with("nothing to clean");
@@ -163,7 +191,8 @@ fn pid_file_processes(dry_run: bool) -> Vec<i32> {
         match pid.map(|p| (p, comm(p))) {
             Some((pid, Some(name)))
                 if pid > 1
-                    && (name.starts_with("havip") || name == "keepalived")
+                    && (name.starts_with("havip")
+                        || PID_FILE_PROGRAMS.contains(&name.as_str()))
                     && running(pid) =>
             {
                 println!("    {}: pid {pid} ({name})", file.display());
@@ -282,6 +311,18 @@ fn pin_dirs() -> Vec<PathBuf> {
             let name = name.to_string_lossy();
             name == PIN_DIR || name.starts_with(PIN_PREFIX)
         })
+        .map(|e| e.path())
+        .collect()
+}
+
+fn etcd_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(ETCD_DIR_PREFIX))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
         .collect()
 }
