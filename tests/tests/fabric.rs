@@ -262,3 +262,41 @@ fn fabric_etcd_on_localhost_restarts_with_its_data() {
     etcd.start().expect("restart after SIGKILL");
     assert_eq!(etcd.get("k").expect("get"), Some("v1".into()));
 }
+
+#[test]
+fn fabric_refuses_bad_specs() {
+    assert!(Fabric::new(0, vswitch()).is_err(), "no hosts");
+    let mut bad = vswitch();
+    bad.vni = 1 << 24;
+    assert!(Fabric::new(1, bad).is_err(), "VNI above 24 bits");
+    let mut bad = vswitch();
+    bad.cidr = "10.0.1.0".into();
+    assert!(Fabric::new(1, bad).is_err(), "cidr without a prefix length");
+    let mut fabric = Fabric::new(1, vswitch()).expect("1-host fabric");
+    let mac = [0x02, 0, 0, 0, 0x0a, 2];
+    fabric
+        .add_guest(1, "a", Ipv4Addr::new(10, 0, 1, 20), mac)
+        .expect("guest a");
+    assert!(
+        fabric
+            .add_guest(1, "a", Ipv4Addr::new(10, 0, 1, 21), mac)
+            .is_err(),
+        "a guest name used twice"
+    );
+    assert!(
+        fabric
+            .add_guest(
+                1,
+                "name-too-long-for-a-port",
+                Ipv4Addr::new(10, 0, 1, 22),
+                mac
+            )
+            .is_err(),
+        "a name that does not fit an interface name"
+    );
+    let names = fabric.namespaces();
+    drop(fabric);
+    for ns in &names {
+        assert!(!netns_exists(ns), "namespace {ns} left behind");
+    }
+}
