@@ -18,13 +18,12 @@ use tracing::{debug, error, info, warn};
 use crate::{
     api,
     config::Config,
-    control::{ControlPlane, CountersSource, HavipCounters},
+    control::{desired, ControlPlane, CountersSource, HavipCounters},
     dataplane::{
         events::{self, DataplaneEvent},
         loader::ifindex_of,
         reconcile, Dataplane,
     },
-    desired,
     lab::mac_string,
     model::{MacAddr, ObservedOwner},
 };
@@ -289,7 +288,7 @@ fn attach_all(dp: &mut Dataplane, cp: &ControlPlane, mode: crate::dataplane::Att
     let wanted: Vec<String> = cp.with_state(|s| {
         s.enis
             .values()
-            .map(|e| e.host_interface.clone())
+            .map(|e| e.interface.clone())
             .chain(s.uplinks.keys().cloned())
             .collect()
     });

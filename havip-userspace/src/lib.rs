@@ -1,6 +1,9 @@
-//! havip: the agent's library. The control plane (`model`, `validate`,
-//! `store`, `api`, `config`) is pure where it can be; `dataplane` owns every
-//! contact with the kernel. The binaries (`havip-agent`, `havipctl`) are thin.
+//! havip: the agent's library. The control plane is `model` (resources,
+//! operations, the pure validation core), `store` (durable state behind a
+//! trait), `control` (the service object, Describe views, state -> data
+//! plane `Desired`), `api` (HTTP server and client) and `config` (the TOML
+//! seed); `dataplane` owns every contact with the kernel. The binaries
+//! (`havip-agent`, `havipctl`) are thin.
 
 pub mod agent;
 pub mod api;
@@ -10,7 +13,6 @@ pub mod control;
 pub mod control_bench;
 pub mod dataplane;
 pub mod demo;
-pub mod desired;
 pub mod frames;
 pub mod keepalived;
 pub mod lab;
@@ -19,4 +21,3 @@ pub mod paths;
 pub mod scenario;
 pub mod status;
 pub mod store;
-pub mod validate;
