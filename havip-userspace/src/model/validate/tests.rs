@@ -319,13 +319,23 @@ fn unassociate_clears_owner_and_master() {
     )
     .unwrap();
     assert_eq!(s1.owners["h"], owner);
-    // Unbinding the master clears it (epoch kept) and the initial master.
+    // The owner is unassociated only with force ...
+    refused(
+        &s,
+        Op::UnassociateHaVip(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-0"),
+            force: false,
+        }),
+        "Conflict.MemberIsOwner",
+    );
+    // ... which clears it (epoch kept) and the initial owner.
     let s2 = apply_to(
         &s,
         &Op::UnassociateHaVip(UnassociateHaVip {
             havip: "h".into(),
             member: Member::instance("i-0"),
-            force: false,
+            force: true,
         }),
     )
     .unwrap();
