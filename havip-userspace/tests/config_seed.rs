@@ -104,6 +104,15 @@ fn config_errors_name_the_offending_key_and_value() {
         "[[vpc]]\nid = \"v\"\ncidr = \"10.0.0.0/16\"\ncolour = \"red\"\n",
         &["colour"],
     );
+    bad(
+        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ncolour = \"red\"\n",
+        &["colour"],
+    );
+    bad(
+        "[[eip]]\nid = \"e\"\naddress = \"1.2.3.4\"\ncolour = \"red\"\n",
+        &["colour"],
+    );
+    bad("[[havip]]\nvswitch = \"vsw-1\"\n", &["without an id"]);
     bad("[agent]\nxdp_mode = \"turbo\"\n", &["xdp_mode", "turbo"]);
     bad(
         "[[eni]]\nid = \"e\"\nvswitch = \"vsw-1\"\nmac = \"02:00:00:00:0a\"\ninterface = \"x\"\n",
@@ -148,7 +157,7 @@ fn config_errors_name_the_offending_key_and_value() {
     );
     bad(
         "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-a\"]\nmaster = \"i-b\"\n",
-        &["master", "InvalidParameter.OwnerNotBound", "i-b"],
+        &["initial_owner", "InvalidParameter.OwnerNotBound", "i-b"],
     );
     bad(
         "[[instance]]\nid = \"i-c\"\nvswitch = \"vsw-7\"\n",

@@ -9,7 +9,7 @@ use common::*;
 use std::{process::Command, sync::Arc, thread};
 
 use havip::{
-    control::{CountersSource, HaVipUsage, HavipCounters},
+    control::{CountersSource, HaVipUsage, HaVipView, HavipCounters},
     model::*,
     store::{RedbStore, Store},
 };
@@ -89,17 +89,28 @@ fn describe_status_master_epoch_counters() {
     assert!(table.contains("10.0.1.100") && table.contains("InUse") && table.contains("i-2"));
     let json: serde_json::Value =
         serde_json::from_str(&srv.ctl_ok(&["--json", "havip", "describe", "h"])).unwrap();
-    assert_eq!(json["master"], "i-2");
+    assert_eq!(json["owner_member"], "i-2");
     assert_eq!(json["status"], "InUse");
     assert_eq!(json["epoch"], 7);
 
-    // Unbinding the standby keeps the master; unbinding the master clears it.
+    // Unbinding the standby keeps the owner; the owner is refused without
+    // force, and with force the owner is cleared.
     c.unassociate_havip("h", Member::instance("i-1")).unwrap();
     assert_eq!(
         c.get_havip("h").unwrap().owner_member.as_deref(),
         Some("i-2")
     );
-    let v = c.unassociate_havip("h", Member::instance("i-2")).unwrap();
+    assert_eq!(
+        code_of(c.unassociate_havip("h", Member::instance("i-2"))),
+        "Conflict.MemberIsOwner"
+    );
+    let v: HaVipView = c
+        .apply(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-2"),
+            force: true,
+        })
+        .unwrap();
     assert_eq!(v.owner_member, None);
     assert_eq!(v.status, HaVipUsage::Available);
     assert_eq!(v.epoch, 7);
@@ -184,7 +195,7 @@ fn cli_setup_and_listing() {
         "rte-c",
     ]);
     let d = srv.ctl_ok(&["havip", "describe", &id]);
-    assert!(d.contains("initial master  i-c"), "{d}");
+    assert!(d.contains("initial owner   i-c"), "{d}");
     assert!(d.contains("eip-c (198.51.100.1)"), "{d}");
     for (args, needle) in [
         (&["vpc", "list"][..], "10.9.0.0/16"),

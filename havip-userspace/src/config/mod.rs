@@ -96,7 +96,7 @@ use std::{
 };
 
 use havip_common::{DataplaneConfig, DEFAULT_SECURITY_EVENTS_PER_SEC};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 mod seed;
@@ -140,26 +140,90 @@ impl Default for AgentConfig {
 }
 
 /// `[[havip]]`: a CreateHaVip (the id is required here) and its bindings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HavipEntry {
     #[serde(flatten)]
     pub create: CreateHaVip,
-    #[serde(default)]
     pub instances: Vec<String>,
-    #[serde(default)]
     pub enis: Vec<String>,
     /// Initial owner (a bound member); the key `master` is accepted too.
-    #[serde(default, alias = "master")]
     pub initial_owner: Option<String>,
 }
 
 /// `[[eip]]`: a CreateEip (the id is required here) and the HaVip it fronts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EipEntry {
     #[serde(flatten)]
     pub create: CreateEip,
-    #[serde(default)]
     pub havip: Option<String>,
+}
+
+/// Takes the entry's own keys out of `table`, then decodes the rest as the
+/// operation (whose `deny_unknown_fields` still names a stray key: serde's
+/// `flatten` would accept it silently).
+fn split_entry<'de, D: Deserializer<'de>, T: DeserializeOwned, E: DeserializeOwned>(
+    d: D,
+    own: &[(&str, &str)],
+) -> Result<(T, E), D::Error> {
+    use serde::de::Error;
+    let mut table = serde_json::Map::deserialize(d)?;
+    let mut mine = serde_json::Map::new();
+    for (key, field) in own {
+        if let Some(v) = table.remove(*key) {
+            if mine.insert((*field).to_owned(), v).is_some() {
+                return Err(D::Error::custom(format!("duplicate field `{field}`")));
+            }
+        }
+    }
+    let op = serde_json::from_value(serde_json::Value::Object(table)).map_err(D::Error::custom)?;
+    let rest = serde_json::from_value(serde_json::Value::Object(mine)).map_err(D::Error::custom)?;
+    Ok((op, rest))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HavipOwn {
+    #[serde(default)]
+    instances: Vec<String>,
+    #[serde(default)]
+    enis: Vec<String>,
+    #[serde(default)]
+    initial_owner: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for HavipEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let own = [
+            ("instances", "instances"),
+            ("enis", "enis"),
+            ("initial_owner", "initial_owner"),
+            ("master", "initial_owner"),
+        ];
+        let (create, o): (CreateHaVip, HavipOwn) = split_entry(d, &own)?;
+        Ok(HavipEntry {
+            create,
+            instances: o.instances,
+            enis: o.enis,
+            initial_owner: o.initial_owner,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EipOwn {
+    #[serde(default)]
+    havip: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for EipEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (create, o): (CreateEip, EipOwn) = split_entry(d, &[("havip", "havip")])?;
+        Ok(EipEntry {
+            create,
+            havip: o.havip,
+        })
+    }
 }
 
 /// The whole config file (see the module docs for the schema).

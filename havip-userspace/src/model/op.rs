@@ -9,12 +9,24 @@
 use std::net::Ipv4Addr;
 
 use clap::{error::ErrorKind, Arg, ArgGroup, ArgMatches, Args, Command, FromArgMatches};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{
     net::{Ipv4Cidr, MacAddr},
     resource::{BindingKind, ObservedOwner},
 };
+
+/// An IPv4 address whose parse error names the value (kept when the
+/// struct is flattened into a config entry, where serde drops the key).
+fn de_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("invalid IPv4 address {s:?}")))
+}
+
+fn de_opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
+    de_addr(d).map(Some)
+}
 
 /// What an operation binds or unbinds: an instance or an ENI. On the wire
 /// `{"instance": id}` or `{"eni": id}`; on the command line `--instance ID`
@@ -249,7 +261,11 @@ pub struct CreateHaVip {
     pub vswitch: String,
     /// Address in the vSwitch (allocated when absent).
     #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_addr"
+    )]
     pub address: Option<Ipv4Addr>,
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,6 +343,7 @@ pub struct CreateEip {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[arg(long)]
+    #[serde(deserialize_with = "de_addr")]
     pub address: Ipv4Addr,
 }
 
