@@ -213,3 +213,30 @@ fn bad_config_file_error_names_the_file() {
         .to_string();
     assert!(msg.contains("missing.toml"), "{msg}");
 }
+
+#[test]
+fn changed_eni_interface_is_applied_through_modify_eni() {
+    let cfg = Config::from_toml_str(GOOD).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::open(dir.path().join("s.redb")).unwrap();
+    config::seed(&cp, &cfg).unwrap();
+    let old = cp.with_state(|s| s.enis["eni-a"].interface.clone());
+    let text = GOOD.replace(&format!("\"{old}\""), "\"tap-new\"");
+    assert_ne!(text, GOOD, "the fixture names eni-a's interface");
+    let report = config::seed(&cp, &Config::from_toml_str(&text).unwrap()).unwrap();
+    assert_eq!(report.modified, ["eni eni-a interface tap-new"]);
+    assert_eq!(
+        cp.with_state(|s| s.enis["eni-a"].interface.clone()),
+        "tap-new"
+    );
+    // Removing an entry from the file deletes nothing.
+    let without_b = text.replace("[[instance]]\nid = \"i-b\"\nvswitch = \"vsw-1\"\n", "");
+    assert_ne!(without_b, text);
+    let before = cp.snapshot();
+    config::seed(&cp, &Config::from_toml_str(&without_b).unwrap()).unwrap();
+    assert_eq!(cp.snapshot(), before);
+    assert!(before.instances.contains_key("i-b"));
+    // Seeding the same file again changes nothing more.
+    let again = config::seed(&cp, &Config::from_toml_str(&text).unwrap()).unwrap();
+    assert!(again.modified.is_empty() && again.created.is_empty());
+}
