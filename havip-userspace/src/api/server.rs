@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::{wire::Deleted, ApiError};
 use crate::{
-    control::{ControlPlane, HaVipView},
+    control::{havip_view, ControlPlane, HaVipView, HavipCounters},
     model::{
         Eip, Eni, Instance, Op, OpError, Quotas, RecordKey, RecordKind, RouteEntry, State, Uplink,
         VSwitch, Vpc,
@@ -61,29 +61,35 @@ fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
 }
 
 /// The reply of an accepted operation: the resource it created or changed
-/// as the read endpoints show it, or `{"deleted": id}`.
-fn reply_for(cp: &ControlPlane, key: RecordKey, deleted: bool) -> Result<Value, OpError> {
+/// as the read endpoints show it, or `{"deleted": id}`; read from the state
+/// as committed.
+fn reply_for(
+    s: &State,
+    counters: Option<HavipCounters>,
+    key: RecordKey,
+    deleted: bool,
+) -> Result<Value, OpError> {
     if deleted {
         return to_value(Deleted { deleted: key.id });
     }
-    if key.kind == RecordKind::HaVip {
-        return to_value(describe_one(cp, &key.id)?);
-    }
     let id = key.id.as_str();
-    let v = cp.with_state(|s| -> Result<Option<Value>, OpError> {
-        Ok(match key.kind {
-            RecordKind::Vpc => s.vpcs.get(id).map(to_value).transpose()?,
-            RecordKind::VSwitch => s.vswitches.get(id).map(to_value).transpose()?,
-            RecordKind::Instance => s.instances.get(id).map(to_value).transpose()?,
-            RecordKind::Eni => s.enis.get(id).map(to_value).transpose()?,
-            RecordKind::Uplink => s.uplinks.get(id).map(to_value).transpose()?,
-            RecordKind::Eip => s.eips.get(id).map(to_value).transpose()?,
-            RecordKind::Route => s.routes.get(id).map(to_value).transpose()?,
-            RecordKind::Quotas => Some(to_value(s.quotas)?),
-            RecordKind::Owner => s.owners.get(id).map(to_value).transpose()?,
-            RecordKind::HaVip | RecordKind::Meta => None,
-        })
-    })?;
+    let v = match key.kind {
+        RecordKind::HaVip => s
+            .havips
+            .get(id)
+            .map(|h| to_value(havip_view(s, h, counters)))
+            .transpose()?,
+        RecordKind::Vpc => s.vpcs.get(id).map(to_value).transpose()?,
+        RecordKind::VSwitch => s.vswitches.get(id).map(to_value).transpose()?,
+        RecordKind::Instance => s.instances.get(id).map(to_value).transpose()?,
+        RecordKind::Eni => s.enis.get(id).map(to_value).transpose()?,
+        RecordKind::Uplink => s.uplinks.get(id).map(to_value).transpose()?,
+        RecordKind::Eip => s.eips.get(id).map(to_value).transpose()?,
+        RecordKind::Route => s.routes.get(id).map(to_value).transpose()?,
+        RecordKind::Quotas => Some(to_value(s.quotas)?),
+        RecordKind::Owner => s.owners.get(id).map(to_value).transpose()?,
+        RecordKind::Meta => None,
+    };
     v.ok_or_else(|| OpError::Internal(format!("{} {id:?} vanished after commit", key.kind.name())))
 }
 
@@ -96,11 +102,23 @@ async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
     };
     let deleted = op.is_delete();
     let v = blocking(move || {
-        let applied = cp.apply(op)?;
-        let key = applied
-            .subject
-            .ok_or_else(|| OpError::Internal("operation without a subject".into()))?;
-        reply_for(&cp, key, deleted)
+        let source = Arc::clone(&cp);
+        let (_, reply) = cp.apply_and_read(op, move |s, applied| {
+            let key = applied
+                .subject
+                .clone()
+                .ok_or_else(|| OpError::Internal("operation without a subject".into()))?;
+            // The HaVip's live counters (not part of the state).
+            let counters = match key.kind {
+                RecordKind::HaVip if !deleted => s
+                    .havips
+                    .get(&key.id)
+                    .and_then(|h| source.counters_for(h.slot)),
+                _ => None,
+            };
+            reply_for(s, counters, key, deleted)
+        })?;
+        reply
     })
     .await?;
     Ok((status, Json(v)).into_response())

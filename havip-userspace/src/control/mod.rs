@@ -18,6 +18,7 @@
 //! nothing, and no caller is acknowledged before its change is on disk.
 
 use std::{
+    any::Any,
     net::Ipv4Addr,
     path::Path,
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock},
@@ -52,9 +53,13 @@ struct Queue {
     leader: bool,
 }
 
+/// Reads the reply of an accepted operation from the committed state.
+type ReadBack = Box<dyn FnOnce(&State, &Applied) -> Box<dyn Any + Send> + Send>;
+
 struct Job {
     op: Op,
-    result: Mutex<Option<Result<Applied, OpError>>>,
+    read: Mutex<Option<ReadBack>>,
+    result: Mutex<Option<Result<(Applied, Option<Box<dyn Any + Send>>), OpError>>>,
 }
 
 /// The control plane: state, store, notifications. Share it as
@@ -125,8 +130,36 @@ impl ControlPlane {
     /// The refusal ([`OpError`]); [`OpError::Internal`] if the store
     /// failed (nothing changed then).
     pub fn apply(&self, op: Op) -> Result<Applied, OpError> {
+        self.submit(op, None).map(|(a, _)| a)
+    }
+
+    /// [`ControlPlane::apply`], then `read` on the state as committed, in
+    /// the same critical section (the API builds its reply this way: no
+    /// second wait for the lock behind the next batch's commit).
+    ///
+    /// # Errors
+    /// As [`ControlPlane::apply`].
+    pub fn apply_and_read<R: Send + 'static>(
+        &self,
+        op: Op,
+        read: impl FnOnce(&State, &Applied) -> R + Send + 'static,
+    ) -> Result<(Applied, R), OpError> {
+        let read: ReadBack = Box::new(move |s, a| Box::new(read(s, a)));
+        let (applied, r) = self.submit(op, Some(read))?;
+        let r = r
+            .and_then(|r| r.downcast::<R>().ok())
+            .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
+        Ok((applied, *r))
+    }
+
+    fn submit(
+        &self,
+        op: Op,
+        read: Option<ReadBack>,
+    ) -> Result<(Applied, Option<Box<dyn Any + Send>>), OpError> {
         let job = Arc::new(Job {
             op,
+            read: Mutex::new(read),
             result: Mutex::new(None),
         });
         let mut q = lock(&self.queue);
@@ -185,6 +218,11 @@ impl ControlPlane {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
         for (job, r) in jobs.iter().zip(results) {
+            let r = r.map(|a| {
+                let read = lock(&job.read).take();
+                let v = read.map(|f| f(&inner.state, &a));
+                (a, v)
+            });
             *lock(&job.result) = Some(r);
         }
     }
@@ -324,7 +362,8 @@ impl ControlPlane {
             .unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
-    fn counters_for(&self, slot: u32) -> Option<HavipCounters> {
+    /// Live counters of the HaVip in `slot`, from the agent's source.
+    pub fn counters_for(&self, slot: u32) -> Option<HavipCounters> {
         let src = self
             .counters
             .read()
