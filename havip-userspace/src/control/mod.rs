@@ -56,10 +56,13 @@ struct Queue {
 /// Reads the reply of an accepted operation from the committed state.
 type ReadBack = Box<dyn FnOnce(&State, &Applied) -> Box<dyn Any + Send> + Send>;
 
+/// A job's outcome: what changed, and what its [`ReadBack`] read.
+type Outcome = Result<(Applied, Option<Box<dyn Any + Send>>), OpError>;
+
 struct Job {
     op: Op,
     read: Mutex<Option<ReadBack>>,
-    result: Mutex<Option<Result<(Applied, Option<Box<dyn Any + Send>>), OpError>>>,
+    result: Mutex<Option<Outcome>>,
 }
 
 /// The control plane: state, store, notifications. Share it as
@@ -152,11 +155,7 @@ impl ControlPlane {
         Ok((applied, *r))
     }
 
-    fn submit(
-        &self,
-        op: Op,
-        read: Option<ReadBack>,
-    ) -> Result<(Applied, Option<Box<dyn Any + Send>>), OpError> {
+    fn submit(&self, op: Op, read: Option<ReadBack>) -> Outcome {
         let job = Arc::new(Job {
             op,
             read: Mutex::new(read),
