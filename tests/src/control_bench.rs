@@ -14,11 +14,12 @@ use serde::Serialize;
 
 use havip::{
     api,
-    control::ControlPlane,
+    control::{desired, ControlPlane, HaVipView},
     dataplane::{loader::ifindex_of, reconcile, AttachMode, Dataplane},
-    desired,
-    model::{BindingKind, Ipv4Cidr, MacAddr},
-    validate::{Member, Op},
+    model::{
+        AssociateHaVip, BindingKind, CreateEni, CreateHaVip, CreateVSwitch, CreateVpc, Ipv4Cidr,
+        MacAddr, Member, Op, SetQuota, UnassociateHaVip,
+    },
 };
 
 use crate::{
@@ -64,47 +65,48 @@ fn address(i: usize) -> Ipv4Addr {
 fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
     let parse = |s: &str| s.parse::<Ipv4Cidr>().map_err(|e| anyhow::anyhow!("{e}"));
     let mut ops = vec![
-        Op::CreateVpc {
+        Op::CreateVpc(CreateVpc {
             id: "vpc-b".into(),
             cidr: parse("10.0.0.0/8")?,
-        },
-        Op::CreateVSwitch {
+        }),
+        Op::CreateVSwitch(CreateVSwitch {
             id: "vsw-b".into(),
             vpc: "vpc-b".into(),
             cidr: parse("10.64.0.0/16")?,
             gateway_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        },
-        Op::SetQuota {
+        }),
+        Op::SetQuota(SetQuota {
             havips_per_account: Some(havips + 10),
             havips_per_vpc: Some(havips + 10),
             havip_routes_per_vpc: None,
-        },
+        }),
     ];
     for (i, ifname) in INTERFACES.iter().enumerate() {
-        ops.push(Op::CreateEni {
+        ops.push(Op::CreateEni(CreateEni {
             id: format!("eni-{i}"),
             vswitch: "vsw-b".into(),
             mac: MacAddr([2, 0, 0, 0, 0xe0, i as u8]),
-            host_interface: (*ifname).into(),
+            interface: (*ifname).into(),
             instance: None,
             primary: false,
-        });
+        }));
     }
     cp.apply_all(&ops)
         .map_err(|(i, e)| anyhow::anyhow!("setup op {i}: {e}"))?;
     for chunk in (0..havips).collect::<Vec<_>>().chunks(500) {
         let mut ops = Vec::with_capacity(chunk.len() * 3);
         for &i in chunk {
-            ops.push(Op::CreateHaVip {
+            ops.push(Op::CreateHaVip(CreateHaVip {
                 id: Some(format!("hv-{i}")),
                 vswitch: "vsw-b".into(),
                 address: Some(address(i)),
-            });
+                ..Default::default()
+            }));
             for m in 0..2 {
-                ops.push(Op::AssociateHaVip {
+                ops.push(Op::AssociateHaVip(AssociateHaVip {
                     havip: format!("hv-{i}"),
                     member: member(m),
-                });
+                }));
             }
         }
         cp.apply_all(&ops)
@@ -126,14 +128,15 @@ fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) ->
                     // Each caller owns the HaVips ≡ t (mod callers): no two
                     // callers ever bind the same HaVip at once.
                     let h = format!("hv-{}", (k % (havips / callers)) * callers + t);
-                    cp.apply(Op::AssociateHaVip {
+                    cp.apply(Op::AssociateHaVip(AssociateHaVip {
                         havip: h.clone(),
                         member: member(2),
-                    })?;
-                    cp.apply(Op::UnassociateHaVip {
+                    }))?;
+                    cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
                         havip: h,
                         member: member(2),
-                    })?;
+                        force: false,
+                    }))?;
                 }
                 Ok(())
             })
@@ -154,8 +157,15 @@ fn churn_api(socket: &std::path::Path, havips: usize, count: usize, clients: usi
             std::thread::spawn(move || -> Result<()> {
                 for k in 0..per {
                     let h = format!("hv-{}", (k % (havips / clients)) * clients + t);
-                    client.associate_havip(&h, member(2))?;
-                    client.unassociate_havip(&h, member(2))?;
+                    let _: HaVipView = client.apply(AssociateHaVip {
+                        havip: h.clone(),
+                        member: member(2),
+                    })?;
+                    let _: HaVipView = client.apply(UnassociateHaVip {
+                        havip: h,
+                        member: member(2),
+                        force: false,
+                    })?;
                 }
                 Ok(())
             })

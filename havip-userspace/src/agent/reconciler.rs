@@ -13,14 +13,13 @@ use super::{
     ports::{Port, PortState, Ports},
 };
 use crate::{
-    control::ControlPlane,
+    control::{desired, ControlPlane},
     dataplane::{
         links::{self, LinkEvent, Redirect},
         loader::lookup_ifindex,
         reconcile::reconcile_with,
         AttachMode, Dataplane,
     },
-    desired,
 };
 
 /// How often the reconciler runs even without a change (safety net for
@@ -67,7 +66,7 @@ impl Reconciler {
         let wanted: Vec<String> = self.cp.with_state(|s| {
             s.enis
                 .values()
-                .map(|e| e.host_interface.clone())
+                .map(|e| e.interface.clone())
                 .chain(s.uplinks.keys().cloned())
                 .collect()
         });

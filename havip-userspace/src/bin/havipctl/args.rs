@@ -1,9 +1,17 @@
 //! Command-line arguments of `havipctl` (clap derive).
 
-use std::{net::Ipv4Addr, path::PathBuf};
+//! Every operation's arguments are the operation's own struct
+//! (`havip::model::op`), so the CLI, the API and the config agree.
 
-use clap::{Args, Parser, Subcommand};
-use havip::model::{Ipv4Cidr, MacAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use havip::model::{
+    AssociateEip, AssociateHaVip, CreateEip, CreateEni, CreateHaVip, CreateInstance, CreateRoute,
+    CreateUplink, CreateVSwitch, CreateVpc, DeleteEip, DeleteEni, DeleteHaVip, DeleteInstance,
+    DeleteRoute, DeleteUplink, DeleteVSwitch, DeleteVpc, ModifyEni, ModifyHaVipAttribute,
+    SetInitialOwner, SetQuota, UnassociateEip, UnassociateHaVip,
+};
 
 /// Drive the havip agent's API: HaVips, EIPs, routes, quotas and the
 /// VPC resources they live in.
@@ -56,177 +64,88 @@ pub enum Command {
     State,
 }
 
-/// An instance or an ENI (exactly one).
-#[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
-pub struct MemberArgs {
-    /// Instance id.
-    #[arg(long)]
-    pub instance: Option<String>,
-    /// ENI id.
-    #[arg(long)]
-    pub eni: Option<String>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum HavipCmd {
     /// CreateHaVip: explicit address or allocated from the vSwitch.
-    Create {
-        #[arg(long)]
-        vswitch: String,
-        #[arg(long)]
-        address: Option<Ipv4Addr>,
-        /// Resource id (allocated when absent).
-        #[arg(long)]
-        id: Option<String>,
-    },
+    Create(CreateHaVip),
     /// DeleteHaVip (refused while bound, fronted by an EIP or a route next hop).
-    Delete { id: String },
+    Delete(DeleteHaVip),
     /// DescribeHaVips: all HaVips.
     List,
     /// DescribeHaVips: one HaVip in detail.
     Describe { id: String },
+    /// ModifyHaVipAttribute: name and description ("" clears).
+    Modify(ModifyHaVipAttribute),
     /// AssociateHaVip with an instance or an ENI.
-    Associate {
-        id: String,
-        #[command(flatten)]
-        member: MemberArgs,
-    },
-    /// UnassociateHaVip from an instance or an ENI.
-    Unassociate {
-        id: String,
-        #[command(flatten)]
-        member: MemberArgs,
-    },
-    /// Set (or clear) the member installed as owner while there is none.
-    SetMaster {
-        id: String,
-        #[arg(long, required_unless_present = "clear")]
-        member: Option<String>,
-        #[arg(long, conflicts_with = "member")]
-        clear: bool,
-    },
+    Associate(AssociateHaVip),
+    /// UnassociateHaVip from an instance or an ENI (the owner only with --force).
+    Unassociate(UnassociateHaVip),
+    /// Set (or, without --member, clear) the member installed as owner
+    /// while there is none (the product's SetInitialMaster).
+    #[command(alias = "set-master")]
+    SetOwner(SetInitialOwner),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EipCmd {
-    Create {
-        #[arg(long)]
-        address: Ipv4Addr,
-        #[arg(long)]
-        id: Option<String>,
-    },
-    Delete {
-        id: String,
-    },
+    Create(CreateEip),
+    Delete(DeleteEip),
     List,
     /// Front a HaVip with this EIP.
-    Associate {
-        id: String,
-        #[arg(long)]
-        havip: String,
-    },
-    Unassociate {
-        id: String,
-    },
+    Associate(AssociateEip),
+    Unassociate(UnassociateEip),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RouteCmd {
-    Create {
-        #[arg(long)]
-        vpc: String,
-        #[arg(long)]
-        destination: Ipv4Cidr,
-        /// HaVip id.
-        #[arg(long)]
-        next_hop: String,
-        #[arg(long)]
-        id: Option<String>,
-    },
-    Delete {
-        id: String,
-    },
+    Create(CreateRoute),
+    Delete(DeleteRoute),
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum QuotaCmd {
     Get,
-    Set {
-        #[arg(long)]
-        havips_per_account: Option<usize>,
-        #[arg(long)]
-        havips_per_vpc: Option<usize>,
-        #[arg(long)]
-        havip_routes_per_vpc: Option<usize>,
-    },
+    Set(SetQuota),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum VpcCmd {
-    Create {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        cidr: Ipv4Cidr,
-    },
+    Create(CreateVpc),
+    /// Refused while the VPC has vSwitches or route entries.
+    Delete(DeleteVpc),
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum VswitchCmd {
-    Create {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        vpc: String,
-        #[arg(long)]
-        cidr: Ipv4Cidr,
-        #[arg(long)]
-        gateway_mac: MacAddr,
-    },
+    Create(CreateVSwitch),
+    /// Refused while instances, ENIs, uplinks or HaVips are in it.
+    Delete(DeleteVSwitch),
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCmd {
-    Create {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        vswitch: String,
-    },
+    Create(CreateInstance),
+    /// Its bindings go; its primary ENI is deleted, other ENIs detached.
+    Delete(DeleteInstance),
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EniCmd {
-    Create {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        vswitch: String,
-        #[arg(long)]
-        mac: MacAddr,
-        /// Host-side interface.
-        #[arg(long)]
-        interface: String,
-        #[arg(long)]
-        instance: Option<String>,
-        #[arg(long)]
-        primary: bool,
-    },
+    Create(CreateEni),
+    /// Its bindings go (a primary ENI goes with its instance).
+    Delete(DeleteEni),
+    /// Change the host interface.
+    Modify(ModifyEni),
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UplinkCmd {
-    Create {
-        #[arg(long)]
-        interface: String,
-        #[arg(long)]
-        vswitch: String,
-    },
+    Create(CreateUplink),
+    Delete(DeleteUplink),
     List,
 }

@@ -1,7 +1,7 @@
 //! `havipctl eip ...`: EIPs and their association with HaVips.
 
 use havip::{
-    api::{Client, ClientError, CreateEipRequest},
+    api::{Client, ClientError, Deleted},
     model::Eip,
 };
 
@@ -25,27 +25,21 @@ fn rows(eips: &[Eip]) -> String {
 }
 
 pub fn run(client: &Client, out: Output, cmd: EipCmd) -> Result<(), ClientError> {
-    match cmd {
-        EipCmd::Create { address, id } => {
-            let e = client.create_eip(&CreateEipRequest { id, address })?;
-            out.show(&e, |e| rows(std::slice::from_ref(e)));
-        }
-        EipCmd::Delete { id } => {
-            let d = client.delete_eip(&id)?;
+    let e: Eip = match cmd {
+        EipCmd::Delete(op) => {
+            let d: Deleted = client.apply(op)?;
             out.show(&d, |d| format!("deleted EIP {}", d.deleted));
+            return Ok(());
         }
         EipCmd::List => {
             let e = client.list_eips()?;
             out.show(&e, |e| rows(e));
+            return Ok(());
         }
-        EipCmd::Associate { id, havip } => {
-            let e = client.associate_eip(&id, &havip)?;
-            out.show(&e, |e| rows(std::slice::from_ref(e)));
-        }
-        EipCmd::Unassociate { id } => {
-            let e = client.unassociate_eip(&id)?;
-            out.show(&e, |e| rows(std::slice::from_ref(e)));
-        }
-    }
+        EipCmd::Create(op) => client.apply(op)?,
+        EipCmd::Associate(op) => client.apply(op)?,
+        EipCmd::Unassociate(op) => client.apply(op)?,
+    };
+    out.show(&e, |e| rows(std::slice::from_ref(e)));
     Ok(())
 }

@@ -1,29 +1,19 @@
 //! `havipctl havip ...`: Create/Delete/Describe/Associate/Unassociate HaVip.
 
 use havip::{
-    api::{Client, ClientError, CreateHaVipRequest},
-    control::{HaVipStatus, HaVipView},
-    validate::Member,
+    api::{Client, ClientError, Deleted},
+    control::{HaVipUsage, HaVipView},
 };
 
 use crate::{
-    args::{HavipCmd, MemberArgs},
+    args::HavipCmd,
     output::{list, or_dash, table, Output},
 };
 
-fn member(m: MemberArgs) -> Member {
-    match (m.instance, m.eni) {
-        (Some(i), _) => Member::instance(i),
-        (None, Some(e)) => Member::eni(e),
-        // clap's group guarantees one of them.
-        (None, None) => Member::instance(String::new()),
-    }
-}
-
-fn status(s: HaVipStatus) -> &'static str {
+fn status(s: HaVipUsage) -> &'static str {
     match s {
-        HaVipStatus::Available => "Available",
-        HaVipStatus::InUse => "InUse",
+        HaVipUsage::Available => "Available",
+        HaVipUsage::InUse => "InUse",
     }
 }
 
@@ -38,7 +28,7 @@ fn rows(views: &[HaVipView]) -> String {
                 status(v.status).to_owned(),
                 or_dash(v.binding_kind),
                 list(&v.bindings),
-                or_dash(v.master.as_ref()),
+                or_dash(v.owner_member.as_ref()),
                 v.epoch.to_string(),
                 or_dash(v.eip.as_ref().map(|e| e.address)),
             ]
@@ -46,7 +36,7 @@ fn rows(views: &[HaVipView]) -> String {
         .collect();
     table(
         &[
-            "ID", "ADDRESS", "VSWITCH", "STATUS", "KIND", "BINDINGS", "MASTER", "EPOCH", "EIP",
+            "ID", "ADDRESS", "VSWITCH", "STATUS", "KIND", "BINDINGS", "OWNER", "EPOCH", "EIP",
         ],
         &rows,
     )
@@ -69,10 +59,12 @@ pub fn detail(v: &HaVipView) -> String {
         ("status", status(v.status).to_owned()),
         ("binding kind", or_dash(v.binding_kind)),
         ("bindings", list(&v.bindings)),
-        ("master", or_dash(v.master.as_ref())),
+        ("name", or_dash(v.name.as_ref())),
+        ("description", or_dash(v.description.as_ref())),
+        ("owner member", or_dash(v.owner_member.as_ref())),
         ("owner", or_dash(owner)),
         ("epoch", v.epoch.to_string()),
-        ("initial master", or_dash(v.initial_master.as_ref())),
+        ("initial owner", or_dash(v.initial_owner.as_ref())),
         (
             "eip",
             or_dash(v.eip.as_ref().map(|e| format!("{} ({})", e.id, e.address))),
@@ -87,44 +79,24 @@ pub fn detail(v: &HaVipView) -> String {
 }
 
 pub fn run(client: &Client, out: Output, cmd: HavipCmd) -> Result<(), ClientError> {
-    match cmd {
-        HavipCmd::Create {
-            vswitch,
-            address,
-            id,
-        } => {
-            let v = client.create_havip(&CreateHaVipRequest {
-                id,
-                vswitch,
-                address,
-            })?;
-            out.show(&v, detail);
-        }
-        HavipCmd::Delete { id } => {
-            let d = client.delete_havip(&id)?;
+    let v: HaVipView = match cmd {
+        HavipCmd::Delete(op) => {
+            let d: Deleted = client.apply(op)?;
             out.show(&d, |d| format!("deleted HaVip {}", d.deleted));
+            return Ok(());
         }
         HavipCmd::List => {
             let v = client.list_havips()?;
             out.show(&v, |v| rows(v));
+            return Ok(());
         }
-        HavipCmd::Describe { id } => {
-            let v = client.get_havip(&id)?;
-            out.show(&v, detail);
-        }
-        HavipCmd::Associate { id, member: m } => {
-            let v = client.associate_havip(&id, member(m))?;
-            out.show(&v, detail);
-        }
-        HavipCmd::Unassociate { id, member: m } => {
-            let v = client.unassociate_havip(&id, member(m))?;
-            out.show(&v, detail);
-        }
-        HavipCmd::SetMaster { id, member, clear } => {
-            let member = if clear { None } else { member };
-            let v = client.set_master(&id, member.as_deref())?;
-            out.show(&v, detail);
-        }
-    }
+        HavipCmd::Describe { id } => client.get_havip(&id)?,
+        HavipCmd::Create(op) => client.apply(op)?,
+        HavipCmd::Modify(op) => client.apply(op)?,
+        HavipCmd::Associate(op) => client.apply(op)?,
+        HavipCmd::Unassociate(op) => client.apply(op)?,
+        HavipCmd::SetOwner(op) => client.apply(op)?,
+    };
+    out.show(&v, detail);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `havipctl quota get|set`.
 
 use havip::{
-    api::{Client, ClientError, QuotaRequest},
+    api::{Client, ClientError},
     model::Quotas,
 };
 
@@ -28,17 +28,9 @@ fn rows(q: &Quotas) -> String {
 }
 
 pub fn run(client: &Client, out: Output, cmd: QuotaCmd) -> Result<(), ClientError> {
-    let q = match cmd {
+    let q: Quotas = match cmd {
         QuotaCmd::Get => client.quotas()?,
-        QuotaCmd::Set {
-            havips_per_account,
-            havips_per_vpc,
-            havip_routes_per_vpc,
-        } => client.set_quotas(&QuotaRequest {
-            havips_per_account,
-            havips_per_vpc,
-            havip_routes_per_vpc,
-        })?,
+        QuotaCmd::Set(op) => client.apply(op)?,
     };
     out.show(&q, rows);
     Ok(())

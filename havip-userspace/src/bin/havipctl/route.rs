@@ -1,7 +1,7 @@
 //! `havipctl route ...`: route entries whose next hop is a HaVip.
 
 use havip::{
-    api::{Client, ClientError, CreateRouteRequest},
+    api::{Client, ClientError, Deleted},
     model::RouteEntry,
 };
 
@@ -27,22 +27,12 @@ fn rows(routes: &[RouteEntry]) -> String {
 
 pub fn run(client: &Client, out: Output, cmd: RouteCmd) -> Result<(), ClientError> {
     match cmd {
-        RouteCmd::Create {
-            vpc,
-            destination,
-            next_hop,
-            id,
-        } => {
-            let r = client.create_route(&CreateRouteRequest {
-                id,
-                vpc,
-                destination,
-                next_hop,
-            })?;
+        RouteCmd::Create(op) => {
+            let r: RouteEntry = client.apply(op)?;
             out.show(&r, |r| rows(std::slice::from_ref(r)));
         }
-        RouteCmd::Delete { id } => {
-            let d = client.delete_route(&id)?;
+        RouteCmd::Delete(op) => {
+            let d: Deleted = client.apply(op)?;
             out.show(&d, |d| format!("deleted route entry {}", d.deleted));
         }
         RouteCmd::List => {

@@ -1,13 +1,12 @@
-//! `havipctl vpc|vswitch|instance|eni|uplink create|list`: the resources
+//! `havipctl vpc|vswitch|instance|eni|uplink create|delete|list` (and
+//! `eni modify`): the resources
 //! HaVips live in.
 
 use havip::{
-    api::{
-        Client, ClientError, CreateEniRequest, CreateInstanceRequest, CreateUplinkRequest,
-        CreateVSwitchRequest, CreateVpcRequest,
-    },
-    model::{Eni, Instance, Uplink, VSwitch, Vpc},
+    api::{Client, ClientError, Deleted},
+    model::{Eni, Instance, Op, Uplink, VSwitch, Vpc},
 };
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     args::{EniCmd, InstanceCmd, UplinkCmd, VpcCmd, VswitchCmd},
@@ -54,7 +53,7 @@ fn enis(v: &[Eni]) -> String {
                 v.id.clone(),
                 v.vswitch.clone(),
                 v.mac.to_string(),
-                v.host_interface.clone(),
+                v.interface.clone(),
                 or_dash(v.instance.as_ref()),
                 if v.primary { "yes" } else { "no" }.to_owned(),
             ]
@@ -74,96 +73,74 @@ fn uplinks(v: &[Uplink]) -> String {
     table(&["INTERFACE", "VSWITCH"], &rows)
 }
 
-pub fn vpc(client: &Client, out: Output, cmd: VpcCmd) -> Result<(), ClientError> {
-    match cmd {
-        VpcCmd::Create { id, cidr } => {
-            let v = client.create_vpc(&CreateVpcRequest { id, cidr })?;
-            out.show(&v, |v| vpcs(std::slice::from_ref(v)));
+/// Runs a create / delete / modify operation and shows its reply, or lists.
+fn apply_or_list<T: DeserializeOwned + Serialize>(
+    client: &Client,
+    out: Output,
+    op: Option<Op>,
+    kind: &str,
+    list: &str,
+    table: fn(&[T]) -> String,
+) -> Result<(), ClientError> {
+    match op {
+        Some(op) if op.is_delete() => {
+            let d: Deleted = client.apply(op)?;
+            out.show(&d, |d| format!("deleted {kind} {}", d.deleted));
         }
-        VpcCmd::List => {
-            let v: Vec<Vpc> = client.list("vpcs")?;
-            out.show(&v, |v| vpcs(v));
+        Some(op) => {
+            let v: T = client.apply(op)?;
+            out.show(&v, |v| table(std::slice::from_ref(v)));
+        }
+        None => {
+            let v: Vec<T> = client.list(list)?;
+            out.show(&v, |v| table(v));
         }
     }
     Ok(())
+}
+
+pub fn vpc(client: &Client, out: Output, cmd: VpcCmd) -> Result<(), ClientError> {
+    let op = match cmd {
+        VpcCmd::Create(op) => Some(op.into()),
+        VpcCmd::Delete(op) => Some(op.into()),
+        VpcCmd::List => None,
+    };
+    apply_or_list::<Vpc>(client, out, op, "VPC", "vpcs", vpcs)
 }
 
 pub fn vswitch(client: &Client, out: Output, cmd: VswitchCmd) -> Result<(), ClientError> {
-    match cmd {
-        VswitchCmd::Create {
-            id,
-            vpc,
-            cidr,
-            gateway_mac,
-        } => {
-            let v = client.create_vswitch(&CreateVSwitchRequest {
-                id,
-                vpc,
-                cidr,
-                gateway_mac,
-            })?;
-            out.show(&v, |v| vswitches(std::slice::from_ref(v)));
-        }
-        VswitchCmd::List => {
-            let v: Vec<VSwitch> = client.list("vswitches")?;
-            out.show(&v, |v| vswitches(v));
-        }
-    }
-    Ok(())
+    let op = match cmd {
+        VswitchCmd::Create(op) => Some(op.into()),
+        VswitchCmd::Delete(op) => Some(op.into()),
+        VswitchCmd::List => None,
+    };
+    apply_or_list::<VSwitch>(client, out, op, "vSwitch", "vswitches", vswitches)
 }
 
 pub fn instance(client: &Client, out: Output, cmd: InstanceCmd) -> Result<(), ClientError> {
-    match cmd {
-        InstanceCmd::Create { id, vswitch } => {
-            let v = client.create_instance(&CreateInstanceRequest { id, vswitch })?;
-            out.show(&v, |v| instances(std::slice::from_ref(v)));
-        }
-        InstanceCmd::List => {
-            let v: Vec<Instance> = client.list("instances")?;
-            out.show(&v, |v| instances(v));
-        }
-    }
-    Ok(())
+    let op = match cmd {
+        InstanceCmd::Create(op) => Some(op.into()),
+        InstanceCmd::Delete(op) => Some(op.into()),
+        InstanceCmd::List => None,
+    };
+    apply_or_list::<Instance>(client, out, op, "instance", "instances", instances)
 }
 
 pub fn eni(client: &Client, out: Output, cmd: EniCmd) -> Result<(), ClientError> {
-    match cmd {
-        EniCmd::Create {
-            id,
-            vswitch,
-            mac,
-            interface,
-            instance,
-            primary,
-        } => {
-            let v = client.create_eni(&CreateEniRequest {
-                id,
-                vswitch,
-                mac,
-                interface,
-                instance,
-                primary,
-            })?;
-            out.show(&v, |v| enis(std::slice::from_ref(v)));
-        }
-        EniCmd::List => {
-            let v: Vec<Eni> = client.list("enis")?;
-            out.show(&v, |v| enis(v));
-        }
-    }
-    Ok(())
+    let op = match cmd {
+        EniCmd::Create(op) => Some(op.into()),
+        EniCmd::Delete(op) => Some(op.into()),
+        EniCmd::Modify(op) => Some(op.into()),
+        EniCmd::List => None,
+    };
+    apply_or_list::<Eni>(client, out, op, "ENI", "enis", enis)
 }
 
 pub fn uplink(client: &Client, out: Output, cmd: UplinkCmd) -> Result<(), ClientError> {
-    match cmd {
-        UplinkCmd::Create { interface, vswitch } => {
-            let v = client.create_uplink(&CreateUplinkRequest { interface, vswitch })?;
-            out.show(&v, |v| uplinks(std::slice::from_ref(v)));
-        }
-        UplinkCmd::List => {
-            let v: Vec<Uplink> = client.list("uplinks")?;
-            out.show(&v, |v| uplinks(v));
-        }
-    }
-    Ok(())
+    let op = match cmd {
+        UplinkCmd::Create(op) => Some(op.into()),
+        UplinkCmd::Delete(op) => Some(op.into()),
+        UplinkCmd::List => None,
+    };
+    apply_or_list::<Uplink>(client, out, op, "uplink", "uplinks", uplinks)
 }

@@ -4,8 +4,8 @@
 //!
 //! Every entry point (API handlers, `havipctl` through the API, the TOML
 //! seed, the event consumer) goes through [`ControlPlane::apply`], which
-//! validates with [`crate::validate::apply`] and commits the change in one
-//! redb transaction before acknowledging it.
+//! validates with [`crate::model::apply`] and commits the change in one
+//! store transaction ([`Store`]) before acknowledging it.
 //!
 //! # Group commit
 //! Concurrent callers are batched: while one caller (the leader) commits a
@@ -18,114 +18,31 @@
 //! nothing, and no caller is acknowledged before its change is on disk.
 
 use std::{
+    any::Any,
     net::Ipv4Addr,
     path::Path,
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
 use havip_common::HavipKey;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub mod desired;
+mod view;
+
+pub use view::{havip_view, CountersSource, EipRef, HaVipUsage, HaVipView, HavipCounters};
+
 use crate::{
-    model::{BindingKind, Change, HaVip, Mutation, ObservedOwner, Record, RecordKind, State},
-    store::{Store, StoreError},
-    validate::{apply, ApiError, Applied, Op, ResourceKind},
+    model::{
+        apply, Applied, Change, Mutation, ObservedOwner, Op, OpError, Record, RecordKind,
+        RecordOwner, ResourceKind, State,
+    },
+    store::{RedbStore, Store, StoreError},
 };
-
-/// Packets and bytes forwarded to a HaVip (summed over CPUs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HavipCounters {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-/// Live counters for Describe, provided by the agent (read from the maps).
-pub trait CountersSource: Send + Sync {
-    /// Counters of the HaVip with data-plane id `slot`, if known.
-    fn havip_counters(&self, slot: u32) -> Option<HavipCounters>;
-}
-
-/// Describe status of a HaVip.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HaVipStatus {
-    /// Nothing bound.
-    Available,
-    /// Bound to at least one instance or ENI.
-    InUse,
-}
-
-/// The EIP fronting a HaVip, as shown by Describe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EipRef {
-    pub id: String,
-    pub address: Ipv4Addr,
-}
-
-/// One HaVip as DescribeHaVips shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HaVipView {
-    pub id: String,
-    pub vpc: String,
-    pub vswitch: String,
-    pub address: Ipv4Addr,
-    pub status: HaVipStatus,
-    pub binding_kind: Option<BindingKind>,
-    pub bindings: Vec<String>,
-    /// Bound member that is master now (from the kernel-observed owner).
-    pub master: Option<String>,
-    /// The observed owner as the kernel reported it.
-    pub owner: Option<ObservedOwner>,
-    /// Owner epoch (0 before the first report).
-    pub epoch: u64,
-    pub initial_master: Option<String>,
-    pub eip: Option<EipRef>,
-    /// Data-plane id.
-    pub slot: u32,
-    /// From the agent's [`CountersSource`], when it set one.
-    pub counters: Option<HavipCounters>,
-}
-
-/// Builds the Describe view of `h` (pure).
-pub fn havip_view(state: &State, h: &HaVip, counters: Option<HavipCounters>) -> HaVipView {
-    let owner = state.owners.get(&h.id).copied();
-    let master = owner
-        .filter(ObservedOwner::has_owner)
-        .and_then(|o| state.member_with_mac(h, o.mac))
-        .map(str::to_owned);
-    let eip = state
-        .eips
-        .values()
-        .find(|e| e.havip.as_deref() == Some(h.id.as_str()))
-        .map(|e| EipRef {
-            id: e.id.clone(),
-            address: e.address,
-        });
-    HaVipView {
-        id: h.id.clone(),
-        vpc: state.havip_vpc(h).unwrap_or_default().to_owned(),
-        vswitch: h.vswitch.clone(),
-        address: h.address,
-        status: if h.bindings.is_empty() {
-            HaVipStatus::Available
-        } else {
-            HaVipStatus::InUse
-        },
-        binding_kind: h.binding_kind,
-        bindings: h.bindings.clone(),
-        master,
-        owner,
-        epoch: owner.map(|o| o.epoch).unwrap_or(0),
-        initial_master: h.initial_master.clone(),
-        eip,
-        slot: h.slot,
-        counters,
-    }
-}
 
 struct Inner {
     state: State,
-    store: Store,
+    store: Box<dyn Store>,
 }
 
 /// Operations waiting for the next group commit.
@@ -136,9 +53,16 @@ struct Queue {
     leader: bool,
 }
 
+/// Reads the reply of an accepted operation from the committed state.
+type ReadBack = Box<dyn FnOnce(&State, &Applied) -> Box<dyn Any + Send> + Send>;
+
+/// A job's outcome: what changed, and what its [`ReadBack`] read.
+type Outcome = Result<(Applied, Option<Box<dyn Any + Send>>), OpError>;
+
 struct Job {
     op: Op,
-    result: Mutex<Option<Result<Applied, ApiError>>>,
+    read: Mutex<Option<ReadBack>>,
+    result: Mutex<Option<Outcome>>,
 }
 
 /// The control plane: state, store, notifications. Share it as
@@ -165,7 +89,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn internal(e: &StoreError) -> ApiError {
+fn internal(e: &StoreError) -> OpError {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -173,7 +97,7 @@ fn internal(e: &StoreError) -> ApiError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    ApiError::Internal(msg)
+    OpError::Internal(msg)
 }
 
 impl ControlPlane {
@@ -182,15 +106,16 @@ impl ControlPlane {
     /// # Errors
     /// [`StoreError`] when the database cannot be opened or read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::with_store(Store::open(path)?)
+        Self::with_store(RedbStore::open(path)?)
     }
 
     /// Wraps an open store, loading its state.
     ///
     /// # Errors
     /// [`StoreError`] when the state cannot be read.
-    pub fn with_store(store: Store) -> Result<Self, StoreError> {
+    pub fn with_store(store: impl Store + 'static) -> Result<Self, StoreError> {
         let state = store.load()?;
+        let store: Box<dyn Store> = Box::new(store);
         let (generation, _) = watch::channel(0);
         Ok(ControlPlane {
             inner: Mutex::new(Inner { state, store }),
@@ -205,11 +130,35 @@ impl ControlPlane {
     /// concurrent callers). Returns what changed.
     ///
     /// # Errors
-    /// The refusal ([`ApiError`]); [`ApiError::Internal`] if the store
+    /// The refusal ([`OpError`]); [`OpError::Internal`] if the store
     /// failed (nothing changed then).
-    pub fn apply(&self, op: Op) -> Result<Applied, ApiError> {
+    pub fn apply(&self, op: Op) -> Result<Applied, OpError> {
+        self.submit(op, None).map(|(a, _)| a)
+    }
+
+    /// [`ControlPlane::apply`], then `read` on the state as committed, in
+    /// the same critical section (the API builds its reply this way: no
+    /// second wait for the lock behind the next batch's commit).
+    ///
+    /// # Errors
+    /// As [`ControlPlane::apply`].
+    pub fn apply_and_read<R: Send + 'static>(
+        &self,
+        op: Op,
+        read: impl FnOnce(&State, &Applied) -> R + Send + 'static,
+    ) -> Result<(Applied, R), OpError> {
+        let read: ReadBack = Box::new(move |s, a| Box::new(read(s, a)));
+        let (applied, r) = self.submit(op, Some(read))?;
+        let r = r
+            .and_then(|r| r.downcast::<R>().ok())
+            .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
+        Ok((applied, *r))
+    }
+
+    fn submit(&self, op: Op, read: Option<ReadBack>) -> Outcome {
         let job = Arc::new(Job {
             op,
+            read: Mutex::new(read),
             result: Mutex::new(None),
         });
         let mut q = lock(&self.queue);
@@ -268,6 +217,11 @@ impl ControlPlane {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
         for (job, r) in jobs.iter().zip(results) {
+            let r = r.map(|a| {
+                let read = lock(&job.read).take();
+                let v = read.map(|f| f(&inner.state, &a));
+                (a, v)
+            });
             *lock(&job.result) = Some(r);
         }
     }
@@ -276,7 +230,7 @@ impl ControlPlane {
     ///
     /// # Errors
     /// The index of the first refused op and its error; nothing changed.
-    pub fn apply_all(&self, ops: &[Op]) -> Result<Vec<Applied>, (usize, ApiError)> {
+    pub fn apply_all(&self, ops: &[Op]) -> Result<Vec<Applied>, (usize, OpError)> {
         self.apply_planned(|state| {
             let mut s = state.clone();
             let mut out = Vec::with_capacity(ops.len());
@@ -343,30 +297,32 @@ impl ControlPlane {
     /// `slot` (durably). Never changes bindings.
     ///
     /// # Errors
-    /// [`ApiError::NotFound`] if no HaVip holds the slot.
-    pub fn record_owner_by_slot(&self, slot: u32, owner: ObservedOwner) -> Result<(), ApiError> {
+    /// [`OpError::NotFound`] if no HaVip holds the slot.
+    pub fn record_owner_by_slot(&self, slot: u32, owner: ObservedOwner) -> Result<(), OpError> {
         let id = self
             .with_state(|s| s.havip_by_slot(slot).map(|h| h.id.clone()))
-            .ok_or_else(|| ApiError::NotFound {
+            .ok_or_else(|| OpError::NotFound {
                 kind: ResourceKind::HaVip,
                 id: format!("slot {slot}"),
             })?;
-        self.apply(Op::RecordOwner { havip: id, owner }).map(drop)
+        self.apply(Op::RecordOwner(RecordOwner { havip: id, owner }))
+            .map(drop)
     }
 
     /// Records the kernel-reported owner of the HaVip at `key`.
     ///
     /// # Errors
-    /// [`ApiError::NotFound`] if no HaVip has that key.
-    pub fn record_owner(&self, key: HavipKey, owner: ObservedOwner) -> Result<(), ApiError> {
+    /// [`OpError::NotFound`] if no HaVip has that key.
+    pub fn record_owner(&self, key: HavipKey, owner: ObservedOwner) -> Result<(), OpError> {
         let addr = Ipv4Addr::from(key.addr);
         let id = self
             .with_state(|s| s.havip_by_key(key.vswitch_id, addr).map(|h| h.id.clone()))
-            .ok_or_else(|| ApiError::NotFound {
+            .ok_or_else(|| OpError::NotFound {
                 kind: ResourceKind::HaVip,
                 id: format!("vswitch {} address {addr}", key.vswitch_id),
             })?;
-        self.apply(Op::RecordOwner { havip: id, owner }).map(drop)
+        self.apply(Op::RecordOwner(RecordOwner { havip: id, owner }))
+            .map(drop)
     }
 
     /// Records many kernel-reported owners in one transaction (adoption at
@@ -374,22 +330,22 @@ impl ControlPlane {
     /// returns how many owners changed.
     ///
     /// # Errors
-    /// [`ApiError::Internal`] if the store failed (nothing recorded).
-    pub fn record_owners(&self, owners: &[(HavipKey, ObservedOwner)]) -> Result<usize, ApiError> {
+    /// [`OpError::Internal`] if the store failed (nothing recorded).
+    pub fn record_owners(&self, owners: &[(HavipKey, ObservedOwner)]) -> Result<usize, OpError> {
         let applied = self
             .apply_planned(|state| {
                 let mut out = Vec::new();
                 for (key, owner) in owners {
                     let addr = Ipv4Addr::from(key.addr);
                     if let Some(h) = state.havip_by_key(key.vswitch_id, addr) {
-                        let op = Op::RecordOwner {
+                        let op = Op::RecordOwner(RecordOwner {
                             havip: h.id.clone(),
                             owner: *owner,
-                        };
+                        });
                         out.push(apply(state, &op)?);
                     }
                 }
-                Ok::<_, ApiError>(out)
+                Ok::<_, OpError>(out)
             })
             .map_err(|e| match e {
                 PlanError::Plan(e) | PlanError::Store(e) => e,
@@ -405,7 +361,8 @@ impl ControlPlane {
             .unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
-    fn counters_for(&self, slot: u32) -> Option<HavipCounters> {
+    /// Live counters of the HaVip in `slot`, from the agent's source.
+    pub fn counters_for(&self, slot: u32) -> Option<HavipCounters> {
         let src = self
             .counters
             .read()
@@ -418,8 +375,8 @@ impl ControlPlane {
     /// bindings, master, epoch and counters.
     ///
     /// # Errors
-    /// [`ApiError::NotFound`] when `id` names no HaVip.
-    pub fn describe_havips(&self, id: Option<&str>) -> Result<Vec<HaVipView>, ApiError> {
+    /// [`OpError::NotFound`] when `id` names no HaVip.
+    pub fn describe_havips(&self, id: Option<&str>) -> Result<Vec<HaVipView>, OpError> {
         let views: Vec<HaVipView> = self.with_state(|s| match id {
             Some(id) => s
                 .havips
@@ -430,7 +387,7 @@ impl ControlPlane {
         });
         if let Some(id) = id {
             if views.is_empty() {
-                return Err(ApiError::NotFound {
+                return Err(OpError::NotFound {
                     kind: ResourceKind::HaVip,
                     id: id.to_owned(),
                 });
@@ -452,7 +409,7 @@ pub enum PlanError<E> {
     /// The plan refused.
     Plan(E),
     /// The store failed; nothing changed.
-    Store(ApiError),
+    Store(OpError),
 }
 
 fn affects_dataplane(c: &Change) -> bool {
@@ -469,34 +426,39 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::validate::Member;
+    use crate::model::*;
 
     fn setup_ops(n_havips: usize, n_instances: usize) -> Vec<Op> {
         let mut ops = vec![
-            Op::CreateVpc {
+            Op::CreateVpc(CreateVpc {
                 id: "vpc".into(),
                 cidr: "10.0.0.0/8".parse().unwrap(),
-            },
-            Op::CreateVSwitch {
+            }),
+            Op::CreateVSwitch(CreateVSwitch {
                 id: "vsw".into(),
                 vpc: "vpc".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
                 gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            },
-            Op::SetQuota {
+            }),
+            Op::SetQuota(SetQuota {
                 havips_per_account: Some(n_havips),
                 havips_per_vpc: Some(n_havips),
                 havip_routes_per_vpc: None,
-            },
+            }),
         ];
-        ops.extend((0..n_instances).map(|n| Op::CreateInstance {
-            id: format!("i-{n}"),
-            vswitch: "vsw".into(),
+        ops.extend((0..n_instances).map(|n| {
+            Op::CreateInstance(CreateInstance {
+                id: format!("i-{n}"),
+                vswitch: "vsw".into(),
+            })
         }));
-        ops.extend((0..n_havips).map(|n| Op::CreateHaVip {
-            id: Some(format!("h{n}")),
-            vswitch: "vsw".into(),
-            address: None,
+        ops.extend((0..n_havips).map(|n| {
+            Op::CreateHaVip(CreateHaVip {
+                id: Some(format!("h{n}")),
+                vswitch: "vsw".into(),
+                address: None,
+                ..Default::default()
+            })
         }));
         ops
     }
@@ -513,23 +475,24 @@ mod tests {
                     let havip = format!("h{k}");
                     let member = Member::instance(format!("i-{k}"));
                     for _ in 0..25 {
-                        cp.apply(Op::AssociateHaVip {
+                        cp.apply(Op::AssociateHaVip(AssociateHaVip {
                             havip: havip.clone(),
                             member: member.clone(),
-                        })
+                        }))
                         .unwrap();
                         // A refusal in the same batch changes nothing.
                         let e = cp
-                            .apply(Op::AssociateHaVip {
+                            .apply(Op::AssociateHaVip(AssociateHaVip {
                                 havip: havip.clone(),
                                 member: member.clone(),
-                            })
+                            }))
                             .unwrap_err();
                         assert_eq!(e.code(), "Conflict.AlreadyBound");
-                        cp.apply(Op::UnassociateHaVip {
+                        cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
                             havip: havip.clone(),
                             member: member.clone(),
-                        })
+                            force: false,
+                        }))
                         .unwrap();
                     }
                 })
@@ -611,15 +574,16 @@ mod tests {
                             let member = Member::instance(format!("i-{k}"));
                             for r in 0..per {
                                 let havip = format!("h{}", (r * callers + k) % n);
-                                cp.apply(Op::AssociateHaVip {
+                                cp.apply(Op::AssociateHaVip(AssociateHaVip {
                                     havip: havip.clone(),
                                     member: member.clone(),
-                                })
+                                }))
                                 .unwrap();
-                                cp.apply(Op::UnassociateHaVip {
+                                cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
                                     havip,
                                     member: member.clone(),
-                                })
+                                    force: false,
+                                }))
                                 .unwrap();
                             }
                         })

@@ -8,10 +8,15 @@
 //!   slot and its virtual MAC; its bindings are, for each bound instance, the
 //!   instance's ENIs in the HaVip's vSwitch (primary first, then by id), and
 //!   for each bound ENI the ENI itself, as (host ifindex, ENI MAC);
-//! - `initial_owner` is the first binding of the initial master, if set;
+//! - `initial_owner` is the first binding of the initial owner, if set;
 //! - the data-plane VPC id of a port or HaVip is the smallest data-plane id
-//!   of the VPC's vSwitches: vSwitches are never deleted and their ids only
-//!   grow, so it is stable for the life of the VPC.
+//!   of the VPC's vSwitches. vSwitch ids are unique, so two VPCs never share
+//!   one; deleting a VPC's smallest vSwitch (possible only once it is empty)
+//!   moves the VPC to its next id, and the reconciler rewrites the ports;
+//! - everything is derived by name from the state as it is now: after
+//!   DeleteEni or ModifyEni the old interface is no port of that ENI any
+//!   more, and a tap name reused by another ENI or an uplink takes that
+//!   resource's vSwitch, nothing of the old one.
 //!
 //! # Missing interfaces
 //! [`desired`] is strict: an ENI or uplink whose host interface does not
@@ -131,9 +136,9 @@ fn build(
     };
     for eni in state.enis.values() {
         let vsw = vswitch(format!("ENI {:?}", eni.id), &eni.vswitch)?;
-        match resolve(&eni.host_interface) {
+        match resolve(&eni.interface) {
             Some(idx) => {
-                ifindex.insert(eni.host_interface.as_str(), idx);
+                ifindex.insert(eni.interface.as_str(), idx);
                 ports.push(DesiredPort {
                     ifindex: idx,
                     vswitch_id: vsw.dp_id,
@@ -143,7 +148,7 @@ fn build(
                 });
             }
             None => missing.push(MissingInterface {
-                interface: eni.host_interface.clone(),
+                interface: eni.interface.clone(),
                 used_by: InterfaceUser::Eni(eni.id.clone()),
             }),
         }
@@ -178,7 +183,7 @@ fn build(
     }
     let binding_of = |eni: &Eni| {
         ifindex
-            .get(eni.host_interface.as_str())
+            .get(eni.interface.as_str())
             .map(|idx| DesiredBinding {
                 ifindex: *idx,
                 mac: eni.mac.octets(),
@@ -213,7 +218,7 @@ fn build(
                 )
             })
             .collect();
-        let initial_owner = h.initial_master.as_deref().and_then(|im| {
+        let initial_owner = h.initial_owner.as_deref().and_then(|im| {
             members
                 .iter()
                 .find(|(m, _)| *m == im)

@@ -1,5 +1,5 @@
-//! Durable control-plane state in redb: one table, `resources`, mapping
-//! `kind/id` (see [`RecordKey::encode`]) to the record's JSON.
+//! The redb backend of [`Store`]: one table, `resources`, mapping `kind/id`
+//! (see [`RecordKey::encode`]) to the record's JSON.
 //!
 //! Every [`Change`] is written in one redb write transaction with
 //! `Durability::Immediate`: when [`Store::commit`] returns, the change is on
@@ -10,85 +10,27 @@
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use thiserror::Error;
 
+use super::{Store, StoreError};
 use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
 
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 
-/// Errors of the durable store.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    #[error("cannot create the store directory {path}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open the store {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: Box<redb::DatabaseError>,
-    },
-    #[error("store transaction failed")]
-    Transaction(#[source] Box<redb::TransactionError>),
-    #[error("store table access failed")]
-    Table(#[source] Box<redb::TableError>),
-    #[error("store read/write failed")]
-    Storage(#[source] Box<redb::StorageError>),
-    #[error("store commit failed")]
-    Commit(#[source] Box<redb::CommitError>),
-    #[error("corrupt record {key:?} in the store")]
-    Corrupt {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("unknown record key {0:?} in the store")]
-    UnknownKey(String),
-    #[error("cannot encode record {key:?}")]
-    Encode {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl From<redb::TransactionError> for StoreError {
-    fn from(e: redb::TransactionError) -> Self {
-        StoreError::Transaction(Box::new(e))
-    }
-}
-impl From<redb::TableError> for StoreError {
-    fn from(e: redb::TableError) -> Self {
-        StoreError::Table(Box::new(e))
-    }
-}
-impl From<redb::StorageError> for StoreError {
-    fn from(e: redb::StorageError) -> Self {
-        StoreError::Storage(Box::new(e))
-    }
-}
-impl From<redb::CommitError> for StoreError {
-    fn from(e: redb::CommitError) -> Self {
-        StoreError::Commit(Box::new(e))
-    }
-}
-
 /// The redb database holding the control-plane state.
-pub struct Store {
+pub struct RedbStore {
     db: Database,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
-impl Store {
+impl RedbStore {
     /// Opens (or creates) the store at `path`, creating its directory.
     /// After a crash redb repairs the file on open.
     ///
@@ -110,20 +52,22 @@ impl Store {
         let txn = db.begin_write()?;
         txn.open_table(RESOURCES)?;
         txn.commit()?;
-        Ok(Store { db, path })
+        Ok(RedbStore { db, path })
     }
 
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
+impl Store for RedbStore {
     /// Reads the whole state (one read transaction).
     ///
     /// # Errors
     /// Storage errors, [`StoreError::Corrupt`] for a record that does not
     /// decode.
-    pub fn load(&self) -> Result<State, StoreError> {
+    fn load(&self) -> Result<State, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RESOURCES)?;
         let mut records = Vec::new();
@@ -142,19 +86,11 @@ impl Store {
         Ok(State::from_records(records))
     }
 
-    /// Writes `change` in one durable transaction.
-    ///
-    /// # Errors
-    /// Storage errors; the store is then unchanged.
-    pub fn commit(&self, change: &Change) -> Result<(), StoreError> {
-        self.commit_all(std::slice::from_ref(change))
-    }
-
     /// Writes several changes, in order, in one durable transaction.
     ///
     /// # Errors
     /// Storage errors; the store is then unchanged.
-    pub fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.iter().all(Change::is_empty) {
             return Ok(());
         }
@@ -221,33 +157,37 @@ fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::validate::{apply, Member, Op};
+    use crate::model::{
+        apply, AssociateHaVip, CreateHaVip, CreateInstance, CreateVSwitch, CreateVpc, Member, Op,
+        UnassociateHaVip,
+    };
 
     fn ops() -> Vec<Op> {
         vec![
-            Op::CreateVpc {
+            Op::CreateVpc(CreateVpc {
                 id: "vpc-1".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
-            },
-            Op::CreateVSwitch {
+            }),
+            Op::CreateVSwitch(CreateVSwitch {
                 id: "vsw-1".into(),
                 vpc: "vpc-1".into(),
                 cidr: "10.0.1.0/24".parse().unwrap(),
                 gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            },
-            Op::CreateInstance {
+            }),
+            Op::CreateInstance(CreateInstance {
                 id: "i-a".into(),
                 vswitch: "vsw-1".into(),
-            },
-            Op::CreateHaVip {
+            }),
+            Op::CreateHaVip(CreateHaVip {
                 id: Some("havip-1".into()),
                 vswitch: "vsw-1".into(),
                 address: None,
-            },
-            Op::AssociateHaVip {
+                ..Default::default()
+            }),
+            Op::AssociateHaVip(AssociateHaVip {
                 havip: "havip-1".into(),
                 member: Member::instance("i-a"),
-            },
+            }),
         ]
     }
 
@@ -257,7 +197,7 @@ mod tests {
         let path = dir.path().join("sub/state.redb");
         let mut state = State::default();
         {
-            let store = Store::open(&path).unwrap();
+            let store = RedbStore::open(&path).unwrap();
             for op in ops() {
                 let a = apply(&state, &op).unwrap();
                 store.commit(&a.change).unwrap();
@@ -266,16 +206,17 @@ mod tests {
             assert_eq!(store.load().unwrap(), state);
             let del = apply(
                 &state,
-                &Op::UnassociateHaVip {
+                &Op::UnassociateHaVip(UnassociateHaVip {
                     havip: "havip-1".into(),
                     member: Member::instance("i-a"),
-                },
+                    force: false,
+                }),
             )
             .unwrap();
             store.commit(&del.change).unwrap();
             state.apply_change(&del.change);
         }
-        let store = Store::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded, state);
         assert_eq!(loaded.havips["havip-1"].address.to_string(), "10.0.1.2");
@@ -286,8 +227,11 @@ mod tests {
     fn second_open_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        let _a = Store::open(&path).unwrap();
-        assert!(matches!(Store::open(&path), Err(StoreError::Open { .. })));
+        let _a = RedbStore::open(&path).unwrap();
+        assert!(matches!(
+            RedbStore::open(&path),
+            Err(StoreError::Open { .. })
+        ));
     }
 }
 

@@ -1,0 +1,433 @@
+//! The API server: one generic handler for operations (`POST /v1/ops`),
+//! REST paths that decode into the same operation structs, and the read
+//! endpoints.
+
+use std::{
+    future::Future, io, net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, sync::Arc,
+};
+
+use axum::{
+    extract::{rejection::JsonRejection, Path as UrlPath, State as AxState},
+    http::{Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Json, Router,
+};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::{wire::Deleted, ApiError};
+use crate::{
+    control::{havip_view, ControlPlane, HaVipView, HavipCounters},
+    model::{
+        Eip, Eni, Instance, Op, OpError, Quotas, RecordKey, RecordKind, RouteEntry, State, Uplink,
+        VSwitch, Vpc,
+    },
+};
+
+type Shared = AxState<Arc<ControlPlane>>;
+type Reply<T> = Result<Json<T>, ApiError>;
+
+/// Body of every request with one: a JSON object.
+type Body = Result<Json<Value>, JsonRejection>;
+
+fn object(b: Body) -> Result<Map<String, Value>, ApiError> {
+    let Json(v) = b.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::InvalidBody("expected a JSON object".into())),
+    }
+}
+
+/// Runs blocking control-plane work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OpError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OpError::Internal(format!("worker failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+fn describe_one(cp: &ControlPlane, id: &str) -> Result<HaVipView, OpError> {
+    cp.describe_havips(Some(id))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| OpError::Internal(format!("HaVip {id:?} vanished")))
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
+    serde_json::to_value(v).map_err(|e| OpError::Internal(format!("cannot encode the reply: {e}")))
+}
+
+/// The reply of an accepted operation: the resource it created or changed
+/// as the read endpoints show it, or `{"deleted": id}`; read from the state
+/// as committed.
+fn reply_for(
+    s: &State,
+    counters: Option<HavipCounters>,
+    key: RecordKey,
+    deleted: bool,
+) -> Result<Value, OpError> {
+    if deleted {
+        return to_value(Deleted { deleted: key.id });
+    }
+    let id = key.id.as_str();
+    let v = match key.kind {
+        RecordKind::HaVip => s
+            .havips
+            .get(id)
+            .map(|h| to_value(havip_view(s, h, counters)))
+            .transpose()?,
+        RecordKind::Vpc => s.vpcs.get(id).map(to_value).transpose()?,
+        RecordKind::VSwitch => s.vswitches.get(id).map(to_value).transpose()?,
+        RecordKind::Instance => s.instances.get(id).map(to_value).transpose()?,
+        RecordKind::Eni => s.enis.get(id).map(to_value).transpose()?,
+        RecordKind::Uplink => s.uplinks.get(id).map(to_value).transpose()?,
+        RecordKind::Eip => s.eips.get(id).map(to_value).transpose()?,
+        RecordKind::Route => s.routes.get(id).map(to_value).transpose()?,
+        RecordKind::Quotas => Some(to_value(s.quotas)?),
+        RecordKind::Owner => s.owners.get(id).map(to_value).transpose()?,
+        RecordKind::Meta => None,
+    };
+    v.ok_or_else(|| OpError::Internal(format!("{} {id:?} vanished after commit", key.kind.name())))
+}
+
+/// Applies one operation and replies with its subject (201 for creates).
+async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
+    let status = if op.is_create() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let deleted = op.is_delete();
+    let v = blocking(move || {
+        let source = Arc::clone(&cp);
+        let (_, reply) = cp.apply_and_read(op, move |s, applied| {
+            let key = applied
+                .subject
+                .clone()
+                .ok_or_else(|| OpError::Internal("operation without a subject".into()))?;
+            // The HaVip's live counters (not part of the state).
+            let counters = match key.kind {
+                RecordKind::HaVip if !deleted => s
+                    .havips
+                    .get(&key.id)
+                    .and_then(|h| source.counters_for(h.slot)),
+                _ => None,
+            };
+            reply_for(s, counters, key, deleted)
+        })?;
+        reply
+    })
+    .await?;
+    Ok((status, Json(v)).into_response())
+}
+
+fn decode_op(obj: Map<String, Value>) -> Result<Op, ApiError> {
+    serde_json::from_value(Value::Object(obj)).map_err(|e| ApiError::InvalidBody(e.to_string()))
+}
+
+/// `POST /v1/ops`: any operation, `{"op": "<name>", ...fields}`.
+async fn post_op(AxState(cp): Shared, b: Body) -> Result<Response, ApiError> {
+    let op = decode_op(object(b)?)?;
+    run_op(cp, op).await
+}
+
+/// How a REST path becomes an operation: its name, the field the path's
+/// `{id}` fills, and (for member bodies) the field the body is nested in,
+/// with the body keys that stay at the top.
+#[derive(Clone, Copy)]
+struct Rest {
+    op: &'static str,
+    id_field: Option<&'static str>,
+    nest: Option<(&'static str, &'static [&'static str])>,
+}
+
+const fn rest(op: &'static str, id_field: Option<&'static str>) -> Rest {
+    Rest {
+        op,
+        id_field,
+        nest: None,
+    }
+}
+
+impl Rest {
+    fn op(self, id: Option<String>, body: Option<Map<String, Value>>) -> Result<Op, ApiError> {
+        let mut obj = body.unwrap_or_default();
+        if let Some((field, keep)) = self.nest {
+            let mut inner = obj;
+            obj = Map::new();
+            for k in keep {
+                if let Some(v) = inner.remove(*k) {
+                    obj.insert((*k).to_owned(), v);
+                }
+            }
+            obj.insert(field.to_owned(), Value::Object(inner));
+        }
+        if let (Some(field), Some(id)) = (self.id_field, id) {
+            obj.insert(field.to_owned(), Value::String(id));
+        }
+        obj.insert("op".to_owned(), Value::String(self.op.to_owned()));
+        decode_op(obj)
+    }
+}
+
+macro_rules! with_body {
+    ($r:expr) => {
+        |AxState(cp): Shared, b: Body| async move { run_op(cp, $r.op(None, Some(object(b)?))?).await }
+    };
+}
+macro_rules! id_body {
+    ($r:expr) => {
+        |AxState(cp): Shared, UrlPath(id): UrlPath<String>, b: Body| async move {
+            run_op(cp, $r.op(Some(id), Some(object(b)?))?).await
+        }
+    };
+}
+macro_rules! id_only {
+    ($r:expr) => {
+        |AxState(cp): Shared, UrlPath(id): UrlPath<String>| async move {
+            run_op(cp, $r.op(Some(id), None)?).await
+        }
+    };
+}
+
+const MEMBER: Option<(&str, &[&str])> = Some(("member", &["force"]));
+
+async fn list_havips(AxState(cp): Shared) -> Reply<Vec<HaVipView>> {
+    blocking(move || cp.describe_havips(None)).await.map(Json)
+}
+
+async fn get_havip(AxState(cp): Shared, UrlPath(id): UrlPath<String>) -> Reply<HaVipView> {
+    blocking(move || describe_one(&cp, &id)).await.map(Json)
+}
+
+fn list<T: Clone>(cp: &ControlPlane, f: impl FnOnce(&State) -> Vec<T>) -> Json<Vec<T>> {
+    Json(cp.with_state(f))
+}
+
+async fn get_state(AxState(cp): Shared) -> Reply<State> {
+    blocking(move || Ok(cp.snapshot())).await.map(Json)
+}
+
+async fn healthz(AxState(cp): Shared) -> Json<Value> {
+    Json(json!({"ok": true, "generation": cp.generation()}))
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+/// The API's routes over `cp` (see the module docs).
+pub fn router(cp: Arc<ControlPlane>) -> Router {
+    use axum::routing::delete;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/ops", post(post_op))
+        .route("/v1/state", get(get_state))
+        .route(
+            "/v1/havips",
+            get(list_havips).post(with_body!(rest("create_havip", None))),
+        )
+        .route(
+            "/v1/havips/{id}",
+            get(get_havip)
+                .delete(id_only!(rest("delete_havip", Some("id"))))
+                .patch(id_body!(rest("modify_havip_attribute", Some("id")))),
+        )
+        .route(
+            "/v1/havips/{id}/associate",
+            post(id_body!(Rest {
+                nest: MEMBER,
+                ..rest("associate_havip", Some("havip"))
+            })),
+        )
+        .route(
+            "/v1/havips/{id}/unassociate",
+            post(id_body!(Rest {
+                nest: MEMBER,
+                ..rest("unassociate_havip", Some("havip"))
+            })),
+        )
+        .route(
+            "/v1/havips/{id}/master",
+            put(id_body!(rest("set_initial_owner", Some("havip")))),
+        )
+        .route(
+            "/v1/havips/{id}/initial-owner",
+            put(id_body!(rest("set_initial_owner", Some("havip")))),
+        )
+        .route(
+            "/v1/eips",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| s.eips.values().cloned().collect::<Vec<Eip>>())
+            })
+            .post(with_body!(rest("create_eip", None))),
+        )
+        .route(
+            "/v1/eips/{id}",
+            delete(id_only!(rest("delete_eip", Some("id")))),
+        )
+        .route(
+            "/v1/eips/{id}/associate",
+            post(id_body!(rest("associate_eip", Some("eip")))),
+        )
+        .route(
+            "/v1/eips/{id}/unassociate",
+            post(id_only!(rest("unassociate_eip", Some("eip")))),
+        )
+        .route(
+            "/v1/routes",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| {
+                    s.routes.values().cloned().collect::<Vec<RouteEntry>>()
+                })
+            })
+            .post(with_body!(rest("create_route", None))),
+        )
+        .route(
+            "/v1/routes/{id}",
+            delete(id_only!(rest("delete_route", Some("id")))),
+        )
+        .route(
+            "/v1/quotas",
+            get(|AxState(cp): Shared| async move { Json::<Quotas>(cp.with_state(|s| s.quotas)) })
+                .put(with_body!(rest("set_quota", None))),
+        )
+        .route(
+            "/v1/vpcs",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| s.vpcs.values().cloned().collect::<Vec<Vpc>>())
+            })
+            .post(with_body!(rest("create_vpc", None))),
+        )
+        .route(
+            "/v1/vpcs/{id}",
+            delete(id_only!(rest("delete_vpc", Some("id")))),
+        )
+        .route(
+            "/v1/vswitches",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| {
+                    s.vswitches.values().cloned().collect::<Vec<VSwitch>>()
+                })
+            })
+            .post(with_body!(rest("create_vswitch", None))),
+        )
+        .route(
+            "/v1/vswitches/{id}",
+            delete(id_only!(rest("delete_vswitch", Some("id")))),
+        )
+        .route(
+            "/v1/instances",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| {
+                    s.instances.values().cloned().collect::<Vec<Instance>>()
+                })
+            })
+            .post(with_body!(rest("create_instance", None))),
+        )
+        .route(
+            "/v1/instances/{id}",
+            delete(id_only!(rest("delete_instance", Some("id")))),
+        )
+        .route(
+            "/v1/enis",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| s.enis.values().cloned().collect::<Vec<Eni>>())
+            })
+            .post(with_body!(rest("create_eni", None))),
+        )
+        .route(
+            "/v1/enis/{id}",
+            delete(id_only!(rest("delete_eni", Some("id"))))
+                .patch(id_body!(rest("modify_eni", Some("id")))),
+        )
+        .route(
+            "/v1/uplinks",
+            get(|AxState(cp): Shared| async move {
+                list(&cp, |s| {
+                    s.uplinks.values().cloned().collect::<Vec<Uplink>>()
+                })
+            })
+            .post(with_body!(rest("create_uplink", None))),
+        )
+        .route(
+            "/v1/uplinks/{id}",
+            delete(id_only!(rest("delete_uplink", Some("interface")))),
+        )
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
+        .with_state(cp)
+}
+
+/// Binds the API's unix socket: creates the directory, replaces a stale
+/// socket file, sets mode 0660. Call inside a tokio runtime.
+///
+/// # Errors
+/// I/O errors; refuses to replace a path that is not a socket.
+pub fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(_) => {}
+    }
+    let l = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Serves the API on a bound unix listener until `shutdown` completes.
+///
+/// # Errors
+/// I/O errors of the server.
+pub async fn serve_unix_listener(
+    listener: tokio::net::UnixListener,
+    cp: Arc<ControlPlane>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(cp))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds `path` ([`bind_unix`]) and serves the API until `shutdown`.
+///
+/// # Errors
+/// I/O errors (bind, serve).
+pub async fn serve_unix(
+    path: &Path,
+    cp: Arc<ControlPlane>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let l = bind_unix(path)?;
+    serve_unix_listener(l, cp, shutdown).await
+}
+
+/// Serves the API on TCP `addr` until `shutdown`.
+///
+/// # Errors
+/// I/O errors (bind, serve).
+pub async fn serve_tcp(
+    addr: SocketAddr,
+    cp: Arc<ControlPlane>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(l, router(cp))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,406 @@
+//! The agent's TOML configuration, and seeding the store from it.
+//!
+//! # Schema
+//! ```toml
+//! [agent]                                # every key optional
+//! pin_dir = "/sys/fs/bpf/havip"          # bpffs directory of pinned maps/links
+//! api_socket = "/run/havip/api.sock"     # unix socket of the HTTP/JSON API
+//! api_tcp = "127.0.0.1:7878"             # also serve on TCP (off by default)
+//! state_db = "/var/lib/havip/state.redb" # durable store (redb)
+//! hold_time_ms = 0                       # min time between owner changes (0 = none)
+//! security_events_per_sec = 64           # per CPU; 0 = default
+//! xdp_mode = "native"                    # "native" | "generic" (slow; agent warns)
+//!
+//! [[vpc]]
+//! id = "vpc-demo"
+//! cidr = "10.0.0.0/16"
+//!
+//! [[vswitch]]
+//! id = "vsw-demo"
+//! vpc = "vpc-demo"
+//! cidr = "10.0.1.0/24"
+//! gateway_mac = "02:00:00:00:00:01"
+//!
+//! [[instance]]
+//! id = "i-a"
+//! vswitch = "vsw-demo"
+//!
+//! [[eni]]
+//! id = "eni-a"
+//! instance = "i-a"            # optional (detached ENI)
+//! vswitch = "vsw-demo"
+//! mac = "02:00:00:00:0a:01"
+//! interface = "hv-a"          # host-side interface (tap/veth)
+//! primary = true              # optional, default false
+//!
+//! [[uplink]]
+//! interface = "hv-up"
+//! vswitch = "vsw-demo"
+//!
+//! [[havip]]
+//! id = "havip-demo"
+//! vswitch = "vsw-demo"
+//! address = "10.0.1.100"      # optional: allocated when absent
+//! instances = ["i-a", "i-b"]  # or enis = ["eni-a", ...]; never both
+//! initial_owner = "i-a"       # optional (alias: master): a bound member
+//! name = "db"                # optional, as `description`
+//!
+//! [[eip]]
+//! id = "eip-demo"
+//! address = "203.0.113.10"
+//! havip = "havip-demo"        # optional
+//!
+//! [[route]]
+//! id = "rte-demo"
+//! vpc = "vpc-demo"
+//! destination = "192.168.0.0/24"
+//! next_hop = "havip-demo"     # a HaVip of the VPC (alias: next_hop_havip)
+//!
+//! [quotas]                    # optional; each key optional
+//! havips_per_account = 5
+//! havips_per_vpc = 5
+//! havip_routes_per_vpc = 5
+//! ```
+//! Each table deserialises into the operation that creates the resource
+//! (`[[vpc]]` is a [`CreateVpc`], `[[eni]]` a [`CreateEni`], ...; `[[havip]]`
+//! and `[[eip]]` wrap theirs with the bindings/association), so the config,
+//! the API and `havipctl` share one shape and one set of field names (an
+//! ENI's `interface`; `host_interface` is accepted too).
+//! Unknown keys are errors. Parsing checks syntax and value formats (CIDR,
+//! MAC, address); [`plan_seed`] checks everything else with the same
+//! validation core as the API, so the config has exactly the API's limits.
+//!
+//! # How the config and API changes combine
+//! The config is a seed, applied at every start as "ensure exists", in one
+//! transaction (all or nothing):
+//! - a resource whose id is not in the store is created, through the same
+//!   operations as the API (a HaVip with its bindings and master, an EIP
+//!   with its association);
+//! - a resource whose id is already in the store is kept as stored: API
+//!   changes made since (bindings, associations) survive restarts. A field
+//!   an operation can change is changed through that operation when the
+//!   config differs: an ENI's `interface` (ModifyEni), a HaVip's `name` and
+//!   `description` (ModifyHaVipAttribute). Any other identity field (CIDR,
+//!   vSwitch, MAC, address, ...) must agree with the config, otherwise
+//!   seeding fails naming the field (delete the resource through the API
+//!   to create it anew);
+//! - resources absent from the config are kept, whether made through the
+//!   API or removed from the file: the seed never deletes. Deletion is
+//!   explicit, through the API or `havipctl ... delete`;
+//! - keys present in `[quotas]` are set at every start (the config wins).
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use havip_common::{DataplaneConfig, DEFAULT_SECURITY_EVENTS_PER_SEC};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+
+mod seed;
+
+pub use seed::{plan_seed, seed, SeedReport};
+
+use crate::{
+    dataplane::AttachMode,
+    model::{
+        CreateEip, CreateEni, CreateHaVip, CreateInstance, CreateRoute, CreateUplink,
+        CreateVSwitch, CreateVpc, OpError, SetQuota,
+    },
+    paths,
+};
+
+/// `[agent]`: where the agent keeps things and how it runs the data plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub pin_dir: PathBuf,
+    pub api_socket: PathBuf,
+    pub api_tcp: Option<SocketAddr>,
+    pub state_db: PathBuf,
+    pub hold_time_ms: u64,
+    pub security_events_per_sec: u32,
+    pub xdp_mode: AttachMode,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            pin_dir: paths::PIN_DIR.into(),
+            api_socket: paths::API_SOCKET.into(),
+            api_tcp: None,
+            state_db: paths::STATE_DB.into(),
+            hold_time_ms: 0,
+            security_events_per_sec: DEFAULT_SECURITY_EVENTS_PER_SEC,
+            xdp_mode: AttachMode::Native,
+        }
+    }
+}
+
+/// `[[havip]]`: a CreateHaVip (the id is required here) and its bindings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HavipEntry {
+    #[serde(flatten)]
+    pub create: CreateHaVip,
+    pub instances: Vec<String>,
+    pub enis: Vec<String>,
+    /// Initial owner (a bound member); the key `master` is accepted too.
+    pub initial_owner: Option<String>,
+}
+
+/// `[[eip]]`: a CreateEip (the id is required here) and the HaVip it fronts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EipEntry {
+    #[serde(flatten)]
+    pub create: CreateEip,
+    pub havip: Option<String>,
+}
+
+/// Takes the entry's own keys out of `table`, then decodes the rest as the
+/// operation (whose `deny_unknown_fields` still names a stray key: serde's
+/// `flatten` would accept it silently).
+fn split_entry<'de, D: Deserializer<'de>, T: DeserializeOwned, E: DeserializeOwned>(
+    d: D,
+    own: &[(&str, &str)],
+) -> Result<(T, E), D::Error> {
+    use serde::de::Error;
+    let mut table = serde_json::Map::deserialize(d)?;
+    let mut mine = serde_json::Map::new();
+    for (key, field) in own {
+        if let Some(v) = table.remove(*key) {
+            if mine.insert((*field).to_owned(), v).is_some() {
+                return Err(D::Error::custom(format!("duplicate field `{field}`")));
+            }
+        }
+    }
+    let op = serde_json::from_value(serde_json::Value::Object(table)).map_err(D::Error::custom)?;
+    let rest = serde_json::from_value(serde_json::Value::Object(mine)).map_err(D::Error::custom)?;
+    Ok((op, rest))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HavipOwn {
+    #[serde(default)]
+    instances: Vec<String>,
+    #[serde(default)]
+    enis: Vec<String>,
+    #[serde(default)]
+    initial_owner: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for HavipEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let own = [
+            ("instances", "instances"),
+            ("enis", "enis"),
+            ("initial_owner", "initial_owner"),
+            ("master", "initial_owner"),
+        ];
+        let (create, o): (CreateHaVip, HavipOwn) = split_entry(d, &own)?;
+        Ok(HavipEntry {
+            create,
+            instances: o.instances,
+            enis: o.enis,
+            initial_owner: o.initial_owner,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EipOwn {
+    #[serde(default)]
+    havip: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for EipEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (create, o): (CreateEip, EipOwn) = split_entry(d, &[("havip", "havip")])?;
+        Ok(EipEntry {
+            create,
+            havip: o.havip,
+        })
+    }
+}
+
+/// The whole config file (see the module docs for the schema).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default, rename = "vpc")]
+    pub vpcs: Vec<CreateVpc>,
+    #[serde(default, rename = "vswitch")]
+    pub vswitches: Vec<CreateVSwitch>,
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<CreateInstance>,
+    #[serde(default, rename = "eni")]
+    pub enis: Vec<CreateEni>,
+    #[serde(default, rename = "uplink")]
+    pub uplinks: Vec<CreateUplink>,
+    #[serde(default, rename = "havip")]
+    pub havips: Vec<HavipEntry>,
+    #[serde(default, rename = "eip")]
+    pub eips: Vec<EipEntry>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<CreateRoute>,
+    /// `[quotas]`: keys present are set at every start.
+    #[serde(default)]
+    pub quotas: SetQuota,
+}
+
+/// A bad config file.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax, unknown key, or a value of the wrong format (the message
+    /// names the key, the line and the value).
+    #[error("invalid config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("duplicate {table} id {id:?} in the config")]
+    Duplicate { table: &'static str, id: String },
+    #[error("[agent] {key} = {value}: {reason}")]
+    Agent {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("[[{table}]] entry without an id: the config names every resource")]
+    MissingId { table: &'static str },
+    /// Refused by the validation core; `item` names the config entry.
+    #[error("{item}: {}: {error}", error.code())]
+    Invalid { item: String, error: Box<OpError> },
+    /// The store holds the same id with a different definition of a field
+    /// no operation changes.
+    #[error("{item}: {field} is {config} in the config but {stored} in the store; no operation changes it: delete the resource through the API (havipctl) and restart to create it anew")]
+    Mismatch {
+        item: String,
+        field: &'static str,
+        config: String,
+        stored: String,
+    },
+    #[error("store: {0}")]
+    Store(Box<OpError>),
+}
+
+impl Config {
+    /// Parses a config from TOML text and checks the `[agent]` values.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming the offending key and value,
+    /// [`ConfigError::Duplicate`], [`ConfigError::Agent`].
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], and as [`Config::from_toml_str`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: Some(path.to_path_buf()),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        fn dups<'a>(
+            table: &'static str,
+            ids: impl Iterator<Item = &'a String>,
+        ) -> Result<(), ConfigError> {
+            let mut seen = HashSet::new();
+            for id in ids {
+                if !seen.insert(id) {
+                    return Err(ConfigError::Duplicate {
+                        table,
+                        id: id.clone(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        dups("vpc", self.vpcs.iter().map(|v| &v.id))?;
+        dups("vswitch", self.vswitches.iter().map(|v| &v.id))?;
+        dups("instance", self.instances.iter().map(|v| &v.id))?;
+        dups("eni", self.enis.iter().map(|v| &v.id))?;
+        dups("uplink", self.uplinks.iter().map(|v| &v.interface))?;
+        let id_of = |table, id: &Option<String>| id.clone().ok_or(ConfigError::MissingId { table });
+        let havips: Vec<String> = self
+            .havips
+            .iter()
+            .map(|v| id_of("havip", &v.create.id))
+            .collect::<Result<_, _>>()?;
+        let eips: Vec<String> = self
+            .eips
+            .iter()
+            .map(|v| id_of("eip", &v.create.id))
+            .collect::<Result<_, _>>()?;
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|v| id_of("route", &v.id))
+            .collect::<Result<_, _>>()?;
+        dups("havip", havips.iter())?;
+        dups("eip", eips.iter())?;
+        dups("route", routes.iter())?;
+        if let Some(addr) = self.agent.api_tcp {
+            if !addr.ip().is_loopback() {
+                // Allowed, but the API has no authentication: say so loudly.
+                tracing::warn!(%addr, "api_tcp is not a loopback address: the API has no authentication");
+            }
+        }
+        if self.agent.hold_time_ms > u64::MAX / 1_000_000 {
+            return Err(ConfigError::Agent {
+                key: "hold_time_ms",
+                value: self.agent.hold_time_ms.to_string(),
+                reason: "too large".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The run-time data-plane settings (`CONFIG[0]`).
+    pub fn dataplane_config(&self) -> DataplaneConfig {
+        DataplaneConfig {
+            hold_ns: self.agent.hold_time_ms.saturating_mul(1_000_000),
+            security_events_per_sec: self.agent.security_events_per_sec,
+            flags: 0,
+        }
+    }
+
+    /// Host interfaces the program must be attached to: every ENI's and
+    /// every uplink's, in config order.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.enis
+            .iter()
+            .map(|e| e.interface.clone())
+            .chain(self.uplinks.iter().map(|u| u.interface.clone()))
+            .collect()
+    }
+}

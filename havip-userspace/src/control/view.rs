@@ -1,0 +1,104 @@
+//! What DescribeHaVips shows: [`HaVipView`], built from the state plus the
+//! agent's live counters.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BindingKind, HaVip, ObservedOwner, State};
+
+/// Packets and bytes forwarded to a HaVip (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HavipCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Live counters for Describe, provided by the agent (read from the maps).
+pub trait CountersSource: Send + Sync {
+    /// Counters of the HaVip with data-plane id `slot`, if known.
+    fn havip_counters(&self, slot: u32) -> Option<HavipCounters>;
+}
+
+/// Describe status of a HaVip (named for what it says: whether anything is
+/// bound; the data plane's per-HaVip status is `crate::status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaVipUsage {
+    /// Nothing bound.
+    Available,
+    /// Bound to at least one instance or ENI.
+    InUse,
+}
+
+/// The EIP fronting a HaVip, as shown by Describe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EipRef {
+    pub id: String,
+    pub address: Ipv4Addr,
+}
+
+/// One HaVip as DescribeHaVips shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaVipView {
+    pub id: String,
+    pub vpc: String,
+    pub vswitch: String,
+    pub address: Ipv4Addr,
+    pub status: HaVipUsage,
+    pub binding_kind: Option<BindingKind>,
+    pub bindings: Vec<String>,
+    /// Bound member that holds the address now (from the kernel-observed
+    /// owner; the product calls it the master).
+    pub owner_member: Option<String>,
+    /// The observed owner as the kernel reported it.
+    pub owner: Option<ObservedOwner>,
+    /// Owner epoch (0 before the first report).
+    pub epoch: u64,
+    pub initial_owner: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub eip: Option<EipRef>,
+    /// Data-plane id.
+    pub slot: u32,
+    /// From the agent's [`CountersSource`], when it set one.
+    pub counters: Option<HavipCounters>,
+}
+
+/// Builds the Describe view of `h` (pure).
+pub fn havip_view(state: &State, h: &HaVip, counters: Option<HavipCounters>) -> HaVipView {
+    let owner = state.owners.get(&h.id).copied();
+    let owner_member = owner
+        .filter(ObservedOwner::has_owner)
+        .and_then(|o| state.member_with_mac(h, o.mac))
+        .map(str::to_owned);
+    let eip = state
+        .eips
+        .values()
+        .find(|e| e.havip.as_deref() == Some(h.id.as_str()))
+        .map(|e| EipRef {
+            id: e.id.clone(),
+            address: e.address,
+        });
+    HaVipView {
+        id: h.id.clone(),
+        vpc: state.havip_vpc(h).unwrap_or_default().to_owned(),
+        vswitch: h.vswitch.clone(),
+        address: h.address,
+        status: if h.bindings.is_empty() {
+            HaVipUsage::Available
+        } else {
+            HaVipUsage::InUse
+        },
+        binding_kind: h.binding_kind,
+        bindings: h.bindings.clone(),
+        owner_member,
+        owner,
+        epoch: owner.map(|o| o.epoch).unwrap_or(0),
+        initial_owner: h.initial_owner.clone(),
+        name: h.name.clone(),
+        description: h.description.clone(),
+        eip,
+        slot: h.slot,
+        counters,
+    }
+}

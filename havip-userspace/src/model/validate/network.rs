@@ -1,0 +1,122 @@
+//! VPCs and vSwitches: create (CIDR inside the VPC, no overlap, dense
+//! data-plane id) and delete (refused while anything lives in them).
+
+use super::{check_mac, check_prefix, Cx};
+use crate::model::{
+    error::{OpError, ResourceKind},
+    op::{CreateVSwitch, CreateVpc, DeleteVSwitch, DeleteVpc},
+    resource::{VSwitch, Vpc},
+    state::{Record, RecordKey, RecordKind},
+};
+
+impl Cx<'_> {
+    pub(super) fn create_vpc(&mut self, op: &CreateVpc) -> Result<RecordKey, OpError> {
+        let id = self.new_id(Some(&op.id), "vpc", ResourceKind::Vpc, |i| {
+            self.state.vpcs.contains_key(i)
+        })?;
+        check_prefix("VPC", op.cidr)?;
+        let vpc = Vpc { id, cidr: op.cidr };
+        let key = Record::Vpc(vpc.clone()).key();
+        self.change.put(Record::Vpc(vpc));
+        Ok(key)
+    }
+
+    pub(super) fn delete_vpc(&mut self, op: &DeleteVpc) -> Result<RecordKey, OpError> {
+        let vpc = self.vpc(&op.id)?;
+        let dependency = |kind, dependent: &str| OpError::DependencyViolation {
+            kind: ResourceKind::Vpc,
+            id: vpc.id.clone(),
+            dependent_kind: kind,
+            dependent: dependent.to_owned(),
+        };
+        if let Some(v) = self.state.vswitches.values().find(|v| v.vpc == vpc.id) {
+            return Err(dependency(ResourceKind::VSwitch, &v.id));
+        }
+        if let Some(r) = self.state.routes.values().find(|r| r.vpc == vpc.id) {
+            return Err(dependency(ResourceKind::Route, &r.id));
+        }
+        self.change.delete(RecordKind::Vpc, &vpc.id);
+        Ok(RecordKey::new(RecordKind::Vpc, &vpc.id))
+    }
+
+    pub(super) fn create_vswitch(&mut self, op: &CreateVSwitch) -> Result<RecordKey, OpError> {
+        let id = self.new_id(Some(&op.id), "vsw", ResourceKind::VSwitch, |i| {
+            self.state.vswitches.contains_key(i)
+        })?;
+        let cidr = op.cidr;
+        let vpc = self.vpc(&op.vpc)?;
+        check_prefix("vSwitch", cidr)?;
+        if !vpc.cidr.contains_cidr(cidr) {
+            return Err(OpError::InvalidCidr {
+                what: format!("vSwitch {id:?}"),
+                cidr,
+                reason: format!("it is not inside VPC {:?} ({})", vpc.id, vpc.cidr),
+            });
+        }
+        if let Some(other) = self
+            .state
+            .vswitches
+            .values()
+            .find(|v| v.vpc == vpc.id && v.cidr.overlaps(cidr))
+        {
+            return Err(OpError::CidrOverlap {
+                id,
+                cidr,
+                other: other.id.clone(),
+                other_cidr: other.cidr,
+            });
+        }
+        check_mac("the vSwitch gateway", op.gateway_mac)?;
+        let dp_id = (1..=u32::MAX)
+            .find(|n| self.state.vswitch_by_dp_id(*n).is_none())
+            .ok_or(OpError::NoFreeVSwitchId)?;
+        let vsw = VSwitch {
+            id,
+            vpc: vpc.id.clone(),
+            cidr,
+            gateway_mac: op.gateway_mac,
+            dp_id,
+        };
+        let key = Record::VSwitch(vsw.clone()).key();
+        self.change.put(Record::VSwitch(vsw));
+        Ok(key)
+    }
+
+    pub(super) fn delete_vswitch(&mut self, op: &DeleteVSwitch) -> Result<RecordKey, OpError> {
+        let vsw = self.vswitch(&op.id)?;
+        let s = self.state;
+        let dependent = s
+            .instances
+            .values()
+            .find(|i| i.vswitch == vsw.id)
+            .map(|i| (ResourceKind::Instance, i.id.clone()))
+            .or_else(|| {
+                s.enis
+                    .values()
+                    .find(|e| e.vswitch == vsw.id)
+                    .map(|e| (ResourceKind::Eni, e.id.clone()))
+            })
+            .or_else(|| {
+                s.uplinks
+                    .values()
+                    .find(|u| u.vswitch == vsw.id)
+                    .map(|u| (ResourceKind::Uplink, u.interface.clone()))
+            })
+            .or_else(|| {
+                s.havips
+                    .values()
+                    .find(|h| h.vswitch == vsw.id)
+                    .map(|h| (ResourceKind::HaVip, h.id.clone()))
+            });
+        if let Some((dependent_kind, dependent)) = dependent {
+            return Err(OpError::DependencyViolation {
+                kind: ResourceKind::VSwitch,
+                id: vsw.id.clone(),
+                dependent_kind,
+                dependent,
+            });
+        }
+        self.change.delete(RecordKind::VSwitch, &vsw.id);
+        Ok(RecordKey::new(RecordKind::VSwitch, &vsw.id))
+    }
+}

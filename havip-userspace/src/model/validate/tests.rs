@@ -1,0 +1,565 @@
+//! Unit tests of the validation core.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::*;
+use crate::model::*;
+
+/// VPC `vpc-1` (10.0.0.0/16) with vSwitches `vsw-1` (10.0.1.0/24) and
+/// `vsw-2` (10.0.2.0/24); instances `i-0..i-11` in vsw-1 each with a
+/// primary ENI `eni-N`, plus `i-x` in vsw-2 with `eni-x`.
+fn base() -> State {
+    let mut s = State::default();
+    let mut run = |op: Op| s = apply_to(&s, &op).expect("setup op");
+    run(Op::CreateVpc(CreateVpc {
+        id: "vpc-1".into(),
+        cidr: "10.0.0.0/16".parse().unwrap(),
+    }));
+    for (n, id) in ["vsw-1", "vsw-2"].iter().enumerate() {
+        run(Op::CreateVSwitch(CreateVSwitch {
+            id: (*id).into(),
+            vpc: "vpc-1".into(),
+            cidr: format!("10.0.{}.0/24", n + 1).parse().unwrap(),
+            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+        }));
+    }
+    for i in 0..12 {
+        run(Op::CreateInstance(CreateInstance {
+            id: format!("i-{i}"),
+            vswitch: "vsw-1".into(),
+        }));
+        run(Op::CreateEni(CreateEni {
+            id: format!("eni-{i}"),
+            vswitch: "vsw-1".into(),
+            mac: format!("02:00:00:00:01:{i:02x}").parse().unwrap(),
+            interface: format!("hv-{i}"),
+            instance: Some(format!("i-{i}")),
+            primary: true,
+        }));
+    }
+    run(Op::CreateInstance(CreateInstance {
+        id: "i-x".into(),
+        vswitch: "vsw-2".into(),
+    }));
+    run(Op::CreateEni(CreateEni {
+        id: "eni-x".into(),
+        vswitch: "vsw-2".into(),
+        mac: "02:00:00:00:02:01".parse().unwrap(),
+        interface: "hv-x".into(),
+        instance: Some("i-x".into()),
+        primary: true,
+    }));
+    s
+}
+
+fn havip(s: &mut State, id: &str, addr: Option<&str>) {
+    *s = apply_to(
+        s,
+        &Op::CreateHaVip(CreateHaVip {
+            id: Some(id.into()),
+            vswitch: "vsw-1".into(),
+            address: addr.map(|a| a.parse().unwrap()),
+            ..Default::default()
+        }),
+    )
+    .expect("create havip");
+}
+
+fn refused(s: &State, op: Op, code: &str) -> OpError {
+    let e = apply(s, &op).expect_err(code);
+    assert_eq!(e.code(), code, "{e}");
+    e
+}
+
+fn assoc(h: &str, m: Member) -> Op {
+    Op::AssociateHaVip(AssociateHaVip {
+        havip: h.into(),
+        member: m,
+    })
+}
+
+#[test]
+fn allocation_skips_reserved_and_used() {
+    let mut s = base();
+    havip(&mut s, "h1", None);
+    assert_eq!(s.havips["h1"].address.to_string(), "10.0.1.2");
+    havip(&mut s, "h2", Some("10.0.1.3"));
+    havip(&mut s, "h3", None);
+    assert_eq!(s.havips["h3"].address.to_string(), "10.0.1.4");
+    let slots: Vec<u32> = s.havips.values().map(|h| h.slot).collect();
+    assert_eq!(slots, vec![0, 1, 2]);
+    for a in ["10.0.1.0", "10.0.1.1", "10.0.1.255"] {
+        refused(
+            &s,
+            Op::CreateHaVip(CreateHaVip {
+                id: None,
+                vswitch: "vsw-1".into(),
+                address: Some(a.parse().unwrap()),
+                ..Default::default()
+            }),
+            "InvalidParameter.AddressReserved",
+        );
+    }
+    refused(
+        &s,
+        Op::CreateHaVip(CreateHaVip {
+            id: None,
+            vswitch: "vsw-1".into(),
+            address: Some("10.0.2.9".parse().unwrap()),
+            ..Default::default()
+        }),
+        "InvalidParameter.AddressOutsideVSwitch",
+    );
+    refused(
+        &s,
+        Op::CreateHaVip(CreateHaVip {
+            id: None,
+            vswitch: "vsw-1".into(),
+            address: Some("10.0.1.3".parse().unwrap()),
+            ..Default::default()
+        }),
+        "Conflict.AddressInUse",
+    );
+    refused(
+        &s,
+        Op::CreateHaVip(CreateHaVip {
+            id: Some("h1".into()),
+            vswitch: "vsw-1".into(),
+            address: None,
+            ..Default::default()
+        }),
+        "Conflict.AlreadyExists",
+    );
+}
+
+#[test]
+fn slots_are_stable_and_reused() {
+    let mut s = base();
+    havip(&mut s, "a", None);
+    havip(&mut s, "b", None);
+    havip(&mut s, "c", None);
+    s = apply_to(&s, &Op::DeleteHaVip(DeleteHaVip { id: "b".into() })).unwrap();
+    havip(&mut s, "d", None);
+    assert_eq!(s.havips["a"].slot, 0);
+    assert_eq!(s.havips["c"].slot, 2);
+    assert_eq!(s.havips["d"].slot, 1);
+}
+
+#[test]
+fn quotas_per_vpc_and_account() {
+    let mut s = base();
+    for i in 0..5 {
+        havip(&mut s, &format!("h{i}"), None);
+    }
+    let create = Op::CreateHaVip(CreateHaVip {
+        id: None,
+        vswitch: "vsw-2".into(),
+        address: None,
+        ..Default::default()
+    });
+    refused(&s, create.clone(), "QuotaExceeded.HaVipsPerVpc");
+    s = apply_to(
+        &s,
+        &Op::SetQuota(SetQuota {
+            havips_per_account: None,
+            havips_per_vpc: Some(10),
+            havip_routes_per_vpc: None,
+        }),
+    )
+    .unwrap();
+    let e = refused(&s, create.clone(), "QuotaExceeded.HaVipsPerAccount");
+    assert!(e.to_string().contains("havips_per_account = 5"), "{e}");
+    s = apply_to(
+        &s,
+        &Op::SetQuota(SetQuota {
+            havips_per_account: Some(6),
+            havips_per_vpc: None,
+            havip_routes_per_vpc: None,
+        }),
+    )
+    .unwrap();
+    apply(&s, &create).expect("quota raised");
+    refused(
+        &s,
+        Op::SetQuota(SetQuota {
+            havips_per_account: Some(usize::MAX),
+            havips_per_vpc: None,
+            havip_routes_per_vpc: None,
+        }),
+        "InvalidParameter.Quota",
+    );
+}
+
+#[test]
+fn binding_limits_and_conflicts() {
+    let mut s = base();
+    s = apply_to(
+        &s,
+        &Op::SetQuota(SetQuota {
+            havips_per_account: Some(20),
+            havips_per_vpc: Some(20),
+            havip_routes_per_vpc: None,
+        }),
+    )
+    .unwrap();
+    havip(&mut s, "h", None);
+    for i in 0..10 {
+        s = apply_to(&s, &assoc("h", Member::instance(format!("i-{i}")))).unwrap();
+    }
+    assert_eq!(s.havips["h"].bindings.len(), 10);
+    refused(
+        &s,
+        assoc("h", Member::instance("i-10")),
+        "LimitExceeded.BindingsPerHaVip",
+    );
+    refused(
+        &s,
+        assoc("h", Member::instance("i-0")),
+        "Conflict.AlreadyBound",
+    );
+    refused(
+        &s,
+        assoc("h", Member::eni("eni-11")),
+        "Conflict.MixedBindingKinds",
+    );
+    refused(
+        &s,
+        assoc("h", Member::instance("i-x")),
+        "Conflict.DifferentVSwitch",
+    );
+    refused(&s, assoc("nope", Member::instance("i-0")), "NotFound.HaVip");
+    refused(
+        &s,
+        assoc("h", Member::instance("i-nope")),
+        "NotFound.Instance",
+    );
+    refused(&s, assoc("h", Member::eni("eni-nope")), "NotFound.Eni");
+    refused(
+        &s,
+        Op::DeleteHaVip(DeleteHaVip { id: "h".into() }),
+        "Conflict.HaVipBound",
+    );
+
+    // HaVips per instance: i-11 gets 5 HaVips, the 6th is refused, also
+    // through its ENI.
+    for n in 0..5 {
+        let id = format!("p{n}");
+        havip(&mut s, &id, None);
+        s = apply_to(&s, &assoc(&id, Member::instance("i-11"))).unwrap();
+    }
+    havip(&mut s, "p5", None);
+    refused(
+        &s,
+        assoc("p5", Member::instance("i-11")),
+        "LimitExceeded.HaVipsPerInstance",
+    );
+    refused(
+        &s,
+        assoc("p5", Member::eni("eni-11")),
+        "LimitExceeded.HaVipsPerInstance",
+    );
+    // ENI bindings count against the instance: i-10 holds 5 via eni-10.
+    for n in 0..5 {
+        let id = format!("q{n}");
+        havip(&mut s, &id, None);
+        s = apply_to(&s, &assoc(&id, Member::eni("eni-10"))).unwrap();
+    }
+    havip(&mut s, "q5", None);
+    refused(
+        &s,
+        assoc("q5", Member::instance("i-10")),
+        "LimitExceeded.HaVipsPerInstance",
+    );
+}
+
+#[test]
+fn unassociate_clears_owner_and_master() {
+    let mut s = base();
+    havip(&mut s, "h", None);
+    s = apply_to(&s, &assoc("h", Member::instance("i-0"))).unwrap();
+    s = apply_to(&s, &assoc("h", Member::instance("i-1"))).unwrap();
+    s = apply_to(
+        &s,
+        &Op::SetInitialOwner(SetInitialOwner {
+            havip: "h".into(),
+            member: Some("i-0".into()),
+        }),
+    )
+    .unwrap();
+    refused(
+        &s,
+        Op::SetInitialOwner(SetInitialOwner {
+            havip: "h".into(),
+            member: Some("i-5".into()),
+        }),
+        "InvalidParameter.OwnerNotBound",
+    );
+    let owner = ObservedOwner {
+        ifindex: 7,
+        mac: s.enis["eni-0"].mac,
+        epoch: 3,
+        changed_ns: 1,
+    };
+    s = apply_to(
+        &s,
+        &Op::RecordOwner(RecordOwner {
+            havip: "h".into(),
+            owner,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.member_with_mac(&s.havips["h"], owner.mac), Some("i-0"));
+    // Unbinding the standby keeps the owner.
+    let s1 = apply_to(
+        &s,
+        &Op::UnassociateHaVip(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-1"),
+            force: false,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s1.owners["h"], owner);
+    // The owner is unassociated only with force ...
+    refused(
+        &s,
+        Op::UnassociateHaVip(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-0"),
+            force: false,
+        }),
+        "Conflict.MemberIsOwner",
+    );
+    // ... which clears it (epoch kept) and the initial owner.
+    let s2 = apply_to(
+        &s,
+        &Op::UnassociateHaVip(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-0"),
+            force: true,
+        }),
+    )
+    .unwrap();
+    assert!(!s2.owners["h"].has_owner());
+    assert_eq!(s2.owners["h"].epoch, 3);
+    assert_eq!(s2.havips["h"].initial_owner, None);
+    refused(
+        &s2,
+        Op::UnassociateHaVip(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-0"),
+            force: false,
+        }),
+        "NotFound.Binding",
+    );
+    let s3 = apply_to(
+        &s2,
+        &Op::UnassociateHaVip(UnassociateHaVip {
+            havip: "h".into(),
+            member: Member::instance("i-1"),
+            force: false,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s3.havips["h"].binding_kind, None);
+    // Now ENIs may be bound.
+    apply(&s3, &assoc("h", Member::eni("eni-3"))).unwrap();
+}
+
+#[test]
+fn eips_and_routes() {
+    let mut s = base();
+    havip(&mut s, "h", None);
+    havip(&mut s, "g", None);
+    s = apply_to(
+        &s,
+        &Op::CreateEip(CreateEip {
+            id: Some("e".into()),
+            address: "203.0.113.1".parse().unwrap(),
+        }),
+    )
+    .unwrap();
+    refused(
+        &s,
+        Op::CreateEip(CreateEip {
+            id: None,
+            address: "203.0.113.1".parse().unwrap(),
+        }),
+        "Conflict.AddressInUse",
+    );
+    refused(
+        &s,
+        Op::CreateEip(CreateEip {
+            id: None,
+            address: "255.255.255.255".parse().unwrap(),
+        }),
+        "InvalidParameter.Address",
+    );
+    s = apply_to(
+        &s,
+        &Op::AssociateEip(AssociateEip {
+            eip: "e".into(),
+            havip: "h".into(),
+        }),
+    )
+    .unwrap();
+    refused(
+        &s,
+        Op::DeleteHaVip(DeleteHaVip { id: "h".into() }),
+        "Conflict.HaVipHasEip",
+    );
+    refused(
+        &s,
+        Op::DeleteEip(DeleteEip { id: "e".into() }),
+        "Conflict.EipAssociated",
+    );
+    refused(
+        &s,
+        Op::AssociateEip(AssociateEip {
+            eip: "e".into(),
+            havip: "g".into(),
+        }),
+        "Conflict.EipAssociated",
+    );
+    s = apply_to(&s, &Op::UnassociateEip(UnassociateEip { eip: "e".into() })).unwrap();
+    refused(
+        &s,
+        Op::UnassociateEip(UnassociateEip { eip: "e".into() }),
+        "Conflict.EipNotAssociated",
+    );
+
+    let route = |n: u32| {
+        Op::CreateRoute(CreateRoute {
+            id: Some(format!("r{n}")),
+            vpc: "vpc-1".into(),
+            destination: format!("192.168.{n}.0/24").parse().unwrap(),
+            next_hop_havip: "h".into(),
+        })
+    };
+    for n in 0..5 {
+        s = apply_to(&s, &route(n)).unwrap();
+    }
+    refused(&s, route(5), "QuotaExceeded.HaVipRoutesPerVpc");
+    refused(
+        &s,
+        Op::DeleteHaVip(DeleteHaVip { id: "h".into() }),
+        "Conflict.HaVipIsRouteNextHop",
+    );
+    let mut dup = route(0);
+    if let Op::CreateRoute(CreateRoute { id, .. }) = &mut dup {
+        *id = Some("r-dup".into());
+    }
+    s = apply_to(
+        &s,
+        &Op::SetQuota(SetQuota {
+            havips_per_account: None,
+            havips_per_vpc: None,
+            havip_routes_per_vpc: Some(10),
+        }),
+    )
+    .unwrap();
+    refused(&s, dup, "Conflict.RouteDestinationExists");
+    refused(
+        &s,
+        Op::CreateRoute(CreateRoute {
+            id: None,
+            vpc: "vpc-1".into(),
+            destination: "10.0.1.128/25".parse().unwrap(),
+            next_hop_havip: "h".into(),
+        }),
+        "InvalidParameter.RouteDestination",
+    );
+    for n in 0..5 {
+        s = apply_to(
+            &s,
+            &Op::DeleteRoute(DeleteRoute {
+                id: format!("r{n}"),
+            }),
+        )
+        .unwrap();
+    }
+    refused(
+        &s,
+        Op::DeleteRoute(DeleteRoute { id: "r0".into() }),
+        "NotFound.Route",
+    );
+    apply(&s, &Op::DeleteHaVip(DeleteHaVip { id: "h".into() })).unwrap();
+}
+
+#[test]
+fn setup_conflicts() {
+    let s = base();
+    refused(
+        &s,
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw-3".into(),
+            vpc: "vpc-1".into(),
+            cidr: "10.0.1.128/25".parse().unwrap(),
+            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+        }),
+        "Conflict.CidrOverlap",
+    );
+    refused(
+        &s,
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw-3".into(),
+            vpc: "vpc-1".into(),
+            cidr: "10.1.0.0/24".parse().unwrap(),
+            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+        }),
+        "InvalidParameter.Cidr",
+    );
+    refused(
+        &s,
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw-3".into(),
+            vpc: "vpc-1".into(),
+            cidr: "10.0.3.0/24".parse().unwrap(),
+            gateway_mac: "ff:ff:ff:ff:ff:ff".parse().unwrap(),
+        }),
+        "InvalidParameter.Mac",
+    );
+    let eni = |id: &str, mac: &str, ifname: &str, primary: bool| {
+        Op::CreateEni(CreateEni {
+            id: id.into(),
+            vswitch: "vsw-1".into(),
+            mac: mac.parse().unwrap(),
+            interface: ifname.into(),
+            instance: Some("i-0".into()),
+            primary,
+        })
+    };
+    refused(
+        &s,
+        eni("e2", "02:00:00:00:01:00", "hv-new", false),
+        "Conflict.MacInUse",
+    );
+    refused(
+        &s,
+        eni("e2", "02:00:00:00:09:00", "hv-0", false),
+        "Conflict.InterfaceInUse",
+    );
+    refused(
+        &s,
+        eni("e2", "02:00:00:00:09:00", "hv-new", true),
+        "Conflict.PrimaryEniExists",
+    );
+    refused(
+        &s,
+        eni("e 2", "02:00:00:00:09:00", "hv-new", false),
+        "InvalidParameter.Id",
+    );
+    refused(
+        &s,
+        eni("e2", "02:00:00:00:09:00", "this-name-is-too-long", false),
+        "InvalidParameter.Interface",
+    );
+    apply(&s, &eni("e2", "02:00:00:00:09:00", "hv-new", false)).unwrap();
+}
+
+#[test]
+fn first_free_slot_finds_gaps() {
+    assert_eq!(first_free_slot([].into_iter()), Some(0));
+    assert_eq!(first_free_slot([0, 1, 2].into_iter()), Some(3));
+    assert_eq!(first_free_slot([0, 1, 3].into_iter()), Some(2));
+    assert_eq!(first_free_slot([1, 2].into_iter()), Some(0));
+}

@@ -1,0 +1,103 @@
+//! Durable control-plane state behind the [`Store`] trait: the state is a
+//! set of records (`kind/id` -> JSON), loaded whole at start and changed by
+//! [`Change`]s, each committed atomically and durably. [`RedbStore`] is the
+//! backend today; a replicated one (etcd, later) implements the same trait.
+
+mod redb;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub use self::redb::RedbStore;
+use crate::model::{Change, State};
+
+/// A durable home for the control-plane state.
+///
+/// Implementations guarantee: when [`Store::commit_all`] returns `Ok`, every
+/// change is durable; on `Err`, none is (all or nothing).
+pub trait Store: Send {
+    /// Reads the whole state.
+    ///
+    /// # Errors
+    /// Storage errors, [`StoreError::Corrupt`] for a record that does not
+    /// decode.
+    fn load(&self) -> Result<State, StoreError>;
+
+    /// Writes several changes, in order, in one durable transaction.
+    ///
+    /// # Errors
+    /// Storage errors; the store is then unchanged.
+    fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// Writes `change` in one durable transaction.
+    ///
+    /// # Errors
+    /// As [`Store::commit_all`].
+    fn commit(&self, change: &Change) -> Result<(), StoreError> {
+        self.commit_all(std::slice::from_ref(change))
+    }
+}
+
+/// Errors of the durable store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create the store directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<::redb::DatabaseError>,
+    },
+    #[error("store transaction failed")]
+    Transaction(#[source] Box<::redb::TransactionError>),
+    #[error("store table access failed")]
+    Table(#[source] Box<::redb::TableError>),
+    #[error("store read/write failed")]
+    Storage(#[source] Box<::redb::StorageError>),
+    #[error("store commit failed")]
+    Commit(#[source] Box<::redb::CommitError>),
+    #[error("corrupt record {key:?} in the store")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unknown record key {0:?} in the store")]
+    UnknownKey(String),
+    /// Another backend's failure.
+    #[error("store backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot encode record {key:?}")]
+    Encode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<::redb::TransactionError> for StoreError {
+    fn from(e: ::redb::TransactionError) -> Self {
+        StoreError::Transaction(Box::new(e))
+    }
+}
+impl From<::redb::TableError> for StoreError {
+    fn from(e: ::redb::TableError) -> Self {
+        StoreError::Table(Box::new(e))
+    }
+}
+impl From<::redb::StorageError> for StoreError {
+    fn from(e: ::redb::StorageError) -> Self {
+        StoreError::Storage(Box::new(e))
+    }
+}
+impl From<::redb::CommitError> for StoreError {
+    fn from(e: ::redb::CommitError) -> Self {
+        StoreError::Commit(Box::new(e))
+    }
+}
