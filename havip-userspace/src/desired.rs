@@ -237,6 +237,7 @@ fn build(
             ports,
             havips,
             config,
+            ..Desired::default()
         },
         missing,
     ))

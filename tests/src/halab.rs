@@ -7,11 +7,8 @@ use std::{
     time::Duration,
 };
 
-use havip::{
-    dataplane::{
-        loader, reconcile, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip,
-        DesiredPort,
-    },
+use havip::dataplane::{
+    loader, reconcile, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
 };
 
 use crate::lab::{self, Guest, Lab};
@@ -106,6 +103,7 @@ impl HaLab {
                 initial_owner: Some(a),
             }],
             config: DataplaneConfig::default(),
+            ..Desired::default()
         };
         this.reconcile();
         this
@@ -169,6 +167,7 @@ impl HaLab {
             ifindex: binding.ifindex,
             mac: binding.mac,
             flags: owner_flags::BY_CONTROL,
+            ..OwnerEntry::default()
         };
         self.dp
             .maps

@@ -3,11 +3,9 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
-use havip::{
-    dataplane::{
-        events::{self, DataplaneEvent},
-        loader, reconcile, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
-    },
+use havip::dataplane::{
+    events::{self, DataplaneEvent},
+    loader, reconcile, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
 };
 
 use crate::lab::{self, Netns};
@@ -336,6 +334,7 @@ impl TestBed {
                 havip(VSWITCH2, HAVIP_VS2, HAVIP_VS2_ID, vec![other], Some(other)),
             ],
             config: DataplaneConfig::default(),
+            ..Desired::default()
         }
     }
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use havip::dataplane::events::DataplaneEvent;
-use havip_tests::frames;
 use havip_common::{owner_flags, DropReason, Handled, DEFAULT_SECURITY_EVENTS_PER_SEC};
+use havip_tests::frames;
 use havip_tests::{action, bed::*, fixtures::*, Case, CpuPin, Port, TestBed};
 
 #[test]

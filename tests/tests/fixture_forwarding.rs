@@ -2,8 +2,8 @@
 //! to its owner with the MACs rewritten, or dropped and counted when it
 //! cannot be delivered. Topology: `havip_tests::TestBed`.
 
-use havip_tests::frames;
 use havip_common::{owner_flags, DropReason, OwnerEntry};
+use havip_tests::frames;
 use havip_tests::{bed::*, fixtures::*, icmp_echo, tcp, tcp_flags, Case, Port, TestBed};
 
 #[test]
@@ -186,6 +186,7 @@ fn redirect_to_a_port_missing_from_tx_ports_is_dropped() {
         ifindex: bed.ifindex(Port::Unknown),
         mac: OWNER_MAC,
         flags: owner_flags::BY_CONTROL,
+        ..OwnerEntry::default()
     };
     bed.dp
         .maps

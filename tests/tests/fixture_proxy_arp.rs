@@ -5,8 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use havip_tests::frames;
 use havip_common::{DropReason, Handled};
+use havip_tests::frames;
 use havip_tests::{bed::*, fixtures::*, Case, Port, TestBed};
 
 #[test]

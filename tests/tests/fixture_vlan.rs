@@ -4,8 +4,8 @@
 //! frame naming a HaVip as sender/source on an instance port is dropped
 //! (`tagged_havip_sender`) and reported.
 
-use havip_tests::frames;
 use havip_common::{DropReason, Handled};
+use havip_tests::frames;
 use havip_tests::{as_8021ad, bed::*, fixtures::*, Case, Counter, Port, TestBed};
 
 fn tagged(name: &str, ingress: Port, input: Vec<u8>) -> Case {
