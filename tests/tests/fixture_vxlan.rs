@@ -383,7 +383,9 @@ fn remote_owners_replace_only_older_epochs() {
         "same epoch as the local initial owner"
     );
     assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
-    assert!(reconcile::local_owner(&bed.dp.maps, &k).unwrap().is_some());
+    assert!(reconcile::local_owner(&bed.dp.maps, &k)
+        .expect("local_owner")
+        .is_some());
 
     assert_eq!(install(&mut bed, 5), Installed::Installed);
     let o = bed.owner(HAVIP_A);
@@ -397,7 +399,10 @@ fn remote_owners_replace_only_older_epochs() {
             bed.ifindex(Port::Vtep)
         )
     );
-    assert_eq!(reconcile::local_owner(&bed.dp.maps, &k).unwrap(), None);
+    assert_eq!(
+        reconcile::local_owner(&bed.dp.maps, &k).expect("local_owner"),
+        None
+    );
     assert_eq!(install(&mut bed, 3), Installed::Stale { kernel_epoch: 5 });
 
     // A reconcile pass keeps the remote owner (no local binding to check).
@@ -415,7 +420,7 @@ fn remote_owners_replace_only_older_epochs() {
     assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 6);
     assert!(!bed.owner(HAVIP_A).is_remote());
     assert_eq!(install(&mut bed, 6), Installed::Stale { kernel_epoch: 6 });
-    let local = reconcile::local_owner(&bed.dp.maps, &k).unwrap();
+    let local = reconcile::local_owner(&bed.dp.maps, &k).expect("local_owner");
     assert_eq!(local.map(|o| o.epoch), Some(6));
 
     // Through Desired: an equal epoch is ignored, a higher one installed.
