@@ -8,7 +8,8 @@ use core::mem::size_of;
 
 use crate::{
     BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, OwnerEntry,
-    PortInfo, TrafficCounter, VpcAddrKey, EVENTS_BYTES, MAX_BINDINGS, MAX_HAVIPS, MAX_PORTS,
+    PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS,
+    MAX_HAVIPS, MAX_PORTS, MAX_VSWITCHES, MAX_VTEPS,
 };
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
@@ -109,6 +110,16 @@ catalogue! {
     /// (VPC, address) → vSwitch id of the HaVip: ARP naming a HaVip of a
     /// sibling vSwitch as sender is refused. Written by the agent.
     VPC_HAVIPS: Hash, VpcAddrKey => u32, MAX_HAVIPS, NO_PREALLOC;
+    /// `[0]`: this host's VTEP (address, underlay port and MAC, UDP port).
+    /// Written by the agent.
+    VTEP_CONFIG: Array, u32 => VtepConfig, 1, 0;
+    /// Remote VTEP IPv4 (network order) → its underlay MAC. Written by the
+    /// agent from the shared host registry.
+    VTEPS: Hash, [u8; 4] => VtepEntry, MAX_VTEPS, NO_PREALLOC;
+    /// vSwitch id → VNI (encapsulation). Written by the agent.
+    VSWITCH_VNIS: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
+    /// VNI → vSwitch id (decapsulation). Written by the agent.
+    VNI_VSWITCHES: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
 }
 
 /// The spec of the map called `name`.

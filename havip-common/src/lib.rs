@@ -16,6 +16,15 @@ pub const MAX_BINDINGS: u32 = 1 << 18;
 pub const EVENTS_BYTES: u32 = 1 << 18;
 /// Default cap on security events per CPU per second.
 pub const DEFAULT_SECURITY_EVENTS_PER_SEC: u32 = 64;
+/// Capacity of `VTEPS`: remote hypervisors one host can send to.
+pub const MAX_VTEPS: u32 = 4096;
+/// Capacity of the VNI tables (`VSWITCH_VNIS`, `VNI_VSWITCHES`).
+pub const MAX_VSWITCHES: u32 = 4096;
+/// IANA VXLAN UDP port (RFC 7348), the default of `VtepConfig::port`.
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN encapsulation adds in front of the inner Ethernet frame:
+/// outer Ethernet (14), IPv4 without options (20), UDP (8), VXLAN (8).
+pub const VXLAN_OVERHEAD: usize = 50;
 
 /// Product limits (see PRODUCT.md). The control plane enforces them.
 pub mod limits {
@@ -43,6 +52,10 @@ pub mod port_flags {
     pub const INSTANCE: u32 = 1 << 0;
     /// The uplink towards the rest of the vSwitch: never a source of claims.
     pub const UPLINK: u32 = 1 << 1;
+    /// The underlay NIC carrying VXLAN between hypervisors (in no vSwitch):
+    /// VXLAN to the local VTEP for a HaVip with a local owner is
+    /// decapsulated; everything else passes to the stack untouched.
+    pub const VTEP: u32 = 1 << 2;
 }
 
 /// `PORTS`/`PORTS_HIGH` value: the ingress port's place in the VPC, by
@@ -92,7 +105,9 @@ pub struct HavipEntry {
 }
 
 /// `OWNERS` value: the current master of a HaVip. Written by claims in XDP;
-/// the agent creates the entry and only clears it when the master is unbound.
+/// the agent creates the entry, only clears it when the master is unbound,
+/// and installs remote owners (owner on another host, flag
+/// [`owner_flags::REMOTE`]) with their epoch.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OwnerEntry {
@@ -102,11 +117,16 @@ pub struct OwnerEntry {
     pub changed_ns: u64,
     pub havip_id: u32,
     /// Owner's host port; 0 = no owner (traffic is dropped and counted).
+    /// For a remote owner: the local VTEP port when it was installed
+    /// (informational; the program sends out of `VTEP_CONFIG`'s port).
     pub ifindex: u32,
-    /// Owner ENI's MAC: destination MAC of forwarded frames.
+    /// Owner ENI's MAC: destination MAC of forwarded (inner) frames.
     pub mac: [u8; 6],
     /// [`owner_flags`].
     pub flags: u16,
+    /// Remote owner only: its host's VTEP IPv4 address (network order).
+    pub vtep: [u8; 4],
+    pub _pad: [u8; 4],
 }
 
 pub mod owner_flags {
@@ -114,12 +134,45 @@ pub mod owner_flags {
     pub const BY_CLAIM: u16 = 1 << 0;
     /// The owner was set by the control plane (config, initial owner).
     pub const BY_CONTROL: u16 = 1 << 1;
+    /// The owner is on another host (`vtep`): frames for it are
+    /// VXLAN-encapsulated and sent out of the local VTEP port.
+    pub const REMOTE: u16 = 1 << 2;
 }
 
 impl OwnerEntry {
     pub const fn has_owner(&self) -> bool {
         self.ifindex != 0
     }
+
+    /// The owner is on another host.
+    pub const fn is_remote(&self) -> bool {
+        self.flags & owner_flags::REMOTE != 0
+    }
+}
+
+/// `VTEP_CONFIG[0]`: this host's VXLAN tunnel endpoint. `addr` all zero =
+/// no VTEP (frames for remote owners are dropped as `no_vtep`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VtepConfig {
+    /// Local VTEP IPv4 address (network order): outer source of encapsulated
+    /// frames, and the only outer destination decapsulated.
+    pub addr: [u8; 4],
+    /// The underlay port (flag `VTEP`) encapsulated frames leave through.
+    pub ifindex: u32,
+    /// That port's MAC: outer Ethernet source.
+    pub mac: [u8; 6],
+    /// VXLAN UDP port, network order (4789 unless configured).
+    pub port: [u8; 2],
+}
+
+/// `VTEPS` value: how to reach a remote VTEP on the underlay.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VtepEntry {
+    /// Underlay MAC of the remote VTEP (outer Ethernet destination).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// `BINDINGS` key: HaVip id and the host port of a bound instance/ENI.
@@ -208,7 +261,9 @@ const _: () = {
     assert!(core::mem::size_of::<PortInfo>() == 20);
     assert!(core::mem::size_of::<HavipKey>() == 8);
     assert!(core::mem::size_of::<HavipEntry>() == 16);
-    assert!(core::mem::size_of::<OwnerEntry>() == 32);
+    assert!(core::mem::size_of::<OwnerEntry>() == 40);
+    assert!(core::mem::size_of::<VtepConfig>() == 16);
+    assert!(core::mem::size_of::<VtepEntry>() == 8);
     assert!(core::mem::size_of::<BindingKey>() == 8);
     assert!(core::mem::size_of::<BindingEntry>() == 8);
     assert!(core::mem::size_of::<TrafficCounter>() == 16);
@@ -243,6 +298,8 @@ mod user {
         TrafficCounter,
         DataplaneConfig,
         EventBudget,
-        Event
+        Event,
+        VtepConfig,
+        VtepEntry
     );
 }

@@ -79,6 +79,12 @@ outcomes! {
         /// HaVip's virtual MAC, the gateway MAC or the owner's MAC: not
         /// addressed to us, left untouched.
         PassedUplinkForeignMac => "passed_uplink_foreign_mac",
+        /// IPv4 to a HaVip whose owner is on another host: VXLAN-encapsulated
+        /// and redirected out of the local VTEP port.
+        ForwardedRemote => "forwarded_remote",
+        /// VXLAN from another host for a HaVip whose owner is local:
+        /// decapsulated and redirected to the owner's port.
+        Decapsulated => "decapsulated",
     }
 }
 
@@ -116,6 +122,15 @@ outcomes! {
         /// IPv4 to a HaVip arriving on the owner's own port: never sent back
         /// out of the port it came in on (the bridge would flood it).
         HairpinToOwner => "hairpin_to_owner",
+        /// VXLAN for a HaVip of the VNI's vSwitch whose owner is not local
+        /// (remote, or none): never re-encapsulated (no loops).
+        DecapNotOwner => "decap_not_owner",
+        /// The encapsulated frame would exceed the VTEP port's MTU (or the
+        /// frame has no headroom for the outer headers).
+        EncapTooBig => "encap_too_big",
+        /// Remote owner, but no way to reach it: its VTEP has no `VTEPS`
+        /// entry, or this host has no VTEP or no VNI for the vSwitch.
+        NoVtep => "no_vtep",
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod act;
 mod counter;
+mod csum;
 mod events;
 mod maps;
 mod packet;
@@ -13,10 +14,10 @@ mod parse;
 mod policy;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use havip_common::{DropReason, Handled, PortInfo};
+use havip_common::{port_flags, DropReason, Handled, PortInfo};
 
 use crate::{
-    parse::{arp, eth, ipv4},
+    parse::{arp, eth, ipv4, vxlan},
     policy::{claim::ClaimDecision, proxy_arp::ProxyArpDecision, vlan::TaggedDecision},
 };
 
@@ -57,11 +58,28 @@ fn on_ipv4(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> 
     let Some(port) = maps::port(ifindex) else {
         return Ok(Handled::Passed);
     };
+    if port.flags & port_flags::VTEP != 0 {
+        return on_vtep(ctx, frame);
+    }
     if frame.tagged {
         return tagged(ctx, port, ifindex, &frame.src(), ip.saddr);
     }
     policy::source::check_ipv4(port, ifindex, || frame.src(), ip.saddr)?;
-    act::forward::to_owner(ctx, frame, port, ifindex, ip.daddr)
+    act::forward::to_owner(ctx, frame, port, ifindex, ip.saddr, ip.daddr)
+}
+
+/// IPv4 on the underlay port: VXLAN for a local HaVip owner is
+/// decapsulated; everything else (tagged, other UDP, other VNIs, inner
+/// frames that are no HaVip traffic) passes to the stack untouched.
+#[inline(always)]
+fn on_vtep(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
+    if frame.tagged {
+        return Ok(Handled::Passed);
+    }
+    match vxlan::parse(ctx, frame.l3_offset) {
+        Some(outer) => act::decap::to_local_owner(ctx, &outer),
+        None => Ok(Handled::Passed),
+    }
 }
 
 #[inline(always)]
@@ -75,6 +93,10 @@ fn on_arp(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
     let Some(port) = maps::port(ifindex) else {
         return Ok(Handled::Passed);
     };
+    if port.flags & port_flags::VTEP != 0 {
+        // Underlay ARP: the host's business, never a claim.
+        return Ok(Handled::Passed);
+    }
     if frame.tagged {
         return tagged(ctx, port, ifindex, &arp.sha, arp.spa);
     }
@@ -132,7 +154,10 @@ const fn action(handled: Handled) -> u32 {
         | Handled::PassedMemberArp
         | Handled::PassedTagged
         | Handled::PassedUplinkForeignMac => xdp_action::XDP_PASS,
-        Handled::Forwarded | Handled::ProxyArpReplied => xdp_action::XDP_REDIRECT,
+        Handled::Forwarded
+        | Handled::ProxyArpReplied
+        | Handled::ForwardedRemote
+        | Handled::Decapsulated => xdp_action::XDP_REDIRECT,
         Handled::ClaimAccepted | Handled::ClaimRefreshed | Handled::MemberArpAbsorbed => {
             xdp_action::XDP_DROP
         }

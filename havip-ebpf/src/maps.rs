@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use havip_common::{
     catalogue, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, MAX_PORTS,
+    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS,
 };
 
 pub use crate::counter::count;
@@ -54,6 +54,10 @@ catalogued!(DROPS: PerCpuArray<TrafficCounter> = PerCpuArray, u32 => TrafficCoun
 catalogued!(EVENTS: RingBuf = RingBuf, () => ());
 catalogued!(CONFIG: Array<DataplaneConfig> = Array, u32 => DataplaneConfig);
 catalogued!(EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray, u32 => EventBudget);
+catalogued!(VTEP_CONFIG: Array<VtepConfig> = Array, u32 => VtepConfig);
+catalogued!(VTEPS: HashMap<[u8; 4], VtepEntry> = HashMap, [u8; 4] => VtepEntry);
+catalogued!(VSWITCH_VNIS: HashMap<u32, u32> = HashMap, u32 => u32);
+catalogued!(VNI_VSWITCHES: HashMap<u32, u32> = HashMap, u32 => u32);
 
 /// The ingress port's entry, if it is one of ours. A reference, not a copy
 /// (the forward path reads two fields): `PORTS` slots are rewritten in
@@ -88,4 +92,33 @@ pub fn binding(havip_id: u32, ifindex: u32) -> Option<[u8; 6]> {
     // SAFETY: as `havip`: agent-written, copied at once; a racing update can
     // at worst judge this one frame against the binding being replaced.
     unsafe { BINDINGS.get(&key) }.map(|b| b.mac)
+}
+
+/// This host's VTEP, if configured (copied: an agent update racing this
+/// frame can at worst give it the old address or MAC).
+#[inline(always)]
+pub fn local_vtep() -> Option<VtepConfig> {
+    let cfg = *VTEP_CONFIG.get(0)?;
+    (u32::from_ne_bytes(cfg.addr) != 0).then_some(cfg)
+}
+
+/// Underlay MAC of the remote VTEP `addr`, if known.
+#[inline(always)]
+pub fn remote_vtep_mac(addr: &[u8; 4]) -> Option<[u8; 6]> {
+    // SAFETY: agent-written, copied at once (see `havip`).
+    unsafe { VTEPS.get(addr) }.map(|v| v.mac)
+}
+
+/// VNI of the vSwitch `vswitch_id`, if it has one.
+#[inline(always)]
+pub fn vni_of(vswitch_id: u32) -> Option<u32> {
+    // SAFETY: agent-written, copied at once (see `havip`).
+    unsafe { VSWITCH_VNIS.get(&vswitch_id) }.copied()
+}
+
+/// vSwitch of the VNI `vni`, if it is one of this host's.
+#[inline(always)]
+pub fn vswitch_of(vni: u32) -> Option<u32> {
+    // SAFETY: agent-written, copied at once (see `havip`).
+    unsafe { VNI_VSWITCHES.get(&vni) }.copied()
 }

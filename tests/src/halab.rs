@@ -103,6 +103,7 @@ impl HaLab {
                 initial_owner: Some(a),
             }],
             config: DataplaneConfig::default(),
+            ..Desired::default()
         };
         this.reconcile();
         this
@@ -166,6 +167,7 @@ impl HaLab {
             ifindex: binding.ifindex,
             mac: binding.mac,
             flags: owner_flags::BY_CONTROL,
+            ..OwnerEntry::default()
         };
         self.dp
             .maps

@@ -113,3 +113,43 @@ pub(crate) fn hex_diff(label: &str, got: &[u8], want: &[u8]) -> String {
         hex(want)
     )
 }
+
+/// VXLAN header (RFC 7348): flags with the I bit, 24-bit `vni`.
+pub fn vxlan_header(vni: u32) -> [u8; 8] {
+    let v = vni.to_be_bytes();
+    [0x08, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// `inner` (a whole Ethernet frame) VXLAN-encapsulated as havip does it:
+/// outer Ethernet `dst_mac` ← `src_mac`, IPv4 `src` → `dst` (no options,
+/// DF, TTL 64, id 0, checksum computed from scratch), UDP `sport` → `dport`
+/// with checksum 0, VXLAN with `vni`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per header field under test"
+)]
+pub fn vxlan_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(16 + inner.len());
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&vxlan_header(vni));
+    udp.extend_from_slice(inner);
+    frames::Frame::new(
+        dst_mac,
+        src_mac,
+        frames::ETH_P_IP,
+        frames::ipv4(src, dst, 17, &[], &udp),
+    )
+    .bytes()
+}

@@ -5,7 +5,8 @@ use std::net::Ipv4Addr;
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
 use havip::dataplane::{
     events::{self, DataplaneEvent},
-    loader, reconcile, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
+    loader, reconcile, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredVxlan,
+    LocalVtep, RemoteVtep,
 };
 
 use crate::lab::{self, Netns};
@@ -31,6 +32,10 @@ pub enum Port {
     Other,
     /// A real device the agent never configured.
     Unknown,
+    /// The underlay NIC (flag `VTEP`, MTU 1600). Not in [`Port::ALL`] (the
+    /// frame campaign draws from that list); configured as this host's VTEP
+    /// only by [`TestBed::with_vxlan`].
+    Vtep,
 }
 
 impl Port {
@@ -53,6 +58,7 @@ impl Port {
             Port::Other => "other",
             // The guest end of a veth: real, never in PORTS.
             Port::Unknown => "client-g",
+            Port::Vtep => "vtep",
         }
     }
 }
@@ -80,6 +86,22 @@ pub mod bed {
     pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 5);
     /// A vSwitch-1 address that is not a HaVip.
     pub const PLAIN_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
+
+    /// This host's VTEP (`TestBed::with_vxlan`): address and underlay MAC.
+    pub const LOCAL_VTEP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
+    pub const LOCAL_VTEP_MAC: [u8; 6] = [0x02, 0x99, 0x00, 0x00, 0x00, 0x0b];
+    /// Another host's VTEP, in `VTEPS`.
+    pub const REMOTE_VTEP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 12);
+    pub const REMOTE_VTEP_MAC: [u8; 6] = [0x02, 0x99, 0x00, 0x00, 0x00, 0x0c];
+    /// A VTEP address with no `VTEPS` entry.
+    pub const UNKNOWN_VTEP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 13);
+    /// MTU of the underlay port: 1500-byte guest packets + 50 bytes of VXLAN fit.
+    pub const VTEP_MTU: u32 = 1600;
+    /// VNIs of vSwitch 1 and 2.
+    pub const VNI: u32 = 1001;
+    pub const VNI2: u32 = 1002;
+    /// MAC of the HaVip owner's ENI on the remote host.
+    pub const REMOTE_OWNER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0f, 0x01];
 
     /// vSwitch 1, id 1, bound to Owner and Standby, initial owner Owner.
     pub const HAVIP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
@@ -226,6 +248,7 @@ impl TestBed {
             Port::Client,
             Port::Uplink,
             Port::Other,
+            Port::Vtep,
         ] {
             let host = port.ifname();
             let guest = format!("{host}-g");
@@ -240,9 +263,13 @@ impl TestBed {
                     .unwrap_or_else(|e| panic!("bed {}: {}: {e:#}", ns.name(), cmd.join(" ")));
             }
         }
+        let mtu = bed::VTEP_MTU.to_string();
+        ns.exec(&["ip", "link", "set", Port::Vtep.ifname(), "mtu", &mtu])
+            .unwrap_or_else(|e| panic!("bed {}: vtep mtu: {e:#}", ns.name()));
         let inside = NetnsGuard::enter(&ns);
         let ifindexes: Vec<(Port, u32)> = Port::ALL
             .iter()
+            .chain([Port::Vtep].iter())
             .map(|p| {
                 let i = loader::ifindex_of(p.ifname())
                     .unwrap_or_else(|| panic!("bed: no interface {}", p.ifname()));
@@ -265,6 +292,33 @@ impl TestBed {
         bed.reconcile();
         let stray = bed.events();
         assert!(stray.is_empty(), "fresh bed has events: {stray:?}");
+        bed
+    }
+
+    /// The standard bed plus this host's VTEP on [`Port::Vtep`]
+    /// (`LOCAL_VTEP`), `REMOTE_VTEP` in `VTEPS` and VNIs for both vSwitches.
+    pub fn with_vxlan() -> Self {
+        use bed::*;
+        let mut bed = Self::new();
+        let vtep = bed.ifindex(Port::Vtep);
+        bed.reconcile_with(|d| {
+            d.ports.push(DesiredPort {
+                ifindex: vtep,
+                vswitch_id: 0,
+                vpc_id: 0,
+                flags: port_flags::VTEP,
+                gateway_mac: [0; 6],
+            });
+            d.vxlan = DesiredVxlan {
+                local: Some(LocalVtep::new(vtep, LOCAL_VTEP.octets(), LOCAL_VTEP_MAC)),
+                remote_vteps: vec![RemoteVtep {
+                    addr: REMOTE_VTEP.octets(),
+                    mac: REMOTE_VTEP_MAC,
+                }],
+                vnis: vec![(VSWITCH, VNI), (VSWITCH2, VNI2)],
+                remote_owners: Vec::new(),
+            };
+        });
         bed
     }
 
@@ -334,6 +388,7 @@ impl TestBed {
                 havip(VSWITCH2, HAVIP_VS2, HAVIP_VS2_ID, vec![other], Some(other)),
             ],
             config: DataplaneConfig::default(),
+            ..Desired::default()
         }
     }
 

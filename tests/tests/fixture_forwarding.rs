@@ -186,6 +186,7 @@ fn redirect_to_a_port_missing_from_tx_ports_is_dropped() {
         ifindex: bed.ifindex(Port::Unknown),
         mac: OWNER_MAC,
         flags: owner_flags::BY_CONTROL,
+        ..OwnerEntry::default()
     };
     bed.dp
         .maps

@@ -1,21 +1,25 @@
-//! IPv4 to a HaVip: rewrite the MACs and redirect to the owner's port.
+//! IPv4 to a HaVip: rewrite the MACs and redirect to the owner's port, or
+//! hand over to `encap` when the owner is on another host.
 
 use aya_ebpf::programs::XdpContext;
 use havip_common::{port_flags, virtual_mac, DropReason, Handled, HavipKey, PortInfo};
 
 use crate::{
+    act::encap::{self, RemoteOwner},
     maps::{count, HAVIP_STATS, OWNERS, TX_PORTS},
     packet::{mac_eq, write_mac},
     parse::eth::Frame,
 };
 
-/// `port` is the (untagged) frame's ingress port, `daddr` its destination.
+/// `port` is the (untagged) frame's ingress port, `saddr`/`daddr` its
+/// addresses.
 #[inline(always)]
 pub fn to_owner(
     ctx: &XdpContext,
     frame: &Frame,
     port: &PortInfo,
     ifindex: u32,
+    saddr: [u8; 4],
     daddr: [u8; 4],
 ) -> Result<Handled, DropReason> {
     let key = HavipKey {
@@ -34,6 +38,7 @@ pub fn to_owner(
         return Ok(Handled::Passed);
     };
     let (owner_ifindex, owner_mac, havip_id) = (owner.ifindex, owner.mac, owner.havip_id);
+    let (remote, vtep) = (owner.is_remote(), owner.vtep);
     if frame.dst_is_group() {
         return Err(DropReason::NonUnicastToHavip);
     }
@@ -51,6 +56,14 @@ pub fn to_owner(
     }
     if !has_owner {
         return Err(DropReason::NoOwner);
+    }
+    if remote {
+        let owner = RemoteOwner {
+            vtep,
+            mac: owner_mac,
+            havip_id,
+        };
+        return encap::to_remote(ctx, frame, port, saddr, daddr, &owner);
     }
     if owner_ifindex == ifindex {
         // Never back out of the port it came in on (a stale owner sending

@@ -1,6 +1,8 @@
 //! Actions: carry out a decision (rewrite the frame, redirect, update
-//! `OWNERS`, emit events).
+//! `OWNERS`, emit events, push or strip VXLAN).
 
 pub mod claim;
+pub mod decap;
+pub mod encap;
 pub mod forward;
 pub mod proxy_arp;

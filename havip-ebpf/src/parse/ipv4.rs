@@ -36,3 +36,33 @@ pub fn addresses(ctx: &XdpContext, offset: usize) -> Option<Addrs> {
     }
     Some(Addrs { saddr, daddr })
 }
+
+/// Protocols whose header starts with 16-bit source and destination ports.
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+
+/// What identifies a flow beyond the addresses: the protocol, and the
+/// source and destination ports (as on the wire) of an unfragmented
+/// TCP/UDP/SCTP packet, else zero (every fragment of a packet hashes alike).
+/// `None` if the IPv4 header is truncated or invalid.
+#[inline(always)]
+pub fn flow_ports(ctx: &XdpContext, offset: usize) -> Option<(u8, [u8; 4])> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
+    // SAFETY: bounds-checked by `ptr_at`.
+    let (version_ihl, frag_off, protocol) =
+        unsafe { ((*ip).version_ihl, (*ip).frag_off, (*ip).protocol) };
+    let ihl = (version_ihl & 0x0f) as usize * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let has_ports = matches!(protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
+        && u16::from_be_bytes(frag_off) & 0x3fff == 0;
+    if !has_ports {
+        return Some((protocol, [0; 4]));
+    }
+    let ports = ptr_at::<[u8; 4]>(ctx, offset + ihl)
+        // SAFETY: bounds-checked by `ptr_at`.
+        .map_or([0; 4], |p| unsafe { *p });
+    Some((protocol, ports))
+}

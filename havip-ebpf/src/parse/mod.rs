@@ -4,3 +4,4 @@
 pub mod arp;
 pub mod eth;
 pub mod ipv4;
+pub mod vxlan;

@@ -139,6 +139,8 @@ fn take_or_hold(key: HavipKey, havip_id: u32, ifindex: u32, mac: &[u8; 6]) -> Cl
             ifindex,
             mac: *mac,
             flags: owner_flags::BY_CLAIM,
+            vtep: [0; 4],
+            _pad: [0; 4],
         },
     }
 }

@@ -242,6 +242,7 @@ fn build(
             ports,
             havips,
             config,
+            ..Desired::default()
         },
         missing,
     ))

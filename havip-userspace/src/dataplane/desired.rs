@@ -1,7 +1,7 @@
 //! What the maps should hold, derived from the store by the control plane.
 //! The reconciler turns a `Desired` into map updates.
 
-use havip_common::{DataplaneConfig, HavipKey};
+use havip_common::{DataplaneConfig, HavipKey, VXLAN_PORT};
 
 /// A host port the program runs on and may redirect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,4 +40,65 @@ pub struct Desired {
     pub ports: Vec<DesiredPort>,
     pub havips: Vec<DesiredHavip>,
     pub config: DataplaneConfig,
+    /// Multi-host (VXLAN) part; empty on a single host.
+    pub vxlan: DesiredVxlan,
+}
+
+/// This host's VXLAN tunnel endpoint: the underlay port (also listed in
+/// [`Desired::ports`] with `port_flags::VTEP`), its address and MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalVtep {
+    pub ifindex: u32,
+    /// IPv4 address of the VTEP (network order).
+    pub addr: [u8; 4],
+    /// MAC of the underlay port (outer source MAC).
+    pub mac: [u8; 6],
+    /// VXLAN UDP port (host order).
+    pub udp_port: u16,
+}
+
+impl LocalVtep {
+    /// A VTEP on the IANA port 4789.
+    pub const fn new(ifindex: u32, addr: [u8; 4], mac: [u8; 6]) -> Self {
+        Self {
+            ifindex,
+            addr,
+            mac,
+            udp_port: VXLAN_PORT,
+        }
+    }
+}
+
+/// Another host's VTEP, as its registration gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RemoteVtep {
+    /// IPv4 address (network order).
+    pub addr: [u8; 4],
+    /// Underlay MAC (outer destination MAC).
+    pub mac: [u8; 6],
+}
+
+/// The owner of a HaVip when it lives on another host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteOwner {
+    /// The owner host's VTEP address (network order).
+    pub vtep: [u8; 4],
+    /// The owner ENI's MAC (inner destination MAC).
+    pub mac: [u8; 6],
+    /// Ownership epoch as published in the shared state.
+    pub epoch: u64,
+    /// The HaVip's dense id on this host (as in [`DesiredHavip::id`]).
+    pub havip_id: u32,
+}
+
+/// VXLAN part of [`Desired`]. Default: none (single host, no VTEP).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredVxlan {
+    /// `None`: no VTEP; frames for remote owners are dropped (`no_vtep`).
+    pub local: Option<LocalVtep>,
+    pub remote_vteps: Vec<RemoteVtep>,
+    /// (vSwitch id, VNI) of every vSwitch with a VNI.
+    pub vnis: Vec<(u32, u32)>,
+    /// Owners on other hosts; installed only over an older epoch.
+    pub remote_owners: Vec<(HavipKey, RemoteOwner)>,
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use havip_common::{
     names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, MapKind,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey,
+    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
 };
 
 /// The kernel map type of a catalogue kind.
@@ -36,6 +36,10 @@ pub struct Maps {
     pub config: Array<MapData, DataplaneConfig>,
     pub event_budget: PerCpuArray<MapData, EventBudget>,
     pub events: Option<RingBuf<MapData>>,
+    pub vtep_config: Array<MapData, VtepConfig>,
+    pub vteps: HashMap<MapData, [u8; 4], VtepEntry>,
+    pub vswitch_vnis: HashMap<MapData, u32, u32>,
+    pub vni_vswitches: HashMap<MapData, u32, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,10 @@ impl Maps {
             config: typed!(names::CONFIG),
             event_budget: typed!(names::EVENT_BUDGET),
             events: Some(typed!(names::EVENTS)),
+            vtep_config: typed!(names::VTEP_CONFIG),
+            vteps: typed!(names::VTEPS),
+            vswitch_vnis: typed!(names::VSWITCH_VNIS),
+            vni_vswitches: typed!(names::VNI_VSWITCHES),
         })
     }
 }

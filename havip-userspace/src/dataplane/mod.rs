@@ -11,7 +11,10 @@ pub mod maps;
 pub mod reconcile;
 pub mod stats;
 
-pub use desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort};
+pub use desired::{
+    Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredVxlan, LocalVtep, RemoteOwner,
+    RemoteVtep,
+};
 pub use loader::{AttachMode, Dataplane, DataplaneError};
 pub use maps::Maps;
 pub use reconcile::{reconcile, reconcile_with, ReconcileError, ReconcileReport};

@@ -1,6 +1,11 @@
 //! State → maps. Makes `PORTS`, `TX_PORTS`, `HAVIPS`, `BINDINGS` and
 //! `CONFIG` equal to the desired state, and creates/clears `OWNERS` entries
 //! without ever overwriting a newer owner the kernel switched by a claim.
+//! The multi-host maps (VTEPs, VNIs, remote owners) are in [`vxlan`].
+
+mod vxlan;
+
+pub use vxlan::{install_remote_owner, local_owner, Installed};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +14,10 @@ use havip_common::{
     TrafficCounter, VpcAddrKey, MAX_PORTS,
 };
 
-use super::{desired::Desired, maps::Maps};
+use super::{
+    desired::{Desired, RemoteOwner},
+    maps::Maps,
+};
 
 /// What one reconcile pass changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -27,6 +35,11 @@ pub struct ReconcileReport {
     /// onto it with the same epoch.
     pub owners_moved: usize,
     pub owners_removed: usize,
+    /// Remote owners (owner on another host) written over an older epoch.
+    pub remote_owners_installed: usize,
+    /// `VTEP_CONFIG`, `VTEPS`, VNI entries written / removed.
+    pub vxlan_set: usize,
+    pub vxlan_removed: usize,
 }
 
 impl ReconcileReport {
@@ -264,10 +277,36 @@ pub fn reconcile_with(
         }
     }
 
+    vxlan::reconcile_tables(maps, &desired.vxlan, &mut report)?;
+    let remote_owners: BTreeMap<HavipKey, RemoteOwner> =
+        desired.vxlan.remote_owners.iter().copied().collect();
+    let vtep_ifindex = desired.vxlan.local.map_or(0, |l| l.ifindex);
+
     // Owners: the kernel's truth, created here and cleared only when the
-    // master lost its binding.
+    // master lost its binding. Remote owners replace only older entries.
     for h in &desired.havips {
+        let remote = remote_owners.get(&h.key).filter(|_| vtep_ifindex != 0);
         match maps.owners.get(&h.key, 0) {
+            Ok(owner) if remote.is_some_and(|r| r.epoch > owner.epoch) => {
+                if let Some(r) = remote {
+                    let r = RemoteOwner {
+                        havip_id: h.id,
+                        ..*r
+                    };
+                    if install_remote_owner(maps, h.key, r)? == Installed::Installed {
+                        report.remote_owners_installed += 1;
+                    }
+                }
+            }
+            Ok(mut owner) if owner.is_remote() => {
+                // Managed from the shared state; no local binding to check.
+                if owner.havip_id != h.id {
+                    owner.havip_id = h.id;
+                    maps.owners
+                        .insert(h.key, owner, 0)
+                        .map_err(err(names::OWNERS))?;
+                }
+            }
             Ok(mut owner) => {
                 let bound = owner.has_owner()
                     && want_bindings
@@ -351,17 +390,28 @@ pub fn reconcile_with(
                     .set(h.id, zero, 0)
                     .map_err(err(names::HAVIP_STATS))?;
                 let initial = h.initial_owner.filter(|o| h.bindings.contains(o));
-                let owner = OwnerEntry {
-                    epoch: u64::from(initial.is_some()),
-                    changed_ns: 0,
-                    havip_id: h.id,
-                    ifindex: initial.map_or(0, |o| o.ifindex),
-                    mac: initial.map_or([0; 6], |o| o.mac),
-                    flags: owner_flags::BY_CONTROL,
+                let owner = match remote {
+                    Some(r) => vxlan::remote_entry(
+                        &RemoteOwner {
+                            havip_id: h.id,
+                            ..*r
+                        },
+                        vtep_ifindex,
+                    ),
+                    None => OwnerEntry {
+                        epoch: u64::from(initial.is_some()),
+                        changed_ns: 0,
+                        havip_id: h.id,
+                        ifindex: initial.map_or(0, |o| o.ifindex),
+                        mac: initial.map_or([0; 6], |o| o.mac),
+                        flags: owner_flags::BY_CONTROL,
+                        ..OwnerEntry::default()
+                    },
                 };
                 // NOEXIST: a claim that raced us since the read wins.
                 if maps.owners.insert(h.key, owner, NOEXIST).is_ok() {
                     report.owners_created += 1;
+                    report.remote_owners_installed += usize::from(remote.is_some());
                 }
             }
         }

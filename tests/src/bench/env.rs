@@ -144,6 +144,7 @@ impl Env {
             ifindex: ho0,
             mac: OWNER_A_MAC,
             flags: havip_common::owner_flags::BY_CONTROL,
+            ..OwnerEntry::default()
         };
         topo::in_ns(&env.lab.host, || {
             progs.set_bare_target(ho0)?;
@@ -221,6 +222,7 @@ impl Env {
             ports: vec![port(self.lab.hc0), port(self.lab.ho0), port(self.lab.ho1)],
             havips,
             config: DataplaneConfig::default(),
+            ..Desired::default()
         }
     }
 

@@ -273,6 +273,7 @@ impl Checker {
                     ifindex: o.ingress_ifindex,
                     mac,
                     flags: owner_flags::BY_CLAIM,
+                    ..OwnerEntry::default()
                 })
             });
             if want != Some(*after) || o.verdict != action::DROP {
@@ -434,6 +435,7 @@ mod tests {
                 initial_owner: Some(a),
             }],
             config: Default::default(),
+            ..Desired::default()
         })
     }
 
@@ -445,6 +447,7 @@ mod tests {
             ifindex: 5,
             mac: A,
             flags: owner_flags::BY_CONTROL,
+            ..OwnerEntry::default()
         }
     }
 

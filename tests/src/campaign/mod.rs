@@ -211,6 +211,7 @@ fn reset_owners(bed: &mut TestBed) {
             ifindex,
             mac,
             flags: owner_flags::BY_CONTROL,
+            ..OwnerEntry::default()
         };
         bed.dp
             .maps

@@ -1,0 +1,189 @@
+//! IPv4 to a HaVip whose owner is on another host: rewrite the inner MACs,
+//! push outer Ethernet/IPv4/UDP/VXLAN headers and redirect out of the local
+//! VTEP port.
+
+use aya_ebpf::{
+    helpers::{bpf_check_mtu, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
+use havip_common::{DropReason, Handled, PortInfo, VXLAN_OVERHEAD, VXLAN_PORT};
+
+use crate::{
+    csum,
+    maps::{self, count, HAVIP_STATS, TX_PORTS},
+    packet::{ptr_at, write_mac},
+    parse::{
+        eth::{EthHdr, Frame, ETH_P_IP},
+        ipv4::{self, Ipv4Hdr},
+        vxlan::{UdpHdr, VxlanHdr, FLAG_VNI, IPPROTO_UDP},
+    },
+};
+
+/// The headers pushed in front of the inner frame (50 bytes, no padding:
+/// every field is a byte array).
+#[repr(C)]
+struct Outer {
+    eth: EthHdr,
+    ip: Ipv4Hdr,
+    udp: UdpHdr,
+    vxlan: VxlanHdr,
+}
+
+const _: () = assert!(core::mem::size_of::<Outer>() == VXLAN_OVERHEAD);
+
+/// Outer IPv4 header length: no options.
+const OUTER_IP_LEN: u16 = 20;
+const UDP_VXLAN_LEN: u16 = 16;
+const TTL: u8 = 64;
+/// Don't Fragment: an underlay that cannot carry the frame must say so.
+const FRAG_DF: u16 = 0x4000;
+/// Source ports come from the dynamic range (RFC 7348 section 5).
+const SPORT_BASE: u16 = 49152;
+/// `BPF_MTU_CHK_RET_FRAG_NEEDED`: the frame exceeds the device MTU.
+const MTU_FRAG_NEEDED: i64 = 1;
+
+/// The owner on another host, as read from `OWNERS` (copied once).
+pub struct RemoteOwner {
+    pub vtep: [u8; 4],
+    pub mac: [u8; 6],
+    pub havip_id: u32,
+}
+
+/// UDP source port of a flow: a hash of the inner addresses, protocol and
+/// ports folded into 49152..=65535, so the underlay's ECMP spreads flows
+/// and keeps each one on one path.
+#[inline(always)]
+pub fn source_port(saddr: [u8; 4], daddr: [u8; 4], protocol: u8, ports: [u8; 4]) -> u16 {
+    let mut h = u32::from_be_bytes(saddr)
+        ^ u32::from_be_bytes(daddr).rotate_left(16)
+        ^ u32::from_be_bytes(ports).rotate_left(8)
+        ^ u32::from(protocol);
+    // murmur3's 32-bit finaliser: every input bit reaches the low 14 bits.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    SPORT_BASE | (h as u16 & 0x3fff)
+}
+
+/// `frame` is untagged IPv4 (`saddr` → `daddr`) from `port`, to a HaVip of
+/// its vSwitch whose owner is `owner`.
+#[inline(always)]
+pub fn to_remote(
+    ctx: &XdpContext,
+    frame: &Frame,
+    port: &PortInfo,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    owner: &RemoteOwner,
+) -> Result<Handled, DropReason> {
+    let Some(local) = maps::local_vtep() else {
+        return Err(DropReason::NoVtep);
+    };
+    let Some(vtep_mac) = maps::remote_vtep_mac(&owner.vtep) else {
+        return Err(DropReason::NoVtep);
+    };
+    let Some(vni) = maps::vni_of(port.vswitch_id) else {
+        return Err(DropReason::NoVtep);
+    };
+    let (protocol, ports) = ipv4::flow_ports(ctx, frame.l3_offset).unwrap_or((0, [0; 4]));
+    let sport = source_port(saddr, daddr, protocol, ports);
+
+    // Would the encapsulated frame fit the VTEP port? The kernel compares
+    // frame length + 50 with the device MTU + its L2 header (14), i.e. the
+    // outer IPv4 packet with the MTU (bpf_xdp_check_mtu, Linux 5.12,
+    // commit 34b2021cc616).
+    let mut mtu_len: u32 = 0;
+    // SAFETY: `ctx.ctx` is the program's context; `mtu_len` is on the stack.
+    let mtu = unsafe {
+        bpf_check_mtu(
+            ctx.ctx.cast(),
+            local.ifindex,
+            &raw mut mtu_len,
+            VXLAN_OVERHEAD as i32,
+            0,
+        )
+    };
+    if mtu == MTU_FRAG_NEEDED {
+        return Err(DropReason::EncapTooBig);
+    }
+    if mtu != 0 {
+        // No such device: the VTEP port is gone.
+        return Err(DropReason::PortNotRedirectable);
+    }
+
+    // The inner frame as the owner must see it (before the head moves:
+    // `frame.eth` is only valid until then).
+    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
+    unsafe {
+        write_mac(&raw mut (*frame.eth).dst, &owner.mac);
+        write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
+    }
+    let inner_len = (ctx.data_end() - ctx.data()) as u16;
+    // SAFETY: `ctx.ctx` is the program's context. A negative delta grows
+    // the frame at the front (needs headroom; every XDP driver gives 256
+    // bytes, generic XDP too).
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
+        return Err(DropReason::EncapTooBig);
+    }
+    // Every pointer derived before the move is invalid: check again.
+    let Some(outer) = ptr_at::<Outer>(ctx, 0) else {
+        return Err(DropReason::EncapTooBig);
+    };
+    let ip_len = inner_len + OUTER_IP_LEN + UDP_VXLAN_LEN;
+    let (s0, s1) = csum::addr_words(local.addr);
+    let (d0, d1) = csum::addr_words(owner.vtep);
+    let check = csum::ipv4_header(&[
+        0x4500,
+        ip_len,
+        0,
+        FRAG_DF,
+        u16::from_be_bytes([TTL, IPPROTO_UDP]),
+        0,
+        s0,
+        s1,
+        d0,
+        d1,
+    ]);
+    let dport = if local.port == [0; 2] {
+        VXLAN_PORT.to_be_bytes()
+    } else {
+        local.port
+    };
+    // SAFETY: `outer` (50 bytes) was bounds-checked after the move.
+    unsafe {
+        write_mac(&raw mut (*outer).eth.dst, &vtep_mac);
+        write_mac(&raw mut (*outer).eth.src, &local.mac);
+        (*outer).eth.ether_type = ETH_P_IP;
+        let ip = &raw mut (*outer).ip;
+        (*ip).version_ihl = 0x45;
+        (*ip).tos = 0;
+        (*ip).tot_len = ip_len.to_be_bytes();
+        (*ip).id = [0; 2];
+        (*ip).frag_off = FRAG_DF.to_be_bytes();
+        (*ip).ttl = TTL;
+        (*ip).protocol = IPPROTO_UDP;
+        (*ip).check = check.to_be_bytes();
+        (*ip).saddr = local.addr;
+        (*ip).daddr = owner.vtep;
+        let udp = &raw mut (*outer).udp;
+        (*udp).source = sport.to_be_bytes();
+        (*udp).dest = dport;
+        (*udp).len = (inner_len + UDP_VXLAN_LEN).to_be_bytes();
+        // Zero: no UDP checksum over IPv4 (RFC 7348 section 5).
+        (*udp).check = [0; 2];
+        let vx = &raw mut (*outer).vxlan;
+        (*vx).flags = FLAG_VNI;
+        (*vx).reserved = [0; 3];
+        (*vx).vni = [(vni >> 16) as u8, (vni >> 8) as u8, vni as u8];
+        (*vx).reserved2 = 0;
+    }
+    match TX_PORTS.redirect(local.ifindex, 0) {
+        Ok(_) => {
+            count(&HAVIP_STATS, owner.havip_id, u64::from(inner_len));
+            Ok(Handled::ForwardedRemote)
+        }
+        Err(_) => Err(DropReason::PortNotRedirectable),
+    }
+}

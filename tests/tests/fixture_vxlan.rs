@@ -1,0 +1,438 @@
+//! `BPF_PROG_TEST_RUN` fixtures, multi-host: IPv4 to a HaVip whose owner is
+//! on another host is VXLAN-encapsulated towards the owner's VTEP; VXLAN on
+//! the VTEP port for a local owner is decapsulated and redirected; remote
+//! owners are installed only over older epochs. Topology:
+//! `havip_tests::TestBed::with_vxlan`.
+
+use std::net::Ipv4Addr;
+
+use havip::dataplane::{
+    reconcile::{self, Installed},
+    RemoteOwner,
+};
+use havip_common::{owner_flags, DropReason, Handled, TrafficCounter};
+use havip_tests::{
+    bed::*, fixtures::*, frames, icmp_echo, tcp, tcp_flags, vxlan_frame, Case, Counter, Port,
+    TestBed,
+};
+
+/// A client behind the remote host (the source of decapsulated frames).
+const FAR_CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x1c, 0x01];
+const FAR_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 77);
+
+/// Makes the owner of `HAVIP_A` a remote one at `vtep` with epoch 5.
+fn remote_owner_of_a(bed: &mut TestBed, vtep: Ipv4Addr) {
+    let owner = RemoteOwner {
+        vtep: vtep.octets(),
+        mac: REMOTE_OWNER_MAC,
+        epoch: 5,
+        havip_id: HAVIP_A_ID,
+    };
+    let got = reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
+        .expect("installing a remote owner");
+    assert_eq!(
+        got,
+        Installed::Installed,
+        "epoch 5 over the initial epoch 1"
+    );
+}
+
+/// The UDP source port of an encapsulated frame.
+fn sport(out: &[u8]) -> u16 {
+    u16::from_be_bytes([out[34], out[35]])
+}
+
+/// Runs `inner` from `Port::Client`, expects it encapsulated towards
+/// `REMOTE_VTEP` (VNI of vSwitch 1) with the inner MACs rewritten; returns
+/// the UDP source port it got.
+fn check_encap(bed: &mut TestBed, name: &str, inner: &frames::Frame) -> u16 {
+    let input = inner.bytes();
+    let before = bed.counters();
+    let (verdict, out) = bed.run(Port::Client, &input);
+    let moves = bed.counters().since(&before);
+    assert_eq!(verdict, havip_tests::action::REDIRECT, "[{name}] verdict");
+    assert_eq!(
+        moves,
+        vec![(
+            Counter::Handled(Handled::ForwardedRemote),
+            TrafficCounter {
+                packets: 1,
+                bytes: input.len() as u64
+            }
+        )],
+        "[{name}] counters"
+    );
+    assert_eq!(out.len(), input.len() + 50, "[{name}] 50 bytes pushed");
+    let sport = sport(&out);
+    assert!(
+        sport >= 49152,
+        "[{name}] source port {sport} outside 49152..=65535"
+    );
+    // Outer IPv4 fields, checked one by one (the full comparison follows).
+    let ip = &out[14..34];
+    assert_eq!(ip[0], 0x45, "[{name}] version/IHL");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        input.len() + 36,
+        "[{name}] outer total length"
+    );
+    assert_eq!(
+        (ip[6], ip[8], ip[9]),
+        (0x40, 64, 17),
+        "[{name}] DF, TTL, UDP"
+    );
+    let mut zeroed = ip.to_vec();
+    zeroed[10..12].copy_from_slice(&[0, 0]);
+    assert_eq!(
+        u16::from_be_bytes([ip[10], ip[11]]),
+        frames::checksum(&zeroed),
+        "[{name}] outer IPv4 checksum"
+    );
+    let udp = &out[34..42];
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789, "[{name}] dport");
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        input.len() + 16,
+        "[{name}] UDP length"
+    );
+    assert_eq!(&udp[6..8], &[0, 0], "[{name}] UDP checksum 0");
+    let want = vxlan_frame(
+        REMOTE_VTEP_MAC,
+        LOCAL_VTEP_MAC,
+        LOCAL_VTEP,
+        REMOTE_VTEP,
+        sport,
+        4789,
+        VNI,
+        &rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC),
+    );
+    assert_eq!(out, want, "[{name}] whole encapsulated frame");
+    sport
+}
+
+#[test]
+fn traffic_to_a_remote_owner_is_encapsulated_towards_its_vtep() {
+    let mut bed = TestBed::with_vxlan();
+    remote_owner_of_a(&mut bed, REMOTE_VTEP);
+    let udp_a = udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A);
+    let tcp_a = ipv4_frame(
+        vmac(HAVIP_A),
+        CLIENT_MAC,
+        frames::ipv4(
+            CLIENT_IP,
+            HAVIP_A,
+            6,
+            &[],
+            &tcp(CLIENT_IP, HAVIP_A, 40001, 80, tcp_flags::SYN, &[]),
+        ),
+    );
+    let icmp_a = ipv4_frame(
+        vmac(HAVIP_A),
+        CLIENT_MAC,
+        frames::ipv4(CLIENT_IP, HAVIP_A, 1, &[], &icmp_echo(7, 1, PAYLOAD)),
+    );
+    // The largest guest packet that fits the 1600-byte underlay: 1550.
+    let largest = frames::udp_frame(
+        vmac(HAVIP_A),
+        CLIENT_MAC,
+        CLIENT_IP,
+        HAVIP_A,
+        1,
+        2,
+        &vec![0xa5; 1550 - 28],
+    );
+    let s_udp = check_encap(&mut bed, "UDP", &udp_a);
+    check_encap(&mut bed, "TCP SYN", &tcp_a);
+    check_encap(&mut bed, "ICMP echo", &icmp_a);
+    check_encap(&mut bed, "1550-byte IPv4 packet", &largest);
+    assert_eq!(
+        check_encap(&mut bed, "UDP again", &udp_a),
+        s_udp,
+        "the same flow keeps its source port"
+    );
+    let ports: std::collections::BTreeSet<u16> = (0..16u16)
+        .map(|i| {
+            let f = frames::udp_frame(
+                vmac(HAVIP_A),
+                CLIENT_MAC,
+                CLIENT_IP,
+                HAVIP_A,
+                40000 + i,
+                5000,
+                PAYLOAD,
+            );
+            check_encap(&mut bed, &format!("UDP flow {i}"), &f)
+        })
+        .collect();
+    assert!(
+        ports.len() >= 12,
+        "16 flows should spread over source ports, got {ports:?}"
+    );
+    let stats = havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID);
+    assert_eq!(stats.packets, 21, "HAVIP_STATS counts encapsulated frames");
+}
+
+#[test]
+fn encap_that_cannot_be_done_is_dropped_and_counted() {
+    let mut bed = TestBed::with_vxlan();
+    remote_owner_of_a(&mut bed, REMOTE_VTEP);
+    let too_big = frames::udp_frame(
+        vmac(HAVIP_A),
+        CLIENT_MAC,
+        CLIENT_IP,
+        HAVIP_A,
+        1,
+        2,
+        &vec![0xa5; 1551 - 28],
+    );
+    bed.check(&[Case::drop(
+        "1551-byte IPv4 packet: 1601 bytes on a 1600-byte underlay",
+        Port::Client,
+        too_big.bytes(),
+        DropReason::EncapTooBig,
+    )]);
+    let mut bed = TestBed::with_vxlan();
+    remote_owner_of_a(&mut bed, UNKNOWN_VTEP);
+    bed.check(&[Case::drop(
+        "owner's VTEP not in VTEPS",
+        Port::Client,
+        udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
+        DropReason::NoVtep,
+    )]);
+    // No VNI for the vSwitch: no way to tag the frame.
+    bed.reconcile_with(|d| d.vxlan.vnis.retain(|(s, _)| *s != VSWITCH));
+    remote_owner_of_a_again(&mut bed);
+    bed.check(&[Case::drop(
+        "vSwitch without a VNI",
+        Port::Client,
+        udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
+        DropReason::NoVtep,
+    )]);
+    assert_eq!(
+        havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,
+        0,
+        "nothing was forwarded"
+    );
+}
+
+/// Points the (already remote) owner of `HAVIP_A` at `REMOTE_VTEP` with a
+/// higher epoch.
+fn remote_owner_of_a_again(bed: &mut TestBed) {
+    let owner = RemoteOwner {
+        vtep: REMOTE_VTEP.octets(),
+        mac: REMOTE_OWNER_MAC,
+        epoch: 6,
+        havip_id: HAVIP_A_ID,
+    };
+    let got = reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
+        .expect("installing a remote owner");
+    assert_eq!(got, Installed::Installed);
+}
+
+/// `inner` encapsulated from `REMOTE_VTEP` to `dst` on `dport` with `vni`.
+fn from_remote(dst: Ipv4Addr, dport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+    vxlan_frame(
+        LOCAL_VTEP_MAC,
+        REMOTE_VTEP_MAC,
+        REMOTE_VTEP,
+        dst,
+        50000,
+        dport,
+        vni,
+        inner,
+    )
+}
+
+fn decapsulated(name: &str, input: Vec<u8>, output: Vec<u8>) -> Case {
+    Case {
+        expect_counter: Handled::Decapsulated.into(),
+        ..Case::redirect(name, Port::Vtep, input, output)
+    }
+}
+
+#[test]
+fn vxlan_for_a_local_owner_is_decapsulated_and_the_rest_passes() {
+    let mut bed = TestBed::with_vxlan();
+    let to_a = udp(vmac(HAVIP_A), FAR_CLIENT_MAC, FAR_CLIENT_IP, HAVIP_A);
+    let to_vs2 = udp(vmac(HAVIP_VS2), FAR_CLIENT_MAC, OTHER_IP, HAVIP_VS2);
+    let wrapped = from_remote(LOCAL_VTEP, 4789, VNI, &to_a.bytes());
+    let mut truncated = wrapped.clone();
+    truncated.truncate(14 + 20 + 8 + 4);
+    let mut no_i_flag = wrapped.clone();
+    no_i_flag[42] = 0;
+    bed.check(&[
+        decapsulated(
+            "UDP to HaVip A (owner local)",
+            wrapped.clone(),
+            rewritten(&to_a, OWNER_MAC, GATEWAY_MAC),
+        ),
+        decapsulated(
+            "vSwitch 2 by its VNI, its gateway MAC",
+            from_remote(LOCAL_VTEP, 4789, VNI2, &to_vs2.bytes()),
+            rewritten(&to_vs2, OTHER_MAC, GATEWAY2_MAC),
+        ),
+        Case::drop(
+            "HaVip without an owner",
+            Port::Vtep,
+            from_remote(
+                LOCAL_VTEP,
+                4789,
+                VNI,
+                &udp(
+                    vmac(HAVIP_NO_OWNER),
+                    FAR_CLIENT_MAC,
+                    FAR_CLIENT_IP,
+                    HAVIP_NO_OWNER,
+                )
+                .bytes(),
+            ),
+            DropReason::DecapNotOwner,
+        ),
+        Case::pass(
+            "unknown VNI",
+            Port::Vtep,
+            from_remote(LOCAL_VTEP, 4789, 9999, &to_a.bytes()),
+        ),
+        Case::pass(
+            "HaVip A's address under vSwitch 2's VNI (no HaVip there)",
+            Port::Vtep,
+            from_remote(LOCAL_VTEP, 4789, VNI2, &to_a.bytes()),
+        ),
+        Case::pass(
+            "another destination VTEP",
+            Port::Vtep,
+            from_remote(REMOTE_VTEP, 4789, VNI, &to_a.bytes()),
+        ),
+        Case::pass(
+            "another UDP port",
+            Port::Vtep,
+            from_remote(LOCAL_VTEP, 4790, VNI, &to_a.bytes()),
+        ),
+        Case::pass("truncated VXLAN header", Port::Vtep, truncated),
+        Case::pass("VXLAN without the I flag", Port::Vtep, no_i_flag),
+        Case::pass(
+            "inner ARP (a remote guest resolving a local one)",
+            Port::Vtep,
+            from_remote(
+                LOCAL_VTEP,
+                4789,
+                VNI,
+                &frames::arp_request(FAR_CLIENT_MAC, FAR_CLIENT_IP, OWNER_IP).bytes(),
+            ),
+        ),
+        Case::pass(
+            "inner IPv4 to an ordinary address",
+            Port::Vtep,
+            from_remote(
+                LOCAL_VTEP,
+                4789,
+                VNI,
+                &udp(OWNER_MAC, FAR_CLIENT_MAC, FAR_CLIENT_IP, OWNER_IP).bytes(),
+            ),
+        ),
+        Case::pass(
+            "plain UDP to the VTEP address",
+            Port::Vtep,
+            frames::udp_frame(
+                LOCAL_VTEP_MAC,
+                REMOTE_VTEP_MAC,
+                REMOTE_VTEP,
+                LOCAL_VTEP,
+                5000,
+                53,
+                PAYLOAD,
+            )
+            .bytes(),
+        ),
+        Case::pass(
+            "a GARP for HaVip A on the underlay is no claim",
+            Port::Vtep,
+            garp(REMOTE_OWNER_MAC, HAVIP_A),
+        ),
+    ]);
+    assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
+
+    // The owner moved to another host: frames still arriving here are
+    // dropped, never sent back.
+    remote_owner_of_a(&mut bed, REMOTE_VTEP);
+    bed.check(&[Case::drop(
+        "HaVip A, owner now remote",
+        Port::Vtep,
+        wrapped,
+        DropReason::DecapNotOwner,
+    )]);
+}
+
+#[test]
+fn remote_owners_replace_only_older_epochs() {
+    let mut bed = TestBed::with_vxlan();
+    let k = key(VSWITCH, HAVIP_A);
+    let remote = |epoch| RemoteOwner {
+        vtep: REMOTE_VTEP.octets(),
+        mac: REMOTE_OWNER_MAC,
+        epoch,
+        havip_id: HAVIP_A_ID,
+    };
+    let install = |bed: &mut TestBed, epoch| {
+        reconcile::install_remote_owner(&mut bed.dp.maps, k, remote(epoch))
+            .expect("install_remote_owner")
+    };
+    assert_eq!(
+        install(&mut bed, 1),
+        Installed::Stale { kernel_epoch: 1 },
+        "same epoch as the local initial owner"
+    );
+    assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
+    assert!(reconcile::local_owner(&bed.dp.maps, &k)
+        .expect("local_owner")
+        .is_some());
+
+    assert_eq!(install(&mut bed, 5), Installed::Installed);
+    let o = bed.owner(HAVIP_A);
+    assert_eq!(
+        (o.flags, o.vtep, o.mac, o.epoch, o.ifindex),
+        (
+            owner_flags::REMOTE,
+            REMOTE_VTEP.octets(),
+            REMOTE_OWNER_MAC,
+            5,
+            bed.ifindex(Port::Vtep)
+        )
+    );
+    assert_eq!(
+        reconcile::local_owner(&bed.dp.maps, &k).expect("local_owner"),
+        None
+    );
+    assert_eq!(install(&mut bed, 3), Installed::Stale { kernel_epoch: 5 });
+
+    // A reconcile pass keeps the remote owner (no local binding to check).
+    bed.reconcile();
+    assert_eq!(bed.owner(HAVIP_A).epoch, 5);
+    assert!(bed.owner(HAVIP_A).is_remote());
+
+    // A local member claims: epoch 6, local again.
+    bed.check(&[Case::drop(
+        "standby's GARP takes the HaVip from the remote owner",
+        Port::Standby,
+        garp(STANDBY_MAC, HAVIP_A),
+        Handled::ClaimAccepted,
+    )]);
+    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 6);
+    assert!(!bed.owner(HAVIP_A).is_remote());
+    assert_eq!(install(&mut bed, 6), Installed::Stale { kernel_epoch: 6 });
+    let local = reconcile::local_owner(&bed.dp.maps, &k).expect("local_owner");
+    assert_eq!(local.map(|o| o.epoch), Some(6));
+
+    // Through Desired: an equal epoch is ignored, a higher one installed.
+    bed.reconcile_with(|d| d.vxlan.remote_owners = vec![(k, remote(6))]);
+    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 6);
+    bed.reconcile_with(|d| d.vxlan.remote_owners = vec![(k, remote(7))]);
+    let o = bed.owner(HAVIP_A);
+    assert!(o.is_remote() && o.epoch == 7, "remote at epoch 7: {o:?}");
+    let events = bed.events();
+    assert_eq!(
+        owner_changes(&events).len(),
+        1,
+        "one claim event: {events:?}"
+    );
+}
