@@ -83,6 +83,19 @@ impl Reconciler {
                 }
             }
         }
+        // An interface that is no longer any ENI's or uplink's (DeleteEni,
+        // DeleteInstance, ModifyEni to a new name, DeleteUplink) loses its
+        // pinned link: the program stops running there.
+        for name in self.dp.attached_interfaces() {
+            if !found.iter().any(|(f, _)| *f == name) {
+                match self.dp.detach(&name) {
+                    Ok(()) => info!(ifname = name, "no longer a port; XDP detached"),
+                    Err(e) => {
+                        warn!(ifname = name, error = %e, "detaching a former port failed; will retry");
+                    }
+                }
+            }
+        }
         self.ports
             .by_name
             .retain(|n, _| found.iter().any(|(f, _)| f == n));
