@@ -41,14 +41,26 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
         Config::load(&config_path).with_context(|| format!("config {}", config_path.display()))?;
     overrides.apply(&mut cfg);
     let agent = cfg.agent.clone();
+    // Refused before anything is touched (store, data plane).
+    let security = crate::api::ApiSecurity::from_config(&agent).context("API settings")?;
+    servers::raise_nofile_limit();
     if let Some(dir) = agent.state_db.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let db = agent.state_db.clone();
     let cp = Arc::new(
-        ControlPlane::open(&agent.state_db)
+        tokio::task::spawn_blocking(move || ControlPlane::open(&db))
+            .await
+            .context("opening the store")?
             .with_context(|| format!("opening store {}", agent.state_db.display()))?,
     );
-    let seeded = crate::config::seed(&cp, &cfg).context("seeding the store from the config")?;
+    let seeded = {
+        let (cp, cfg) = (cp.clone(), cfg.clone());
+        tokio::task::spawn_blocking(move || crate::config::seed(&cp, &cfg))
+            .await
+            .context("seeding the store")?
+            .context("seeding the store from the config")?
+    };
     info!(?seeded, "store seeded from config");
 
     let started = std::time::Instant::now();
@@ -56,7 +68,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     let mut rec = Reconciler::new(dp, cp.clone(), agent.xdp_mode, cfg.dataplane_config());
     // Kernel truth first: owners switched while no agent ran are recorded,
     // never overwritten.
-    rec.adopt_owners();
+    rec.adopt_owners().await;
     // Subscribed before the first pass, so no link change falls between.
     let mut link_events = match links::watch() {
         Ok(rx) => Some(rx),
@@ -76,7 +88,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     logs::spawn(&mut rec.dp);
     owners::spawn(&mut rec.dp, &cp);
     let shutdown = Arc::new(Notify::new());
-    servers::spawn(&agent, &cp, &shutdown)?;
+    servers::spawn(&agent, security, &cp, &shutdown).await?;
 
     reconcile_loop(&mut rec, &cp, link_events.as_mut()).await?;
 
@@ -117,7 +129,7 @@ async fn reconcile_loop(
             }
             _ = tick.tick() => {
                 rec.pass(Recheck::Doubtful).await;
-                rec.adopt_owners();
+                rec.adopt_owners().await;
             }
             _ = tokio::signal::ctrl_c() => { info!("SIGINT"); break; }
             _ = sigterm.recv() => { info!("SIGTERM"); break; }

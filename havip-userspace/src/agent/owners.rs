@@ -97,6 +97,9 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
                 epoch: e.epoch,
                 changed_ns: e.ts_ns,
             };
+            // Same epoch: the later event wins here; if two CPUs raced, the
+            // map may hold the other one, and the resync's whole-owner
+            // comparison ([`adopt`]) puts the store right.
             let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
             let newer = p.get(&e.key).is_none_or(|o| o.epoch <= owner.epoch);
             if newer {
@@ -120,28 +123,63 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
     }
 }
 
-/// Records every owner the kernel holds whose epoch the store does not have
-/// (at start and on each resync, which also covers events lost to a full
-/// ring buffer). Owners switched while no agent ran are recorded, never
-/// overwritten.
-pub fn adopt(dp: &Dataplane, cp: &ControlPlane) {
+/// Same owner: epoch, port and MAC (the timestamp is not compared).
+fn same_owner(a: &ObservedOwner, b: &ObservedOwner) -> bool {
+    a.epoch == b.epoch && a.ifindex == b.ifindex && a.mac == b.mac
+}
+
+/// Records every owner the kernel holds that the store does not have, the
+/// whole owner compared (epoch, port, MAC), at start and on each resync.
+/// This is what makes the store converge to the kernel's truth: events
+/// can be lost to a full ring buffer, and two claims for one HaVip on two
+/// CPUs at once both write epoch e + 1, so the last event read need not
+/// name the member the map holds. Owners switched while no agent ran are
+/// recorded, never overwritten. The durable write runs off the async
+/// threads.
+pub async fn adopt(dp: &Dataplane, cp: &Arc<ControlPlane>) {
     let owners: Vec<(HavipKey, OwnerEntry)> =
         dp.maps.owners.iter().filter_map(Result::ok).collect();
     let stale: Vec<(HavipKey, ObservedOwner)> = cp.with_state(|s| {
         owners
             .iter()
+            .map(|(key, owner)| (*key, observed(owner)))
             .filter(|(key, owner)| {
                 s.havip_by_key(key.vswitch_id, std::net::Ipv4Addr::from(key.addr))
-                    .is_some_and(|h| s.owners.get(&h.id).map(|o| o.epoch) != Some(owner.epoch))
+                    .is_some_and(|h| !s.owners.get(&h.id).is_some_and(|o| same_owner(o, owner)))
             })
-            .map(|(key, owner)| (*key, observed(owner)))
             .collect()
     });
     if stale.is_empty() {
         return;
     }
-    match cp.record_owners(&stale) {
-        Ok(n) => info!(recorded = n, "owners adopted from the kernel"),
-        Err(e) => warn!(error = %e, "recording kernel owners failed; will retry"),
+    let cp = cp.clone();
+    match tokio::task::spawn_blocking(move || cp.record_owners(&stale)).await {
+        Ok(Ok(n)) => info!(recorded = n, "owners adopted from the kernel"),
+        Ok(Err(e)) => warn!(error = %e, "recording kernel owners failed; will retry"),
+        Err(e) => error!(error = %e, "recording kernel owners panicked; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_epoch_other_member_is_a_different_owner() {
+        let a = ObservedOwner {
+            ifindex: 3,
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            epoch: 7,
+            changed_ns: 1,
+        };
+        let b = ObservedOwner {
+            ifindex: 4,
+            mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            ..a
+        };
+        assert!(!same_owner(&a, &b));
+        assert!(!same_owner(&a, &ObservedOwner { ifindex: 4, ..a }));
+        assert!(!same_owner(&a, &ObservedOwner { mac: b.mac, ..a }));
+        assert!(same_owner(&a, &ObservedOwner { changed_ns: 9, ..a }));
     }
 }

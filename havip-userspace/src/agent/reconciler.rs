@@ -265,8 +265,8 @@ impl Reconciler {
     }
 
     /// Adopts kernel owners the store does not have.
-    pub fn adopt_owners(&self) {
-        owners::adopt(&self.dp, &self.cp);
+    pub async fn adopt_owners(&self) {
+        owners::adopt(&self.dp, &self.cp).await;
     }
 }
 

@@ -1,41 +1,88 @@
-//! Task: the API servers (unix socket, and TCP if configured).
+//! Task: the API servers (unix socket, and TCP if configured), with their
+//! limits and security; and the descriptor limit they live within.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::Notify;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::{api, config::AgentConfig, control::ControlPlane};
+use crate::{
+    api::{self, ApiLimits, ApiListener, ApiSecurity, ListenerStats},
+    config::AgentConfig,
+    control::ControlPlane,
+};
 
-/// Binds the unix socket (an error here is fatal at start-up) and starts
-/// the servers; they stop when `shutdown` is notified.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (connections, map and
+/// link descriptors) and logs the value. A failure is logged, not fatal.
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only `lim`, a valid rlimit.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if got != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot read RLIMIT_NOFILE");
+        return;
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), soft = before, "cannot raise RLIMIT_NOFILE");
+        return;
+    }
+    info!(
+        from = before,
+        to = lim.rlim_cur,
+        "RLIMIT_NOFILE raised to the hard limit"
+    );
+}
+
+/// Binds the unix socket and the TCP listener (an error here is fatal at
+/// start-up) and starts the servers; they stop when `shutdown` is notified.
 ///
 /// # Errors
-/// The unix socket cannot be bound.
-pub fn spawn(agent: &AgentConfig, cp: &Arc<ControlPlane>, shutdown: &Arc<Notify>) -> Result<()> {
-    let unix = api::bind_unix(&agent.api_socket)
+/// A listener cannot be bound, or the socket's group cannot be set.
+pub async fn spawn(
+    agent: &AgentConfig,
+    security: ApiSecurity,
+    cp: &Arc<ControlPlane>,
+    shutdown: &Arc<Notify>,
+) -> Result<()> {
+    let limits = ApiLimits::from_config(agent);
+    let security = Arc::new(security);
+    let unix = api::bind_unix_group(&agent.api_socket, security.socket_gid)
         .with_context(|| format!("binding API socket {}", agent.api_socket.display()))?;
-    {
-        let cp = cp.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) =
-                api::serve_unix_listener(unix, cp, async move { stop.notified().await }).await
-            {
-                error!(error = %e, "API server (unix) stopped");
-            }
-        });
-    }
+    let mut listeners = vec![("unix", ApiListener::Unix(unix))];
     if let Some(addr) = agent.api_tcp {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding API TCP {addr}"))?;
+        listeners.push(("tcp", ApiListener::Tcp(l)));
+    }
+    for (name, l) in listeners {
         let cp = cp.clone();
         let stop = shutdown.clone();
+        let security = security.clone();
         tokio::spawn(async move {
-            if let Err(e) = api::serve_tcp(addr, cp, async move { stop.notified().await }).await {
-                error!(error = %e, "API server (tcp) stopped");
+            let stats = Arc::new(ListenerStats::default());
+            let r = api::serve(l, cp, limits, security, stats, async move {
+                stop.notified().await
+            })
+            .await;
+            if let Err(e) = r {
+                error!(error = %e, listener = name, "API server stopped");
             }
         });
     }
-    info!(socket = %agent.api_socket.display(), tcp = ?agent.api_tcp, "API listening");
+    info!(
+        socket = %agent.api_socket.display(),
+        tcp = ?agent.api_tcp,
+        tokens = security.tokens.as_ref().map_or(0, Vec::len),
+        max_connections = limits.max_connections,
+        "API listening"
+    );
     Ok(())
 }

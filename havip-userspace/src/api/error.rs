@@ -29,6 +29,8 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
+    #[error("request body too large")]
+    BodyTooLarge,
 }
 
 impl ApiError {
@@ -39,11 +41,15 @@ impl ApiError {
             ApiError::Op(e) => e.code(),
             ApiError::InvalidBody(_) => "InvalidParameter.Body",
             ApiError::NoRoute { .. } => "NotFound.Path",
+            ApiError::BodyTooLarge => "InvalidParameter.BodyTooLarge",
         }
     }
 
     /// The HTTP status of the code's category.
     pub fn status(&self) -> StatusCode {
+        if matches!(self, ApiError::BodyTooLarge) {
+            return StatusCode::PAYLOAD_TOO_LARGE;
+        }
         status_of(self.code())
     }
 }
@@ -57,6 +63,7 @@ pub fn status_of(code: &str) -> StatusCode {
         "NotFound" => StatusCode::NOT_FOUND,
         "Conflict" | "InsufficientCapacity" | "DependencyViolation" => StatusCode::CONFLICT,
         "LimitExceeded" | "QuotaExceeded" => StatusCode::FORBIDDEN,
+        "AuthFailure" => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

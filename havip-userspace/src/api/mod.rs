@@ -3,8 +3,9 @@
 //! mapping of error codes to HTTP statuses ([`error`]).
 //!
 //! Served on a unix socket (default [`crate::paths::API_SOCKET`]) and
-//! optionally on TCP. There is no authentication: the socket is created
-//! mode 0660 and TCP should stay on loopback.
+//! optionally on TCP; who may call it is decided in [`security`] (socket
+//! mode and group; bearer tokens and the Host check on TCP), connection
+//! and request limits in [`listen`].
 //!
 //! # Operations
 //! `POST /v1/ops` takes any operation of [`crate::model::Op`] as
@@ -47,14 +48,23 @@
 //! category: 400 `InvalidParameter.*` (a malformed body is
 //! `InvalidParameter.Body`), 403 `LimitExceeded.*` / `QuotaExceeded.*`, 404
 //! `NotFound.*`, 409 `Conflict.*` / `InsufficientCapacity.*` /
-//! `DependencyViolation.*`, 500 `Internal`.
+//! `DependencyViolation.*`, 500 `Internal` / `Internal.CommitFailed`; 401
+//! `AuthFailure.*` (TCP with tokens), 421/400 `InvalidParameter.Host`, 413
+//! `InvalidParameter.BodyTooLarge`, 408 `RequestTimeout`.
 
 mod client;
 pub mod error;
+pub mod listen;
+pub mod security;
 mod server;
 mod wire;
 
 pub use client::{Client, ClientError, Endpoint};
 pub use error::{ApiError, ErrorBody};
-pub use server::{bind_unix, router, serve_tcp, serve_unix, serve_unix_listener};
+pub use listen::{ApiLimits, ApiListener, ListenerStats};
+pub use security::{ApiSecurity, Caller, SecurityError};
+pub use server::{
+    bind_unix, bind_unix_group, router, router_with, serve, serve_tcp, serve_unix,
+    serve_unix_listener,
+};
 pub use wire::Deleted;

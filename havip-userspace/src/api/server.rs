@@ -7,7 +7,7 @@ use std::{
 };
 
 use axum::{
-    extract::{rejection::JsonRejection, Path as UrlPath, State as AxState},
+    extract::{rejection::JsonRejection, DefaultBodyLimit, Path as UrlPath, State as AxState},
     http::{Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -16,7 +16,11 @@ use axum::{
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{wire::Deleted, ApiError};
+use super::{
+    listen::{self, ApiLimits, ApiListener, ListenerStats},
+    wire::Deleted,
+    ApiError, ApiSecurity,
+};
 use crate::{
     control::{havip_view, ControlPlane, HaVipView, HavipCounters},
     model::{
@@ -32,7 +36,13 @@ type Reply<T> = Result<Json<T>, ApiError>;
 type Body = Result<Json<Value>, JsonRejection>;
 
 fn object(b: Body) -> Result<Map<String, Value>, ApiError> {
-    let Json(v) = b.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    let Json(v) = b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge
+        } else {
+            ApiError::InvalidBody(e.body_text())
+        }
+    })?;
     match v {
         Value::Object(m) => Ok(m),
         _ => Err(ApiError::InvalidBody("expected a JSON object".into())),
@@ -222,8 +232,14 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
     }
 }
 
-/// The API's routes over `cp` (see the module docs).
+/// The API's routes over `cp` (see the module docs), with the default
+/// body limit ([`ApiLimits::default`]).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
+    router_with(cp, ApiLimits::default().max_body_bytes)
+}
+
+/// The API's routes over `cp`; bodies above `max_body_bytes` get 413.
+pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
     use axum::routing::delete;
     Router::new()
         .route("/healthz", get(healthz))
@@ -362,15 +378,25 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         )
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(cp)
 }
 
 /// Binds the API's unix socket: creates the directory, replaces a stale
-/// socket file, sets mode 0660. Call inside a tokio runtime.
+/// socket file, sets mode 0660 and, if given, the group `gid`. Call inside
+/// a tokio runtime.
 ///
 /// # Errors
 /// I/O errors; refuses to replace a path that is not a socket.
 pub fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    bind_unix_group(path, None)
+}
+
+/// [`bind_unix`], then the socket's group set to `gid`.
+///
+/// # Errors
+/// As [`bind_unix`]; `chown` failed.
+pub fn bind_unix_group(path: &Path, gid: Option<u32>) -> io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -387,10 +413,14 @@ pub fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
     }
     let l = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = gid {
+        super::security::chgrp(path, gid)?;
+    }
     Ok(l)
 }
 
-/// Serves the API on a bound unix listener until `shutdown` completes.
+/// Serves the API on a bound unix listener until `shutdown` completes,
+/// with the default limits.
 ///
 /// # Errors
 /// I/O errors of the server.
@@ -399,9 +429,16 @@ pub async fn serve_unix_listener(
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(cp))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = ApiLimits::default();
+    listen::serve(
+        ApiListener::Unix(listener),
+        router_with(cp, limits.max_body_bytes),
+        limits,
+        Arc::default(),
+        Arc::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Binds `path` ([`bind_unix`]) and serves the API until `shutdown`.
@@ -417,17 +454,54 @@ pub async fn serve_unix(
     serve_unix_listener(l, cp, shutdown).await
 }
 
-/// Serves the API on TCP `addr` until `shutdown`.
+/// Serves the API on TCP `addr` until `shutdown`, loopback only (no
+/// tokens; see [`serve`] for the general case).
 ///
 /// # Errors
-/// I/O errors (bind, serve).
+/// I/O errors (bind, serve); a non-loopback `addr`.
 pub async fn serve_tcp(
     addr: SocketAddr,
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    if !addr.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{addr} is not a loopback address: the API needs tokens there"),
+        ));
+    }
     let l = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(l, router(cp))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = ApiLimits::default();
+    listen::serve(
+        ApiListener::Tcp(l),
+        router_with(cp, limits.max_body_bytes),
+        limits,
+        Arc::default(),
+        Arc::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the API on `listener` with explicit limits and security.
+///
+/// # Errors
+/// I/O errors of the server.
+pub async fn serve(
+    listener: ApiListener,
+    cp: Arc<ControlPlane>,
+    limits: ApiLimits,
+    security: Arc<ApiSecurity>,
+    stats: Arc<ListenerStats>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    listen::serve(
+        listener,
+        router_with(cp, limits.max_body_bytes),
+        limits,
+        security,
+        stats,
+        shutdown,
+    )
+    .await
 }

@@ -39,7 +39,17 @@ enum Command {
         #[arg(long)]
         teardown_on_exit: bool,
     },
-    /// Show HaVips, owners and counters from the pinned maps.
+    /// Check a config file: parse it, check the API settings and plan its
+    /// seed against the store opened read-only (nothing is written).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override [agent].state_db.
+        #[arg(long)]
+        state_db: Option<PathBuf>,
+    },
+    /// Show HaVips, owners and counters from the pinned maps (never opens
+    /// the store).
     Status {
         #[arg(long, default_value = paths::PIN_DIR)]
         pin_dir: PathBuf,
@@ -91,6 +101,23 @@ fn real_main() -> Result<()> {
                     teardown_on_exit,
                 },
             ))
+        }
+        Command::Check { config, state_db } => {
+            match havip::config::check(&config, state_db.as_deref())? {
+                havip::config::CheckOutcome::Seeded(r) => println!(
+                    "config OK: {} to create, {} kept, {} to modify",
+                    r.created.len(),
+                    r.kept.len(),
+                    r.modified.len()
+                ),
+                havip::config::CheckOutcome::NoStore(r) => {
+                    println!("config OK (no store yet): {} to create", r.created.len())
+                }
+                havip::config::CheckOutcome::StoreInUse => println!(
+                    "config OK; the store is in use by a running agent, seed not checked against it"
+                ),
+            }
+            Ok(())
         }
         Command::Status { pin_dir, json } => {
             let status = havip::status::read(&pin_dir)?;

@@ -6,6 +6,14 @@
 //! pin_dir = "/sys/fs/bpf/havip"          # bpffs directory of pinned maps/links
 //! api_socket = "/run/havip/api.sock"     # unix socket of the HTTP/JSON API
 //! api_tcp = "127.0.0.1:7878"             # also serve on TCP (off by default)
+//! api_token_file = "/etc/havip/api.tokens" # bearer tokens; required for a
+//!                                        # non-loopback api_tcp; mode 0600
+//!                                        # or stricter; lines "name token"
+//! api_socket_group = "havip"             # group of the unix socket (0660)
+//! api_max_connections = 256              # per listener; more are closed at once
+//! api_header_timeout_ms = 10000          # a request's head must arrive within
+//! api_idle_timeout_ms = 30000            # idle keep-alive connections close after
+//! api_max_body_bytes = 65536             # larger bodies: 413
 //! state_db = "/var/lib/havip/state.redb" # durable store (redb)
 //! hold_time_ms = 0                       # min time between owner changes (0 = none)
 //! security_events_per_sec = 64           # per CPU; 0 = default
@@ -99,8 +107,10 @@ use havip_common::{DataplaneConfig, DEFAULT_SECURITY_EVENTS_PER_SEC};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
+mod check;
 mod seed;
 
+pub use check::{check, CheckOutcome};
 pub use seed::{plan_seed, seed, SeedReport};
 
 use crate::{
@@ -119,6 +129,14 @@ pub struct AgentConfig {
     pub pin_dir: PathBuf,
     pub api_socket: PathBuf,
     pub api_tcp: Option<SocketAddr>,
+    /// Bearer tokens of the API (see [`crate::api::ApiSecurity`]).
+    pub api_token_file: Option<PathBuf>,
+    /// Group (name or number) owning the unix socket.
+    pub api_socket_group: Option<String>,
+    pub api_max_connections: usize,
+    pub api_header_timeout_ms: u64,
+    pub api_idle_timeout_ms: u64,
+    pub api_max_body_bytes: usize,
     pub state_db: PathBuf,
     pub hold_time_ms: u64,
     pub security_events_per_sec: u32,
@@ -131,6 +149,12 @@ impl Default for AgentConfig {
             pin_dir: paths::PIN_DIR.into(),
             api_socket: paths::API_SOCKET.into(),
             api_tcp: None,
+            api_token_file: None,
+            api_socket_group: None,
+            api_max_connections: 256,
+            api_header_timeout_ms: 10_000,
+            api_idle_timeout_ms: 30_000,
+            api_max_body_bytes: 64 * 1024,
             state_db: paths::STATE_DB.into(),
             hold_time_ms: 0,
             security_events_per_sec: DEFAULT_SECURITY_EVENTS_PER_SEC,

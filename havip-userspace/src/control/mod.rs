@@ -18,7 +18,6 @@
 //! nothing, and no caller is acknowledged before its change is on disk.
 
 use std::{
-    any::Any,
     net::Ipv4Addr,
     path::Path,
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock},
@@ -27,11 +26,13 @@ use std::{
 use havip_common::HavipKey;
 use tokio::sync::watch;
 
+mod commit;
 pub mod desired;
 mod view;
 
 pub use view::{havip_view, CountersSource, EipRef, HaVipUsage, HaVipView, HavipCounters};
 
+use self::commit::{Queue, ReadBack};
 use crate::{
     model::{
         apply, Applied, Change, Mutation, ObservedOwner, Op, OpError, Record, RecordKind,
@@ -43,26 +44,9 @@ use crate::{
 struct Inner {
     state: State,
     store: Box<dyn Store>,
-}
-
-/// Operations waiting for the next group commit.
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<Arc<Job>>,
-    /// A caller is validating and committing a batch right now.
-    leader: bool,
-}
-
-/// Reads the reply of an accepted operation from the committed state.
-type ReadBack = Box<dyn FnOnce(&State, &Applied) -> Box<dyn Any + Send> + Send>;
-
-/// A job's outcome: what changed, and what its [`ReadBack`] read.
-type Outcome = Result<(Applied, Option<Box<dyn Any + Send>>), OpError>;
-
-struct Job {
-    op: Op,
-    read: Mutex<Option<ReadBack>>,
-    result: Mutex<Option<Outcome>>,
+    /// A batch panicked and the state could not be reloaded from the
+    /// store: every batch reloads first and refuses until it succeeds.
+    stale: bool,
 }
 
 /// The control plane: state, store, notifications. Share it as
@@ -89,7 +73,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn internal(e: &StoreError) -> OpError {
+/// [`OpError::CommitFailed`] naming the store error and its sources.
+fn commit_failed(e: &StoreError) -> OpError {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -97,7 +82,7 @@ fn internal(e: &StoreError) -> OpError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    OpError::Internal(msg)
+    OpError::CommitFailed(msg)
 }
 
 impl ControlPlane {
@@ -118,7 +103,11 @@ impl ControlPlane {
         let store: Box<dyn Store> = Box::new(store);
         let (generation, _) = watch::channel(0);
         Ok(ControlPlane {
-            inner: Mutex::new(Inner { state, store }),
+            inner: Mutex::new(Inner {
+                state,
+                store,
+                stale: false,
+            }),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             generation,
@@ -130,7 +119,7 @@ impl ControlPlane {
     /// concurrent callers). Returns what changed.
     ///
     /// # Errors
-    /// The refusal ([`OpError`]); [`OpError::Internal`] if the store
+    /// The refusal ([`OpError`]); [`OpError::CommitFailed`] if the store
     /// failed (nothing changed then).
     pub fn apply(&self, op: Op) -> Result<Applied, OpError> {
         self.submit(op, None).map(|(a, _)| a)
@@ -153,77 +142,6 @@ impl ControlPlane {
             .and_then(|r| r.downcast::<R>().ok())
             .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
         Ok((applied, *r))
-    }
-
-    fn submit(&self, op: Op, read: Option<ReadBack>) -> Outcome {
-        let job = Arc::new(Job {
-            op,
-            read: Mutex::new(read),
-            result: Mutex::new(None),
-        });
-        let mut q = lock(&self.queue);
-        q.jobs.push(Arc::clone(&job));
-        loop {
-            if let Some(r) = lock(&job.result).take() {
-                return r;
-            }
-            if q.leader {
-                // Someone is committing: wait for the batch after it.
-                q = self
-                    .queue_cv
-                    .wait(q)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            // Lead: take every queued job (ours included) as one batch.
-            q.leader = true;
-            let jobs = std::mem::take(&mut q.jobs);
-            drop(q);
-            {
-                let mut inner = lock(&self.inner);
-                self.run_batch(&mut inner, &jobs);
-            }
-            q = lock(&self.queue);
-            q.leader = false;
-            self.queue_cv.notify_all();
-        }
-    }
-
-    fn run_batch(&self, inner: &mut Inner, jobs: &[Arc<Job>]) {
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut changes = Vec::new();
-        for job in jobs {
-            let r = apply(&inner.state, &job.op);
-            if let Ok(a) = &r {
-                inner.state.apply_change(&a.change);
-                changes.push(a.change.clone());
-            }
-            results.push(r);
-        }
-        if let Err(e) = inner.store.commit_all(&changes) {
-            // Nothing was written: go back to what the store holds.
-            let err = internal(&e);
-            if let Ok(s) = inner.store.load() {
-                inner.state = s;
-            }
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(err.clone());
-                }
-            }
-            changes.clear();
-        }
-        if changes.iter().any(affects_dataplane) {
-            self.generation.send_modify(|g| *g = g.wrapping_add(1));
-        }
-        for (job, r) in jobs.iter().zip(results) {
-            let r = r.map(|a| {
-                let read = lock(&job.read).take();
-                let v = read.map(|f| f(&inner.state, &a));
-                (a, v)
-            });
-            *lock(&job.result) = Some(r);
-        }
     }
 
     /// Applies `ops` in order, all or nothing, in one transaction.
@@ -257,12 +175,20 @@ impl ControlPlane {
         plan: impl FnOnce(&State) -> Result<Vec<Applied>, E>,
     ) -> Result<Vec<Applied>, PlanError<E>> {
         let mut inner = lock(&self.inner);
+        if inner.stale {
+            let s = inner
+                .store
+                .load()
+                .map_err(|e| PlanError::Store(commit_failed(&e)))?;
+            inner.state = s;
+            inner.stale = false;
+        }
         let applied = plan(&inner.state).map_err(PlanError::Plan)?;
         let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
         inner
             .store
             .commit_all(&changes)
-            .map_err(|e| PlanError::Store(internal(&e)))?;
+            .map_err(|e| PlanError::Store(commit_failed(&e)))?;
         for c in &changes {
             inner.state.apply_change(c);
         }
@@ -330,7 +256,7 @@ impl ControlPlane {
     /// returns how many owners changed.
     ///
     /// # Errors
-    /// [`OpError::Internal`] if the store failed (nothing recorded).
+    /// [`OpError::CommitFailed`] if the store failed (nothing recorded).
     pub fn record_owners(&self, owners: &[(HavipKey, ObservedOwner)]) -> Result<usize, OpError> {
         let applied = self
             .apply_planned(|state| {

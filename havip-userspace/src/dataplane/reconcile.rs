@@ -67,6 +67,40 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
 
 /// BPF_NOEXIST: create only.
 const NOEXIST: u64 = 1;
+/// BPF_EXIST: update only (never re-creates an entry deleted meanwhile).
+const EXIST: u64 = 2;
+
+/// The owner-write rule: the reconciler never undoes a claim. An `OWNERS`
+/// entry is created only with `BPF_NOEXIST`, and an existing one is
+/// rewritten only if, read again just before the write, it still equals
+/// (every field) the entry the decision was made on; the write itself is
+/// `BPF_EXIST`. What is left is the one syscall between that read and the
+/// write: BPF hash maps offer no compare-and-swap from user space, so a
+/// claim landing exactly there is overwritten; its `OWNER_CHANGED` event
+/// still reaches the agent, and the member's next GARP re-takes the HaVip.
+/// Returns whether the entry was written.
+fn rewrite_owner(
+    maps: &mut Maps,
+    key: HavipKey,
+    read: &OwnerEntry,
+    new: OwnerEntry,
+) -> Result<bool, ReconcileError> {
+    match maps.owners.get(&key, 0) {
+        Ok(now) if now == *read => {}
+        Ok(_) | Err(aya::maps::MapError::KeyNotFound) => return Ok(false),
+        Err(e) => return Err(err(names::OWNERS)(e)),
+    }
+    match maps.owners.insert(key, new, EXIST) {
+        Ok(()) => Ok(true),
+        // Deleted since the read: nothing to rewrite.
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(err(names::OWNERS)(e)),
+    }
+}
 
 /// Brings the maps to `desired`. Idempotent; cost is one read of each map
 /// plus one write per difference.
@@ -298,16 +332,18 @@ pub fn reconcile_with(
                     }
                 }
             }
-            Ok(mut owner) if owner.is_remote() => {
+            Ok(read) if read.is_remote() => {
                 // Managed from the shared state; no local binding to check.
-                if owner.havip_id != h.id {
-                    owner.havip_id = h.id;
-                    maps.owners
-                        .insert(h.key, owner, 0)
-                        .map_err(err(names::OWNERS))?;
+                if read.havip_id != h.id {
+                    let owner = OwnerEntry {
+                        havip_id: h.id,
+                        ..read
+                    };
+                    rewrite_owner(maps, h.key, &read, owner)?;
                 }
             }
-            Ok(mut owner) => {
+            Ok(read) => {
+                let mut owner = read;
                 let bound = owner.has_owner()
                     && want_bindings
                         .get(&BindingKey {
@@ -336,28 +372,21 @@ pub fn reconcile_with(
                     })
                     .flatten();
                 if let Some(ifindex) = moved {
-                    // Re-read just before writing: a claim that landed since
-                    // the first read (new epoch, or another port) wins. The
-                    // window left is the one syscall between this read and
-                    // the write (hash maps have no compare-and-swap).
-                    let still = maps.owners.get(&h.key, 0).ok();
-                    if still.is_some_and(|o| {
-                        o.epoch == owner.epoch && o.ifindex == owner.ifindex && o.mac == owner.mac
-                    }) {
-                        owner.ifindex = ifindex;
-                        maps.owners
-                            .insert(h.key, owner, 0)
-                            .map_err(err(names::OWNERS))?;
+                    // A claim that landed since the read wins
+                    // ([`rewrite_owner`]).
+                    owner.ifindex = ifindex;
+                    if rewrite_owner(maps, h.key, &read, owner)? {
                         report.owners_moved += 1;
                     }
                     continue;
                 }
+                let mut cleared = false;
                 if owner.has_owner() && !bound {
                     owner.ifindex = 0;
                     owner.mac = [0; 6];
                     owner.epoch += 1;
                     owner.flags = owner_flags::BY_CONTROL;
-                    report.owners_cleared += 1;
+                    cleared = true;
                     changed = true;
                 }
                 if !owner.has_owner() {
@@ -375,10 +404,8 @@ pub fn reconcile_with(
                     owner.havip_id = h.id;
                     changed = true;
                 }
-                if changed {
-                    maps.owners
-                        .insert(h.key, owner, 0)
-                        .map_err(err(names::OWNERS))?;
+                if changed && rewrite_owner(maps, h.key, &read, owner)? {
+                    report.owners_cleared += usize::from(cleared);
                 }
             }
             Err(_) => {

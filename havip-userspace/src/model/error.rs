@@ -244,6 +244,10 @@ pub enum OpError {
     NoFreeVSwitchId,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The durable commit of the caller's batch failed (store error, or a
+    /// panic while the batch ran); nothing of the batch was kept.
+    #[error("commit failed, nothing changed: {0}")]
+    CommitFailed(String),
 }
 
 impl OpError {
@@ -316,6 +320,7 @@ impl OpError {
             NoFreeSlot { .. } => "InsufficientCapacity.NoFreeSlot",
             NoFreeVSwitchId => "InsufficientCapacity.NoFreeVSwitchId",
             Internal(_) => "Internal",
+            CommitFailed(_) => "Internal.CommitFailed",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use self::redb::RedbStore;
+pub use self::redb::{RedbStore, SCHEMA_VERSION};
 use crate::model::{Change, State};
 
 /// A durable home for the control-plane state.
@@ -73,12 +73,51 @@ pub enum StoreError {
     /// Another backend's failure.
     #[error("store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot create or set the mode of the store file {path}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the store {path} has schema version {found}; this havip supports up to {supported} (written by a newer havip: upgrade havip, or restore a backup)")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the store is open read-only")]
+    ReadOnly,
     #[error("cannot encode record {key:?}")]
     Encode {
         key: String,
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl StoreError {
+    /// True for an I/O failure of the storage (disk full, EIO), as opposed
+    /// to a refused or undecodable state.
+    pub fn is_io(&self) -> bool {
+        use ::redb::StorageError as S;
+        let storage = match self {
+            StoreError::Storage(e) => Some(&**e),
+            StoreError::Transaction(e) => match &**e {
+                ::redb::TransactionError::Storage(s) => Some(s),
+                _ => None,
+            },
+            StoreError::Table(e) => match &**e {
+                ::redb::TableError::Storage(s) => Some(s),
+                _ => None,
+            },
+            StoreError::Commit(e) => match &**e {
+                ::redb::CommitError::Storage(s) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        };
+        matches!(storage, Some(S::Io(_) | S::PreviousIo))
+    }
 }
 
 impl From<::redb::TransactionError> for StoreError {

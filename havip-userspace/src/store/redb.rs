@@ -1,24 +1,59 @@
 //! The redb backend of [`Store`]: one table, `resources`, mapping `kind/id`
-//! (see [`RecordKey::encode`]) to the record's JSON.
+//! (see [`RecordKey::encode`]) to the record's JSON, and a `schema` table
+//! holding the layout version ([`SCHEMA_VERSION`]).
 //!
 //! Every [`Change`] is written in one redb write transaction with
 //! `Durability::Immediate`: when [`Store::commit`] returns, the change is on
 //! disk; a crash (SIGKILL, power loss) at any point leaves either the state
 //! before or the state after it. Only the records an operation touches are
 //! written, so an associate costs one small B-tree update plus the fsync.
+//!
+//! # Files and failures
+//! - The database file is created mode 0600 (it is the whole control
+//!   plane; only the agent's user reads it).
+//! - A file that is not a redb database (garbage, truncated header) is
+//!   refused at open with [`StoreError::Open`]; it is never overwritten.
+//! - A store written by a newer havip (schema version above
+//!   [`SCHEMA_VERSION`]) is refused with [`StoreError::SchemaTooNew`]; an
+//!   older one is migrated in one transaction at open ([`migrate`]).
+//! - After an I/O error (disk full) redb refuses every later transaction
+//!   until the file is reopened: the failed commit returns its error
+//!   (nothing of it is kept), and the next call reopens the file (redb
+//!   repairs it on open) before trying again.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
 
 use super::{Store, StoreError};
 use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
 
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+const SCHEMA: TableDefinition<&str, u32> = TableDefinition::new("schema");
+const SCHEMA_KEY: &str = "version";
+
+/// Layout version this build reads and writes. Version 1: `resources`
+/// holds `kind/id` -> JSON. Stores from before the version record are
+/// version 0 (same layout) and are migrated by writing the record.
+pub const SCHEMA_VERSION: u32 = 1;
+
+enum Db {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
+    /// Closed after an I/O error; reopened by the next call.
+    Closed,
+}
 
 /// The redb database holding the control-plane state.
 pub struct RedbStore {
-    db: Database,
+    db: Mutex<Db>,
     path: PathBuf,
 }
 
@@ -30,13 +65,103 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+fn open_err(path: &Path) -> impl FnOnce(::redb::DatabaseError) -> StoreError + '_ {
+    move |e| StoreError::Open {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// Brings a store of an older schema up to [`SCHEMA_VERSION`], inside the
+/// open's write transaction (all or nothing). The hook for future layout
+/// changes: add an arm per version.
+fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+    /// Step `n` brings version `n` to `n + 1`.
+    type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
+    const STEPS: [Step; SCHEMA_VERSION as usize] = [
+        // 0 -> 1: same layout, only the version record is new.
+        |_| Ok(()),
+    ];
+    for step in STEPS.iter().skip(from as usize) {
+        step(txn)?;
+    }
+    txn.open_table(SCHEMA)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// The stored schema version (0 when the store predates the record).
+fn stored_version(txn: &ReadTransaction) -> Result<u32, StoreError> {
+    match txn.open_table(SCHEMA) {
+        Ok(t) => Ok(t.get(SCHEMA_KEY)?.map_or(0, |v| v.value())),
+        Err(::redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn check_version(path: &Path, found: u32) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Opens (or creates, mode 0600) the database file read-write; checks and
+/// migrates the schema.
+fn open_rw(path: &Path) -> Result<Database, StoreError> {
+    // Create the file ourselves so that it is 0600 from its first byte;
+    // redb initialises an empty file. An existing file keeps its bytes.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    // A store that needs no repair is checked read-only first: a newer
+    // schema is refused before anything (even redb's open flags) is
+    // written to the file.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        match ReadOnlyDatabase::open(path) {
+            Ok(ro) => check_version(path, stored_version(&ro.begin_read()?)?)?,
+            // Needs repair after a crash: the read-write open repairs it.
+            Err(::redb::DatabaseError::RepairAborted) => {}
+            Err(e) => return Err(open_err(path)(e)),
+        }
+    }
+    let db = Database::create(path).map_err(open_err(path))?;
+    let found = stored_version(&db.begin_read()?)?;
+    check_version(path, found)?;
+    let txn = db.begin_write()?;
+    txn.open_table(RESOURCES)?;
+    if found < SCHEMA_VERSION {
+        migrate(&txn, found)?;
+    }
+    txn.commit()?;
+    Ok(db)
+}
+
 impl RedbStore {
     /// Opens (or creates) the store at `path`, creating its directory.
     /// After a crash redb repairs the file on open.
     ///
     /// # Errors
-    /// [`StoreError::CreateDir`], [`StoreError::Open`] (also when another
-    /// process holds the store open).
+    /// [`StoreError::CreateDir`], [`StoreError::File`], [`StoreError::Open`]
+    /// (also when another process holds the store open, or the file is not
+    /// a redb database: it is then left untouched),
+    /// [`StoreError::SchemaTooNew`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -45,30 +170,67 @@ impl RedbStore {
                 source,
             })?;
         }
-        let db = Database::create(&path).map_err(|e| StoreError::Open {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
-        let txn = db.begin_write()?;
-        txn.open_table(RESOURCES)?;
-        txn.commit()?;
-        Ok(RedbStore { db, path })
+        let db = open_rw(&path)?;
+        Ok(RedbStore {
+            db: Mutex::new(Db::Rw(db)),
+            path,
+        })
+    }
+
+    /// Opens an existing store read-only (config checks, inspection): never
+    /// creates, repairs, migrates or writes; [`Store::commit_all`] fails
+    /// with [`StoreError::ReadOnly`].
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] (missing file, not a redb file, held open for
+    /// writing by a running agent), [`StoreError::SchemaTooNew`].
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let db = ReadOnlyDatabase::open(&path).map_err(open_err(&path))?;
+        check_version(&path, stored_version(&db.begin_read()?)?)?;
+        Ok(RedbStore {
+            db: Mutex::new(Db::Ro(db)),
+            path,
+        })
     }
 
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-impl Store for RedbStore {
-    /// Reads the whole state (one read transaction).
-    ///
-    /// # Errors
-    /// Storage errors, [`StoreError::Corrupt`] for a record that does not
-    /// decode.
-    fn load(&self) -> Result<State, StoreError> {
-        let txn = self.db.begin_read()?;
+    /// The open database, reopened first if an I/O error closed it.
+    fn db(&self) -> Result<MutexGuard<'_, Db>, StoreError> {
+        let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*db, Db::Closed) {
+            *db = Db::Rw(open_rw(&self.path)?);
+            tracing::info!(path = %self.path.display(), "store reopened after an I/O error");
+        }
+        Ok(db)
+    }
+
+    /// Closes the file after an I/O error (redb refuses every later
+    /// transaction on this handle); the next call reopens it.
+    fn close_after_io_error(&self, e: &StoreError) {
+        if e.is_io() {
+            let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+            if matches!(*db, Db::Rw(_)) {
+                tracing::warn!(path = %self.path.display(), error = %e, "store I/O error; reopening the file on the next call");
+                *db = Db::Closed;
+            }
+        }
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        match &*self.db()? {
+            Db::Rw(db) => Ok(db.begin_read()?),
+            Db::Ro(db) => Ok(db.begin_read()?),
+            Db::Closed => Err(StoreError::ReadOnly),
+        }
+    }
+
+    fn load_records(&self) -> Result<State, StoreError> {
+        let txn = self.begin_read()?;
         let table = txn.open_table(RESOURCES)?;
         let mut records = Vec::new();
         for item in table.iter()? {
@@ -86,15 +248,12 @@ impl Store for RedbStore {
         Ok(State::from_records(records))
     }
 
-    /// Writes several changes, in order, in one durable transaction.
-    ///
-    /// # Errors
-    /// Storage errors; the store is then unchanged.
-    fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
-        if changes.iter().all(Change::is_empty) {
-            return Ok(());
-        }
-        let txn = self.db.begin_write()?;
+    fn write(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let guard = self.db()?;
+        let Db::Rw(db) = &*guard else {
+            return Err(StoreError::ReadOnly);
+        };
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RESOURCES)?;
             for m in changes.iter().flat_map(|c| &c.mutations) {
@@ -115,6 +274,37 @@ impl Store for RedbStore {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    /// Reads the whole state (one read transaction).
+    ///
+    /// # Errors
+    /// Storage errors, [`StoreError::Corrupt`] for a record that does not
+    /// decode.
+    fn load(&self) -> Result<State, StoreError> {
+        let r = self.load_records();
+        if let Err(e) = &r {
+            self.close_after_io_error(e);
+        }
+        r
+    }
+
+    /// Writes several changes, in order, in one durable transaction.
+    ///
+    /// # Errors
+    /// Storage errors (disk full: [`StoreError::is_io`]); the store is then
+    /// unchanged. [`StoreError::ReadOnly`] on a read-only store.
+    fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.iter().all(Change::is_empty) {
+            return Ok(());
+        }
+        let r = self.write(changes);
+        if let Err(e) = &r {
+            self.close_after_io_error(e);
+        }
+        r
     }
 }
 

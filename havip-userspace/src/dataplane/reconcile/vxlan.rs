@@ -90,25 +90,40 @@ pub fn install_remote_owner(
     owner: RemoteOwner,
 ) -> Result<Installed, ReconcileError> {
     let ifindex = vtep_ifindex(maps)?;
-    if let Some(current) = read_owner(maps, &key)? {
+    let first = read_owner(maps, &key)?;
+    if let Some(current) = first {
         if current.epoch >= owner.epoch {
             return Ok(Installed::Stale {
                 kernel_epoch: current.epoch,
             });
         }
     }
-    // Re-read: a claim since the first read wins if it is as new.
-    if let Some(current) = read_owner(maps, &key)? {
-        if current.epoch >= owner.epoch {
-            return Ok(Installed::Stale {
-                kernel_epoch: current.epoch,
-            });
-        }
+    // Re-read: anything written since the first read (a claim) wins; the
+    // entry must still equal, every field, what the decision was made on.
+    let again = read_owner(maps, &key)?;
+    if again != first {
+        return Ok(Installed::Stale {
+            kernel_epoch: again.map_or(0, |o| o.epoch),
+        });
     }
-    maps.owners
-        .insert(key, remote_entry(&owner, ifindex), 0)
-        .map_err(err(names::OWNERS))?;
-    Ok(Installed::Installed)
+    // No entry yet: create only, so a claim creating it meanwhile wins.
+    // BPF_EXIST / BPF_NOEXIST.
+    let flags = if first.is_some() { 2 } else { 1 };
+    match maps
+        .owners
+        .insert(key, remote_entry(&owner, ifindex), flags)
+    {
+        Ok(()) => Ok(Installed::Installed),
+        // Created or deleted meanwhile (a claim, a reconcile): keep it.
+        Err(MapError::SyscallError(e))
+            if matches!(e.io_error.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) =>
+        {
+            Ok(Installed::Stale {
+                kernel_epoch: read_owner(maps, &key)?.map_or(0, |o| o.epoch),
+            })
+        }
+        Err(e) => Err(err(names::OWNERS)(e)),
+    }
 }
 
 /// The kernel's owner of `key` if it is on this host (a local port):
