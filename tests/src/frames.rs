@@ -107,10 +107,6 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, options: &[u8], payload:
 
 /// IPv4 packet with header checksum, the identification `id` and the
 /// flags/fragment-offset word `frag` given; TTL 64.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per header field under test"
-)]
 pub fn ipv4_with(
     src: Ipv4Addr,
     dst: Ipv4Addr,
