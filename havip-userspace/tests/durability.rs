@@ -3,6 +3,9 @@
 //! `cargo xtask bench`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{havip_ops, seed_ops};
 use std::{
     io::{BufRead, BufReader},
     path::Path,
@@ -23,32 +26,7 @@ use havip::{
 /// Deterministic op sequence for the crash test: setup, then cycles of
 /// create HaVip / associate / unassociate / (every 4th) delete.
 fn crash_op(i: usize) -> Op {
-    let setup: Vec<Op> = {
-        let mut v = vec![
-            Op::CreateVpc(CreateVpc {
-                id: "vpc".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
-            }),
-            Op::CreateVSwitch(CreateVSwitch {
-                id: "vsw".into(),
-                vpc: "vpc".into(),
-                cidr: "10.0.0.0/16".parse().unwrap(),
-                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            }),
-            Op::SetQuota(SetQuota {
-                havips_per_account: Some(100_000),
-                havips_per_vpc: Some(100_000),
-                havip_routes_per_vpc: None,
-            }),
-        ];
-        for n in 0..10 {
-            v.push(Op::CreateInstance(CreateInstance {
-                id: format!("i-{n}"),
-                vswitch: "vsw".into(),
-            }));
-        }
-        v
-    };
+    let setup = seed_ops(10, 100_000);
     if let Some(op) = setup.get(i) {
         return op.clone();
     }
@@ -176,6 +154,22 @@ fn sigkill_during_write_burst_keeps_every_acknowledged_write() {
 
 // Performance smoke (the real numbers come from `cargo xtask bench`)
 
+/// Binds `i-0` to `havip` and unbinds it again: two operations.
+fn associate_and_back(cp: &ControlPlane, havip: &str) {
+    let member = Member::instance("i-0");
+    cp.apply(Op::AssociateHaVip(AssociateHaVip {
+        havip: havip.into(),
+        member: member.clone(),
+    }))
+    .unwrap();
+    cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
+        havip: havip.into(),
+        member,
+        force: false,
+    }))
+    .unwrap();
+}
+
 #[test]
 fn associate_throughput_and_cold_start_smoke() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,52 +177,13 @@ fn associate_throughput_and_cold_start_smoke() {
     let n_havips = 2_000;
     {
         let cp = ControlPlane::open(&db).unwrap();
-        let mut ops = vec![
-            Op::CreateVpc(CreateVpc {
-                id: "vpc".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
-            }),
-            Op::CreateVSwitch(CreateVSwitch {
-                id: "vsw".into(),
-                vpc: "vpc".into(),
-                cidr: "10.0.0.0/16".parse().unwrap(),
-                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            }),
-            Op::CreateInstance(CreateInstance {
-                id: "i-0".into(),
-                vswitch: "vsw".into(),
-            }),
-            Op::SetQuota(SetQuota {
-                havips_per_account: Some(n_havips),
-                havips_per_vpc: Some(n_havips),
-                havip_routes_per_vpc: None,
-            }),
-        ];
-        ops.extend((0..n_havips).map(|n| {
-            Op::CreateHaVip(CreateHaVip {
-                id: Some(format!("h{n}")),
-                vswitch: "vsw".into(),
-                address: None,
-                ..Default::default()
-            })
-        }));
+        let mut ops = seed_ops(1, n_havips);
+        ops.extend(havip_ops(n_havips));
         cp.apply_all(&ops).unwrap();
         let rounds: u32 = 200;
         let t = Instant::now();
         for r in 0..rounds {
-            let havip = format!("h{}", r as usize % n_havips);
-            let member = Member::instance("i-0");
-            cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                havip: havip.clone(),
-                member: member.clone(),
-            }))
-            .unwrap();
-            cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-                havip,
-                member,
-                force: false,
-            }))
-            .unwrap();
+            associate_and_back(&cp, &format!("h{}", r as usize % n_havips));
         }
         let ops_s = f64::from(2 * rounds) / t.elapsed().as_secs_f64();
         eprintln!("associate/unassociate (debug build, one caller): {ops_s:.0} ops/s");
@@ -251,54 +206,15 @@ fn perf_numbers() {
     let n_havips = 10_000;
     {
         let cp = ControlPlane::open(&db).unwrap();
-        let mut ops = vec![
-            Op::CreateVpc(CreateVpc {
-                id: "vpc".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
-            }),
-            Op::CreateVSwitch(CreateVSwitch {
-                id: "vsw".into(),
-                vpc: "vpc".into(),
-                cidr: "10.0.0.0/16".parse().unwrap(),
-                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            }),
-            Op::CreateInstance(CreateInstance {
-                id: "i-0".into(),
-                vswitch: "vsw".into(),
-            }),
-            Op::SetQuota(SetQuota {
-                havips_per_account: Some(n_havips),
-                havips_per_vpc: Some(n_havips),
-                havip_routes_per_vpc: None,
-            }),
-        ];
-        ops.extend((0..n_havips).map(|n| {
-            Op::CreateHaVip(CreateHaVip {
-                id: Some(format!("h{n}")),
-                vswitch: "vsw".into(),
-                address: None,
-                ..Default::default()
-            })
-        }));
+        let mut ops = seed_ops(1, n_havips);
+        ops.extend(havip_ops(n_havips));
         let t = Instant::now();
         cp.apply_all(&ops).unwrap();
         eprintln!("seed {n_havips} HaVips in one txn: {:?}", t.elapsed());
         let rounds: u32 = 5_000;
         let t = Instant::now();
         for r in 0..rounds {
-            let havip = format!("h{}", r as usize % n_havips);
-            let member = Member::instance("i-0");
-            cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                havip: havip.clone(),
-                member: member.clone(),
-            }))
-            .unwrap();
-            cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-                havip,
-                member,
-                force: false,
-            }))
-            .unwrap();
+            associate_and_back(&cp, &format!("h{}", r as usize % n_havips));
         }
         let ops_s = f64::from(2 * rounds) / t.elapsed().as_secs_f64();
         eprintln!("associate/unassociate, one caller: {ops_s:.0} ops/s");
@@ -309,19 +225,7 @@ fn perf_numbers() {
                 let cp = Arc::clone(&cp);
                 thread::spawn(move || {
                     for r in 0..(rounds / 16) {
-                        let havip = format!("h{}", (r as usize * 16 + k) % n_havips);
-                        let member = Member::instance("i-0");
-                        cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                            havip: havip.clone(),
-                            member: member.clone(),
-                        }))
-                        .unwrap();
-                        cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-                            havip,
-                            member,
-                            force: false,
-                        }))
-                        .unwrap();
+                        associate_and_back(&cp, &format!("h{}", (r as usize * 16 + k) % n_havips));
                     }
                 })
             })

@@ -10,7 +10,7 @@ use crate::frames;
 use havip_common::{virtual_mac, DropReason, Event, HavipKey, OwnerEntry};
 
 use crate::{
-    bed::{GATEWAY_MAC, OWNER_MAC},
+    bed::{CLIENT_IP, CLIENT_MAC, GATEWAY_MAC, HAVIP_A, OWNER_MAC},
     Case, Port, TestBed,
 };
 
@@ -33,8 +33,35 @@ pub fn udp(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> 
     frames::udp_frame(dst_mac, src_mac, src, dst, 40000, 5000, PAYLOAD)
 }
 
-pub fn ipv4_frame(dst_mac: [u8; 6], src_mac: [u8; 6], packet: Vec<u8>) -> frames::Frame {
-    frames::Frame::new(dst_mac, src_mac, frames::ETH_P_IP, packet)
+pub use frames::ipv4_frame;
+
+/// An IPv4 packet of `protocol` (no options) from the client to HaVip A,
+/// addressed to A's virtual MAC.
+pub fn client_to_a(protocol: u8, l4: &[u8]) -> frames::Frame {
+    ipv4_frame(
+        vmac(HAVIP_A),
+        CLIENT_MAC,
+        frames::ipv4(CLIENT_IP, HAVIP_A, protocol, &[], l4),
+    )
+}
+
+/// A TCP segment (port 40001 → 80) from the client to HaVip A.
+pub fn client_tcp_to_a(flags: u8, data: &[u8]) -> frames::Frame {
+    client_to_a(6, &crate::tcp(CLIENT_IP, HAVIP_A, 40001, 80, flags, data))
+}
+
+/// A UDP datagram `sport` → `dport` carrying `data` from the client to
+/// HaVip A.
+pub fn client_udp_to_a(sport: u16, dport: u16, data: &[u8]) -> frames::Frame {
+    frames::udp_frame(
+        vmac(HAVIP_A),
+        CLIENT_MAC,
+        CLIENT_IP,
+        HAVIP_A,
+        sport,
+        dport,
+        data,
+    )
 }
 
 /// `frame` as the program must redirect it: dst MAC = `owner`, src MAC =

@@ -99,15 +99,31 @@ pub fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// IPv4 packet with header checksum; `options` (multiple of 4 bytes) after the header.
+/// IPv4 packet with header checksum; `options` (multiple of 4 bytes) after
+/// the header; id 0, DF set, TTL 64.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    ipv4_with(src, dst, protocol, 0, 0x4000, options, payload)
+}
+
+/// IPv4 packet with header checksum, the identification `id` and the
+/// flags/fragment-offset word `frag` given; TTL 64.
+pub fn ipv4_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    id: u16,
+    frag: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let ihl = 5 + options.len() / 4;
     let total = ihl * 4 + payload.len();
     let mut h = Vec::with_capacity(total);
     h.push(0x40 | ihl as u8);
     h.push(0);
     h.extend_from_slice(&(total as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, DF
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&frag.to_be_bytes());
     h.push(64);
     h.push(protocol);
     h.extend_from_slice(&[0, 0]);
@@ -120,15 +136,21 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, options: &[u8], payload:
     h
 }
 
-/// UDP datagram with checksum over the IPv4 pseudo-header.
-pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let len = (8 + data.len()) as u16;
-    let mut u = Vec::with_capacity(len as usize);
+/// UDP datagram with checksum 0 (optional over IPv4).
+pub fn udp_no_checksum(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + data.len());
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(data);
+    u
+}
+
+/// UDP datagram with checksum over the IPv4 pseudo-header.
+pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut u = udp_no_checksum(sport, dport, data);
+    let len = u.len() as u16;
     let mut pseudo = Vec::with_capacity(12 + u.len());
     pseudo.extend_from_slice(&src.octets());
     pseudo.extend_from_slice(&dst.octets());
@@ -154,12 +176,16 @@ pub fn udp_frame(
     dport: u16,
     data: &[u8],
 ) -> Frame {
-    Frame::new(
+    ipv4_frame(
         dst_mac,
         src_mac,
-        ETH_P_IP,
         ipv4(src, dst, 17, &[], &udp(src, dst, sport, dport, data)),
     )
+}
+
+/// An Ethernet frame carrying the IPv4 `packet`.
+pub fn ipv4_frame(dst_mac: [u8; 6], src_mac: [u8; 6], packet: Vec<u8>) -> Frame {
+    Frame::new(dst_mac, src_mac, ETH_P_IP, packet)
 }
 
 /// Parses a MAC written as `aa:bb:cc:dd:ee:ff`.

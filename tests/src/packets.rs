@@ -138,18 +138,8 @@ pub fn vxlan_frame(
     vni: u32,
     inner: &[u8],
 ) -> Vec<u8> {
-    let mut udp = Vec::with_capacity(16 + inner.len());
-    udp.extend_from_slice(&sport.to_be_bytes());
-    udp.extend_from_slice(&dport.to_be_bytes());
-    udp.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(&vxlan_header(vni));
-    udp.extend_from_slice(inner);
-    frames::Frame::new(
-        dst_mac,
-        src_mac,
-        frames::ETH_P_IP,
-        frames::ipv4(src, dst, 17, &[], &udp),
-    )
-    .bytes()
+    let mut payload = vxlan_header(vni).to_vec();
+    payload.extend_from_slice(inner);
+    let udp = frames::udp_no_checksum(sport, dport, &payload);
+    frames::ipv4_frame(dst_mac, src_mac, frames::ipv4(src, dst, 17, &[], &udp)).bytes()
 }

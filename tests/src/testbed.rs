@@ -180,14 +180,7 @@ impl Case {
         input: Vec<u8>,
         output: Vec<u8>,
     ) -> Self {
-        Self {
-            name: name.into(),
-            ingress,
-            input,
-            expect_action: action::REDIRECT,
-            expect_output: Some(output),
-            expect_counter: Handled::Forwarded.into(),
-        }
+        Self::redirected(name, ingress, input, output, Handled::Forwarded)
     }
 
     /// Proxy ARP reply `output`. The program sends it back out of the
@@ -200,13 +193,24 @@ impl Case {
         input: Vec<u8>,
         output: Vec<u8>,
     ) -> Self {
+        Self::redirected(name, ingress, input, output, Handled::ProxyArpReplied)
+    }
+
+    /// `XDP_REDIRECT` of `output`, counted as `handled`.
+    fn redirected(
+        name: impl Into<String>,
+        ingress: Port,
+        input: Vec<u8>,
+        output: Vec<u8>,
+        handled: Handled,
+    ) -> Self {
         Self {
             name: name.into(),
             ingress,
             input,
             expect_action: action::REDIRECT,
             expect_output: Some(output),
-            expect_counter: Handled::ProxyArpReplied.into(),
+            expect_counter: handled.into(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{net::SocketAddrV4, time::Duration};
 use havip::status;
 use havip_tests::{
     frames, lab,
-    scenario::{owner_mac, AgentProcess, Stream, Trio},
+    scenario::{owner_mac, Stream, Trio},
 };
 
 const NET: u8 = 8;
@@ -29,13 +29,9 @@ fn epoch(t: &Trio) -> u64 {
 #[test]
 fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
     let t = setup();
-    let (scratch, lab, config, vip) = (&t.scratch, &t.lab, &t.config, t.vip);
+    let (scratch, lab, vip) = (&t.scratch, &t.lab, t.vip);
     let a_mac = t.a.0;
-    let log = scratch.dir.join("agent.log");
-    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("agent");
-    agent
-        .wait_ready(scratch, 1, Duration::from_secs(30))
-        .expect("agent ready");
+    let agent = t.start_agent().expect("agent ready");
     assert_eq!(
         owner_mac(&scratch.pin_dir, vip),
         Some(lab::mac_string(a_mac))
@@ -54,10 +50,7 @@ fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
     std::thread::sleep(Duration::from_millis(500));
     agent.kill9().expect("SIGKILL");
     std::thread::sleep(Duration::from_millis(500));
-    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("restart");
-    agent
-        .wait_ready(scratch, 1, Duration::from_secs(30))
-        .expect("agent ready again");
+    let agent = t.start_agent().expect("agent ready again");
     std::thread::sleep(Duration::from_millis(500));
     let report = stream.finish().expect("stream report");
 
@@ -85,13 +78,9 @@ fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
 #[test]
 fn claim_while_agent_is_down_is_adopted_not_overwritten() {
     let t = setup();
-    let (scratch, lab, config, vip) = (&t.scratch, &t.lab, &t.config, t.vip);
+    let (scratch, lab, vip) = (&t.scratch, &t.lab, t.vip);
     let b_mac = t.b.0;
-    let log = scratch.dir.join("agent.log");
-    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("agent");
-    agent
-        .wait_ready(scratch, 1, Duration::from_secs(30))
-        .expect("agent ready");
+    let agent = t.start_agent().expect("agent ready");
     agent.kill9().expect("SIGKILL");
 
     // b takes over while no agent runs: the kernel switches on its own.
@@ -108,10 +97,7 @@ fn claim_while_agent_is_down_is_adopted_not_overwritten() {
     );
     let epoch_b = epoch(&t);
 
-    let mut agent = AgentProcess::start(lab.host.name(), config, &log, &[]).expect("restart");
-    agent
-        .wait_ready(scratch, 1, Duration::from_secs(30))
-        .expect("agent ready again");
+    let agent = t.start_agent().expect("agent ready again");
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         owner_mac(&scratch.pin_dir, vip),

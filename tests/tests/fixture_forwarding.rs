@@ -4,7 +4,7 @@
 
 use havip_common::{owner_flags, DropReason, OwnerEntry};
 use havip_tests::frames;
-use havip_tests::{bed::*, fixtures::*, icmp_echo, tcp, tcp_flags, Case, Port, TestBed};
+use havip_tests::{bed::*, fixtures::*, icmp_echo, tcp_flags, Case, Port, TestBed};
 
 #[test]
 fn havip_traffic_is_redirected_to_the_owner() {
@@ -14,7 +14,7 @@ fn havip_traffic_is_redirected_to_the_owner() {
     let options_8 = [0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00]; // RA, NOPs, EOL
     let udp_payload = frames::udp(CLIENT_IP, HAVIP_A, 40000, 5000, PAYLOAD);
     let big = vec![0xa5; 1400];
-    let mut padded = frames::udp_frame(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A, 1, 2, b"x");
+    let mut padded = client_udp_to_a(1, 2, b"x");
     padded.payload.resize(60 - 14, 0); // Ethernet minimum, zero padded
 
     let cases = vec![
@@ -40,53 +40,22 @@ fn havip_traffic_is_redirected_to_the_owner() {
         redirect_to_owner(
             "TCP SYN",
             Port::Client,
-            ipv4_frame(
-                vmac(HAVIP_A),
-                CLIENT_MAC,
-                frames::ipv4(
-                    CLIENT_IP,
-                    HAVIP_A,
-                    6,
-                    &[],
-                    &tcp(CLIENT_IP, HAVIP_A, 40001, 80, tcp_flags::SYN, &[]),
-                ),
-            ),
+            client_tcp_to_a(tcp_flags::SYN, &[]),
         ),
         redirect_to_owner(
             "TCP segment with data",
             Port::Client,
-            ipv4_frame(
-                vmac(HAVIP_A),
-                CLIENT_MAC,
-                frames::ipv4(
-                    CLIENT_IP,
-                    HAVIP_A,
-                    6,
-                    &[],
-                    &tcp(
-                        CLIENT_IP,
-                        HAVIP_A,
-                        40001,
-                        80,
-                        tcp_flags::ACK | tcp_flags::PSH,
-                        PAYLOAD,
-                    ),
-                ),
-            ),
+            client_tcp_to_a(tcp_flags::ACK | tcp_flags::PSH, PAYLOAD),
         ),
         redirect_to_owner(
             "ICMP echo request",
             Port::Client,
-            ipv4_frame(
-                vmac(HAVIP_A),
-                CLIENT_MAC,
-                frames::ipv4(CLIENT_IP, HAVIP_A, 1, &[], &icmp_echo(7, 1, PAYLOAD)),
-            ),
+            client_to_a(1, &icmp_echo(7, 1, PAYLOAD)),
         ),
         redirect_to_owner(
             "1400-byte payload",
             Port::Client,
-            frames::udp_frame(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A, 1, 2, &big),
+            client_udp_to_a(1, 2, &big),
         ),
         redirect_to_owner("60-byte frame with Ethernet padding", Port::Client, padded),
         redirect_to_owner(

@@ -141,39 +141,23 @@ fn malformed_frames_pass_untouched() {
         "refused runts must not run the program"
     );
 
+    // Every truncation of each frame: (what, ingress, frame, lengths).
+    let cuts = [
+        ("802.1Q tag", Port::Client, &tagged, 14..18),
+        ("IPv4 header", Port::Client, &ip, 14..34),
+        ("tagged IPv4 header", Port::Client, &tagged, 18..38),
+        ("ARP request for the HaVip", Port::Client, &arp, 14..42),
+        ("authorised GARP", Port::Standby, &claim, 14..42),
+    ];
     let mut cases = Vec::new();
-    for len in 14..18 {
-        cases.push(Case::malformed(
-            format!("802.1Q tag cut at {len} bytes"),
-            Port::Client,
-            tagged[..len].to_vec(),
-        ));
-    }
-    for len in 14..34 {
-        cases.push(Case::malformed(
-            format!("IPv4 header cut at {len} bytes"),
-            Port::Client,
-            ip[..len].to_vec(),
-        ));
-    }
-    for len in 18..38 {
-        cases.push(Case::malformed(
-            format!("tagged IPv4 header cut at {len} bytes"),
-            Port::Client,
-            tagged[..len].to_vec(),
-        ));
-    }
-    for len in 14..42 {
-        cases.push(Case::malformed(
-            format!("ARP request for the HaVip cut at {len} bytes"),
-            Port::Client,
-            arp[..len].to_vec(),
-        ));
-        cases.push(Case::malformed(
-            format!("authorised GARP cut at {len} bytes"),
-            Port::Standby,
-            claim[..len].to_vec(),
-        ));
+    for (what, ingress, frame, lens) in cuts {
+        for len in lens {
+            cases.push(Case::malformed(
+                format!("{what} cut at {len} bytes"),
+                ingress,
+                frame[..len].to_vec(),
+            ));
+        }
     }
     for (name, version_ihl) in [
         ("IHL 4", 0x44),

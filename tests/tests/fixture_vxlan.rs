@@ -12,8 +12,7 @@ use havip::dataplane::{
 };
 use havip_common::{owner_flags, DropReason, Handled, TrafficCounter};
 use havip_tests::{
-    bed::*, fixtures::*, frames, icmp_echo, tcp, tcp_flags, vxlan_frame, Case, Counter, Port,
-    TestBed,
+    bed::*, fixtures::*, frames, icmp_echo, tcp_flags, vxlan_frame, Case, Counter, Port, TestBed,
 };
 
 /// A client behind the remote host (the source of decapsulated frames).
@@ -115,32 +114,10 @@ fn traffic_to_a_remote_owner_is_encapsulated_towards_its_vtep() {
     let mut bed = TestBed::with_vxlan();
     remote_owner_of_a(&mut bed, REMOTE_VTEP);
     let udp_a = udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A);
-    let tcp_a = ipv4_frame(
-        vmac(HAVIP_A),
-        CLIENT_MAC,
-        frames::ipv4(
-            CLIENT_IP,
-            HAVIP_A,
-            6,
-            &[],
-            &tcp(CLIENT_IP, HAVIP_A, 40001, 80, tcp_flags::SYN, &[]),
-        ),
-    );
-    let icmp_a = ipv4_frame(
-        vmac(HAVIP_A),
-        CLIENT_MAC,
-        frames::ipv4(CLIENT_IP, HAVIP_A, 1, &[], &icmp_echo(7, 1, PAYLOAD)),
-    );
+    let tcp_a = client_tcp_to_a(tcp_flags::SYN, &[]);
+    let icmp_a = client_to_a(1, &icmp_echo(7, 1, PAYLOAD));
     // The largest guest packet that fits the 1600-byte underlay: 1550.
-    let largest = frames::udp_frame(
-        vmac(HAVIP_A),
-        CLIENT_MAC,
-        CLIENT_IP,
-        HAVIP_A,
-        1,
-        2,
-        &vec![0xa5; 1550 - 28],
-    );
+    let largest = client_udp_to_a(1, 2, &vec![0xa5; 1550 - 28]);
     let s_udp = check_encap(&mut bed, "UDP", &udp_a);
     check_encap(&mut bed, "TCP SYN", &tcp_a);
     check_encap(&mut bed, "ICMP echo", &icmp_a);
@@ -152,15 +129,7 @@ fn traffic_to_a_remote_owner_is_encapsulated_towards_its_vtep() {
     );
     let ports: std::collections::BTreeSet<u16> = (0..16u16)
         .map(|i| {
-            let f = frames::udp_frame(
-                vmac(HAVIP_A),
-                CLIENT_MAC,
-                CLIENT_IP,
-                HAVIP_A,
-                40000 + i,
-                5000,
-                PAYLOAD,
-            );
+            let f = client_udp_to_a(40000 + i, 5000, PAYLOAD);
             check_encap(&mut bed, &format!("UDP flow {i}"), &f)
         })
         .collect();
@@ -176,15 +145,7 @@ fn traffic_to_a_remote_owner_is_encapsulated_towards_its_vtep() {
 fn encap_that_cannot_be_done_is_dropped_and_counted() {
     let mut bed = TestBed::with_vxlan();
     remote_owner_of_a(&mut bed, REMOTE_VTEP);
-    let too_big = frames::udp_frame(
-        vmac(HAVIP_A),
-        CLIENT_MAC,
-        CLIENT_IP,
-        HAVIP_A,
-        1,
-        2,
-        &vec![0xa5; 1551 - 28],
-    );
+    let too_big = client_udp_to_a(1, 2, &vec![0xa5; 1551 - 28]);
     bed.check(&[Case::drop(
         "1551-byte IPv4 packet: 1601 bytes on a 1600-byte underlay",
         Port::Client,

@@ -42,6 +42,23 @@ fn owner(t: &Trio) -> (Option<String>, u32, u64) {
     (h.owner_mac, h.owner_ifindex, h.epoch)
 }
 
+/// Every port of the host's status: interface, state, ifindex.
+fn ports(t: &Trio) -> Vec<(String, &'static str, Option<u32>)> {
+    host_status(t)
+        .ports
+        .iter()
+        .map(|p| (p.interface.clone(), p.state, p.ifindex))
+        .collect()
+}
+
+/// The agent's log shows no owner cleared.
+fn assert_no_owner_cleared(log: &str) {
+    assert!(
+        !log.contains("owners_cleared: 1"),
+        "an owner was cleared:\n{log}"
+    );
+}
+
 fn has_xdp(t: &Trio, ifname: &str) -> bool {
     t.lab
         .host
@@ -103,15 +120,20 @@ fn garp(t: &Trio, name: &str) {
     lab::send_raw(&g.ns, "eth0", vec![frames::garp(g.mac, t.vip).bytes()]).expect("garp");
 }
 
-/// Sends to the HaVip from c for `window` and returns (a, b) counts.
-fn traffic(t: &Trio, port: u16, window: Duration) -> (usize, usize) {
-    let stream = Stream::start(
+/// A 1 ms stream from c to the HaVip's `port`, counted at a and b.
+fn stream_from_c(t: &Trio, port: u16) -> Stream {
+    Stream::start(
         &t.lab.guests[0].ns,
         SocketAddrV4::new(t.vip, port),
         Duration::from_millis(1),
         &[("a", &t.lab.guests[1].ns), ("b", &t.lab.guests[2].ns)],
     )
-    .expect("stream");
+    .expect("stream")
+}
+
+/// Sends to the HaVip from c for `window` and returns (a, b) counts.
+fn traffic(t: &Trio, port: u16, window: Duration) -> (usize, usize) {
+    let stream = stream_from_c(t, port);
     std::thread::sleep(window);
     let r = stream.finish().expect("report");
     (r.count("a"), r.count("b"))
@@ -119,13 +141,7 @@ fn traffic(t: &Trio, port: u16, window: Duration) -> (usize, usize) {
 
 /// The claim is seen and traffic follows `to` within 1 s.
 fn follows(t: &Trio, port: u16, to: &str) {
-    let stream = Stream::start(
-        &t.lab.guests[0].ns,
-        SocketAddrV4::new(t.vip, port),
-        Duration::from_millis(1),
-        &[("a", &t.lab.guests[1].ns), ("b", &t.lab.guests[2].ns)],
-    )
-    .expect("stream");
+    let stream = stream_from_c(t, port);
     std::thread::sleep(Duration::from_millis(200));
     let claimed_at = stream.approx_seq(Duration::from_millis(1));
     garp(t, to);
@@ -201,11 +217,7 @@ fn recreated_members_keep_xdp_and_owners_and_can_claim() {
         assert!(has_xdp(&t, &g.host_if), "no XDP on {}", g.host_if);
         assert_eq!(port_state(&t, &g.host_if), "attached", "{}", g.host_if);
     }
-    let log = agent.log_text();
-    assert!(
-        !log.contains("owners_cleared: 1"),
-        "an owner was cleared:\n{log}"
-    );
+    assert_no_owner_cleared(&agent.log_text());
     agent.stop().expect("stop");
 }
 
@@ -243,11 +255,7 @@ fn short_of_file_descriptors_nothing_changes() {
         .expect("ready");
     std::thread::sleep(Duration::from_millis(500));
     let before = owner(&t);
-    let ports_before: Vec<_> = host_status(&t)
-        .ports
-        .iter()
-        .map(|p| (p.interface.clone(), p.state, p.ifindex))
-        .collect();
+    let ports_before = ports(&t);
     assert_eq!(ports_before.len(), 3, "{ports_before:?}");
 
     // Hold idle API connections until the agent runs out of descriptors.
@@ -269,11 +277,7 @@ fn short_of_file_descriptors_nothing_changes() {
     std::thread::sleep(Duration::from_millis(2500));
     let (a, b) = traffic(&t, 9000, Duration::from_millis(400));
     let after = owner(&t);
-    let ports_after: Vec<_> = host_status(&t)
-        .ports
-        .iter()
-        .map(|p| (p.interface.clone(), p.state, p.ifindex))
-        .collect();
+    let ports_after = ports(&t);
     drop(held);
     let text = agent.log_text();
     println!("traffic a {a}, b {b}");
@@ -284,10 +288,7 @@ fn short_of_file_descriptors_nothing_changes() {
         text.contains("maps left as they are") || text.contains("Too many open files"),
         "the agent never ran short of descriptors (test proves nothing):\n{text}"
     );
-    assert!(
-        !text.contains("owners_cleared: 1"),
-        "owner cleared:\n{text}"
-    );
+    assert_no_owner_cleared(&text);
     agent.stop().expect("stop");
 }
 

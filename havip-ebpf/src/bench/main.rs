@@ -161,45 +161,51 @@ pub fn bench_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Writes the constant MACs over the Ethernet header at `start`.
-///
-/// # Safety
-/// 12 bytes at `start` must be bounds-checked packet data.
+/// Writes the constant MACs over the Ethernet header at `start`, if the
+/// 14 bytes of an Ethernet header fit before `end`; false if not.
 #[inline(always)]
-unsafe fn rewrite_macs(start: usize) {
-    let words = start as *mut u16;
-    for i in 0..3 {
-        words
-            .add(i)
-            .write_volatile(core::ptr::read_volatile(&REWRITE_DST[i]));
-        words
-            .add(3 + i)
-            .write_volatile(core::ptr::read_volatile(&REWRITE_SRC[i]));
+fn rewrite_macs(start: usize, end: usize) -> bool {
+    if start + 14 > end {
+        return false;
     }
+    let words = start as *mut u16;
+    // SAFETY: bounds-checked above.
+    unsafe {
+        for i in 0..3 {
+            words
+                .add(i)
+                .write_volatile(core::ptr::read_volatile(&REWRITE_DST[i]));
+            words
+                .add(3 + i)
+                .write_volatile(core::ptr::read_volatile(&REWRITE_SRC[i]));
+        }
+    }
+    true
+}
+
+/// The load-time egress ifindex (`TC_IFINDEX`).
+#[inline(always)]
+fn tc_ifindex() -> u32 {
+    // SAFETY: load-time constant.
+    unsafe { core::ptr::read_volatile(&TC_IFINDEX) }
 }
 
 #[xdp]
 pub fn bench_bare_redirect(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
-    if start + 14 > ctx.data_end() {
+    if !rewrite_macs(ctx.data(), ctx.data_end()) {
         return xdp_action::XDP_DROP;
     }
-    // SAFETY: bounds-checked above.
-    unsafe { rewrite_macs(start) };
     BARE_TX.redirect(0, 0).unwrap_or(xdp_action::XDP_DROP)
 }
 
 #[classifier]
 pub fn bench_tc_redirect(ctx: TcContext) -> i32 {
-    let start = ctx.data();
-    if start + 14 > ctx.data_end() {
+    // tc makes the head writable for us.
+    if !rewrite_macs(ctx.data(), ctx.data_end()) {
         return TC_ACT_SHOT as i32;
     }
-    // SAFETY: bounds-checked above; tc makes the head writable for us.
-    unsafe {
-        rewrite_macs(start);
-        bpf_redirect(core::ptr::read_volatile(&TC_IFINDEX), 0) as i32
-    }
+    // SAFETY: a plain helper call on a load-time ifindex.
+    unsafe { bpf_redirect(tc_ifindex(), 0) as i32 }
 }
 
 // ---- forward-path cost ladder -------------------------------------------
@@ -224,16 +230,101 @@ static LAD_HANDLED: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(
 
 const FORWARDED: u32 = 2;
 
+/// An early verdict of a ladder step (the frame is not forwarded).
+type Verdict = u32;
+
 /// The product's parse of an IPv4 frame: the Ethernet header (one optional
-/// tag) and the destination address, or `None`.
+/// tag) and the destination address; `XDP_PASS` for anything else.
 #[inline(always)]
-fn ipv4_daddr(ctx: &XdpContext) -> Option<(Frame, [u8; 4])> {
-    let frame = parse::eth::parse(ctx)?;
+fn ipv4_daddr(ctx: &XdpContext) -> Result<(Frame, [u8; 4]), Verdict> {
+    let frame = parse::eth::parse(ctx).ok_or(xdp_action::XDP_PASS)?;
     if frame.ether_type != parse::eth::ETH_P_IP {
-        return None;
+        return Err(xdp_action::XDP_PASS);
     }
-    let ip = parse::ipv4::addresses(ctx, frame.l3_offset)?;
-    Some((frame, ip.daddr))
+    let ip = parse::ipv4::addresses(ctx, frame.l3_offset).ok_or(xdp_action::XDP_PASS)?;
+    Ok((frame, ip.daddr))
+}
+
+/// The ingress port from the `PORTS`-like hash (the product's lookup);
+/// `XDP_PASS` for an unknown port.
+#[inline(always)]
+fn hash_port(ctx: &XdpContext) -> Result<&'static PortInfo, Verdict> {
+    // SAFETY: havip-bench fills the LAD_* maps before a run and never
+    // writes them during it: the value read is stable.
+    unsafe { LAD_PORTS.get(&ingress(ctx)) }.ok_or(xdp_action::XDP_PASS)
+}
+
+/// The ingress port from the array (the sketches); `XDP_PASS` for an
+/// unknown port.
+#[inline(always)]
+fn array_port(ctx: &XdpContext) -> Result<&'static PortInfo, Verdict> {
+    match LAD_PORTS_ARRAY.get(ingress(ctx)) {
+        Some(port) if port.flags != 0 => Ok(port),
+        _ => Err(xdp_action::XDP_PASS),
+    }
+}
+
+/// The `OWNERS` lookup of the product: `XDP_PASS` for no HaVip, `XDP_DROP`
+/// for a HaVip with no owner.
+#[inline(always)]
+fn owner_of(key: &HavipKey) -> Result<&'static OwnerEntry, Verdict> {
+    // SAFETY: havip-bench fills the LAD_* maps before a run and never
+    // writes them during it: the value read is stable.
+    let owner = unsafe { LAD_OWNERS.get(key) }.ok_or(xdp_action::XDP_PASS)?;
+    if owner.ifindex == 0 {
+        return Err(xdp_action::XDP_DROP);
+    }
+    Ok(owner)
+}
+
+/// The product's path up to the MAC rewrite: parse, `PORTS`, `OWNERS`.
+#[inline(always)]
+fn hash_path(ctx: &XdpContext) -> Result<(Frame, &'static PortInfo, &'static OwnerEntry), Verdict> {
+    let (frame, daddr) = ipv4_daddr(ctx)?;
+    let port = hash_port(ctx)?;
+    Ok((frame, port, owner_of(&havip_key(port, daddr))?))
+}
+
+/// The sketches' path up to the HaVip lookup: parse, the `PORTS` array,
+/// the HaVip's key.
+#[inline(always)]
+fn array_path(ctx: &XdpContext) -> Result<(Frame, &'static PortInfo, HavipKey), Verdict> {
+    let (frame, daddr) = ipv4_daddr(ctx)?;
+    let port = array_port(ctx)?;
+    Ok((frame, port, havip_key(port, daddr)))
+}
+
+/// The `OWNERS` key of `daddr` on `port`'s vSwitch.
+#[inline(always)]
+fn havip_key(port: &PortInfo, daddr: [u8; 4]) -> HavipKey {
+    HavipKey {
+        vswitch_id: port.vswitch_id,
+        addr: daddr,
+    }
+}
+
+/// Redirects to `ifindex` through `LAD_TX` and, if that worked, counts
+/// `len` bytes for `havip_id` (and in `HANDLED[Forwarded]` if `handled`).
+#[inline(always)]
+fn redirect_counted(ifindex: u32, havip_id: u32, len: u64, handled: bool) -> u32 {
+    match LAD_TX.redirect(ifindex, 0) {
+        Ok(action) => {
+            counter::count(&LAD_STATS, havip_id, len);
+            if handled {
+                counter::count(&LAD_HANDLED, FORWARDED, len);
+            }
+            action
+        }
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
+/// Runs a ladder step's body, which returns early with `Err(verdict)`.
+#[inline(always)]
+fn run(step: impl FnOnce() -> Result<u32, Verdict>) -> u32 {
+    match step() {
+        Ok(action) | Err(action) => action,
+    }
 }
 
 /// The product's MAC rewrite (word stores) on a parsed frame.
@@ -250,45 +341,44 @@ fn ingress(ctx: &XdpContext) -> u32 {
     ctx.ingress_ifindex() as u32
 }
 
+fn frame_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
+}
+
 /// Step 1: bare rewrite, redirect through a DEVMAP_HASH (the product's
 /// `TX_PORTS` type) instead of a DEVMAP.
 #[xdp]
 pub fn lad1_devmap_hash(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
-    if start + 14 > ctx.data_end() {
+    if !rewrite_macs(ctx.data(), ctx.data_end()) {
         return xdp_action::XDP_DROP;
     }
-    // SAFETY: bounds-checked above.
-    unsafe { rewrite_macs(start) };
-    // SAFETY: load-time constant.
-    let port = unsafe { core::ptr::read_volatile(&TC_IFINDEX) };
-    LAD_TX.redirect(port, 0).unwrap_or(xdp_action::XDP_DROP)
+    LAD_TX
+        .redirect(tc_ifindex(), 0)
+        .unwrap_or(xdp_action::XDP_DROP)
 }
 
 /// Step 2: + the `PORTS` hash lookup by ingress ifindex (source MAC from it).
 #[xdp]
 pub fn lad2_ports(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
-    if start + 14 > ctx.data_end() {
-        return xdp_action::XDP_DROP;
-    }
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: bounds-checked above.
-    unsafe {
-        for i in 0..3 {
-            (start as *mut u16)
-                .add(i)
-                .write_volatile(core::ptr::read_volatile(&REWRITE_DST[i]));
+    run(|| {
+        let start = ctx.data();
+        if start + 14 > ctx.data_end() {
+            return Err(xdp_action::XDP_DROP);
         }
-        write_mac((start + 6) as *mut [u8; 6], &port.gateway_mac);
-    }
-    // SAFETY: load-time constant.
-    let out = unsafe { core::ptr::read_volatile(&TC_IFINDEX) };
-    LAD_TX.redirect(out, 0).unwrap_or(xdp_action::XDP_DROP)
+        let port = hash_port(&ctx)?;
+        // SAFETY: bounds-checked above.
+        unsafe {
+            for i in 0..3 {
+                (start as *mut u16)
+                    .add(i)
+                    .write_volatile(core::ptr::read_volatile(&REWRITE_DST[i]));
+            }
+            write_mac((start + 6) as *mut [u8; 6], &port.gateway_mac);
+        }
+        Ok(LAD_TX
+            .redirect(tc_ifindex(), 0)
+            .unwrap_or(xdp_action::XDP_DROP))
+    })
 }
 
 /// Step 3: + IPv4 parse and the `OWNERS` hash lookup (destination MAC and
@@ -296,66 +386,25 @@ pub fn lad2_ports(ctx: XdpContext) -> u32 {
 /// word stores for the MACs.
 #[xdp]
 pub fn lad3_owners(ctx: XdpContext) -> u32 {
-    let Some((frame, daddr)) = ipv4_daddr(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    let key = HavipKey {
-        vswitch_id: port.vswitch_id,
-        addr: daddr,
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    if owner.ifindex == 0 {
-        return xdp_action::XDP_DROP;
-    }
-    rewrite(&frame, &owner.mac, &port.gateway_mac);
-    LAD_TX
-        .redirect(owner.ifindex, 0)
-        .unwrap_or(xdp_action::XDP_DROP)
+    run(|| {
+        let (frame, port, owner) = hash_path(&ctx)?;
+        rewrite(&frame, &owner.mac, &port.gateway_mac);
+        Ok(LAD_TX
+            .redirect(owner.ifindex, 0)
+            .unwrap_or(xdp_action::XDP_DROP))
+    })
 }
 
 /// Step 4: + the two per-CPU counters the product keeps per forwarded
 /// frame (`HAVIP_STATS[id]`, `HANDLED[Forwarded]`).
 #[xdp]
 pub fn lad4_counters(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    let Some((frame, daddr)) = ipv4_daddr(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    let key = HavipKey {
-        vswitch_id: port.vswitch_id,
-        addr: daddr,
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    if owner.ifindex == 0 {
-        return xdp_action::XDP_DROP;
-    }
-    rewrite(&frame, &owner.mac, &port.gateway_mac);
-    match LAD_TX.redirect(owner.ifindex, 0) {
-        Ok(action) => {
-            counter::count(&LAD_STATS, owner.havip_id, len);
-            counter::count(&LAD_HANDLED, FORWARDED, len);
-            action
-        }
-        Err(_) => xdp_action::XDP_DROP,
-    }
+    let len = frame_len(&ctx);
+    run(|| {
+        let (frame, port, owner) = hash_path(&ctx)?;
+        rewrite(&frame, &owner.mac, &port.gateway_mac);
+        Ok(redirect_counted(owner.ifindex, owner.havip_id, len, true))
+    })
 }
 
 /// Step 5: step 4 with the MACs assigned as `[u8; 6]` from the map values,
@@ -364,42 +413,18 @@ pub fn lad4_counters(ctx: XdpContext) -> u32 {
 /// a byte-by-byte `memmove` subprogram for each.
 #[xdp]
 pub fn lad5_bytecopy(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    let Some((frame, daddr)) = ipv4_daddr(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(port) = (unsafe { LAD_PORTS.get(&ingress(&ctx)) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    let key = HavipKey {
-        vswitch_id: port.vswitch_id,
-        addr: daddr,
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    let owner = *owner;
-    if owner.ifindex == 0 {
-        return xdp_action::XDP_DROP;
-    }
-    let eth = frame.eth;
-    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
-    unsafe {
-        (*eth).dst = owner.mac;
-        (*eth).src = port.gateway_mac;
-    }
-    match LAD_TX.redirect(owner.ifindex, 0) {
-        Ok(action) => {
-            counter::count(&LAD_STATS, owner.havip_id, len);
-            counter::count(&LAD_HANDLED, FORWARDED, len);
-            action
+    let len = frame_len(&ctx);
+    run(|| {
+        let (frame, port, owner) = hash_path(&ctx)?;
+        let owner = *owner;
+        let eth = frame.eth;
+        // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
+        unsafe {
+            (*eth).dst = owner.mac;
+            (*eth).src = port.gateway_mac;
         }
-        Err(_) => xdp_action::XDP_DROP,
-    }
+        Ok(redirect_counted(owner.ifindex, owner.havip_id, len, true))
+    })
 }
 
 /// A cheaper forward path (a proposal, not the product): `PORTS` as an
@@ -408,36 +433,13 @@ pub fn lad5_bytecopy(ctx: XdpContext) -> u32 {
 /// (`HANDLED[Forwarded]` is the sum of the per-HaVip counters).
 #[xdp]
 pub fn lad_sketch(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    let Some((frame, daddr)) = ipv4_daddr(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(port) = LAD_PORTS_ARRAY.get(ingress(&ctx)) else {
-        return xdp_action::XDP_PASS;
-    };
-    if port.flags == 0 {
-        return xdp_action::XDP_PASS;
-    }
-    let key = HavipKey {
-        vswitch_id: port.vswitch_id,
-        addr: daddr,
-    };
-    // SAFETY: havip-bench fills the LAD_* maps before a run and never
-    // writes them during it: the value read is stable.
-    let Some(owner) = (unsafe { LAD_OWNERS.get(&key) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    if owner.ifindex == 0 {
-        return xdp_action::XDP_DROP;
-    }
-    rewrite(&frame, &owner.mac, &port.gateway_mac);
-    match LAD_TX.redirect(owner.ifindex, 0) {
-        Ok(action) => {
-            counter::count(&LAD_STATS, owner.havip_id, len);
-            action
-        }
-        Err(_) => xdp_action::XDP_DROP,
-    }
+    let len = frame_len(&ctx);
+    run(|| {
+        let (frame, port, key) = array_path(&ctx)?;
+        let owner = owner_of(&key)?;
+        rewrite(&frame, &owner.mac, &port.gateway_mac);
+        Ok(redirect_counted(owner.ifindex, owner.havip_id, len, false))
+    })
 }
 
 /// A HaVip's slot in the open-addressing table of [`lad_sketch_array`].
@@ -483,56 +485,36 @@ fn slot_hash(key: &HavipKey) -> u32 {
 /// capacity); the owner is an index into a members array.
 #[xdp]
 pub fn lad_sketch_array(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    let Some((frame, daddr)) = ipv4_daddr(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(port) = LAD_PORTS_ARRAY.get(ingress(&ctx)) else {
-        return xdp_action::XDP_PASS;
-    };
-    if port.flags == 0 {
-        return xdp_action::XDP_PASS;
-    }
-    let key = HavipKey {
-        vswitch_id: port.vswitch_id,
-        addr: daddr,
-    };
-    let h = slot_hash(&key);
-    let mut found: Option<&Slot> = None;
-    for i in 0..PROBES {
-        let Some(slot) = LAD_SLOTS.get(h.wrapping_add(i) & SLOT_MASK) else {
-            break;
-        };
-        if slot.key.vswitch_id == key.vswitch_id
-            && u32::from_ne_bytes(slot.key.addr) == u32::from_ne_bytes(key.addr)
-        {
-            found = Some(slot);
-            break;
+    let len = frame_len(&ctx);
+    run(|| {
+        let (frame, port, key) = array_path(&ctx)?;
+        let h = slot_hash(&key);
+        let mut found: Option<&Slot> = None;
+        for i in 0..PROBES {
+            let Some(slot) = LAD_SLOTS.get(h.wrapping_add(i) & SLOT_MASK) else {
+                break;
+            };
+            if slot.key.vswitch_id == key.vswitch_id
+                && u32::from_ne_bytes(slot.key.addr) == u32::from_ne_bytes(key.addr)
+            {
+                found = Some(slot);
+                break;
+            }
+            if slot.key.vswitch_id == 0 {
+                break;
+            }
         }
-        if slot.key.vswitch_id == 0 {
-            break;
+        let slot = found.ok_or(xdp_action::XDP_PASS)?;
+        // SAFETY: one aligned 4-byte load: a concurrent claim is seen whole.
+        let member_index = unsafe { core::ptr::read_volatile(&slot.member) };
+        let havip_id = slot.havip_id;
+        let member = LAD_MEMBERS.get(member_index).ok_or(xdp_action::XDP_DROP)?;
+        if member_index == 0 || member.ifindex == 0 {
+            return Err(xdp_action::XDP_DROP);
         }
-    }
-    let Some(slot) = found else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: one aligned 4-byte load: a concurrent claim is seen whole.
-    let member_index = unsafe { core::ptr::read_volatile(&slot.member) };
-    let havip_id = slot.havip_id;
-    let Some(member) = LAD_MEMBERS.get(member_index) else {
-        return xdp_action::XDP_DROP;
-    };
-    if member_index == 0 || member.ifindex == 0 {
-        return xdp_action::XDP_DROP;
-    }
-    rewrite(&frame, &member.mac, &port.gateway_mac);
-    match LAD_TX.redirect(member.ifindex, 0) {
-        Ok(action) => {
-            counter::count(&LAD_STATS, havip_id, len);
-            action
-        }
-        Err(_) => xdp_action::XDP_DROP,
-    }
+        rewrite(&frame, &member.mac, &port.gateway_mac);
+        Ok(redirect_counted(member.ifindex, havip_id, len, false))
+    })
 }
 
 #[cfg(not(test))]

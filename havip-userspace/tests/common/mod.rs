@@ -317,6 +317,48 @@ pub fn raise_quotas(c: &Client) {
     .unwrap();
 }
 
+/// VPC `vpc` (10.0.0.0/8) with vSwitch `vsw` (10.0.0.0/16), quotas of
+/// `quota` HaVips per account and per VPC, and instances `i-0..` in `vsw`:
+/// the seed of the durability and performance tests.
+pub fn seed_ops(n_instances: usize, quota: usize) -> Vec<Op> {
+    let mut ops = vec![
+        Op::CreateVpc(CreateVpc {
+            id: "vpc".into(),
+            cidr: "10.0.0.0/8".parse().unwrap(),
+        }),
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw".into(),
+            vpc: "vpc".into(),
+            cidr: "10.0.0.0/16".parse().unwrap(),
+            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+        }),
+        Op::SetQuota(SetQuota {
+            havips_per_account: Some(quota),
+            havips_per_vpc: Some(quota),
+            havip_routes_per_vpc: None,
+        }),
+    ];
+    ops.extend((0..n_instances).map(|n| {
+        Op::CreateInstance(CreateInstance {
+            id: format!("i-{n}"),
+            vswitch: "vsw".into(),
+        })
+    }));
+    ops
+}
+
+/// HaVips `h0..h{n}` in [`seed_ops`]'s vSwitch, addresses allocated.
+pub fn havip_ops(n: usize) -> impl Iterator<Item = Op> {
+    (0..n).map(|n| {
+        Op::CreateHaVip(CreateHaVip {
+            id: Some(format!("h{n}")),
+            vswitch: "vsw".into(),
+            address: None,
+            ..Default::default()
+        })
+    })
+}
+
 /// The example config shipped in `examples/`.
 pub fn demo_config_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml")

@@ -129,13 +129,7 @@ const _: () = assert!(core::mem::size_of::<GenConfig>() == 60);
 unsafe impl aya::Pod for GenConfig {}
 
 /// XDP return codes (uapi `enum xdp_action`).
-pub mod xdp_action {
-    pub const ABORTED: u32 = 0;
-    pub const DROP: u32 = 1;
-    pub const PASS: u32 = 2;
-    pub const TX: u32 = 3;
-    pub const REDIRECT: u32 = 4;
-}
+pub use crate::action as xdp_action;
 
 /// One generated frame: 106 bytes (Ethernet, IPv4, UDP, 64 bytes of data),
 /// the size of the reference figures in docs/benchmark.md.

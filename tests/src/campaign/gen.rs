@@ -7,6 +7,7 @@
 use std::net::Ipv4Addr;
 
 use super::rng::Rng;
+use crate::frames::{arp, checksum, ipv4_with, udp_no_checksum};
 use crate::Port;
 
 /// What a frame was built as, before mutation.
@@ -229,12 +230,15 @@ impl Pools {
                 }
                 _ => 0x4000,
             };
-            ipv4(src, dst, proto, frag, options, l4)
+            ipv4_with(src, dst, proto, 0x1234, frag, options, l4)
         };
         match kind {
             Kind::Udp | Kind::Fragment => {
                 let port = if rng.percent(20) { 53 } else { rng.u16() };
-                (ETH_P_IP, ip(17, &[], &udp(rng.u16(), port, &data), rng))
+                (
+                    ETH_P_IP,
+                    ip(17, &[], &udp_no_checksum(rng.u16(), port, &data), rng),
+                )
             }
             Kind::Tcp => (ETH_P_IP, ip(6, &[], &tcp(rng, &data), rng)),
             Kind::Icmp => {
@@ -252,7 +256,10 @@ impl Pools {
                     // Router alert, then end of list.
                     options[..4].copy_from_slice(&[0x94, 0x04, 0, 0]);
                 }
-                (ETH_P_IP, ip(17, &options, &udp(rng.u16(), 53, &data), rng))
+                (
+                    ETH_P_IP,
+                    ip(17, &options, &udp_no_checksum(rng.u16(), 53, &data), rng),
+                )
             }
             Kind::Vxlan => {
                 // VXLAN header (flags I, VNI) + an inner frame drawn like an outer one.
@@ -266,7 +273,12 @@ impl Pools {
                 inner.extend_from_slice(&p);
                 (
                     ETH_P_IP,
-                    ip(17, &[], &udp(rng.u16(), VXLAN_PORT, &inner), rng),
+                    ip(
+                        17,
+                        &[],
+                        &udp_no_checksum(rng.u16(), VXLAN_PORT, &inner),
+                        rng,
+                    ),
                 )
             }
             Kind::ArpRequest | Kind::Garp | Kind::GarpReply | Kind::ArpReply | Kind::ArpProbe => {
@@ -397,57 +409,6 @@ fn l3_offset(frame: &[u8]) -> Option<usize> {
     Some(at + 2)
 }
 
-/// RFC 1071 Internet checksum.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn ipv4(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    frag: u16,
-    options: &[u8],
-    payload: &[u8],
-) -> Vec<u8> {
-    let ihl = 5 + options.len() / 4;
-    let total = ihl * 4 + payload.len();
-    let mut h = Vec::with_capacity(total);
-    h.push(0x40 | ihl as u8);
-    h.push(0);
-    h.extend_from_slice(&(total as u16).to_be_bytes());
-    h.extend_from_slice(&[0x12, 0x34]);
-    h.extend_from_slice(&frag.to_be_bytes());
-    h.push(64);
-    h.push(protocol);
-    h.extend_from_slice(&[0, 0]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    h.extend_from_slice(options);
-    let c = checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-/// UDP datagram (checksum 0: optional over IPv4).
-fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut u = Vec::with_capacity(8 + data.len());
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(data);
-    u
-}
-
 fn tcp(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
     let mut t = rng.bytes(12);
     t.push(5 << 4);
@@ -455,15 +416,4 @@ fn tcp(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
     t.extend_from_slice(&rng.bytes(6));
     t.extend_from_slice(data);
     t
-}
-
-fn arp(oper: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
-    let mut b = Vec::with_capacity(28);
-    b.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
-    b.extend_from_slice(&oper.to_be_bytes());
-    b.extend_from_slice(&sha);
-    b.extend_from_slice(&spa.octets());
-    b.extend_from_slice(&tha);
-    b.extend_from_slice(&tpa.octets());
-    b
 }

@@ -236,10 +236,19 @@ fn owner_events(bed: &mut TestBed) -> Vec<OwnerChange> {
         .collect()
 }
 
-fn violate(report: &mut Report, v: Violation) {
-    report.violation_count += 1;
-    if report.violations.len() < KEEP_VIOLATIONS {
-        report.violations.push(v);
+impl Report {
+    /// Counts a violation at frame `index` of this report's seed; keeps the
+    /// first `KEEP_VIOLATIONS`.
+    fn violate(&mut self, index: u64, generated: Option<Generated>, errors: Vec<String>) {
+        self.violation_count += 1;
+        if self.violations.len() < KEEP_VIOLATIONS {
+            self.violations.push(Violation {
+                seed: self.seed,
+                index,
+                generated,
+                errors,
+            });
+        }
     }
 }
 
@@ -248,16 +257,7 @@ fn drain(bed: &mut TestBed, checker: &mut Checker, report: &mut Report, index: u
     report.owner_changes += checker.pending_events.len() as u64;
     let events = owner_events(bed);
     if let Err(e) = checker.match_events(&events) {
-        let seed = report.seed;
-        violate(
-            report,
-            Violation {
-                seed,
-                index,
-                generated: None,
-                errors: vec![e],
-            },
-        );
+        report.violate(index, None, vec![e]);
     }
 }
 
@@ -303,14 +303,10 @@ pub fn run(bed: &mut TestBed, config: &Config, mut progress: impl FnMut(u64)) ->
                 continue;
             }
             Err(e) => {
-                violate(
-                    &mut report,
-                    Violation {
-                        seed: config.seed,
-                        index,
-                        generated: Some(generated),
-                        errors: vec![format!("BPF_PROG_TEST_RUN refused the frame: {e}")],
-                    },
+                report.violate(
+                    index,
+                    Some(generated),
+                    vec![format!("BPF_PROG_TEST_RUN refused the frame: {e}")],
                 );
                 continue;
             }
@@ -334,28 +330,16 @@ pub fn run(bed: &mut TestBed, config: &Config, mut progress: impl FnMut(u64)) ->
         counters = after;
         owners = owners_after;
         if !errors.is_empty() {
-            violate(
-                &mut report,
-                Violation {
-                    seed: config.seed,
-                    index,
-                    generated: Some(generated),
-                    errors,
-                },
-            );
+            report.violate(index, Some(generated), errors);
         }
     }
     drain(bed, &mut checker, &mut report, config.frames);
     let (_, lost) = stats::event_losses(&bed.dp.maps);
     if lost != 0 {
-        violate(
-            &mut report,
-            Violation {
-                seed: config.seed,
-                index: config.frames,
-                generated: None,
-                errors: vec![format!("{lost} events lost to a full ring buffer")],
-            },
+        report.violate(
+            config.frames,
+            None,
+            vec![format!("{lost} events lost to a full ring buffer")],
         );
     }
     report.checked = checker.checked.clone();
