@@ -62,6 +62,16 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    /// Opens the table in a read transaction.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn ping(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(RESOURCES)?;
+        Ok(())
+    }
+
     /// Reads the whole state (one read transaction).
     ///
     /// # Errors
