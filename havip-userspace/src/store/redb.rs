@@ -55,6 +55,25 @@ impl RedbStore {
         Ok(RedbStore { db, path })
     }
 
+    /// Reads the state of the store at `path` without writing anything
+    /// (`havip-agent check`): no file is created, nothing is repaired.
+    /// `Ok(None)` when there is no store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] (also while an agent holds the store open),
+    /// storage errors, [`StoreError::Corrupt`].
+    pub fn load_read_only(path: impl AsRef<Path>) -> Result<Option<State>, StoreError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        load_from(&db.begin_read()?).map(Some)
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -78,22 +97,7 @@ impl Store for RedbStore {
     /// Storage errors, [`StoreError::Corrupt`] for a record that does not
     /// decode.
     fn load(&self) -> Result<State, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(RESOURCES)?;
-        let mut records = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let key = k.value();
-            let rk =
-                RecordKey::decode(key).ok_or_else(|| StoreError::UnknownKey(key.to_owned()))?;
-            records.push(
-                decode(&rk, v.value()).map_err(|source| StoreError::Corrupt {
-                    key: key.to_owned(),
-                    source,
-                })?,
-            );
-        }
-        Ok(State::from_records(records))
+        load_from(&self.db.begin_read()?)
     }
 
     /// Writes several changes, in order, in one durable transaction.
@@ -142,6 +146,30 @@ fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
         Record::Owner { owner, .. } => serde_json::to_vec(owner),
         Record::Meta(v) => serde_json::to_vec(v),
     }
+}
+
+/// Reads every record through `txn`.
+fn load_from(txn: &redb::ReadTransaction) -> Result<State, StoreError> {
+    let table = match txn.open_table(RESOURCES) {
+        Ok(t) => t,
+        // A store created by an agent always has the table; one that does
+        // not is empty.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(State::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut records = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        let key = k.value();
+        let rk = RecordKey::decode(key).ok_or_else(|| StoreError::UnknownKey(key.to_owned()))?;
+        records.push(
+            decode(&rk, v.value()).map_err(|source| StoreError::Corrupt {
+                key: key.to_owned(),
+                source,
+            })?,
+        );
+    }
+    Ok(State::from_records(records))
 }
 
 fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
