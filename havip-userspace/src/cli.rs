@@ -48,5 +48,19 @@ pub fn write_docs(mut cmd: clap::Command, out: &Path) -> std::io::Result<()> {
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, &name, &comp)?;
     }
-    clap_mangen::generate_to(cmd, &man)
+    cmd.build();
+    man_pages(&cmd, &man)
+}
+
+/// One man page per command, recursively, leaving out hidden subcommands
+/// and clap's `help` subcommand.
+fn man_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        man_pages(sub, dir)?;
+    }
+    clap_mangen::Man::new(cmd.clone()).generate_to(dir)?;
+    Ok(())
 }

@@ -106,8 +106,22 @@ fn package_installs_and_its_unit_verifies() {
         println!("skipping systemd-analyze verify - systemd-analyze is not installed");
         return;
     };
-    let unit = root.join("lib/systemd/system/havip-agent.service");
+    // The scratch root stands for a host with systemd: it gets the host's
+    // targets and slices (the unit's After=/WantedBy= and the default
+    // dependencies), and `man` looks for the Documentation= pages in it.
+    let units = root.join("lib/systemd/system");
+    for e in std::fs::read_dir("/lib/systemd/system").expect("host units") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "target" || x == "slice") {
+            if let Some(name) = p.file_name() {
+                // Dangling symlinks (aliases) are skipped.
+                let _ = std::fs::copy(&p, units.join(name));
+            }
+        }
+    }
+    let unit = units.join("havip-agent.service");
     let out = Command::new(analyze)
+        .env("MANPATH", root.join("usr/share/man"))
         .arg("verify")
         .arg(format!("--root={}", root.display()))
         .arg(&unit)

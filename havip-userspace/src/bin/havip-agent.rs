@@ -15,6 +15,7 @@ use havip::{
 
 #[derive(Parser)]
 #[command(
+    name = "havip-agent",
     version,
     about = "havip agent: XDP data plane for High-Availability Virtual IPs",
     after_help = "Logs go to stderr; RUST_LOG sets the level filter (default info, e.g. RUST_LOG=havip=debug).\n\
