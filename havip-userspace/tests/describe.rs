@@ -212,12 +212,12 @@ fn cli_setup_and_listing() {
     }
     let s: State = serde_json::from_str(&srv.ctl_ok(&["state"])).unwrap();
     assert_eq!(s.havips[&id].initial_owner.as_deref(), Some("i-c"));
-    // Unreachable agent: a clear error, exit 1.
+    // Unreachable agent: a clear error, exit 3 (refused is 1, usage 2).
     let out = Command::new(env!("CARGO_BIN_EXE_havipctl"))
         .args(["--socket", "/nonexistent/api.sock", "havip", "list"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: Unavailable: "));
 }
 

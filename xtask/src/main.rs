@@ -7,6 +7,7 @@
 mod build;
 mod clean;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -98,6 +99,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Build, then the Debian package `target/debian/havip_<version>_<arch>.deb`
+    /// (dpkg-deb): stripped havip-agent and havipctl, the systemd unit, the
+    /// default config /etc/havip/havip.toml (conffile), completions, man pages,
+    /// licences and the deployment guide.
+    Package {
+        /// Use the release binaries already in target/release (no build).
+        #[arg(long)]
+        no_build: bool,
+        /// Write the package into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Remove leftovers of demos and tests on this host (root).
     ///
     /// Stops processes named in /run/havip/**/*.pid, any process named `havip-agent`
@@ -128,6 +141,7 @@ fn main() -> ExitCode {
         Cmd::BuildAndRun { debug, args } => build::build_and_run(debug, &args),
         Cmd::Bench { quick, args } => build::bench(quick, &args),
         Cmd::Fuzz { frames, seed } => fuzz::fuzz(frames, seed),
+        Cmd::Package { no_build, out } => package::package(no_build, out).map(|_| ()),
         Cmd::CleanHost { dry_run } => clean::clean_host(dry_run),
     };
     match result {

@@ -35,6 +35,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
+    // promtool (`promtool check metrics`) checks the agent's /metrics in the
+    // tests; the package also brings a Prometheus server, which stays off
+    // as the other packaged services do (policy-rc.d during the install).
+    "prometheus",
     // The benchmark's plots draw their labels with DejaVu Sans.
     "fonts-dejavu-core",
 ];

@@ -10,7 +10,9 @@
 //! - [`logs`]: the XDP program's log records.
 
 pub mod counters;
+pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod overrides;
 pub mod owners;
 pub mod ports;
@@ -84,14 +86,20 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
         "data plane ready"
     );
 
+    health::dataplane_loaded();
     cp.set_counters(Arc::new(counters::PinnedCounters::open(&agent.pin_dir)?));
     logs::spawn(&mut rec.dp);
     owners::spawn(&mut rec.dp, &cp);
     let shutdown = Arc::new(Notify::new());
     servers::spawn(&agent, security, &cp, &shutdown).await?;
+    // systemd (Type=notify): the data plane is ready and the API listens.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "sd_notify READY failed");
+    }
 
     reconcile_loop(&mut rec, &cp, link_events.as_mut()).await?;
 
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.notify_waiters();
     let _ = std::fs::remove_file(&agent.api_socket);
     if overrides.teardown_on_exit {

@@ -81,6 +81,7 @@ fn observed(owner: &OwnerEntry) -> ObservedOwner {
 fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwner>>) {
     match event {
         DataplaneEvent::OwnerChanged(e) => {
+            super::metrics::owner_changed();
             info!(
                 havip = %std::net::Ipv4Addr::from(e.key.addr),
                 vswitch = e.key.vswitch_id,
@@ -108,6 +109,7 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
         }
         DataplaneEvent::ClaimRefused { event: e, reason } => {
             let reason = reason.map_or("unknown", DropReason::name);
+            super::metrics::claim_refused(reason);
             warn!(
                 security = true,
                 havip = %std::net::Ipv4Addr::from(e.key.addr),

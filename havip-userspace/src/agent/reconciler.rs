@@ -63,6 +63,13 @@ impl Reconciler {
 
     /// One pass: look up every port, attach, reconcile.
     pub async fn pass(&mut self, recheck: Recheck) {
+        let started = std::time::Instant::now();
+        self.pass_inner(recheck).await;
+        super::metrics::reconciled(started);
+        super::health::publish_ports(&self.ports);
+    }
+
+    async fn pass_inner(&mut self, recheck: Recheck) {
         let wanted: Vec<String> = self.cp.with_state(|s| {
             s.enis
                 .values()

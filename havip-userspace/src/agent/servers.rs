@@ -1,17 +1,27 @@
-//! Task: the API servers (unix socket, and TCP if configured), with their
-//! limits and security; and the descriptor limit they live within.
+//! Task: the API servers (unix socket, and TCP if configured) with their
+//! limits and security, the metrics listener (if configured), and the
+//! descriptor limit they live within.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum::Router;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::{health, metrics};
 use crate::{
     api::{self, ApiLimits, ApiListener, ApiSecurity, ListenerStats},
     config::AgentConfig,
     control::ControlPlane,
 };
+
+/// The API's routes (with the body limit), `/readyz` and the request counter.
+fn app(cp: &Arc<ControlPlane>, limits: &ApiLimits) -> Router {
+    api::router_with(cp.clone(), limits.max_body_bytes)
+        .merge(health::router(cp.clone()))
+        .layer(axum::middleware::from_fn(metrics::count_requests))
+}
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (connections, map and
 /// link descriptors) and logs the value. A failure is logged, not fatal.
@@ -40,11 +50,13 @@ pub fn raise_nofile_limit() {
     );
 }
 
-/// Binds the unix socket and the TCP listener (an error here is fatal at
-/// start-up) and starts the servers; they stop when `shutdown` is notified.
+/// Binds the unix socket, the TCP listener and the metrics listener (an
+/// error here is fatal at start-up) and starts the servers; they stop when
+/// `shutdown` is notified.
 ///
 /// # Errors
-/// A listener cannot be bound, or the socket's group cannot be set.
+/// A listener cannot be bound, the socket's group cannot be set, or the
+/// metrics address is remote without `metrics_allow_remote`.
 pub async fn spawn(
     agent: &AgentConfig,
     security: ApiSecurity,
@@ -63,12 +75,12 @@ pub async fn spawn(
         listeners.push(("tcp", ApiListener::Tcp(l)));
     }
     for (name, l) in listeners {
-        let cp = cp.clone();
+        let app = app(cp, &limits);
         let stop = shutdown.clone();
         let security = security.clone();
         tokio::spawn(async move {
             let stats = Arc::new(ListenerStats::default());
-            let r = api::serve(l, cp, limits, security, stats, async move {
+            let r = api::listen::serve(l, app, limits, security, stats, async move {
                 stop.notified().await
             })
             .await;
@@ -84,5 +96,13 @@ pub async fn spawn(
         max_connections = limits.max_connections,
         "API listening"
     );
+    if let Some(addr) = agent.metrics_listen {
+        metrics::check_listen(addr, agent.metrics_allow_remote)?;
+        let stop = shutdown.clone();
+        metrics::spawn(addr, &agent.pin_dir, cp.clone(), async move {
+            stop.notified().await;
+        })
+        .await?;
+    }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `havipctl`: command-line client of the havip agent's API.
 //!
-//! Errors print `error: <code>: <message>` on stderr and exit 1.
+//! Errors print `error: <code>: <message>` on stderr (with `--json`: one
+//! JSON object) and exit 1 when the agent refused, 3 when it cannot be
+//! reached; usage errors exit 2 (clap).
 
 #[path = "havipctl/args.rs"]
 mod args;
@@ -16,10 +18,12 @@ mod quota;
 mod route;
 #[path = "havipctl/setup.rs"]
 mod setup;
+#[path = "havipctl/status.rs"]
+mod status;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use havip::api::{Client, ClientError};
 
 use crate::{
@@ -27,11 +31,15 @@ use crate::{
     output::Output,
 };
 
-fn run(cli: Cli) -> Result<(), ClientError> {
-    let client = match (&cli.url, &cli.socket) {
-        (Some(url), _) => Client::from_url(url)?,
-        (None, Some(path)) => Client::unix(path),
-        (None, None) => Client::unix(havip::paths::API_SOCKET),
+/// The agent refused the request (or `status`: not ready).
+const EXIT_REFUSED: u8 = 1;
+/// The agent cannot be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+
+fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+    let client = match &cli.url {
+        Some(url) => Client::from_url(url)?,
+        None => Client::unix(&cli.socket),
     };
     let out = Output { json: cli.json };
     match cli.command {
@@ -50,24 +58,45 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             Output { json: true }.show(&s, |_| String::new());
             Ok(())
         }
+        Command::Status => {
+            return Ok(if status::run(&client, out)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REFUSED)
+            })
+        }
+        Command::GenDocs { out } => {
+            return Ok(match havip::cli::write_docs(Cli::command(), &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing docs under {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            })
+        }
     }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+fn fail(json: bool, code: &str, message: &str, exit: u8) -> ExitCode {
+    if json {
+        let v = serde_json::json!({"error": {"code": code, "message": message, "exit": exit}});
+        eprintln!("{v}");
+    } else {
+        eprintln!("error: {code}: {message}");
+    }
+    ExitCode::from(exit)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(ClientError::Api { code, message, .. }) => {
-            eprintln!("error: {code}: {message}");
-            ExitCode::FAILURE
-        }
+        Ok(code) => code,
+        Err(ClientError::Api { code, message, .. }) => fail(json, &code, &message, EXIT_REFUSED),
         Err(e @ (ClientError::Connect { .. } | ClientError::Io(_))) => {
-            eprintln!("error: Unavailable: {e}");
-            ExitCode::FAILURE
+            fail(json, "Unavailable", &e.to_string(), EXIT_UNREACHABLE)
         }
-        Err(e) => {
-            eprintln!("error: Client: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(json, "Client", &e.to_string(), EXIT_REFUSED),
     }
 }

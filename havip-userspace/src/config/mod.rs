@@ -18,6 +18,8 @@
 //! hold_time_ms = 0                       # min time between owner changes (0 = none)
 //! security_events_per_sec = 64           # per CPU; 0 = default
 //! xdp_mode = "native"                    # "native" | "generic" (slow; agent warns)
+//! metrics_listen = "127.0.0.1:9464"      # Prometheus GET /metrics (off by default)
+//! metrics_allow_remote = false           # allow a non-loopback metrics_listen
 //!
 //! [[vpc]]
 //! id = "vpc-demo"
@@ -141,6 +143,10 @@ pub struct AgentConfig {
     pub hold_time_ms: u64,
     pub security_events_per_sec: u32,
     pub xdp_mode: AttachMode,
+    /// Serve Prometheus metrics (`GET /metrics`) here; off when absent.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow a non-loopback `metrics_listen` (metrics have no authentication).
+    pub metrics_allow_remote: bool,
 }
 
 impl Default for AgentConfig {
@@ -159,6 +165,8 @@ impl Default for AgentConfig {
             hold_time_ms: 0,
             security_events_per_sec: DEFAULT_SECURITY_EVENTS_PER_SEC,
             xdp_mode: AttachMode::Native,
+            metrics_listen: None,
+            metrics_allow_remote: false,
         }
     }
 }
@@ -398,6 +406,15 @@ impl Config {
                 // Allowed, but the API has no authentication: say so loudly.
                 tracing::warn!(%addr, "api_tcp is not a loopback address: the API has no authentication");
             }
+        }
+        if let Some(addr) = self.agent.metrics_listen {
+            crate::agent::metrics::check_listen(addr, self.agent.metrics_allow_remote).map_err(
+                |e| ConfigError::Agent {
+                    key: "metrics_listen",
+                    value: addr.to_string(),
+                    reason: e.to_string(),
+                },
+            )?;
         }
         if self.agent.hold_time_ms > u64::MAX / 1_000_000 {
             return Err(ConfigError::Agent {

@@ -115,6 +115,14 @@ impl ControlPlane {
         })
     }
 
+    /// Whether the store answers a read (readiness).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn ping_store(&self) -> Result<(), StoreError> {
+        lock(&self.inner).store.ping()
+    }
+
     /// Validates and durably applies one operation (group-committed with
     /// concurrent callers). Returns what changed.
     ///

@@ -137,8 +137,10 @@ impl Args for Member {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVpc {
+    /// VPC id.
     #[arg(long)]
     pub id: String,
+    /// IPv4 CIDR block, e.g. 10.0.0.0/16.
     #[arg(long)]
     pub cidr: Ipv4Cidr,
 }
@@ -147,6 +149,7 @@ pub struct CreateVpc {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteVpc {
+    /// VPC id.
     pub id: String,
 }
 
@@ -154,12 +157,16 @@ pub struct DeleteVpc {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVSwitch {
+    /// vSwitch id.
     #[arg(long)]
     pub id: String,
+    /// VPC id.
     #[arg(long)]
     pub vpc: String,
+    /// IPv4 CIDR block, e.g. 10.0.0.0/16.
     #[arg(long)]
     pub cidr: Ipv4Cidr,
+    /// MAC of the vSwitch's gateway (source MAC of forwarded frames).
     #[arg(long)]
     pub gateway_mac: MacAddr,
 }
@@ -168,6 +175,7 @@ pub struct CreateVSwitch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteVSwitch {
+    /// vSwitch id.
     pub id: String,
 }
 
@@ -175,8 +183,10 @@ pub struct DeleteVSwitch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
+    /// Instance id.
     #[arg(long)]
     pub id: String,
+    /// vSwitch id.
     #[arg(long)]
     pub vswitch: String,
 }
@@ -186,6 +196,7 @@ pub struct CreateInstance {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteInstance {
+    /// Instance id.
     pub id: String,
 }
 
@@ -193,10 +204,13 @@ pub struct DeleteInstance {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEni {
+    /// ENI id.
     #[arg(long)]
     pub id: String,
+    /// vSwitch id.
     #[arg(long)]
     pub vswitch: String,
+    /// ENI's MAC address.
     #[arg(long)]
     pub mac: MacAddr,
     /// Host-side interface (tap/veth) of the ENI.
@@ -218,6 +232,7 @@ pub struct CreateEni {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteEni {
+    /// ENI id.
     pub id: String,
 }
 
@@ -225,6 +240,7 @@ pub struct DeleteEni {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct ModifyEni {
+    /// ENI id.
     pub id: String,
     /// New host-side interface.
     #[arg(long)]
@@ -236,8 +252,10 @@ pub struct ModifyEni {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUplink {
+    /// Host interface (uplink).
     #[arg(long)]
     pub interface: String,
+    /// vSwitch the uplink carries.
     #[arg(long)]
     pub vswitch: String,
 }
@@ -246,6 +264,7 @@ pub struct CreateUplink {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteUplink {
+    /// Host interface of the uplink.
     pub interface: String,
 }
 
@@ -257,6 +276,7 @@ pub struct CreateHaVip {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// vSwitch id.
     #[arg(long)]
     pub vswitch: String,
     /// Address in the vSwitch (allocated when absent).
@@ -267,9 +287,11 @@ pub struct CreateHaVip {
         deserialize_with = "de_opt_addr"
     )]
     pub address: Option<Ipv4Addr>,
+    /// Free-form name ("" clears).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Free-form description ("" clears).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -279,6 +301,7 @@ pub struct CreateHaVip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteHaVip {
+    /// HaVip id.
     pub id: String,
 }
 
@@ -287,10 +310,13 @@ pub struct DeleteHaVip {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct ModifyHaVipAttribute {
+    /// HaVip id.
     pub id: String,
+    /// Free-form name ("" clears).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Free-form description ("" clears).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -300,6 +326,7 @@ pub struct ModifyHaVipAttribute {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct AssociateHaVip {
+    /// HaVip id.
     #[arg(value_name = "ID")]
     pub havip: String,
     #[command(flatten)]
@@ -312,6 +339,7 @@ pub struct AssociateHaVip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct UnassociateHaVip {
+    /// HaVip id.
     #[arg(value_name = "ID")]
     pub havip: String,
     #[command(flatten)]
@@ -327,6 +355,7 @@ pub struct UnassociateHaVip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct SetInitialOwner {
+    /// HaVip id.
     #[arg(value_name = "ID")]
     pub havip: String,
     /// A bound member; leave out to clear.
@@ -339,9 +368,11 @@ pub struct SetInitialOwner {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEip {
+    /// EIP id (allocated when absent).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Public IPv4 address.
     #[arg(long)]
     #[serde(deserialize_with = "de_addr")]
     pub address: Ipv4Addr,
@@ -351,6 +382,7 @@ pub struct CreateEip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteEip {
+    /// EIP id.
     pub id: String,
 }
 
@@ -358,8 +390,10 @@ pub struct DeleteEip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct AssociateEip {
+    /// EIP id.
     #[arg(value_name = "ID")]
     pub eip: String,
+    /// HaVip id.
     #[arg(long)]
     pub havip: String,
 }
@@ -368,6 +402,7 @@ pub struct AssociateEip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct UnassociateEip {
+    /// EIP id.
     #[arg(value_name = "ID")]
     pub eip: String,
 }
@@ -376,11 +411,14 @@ pub struct UnassociateEip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoute {
+    /// Route entry id (allocated when absent).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// VPC id.
     #[arg(long)]
     pub vpc: String,
+    /// Destination IPv4 CIDR.
     #[arg(long)]
     pub destination: Ipv4Cidr,
     /// HaVip id.
@@ -393,6 +431,7 @@ pub struct CreateRoute {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRoute {
+    /// Route entry id.
     pub id: String,
 }
 
@@ -400,12 +439,15 @@ pub struct DeleteRoute {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct SetQuota {
+    /// HaVips per account.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub havips_per_account: Option<usize>,
+    /// HaVips per VPC.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub havips_per_vpc: Option<usize>,
+    /// Route entries with a HaVip next hop per VPC.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub havip_routes_per_vpc: Option<usize>,

@@ -37,6 +37,14 @@ pub trait Store: Send {
     fn commit(&self, change: &Change) -> Result<(), StoreError> {
         self.commit_all(std::slice::from_ref(change))
     }
+
+    /// A cheap read that proves the store answers (readiness).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Errors of the durable store.

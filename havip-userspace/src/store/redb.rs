@@ -194,6 +194,20 @@ impl RedbStore {
         })
     }
 
+    /// Reads the state of the store at `path` without writing anything
+    /// (`havip-agent check`): no file is created, nothing is repaired.
+    /// `Ok(None)` when there is no store at `path`.
+    ///
+    /// # Errors
+    /// As [`RedbStore::open_read_only`], and storage errors.
+    pub fn load_read_only(path: impl AsRef<Path>) -> Result<Option<State>, StoreError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::open_read_only(path)?.load().map(Some)
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -278,6 +292,20 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    /// Opens the table in a read transaction (readiness).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn ping(&self) -> Result<(), StoreError> {
+        let r = self
+            .begin_read()
+            .and_then(|txn| txn.open_table(RESOURCES).map(drop).map_err(Into::into));
+        if let Err(e) = &r {
+            self.close_after_io_error(e);
+        }
+        r
+    }
+
     /// Reads the whole state (one read transaction).
     ///
     /// # Errors

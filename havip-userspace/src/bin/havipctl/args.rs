@@ -16,15 +16,29 @@ use havip::model::{
 /// Drive the havip agent's API: HaVips, EIPs, routes, quotas and the
 /// VPC resources they live in.
 #[derive(Debug, Parser)]
-#[command(name = "havipctl", version)]
+#[command(
+    name = "havipctl",
+    version,
+    after_help = "Exit codes: 0 ok; 1 refused by the agent (or `status`: not ready); \
+                  2 usage error; 3 agent unreachable.\n\
+                  With --json, errors are one JSON object on stderr: \
+                  {\"error\": {\"code\": ..., \"message\": ..., \"exit\": N}}."
+)]
 pub struct Cli {
     /// Unix socket of the agent's API.
-    #[arg(long, global = true, value_name = "PATH", conflicts_with = "url")]
-    pub socket: Option<PathBuf>,
-    /// TCP address of the agent's API, e.g. http://127.0.0.1:7878.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "HAVIP_SOCKET",
+        default_value = havip::paths::API_SOCKET
+    )]
+    pub socket: PathBuf,
+    /// TCP address of the agent's API, e.g. http://127.0.0.1:7878 (wins over
+    /// --socket).
+    #[arg(long, global = true, value_name = "URL", env = "HAVIP_URL")]
     pub url: Option<String>,
-    /// Print machine-readable JSON instead of tables.
+    /// Print machine-readable JSON instead of tables (errors too).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -62,6 +76,16 @@ pub enum Command {
     Uplink(UplinkCmd),
     /// Dump the agent's whole control-plane state (JSON).
     State,
+    /// Is the agent ready (data plane loaded, every port attached, store
+    /// reachable)? Exit 0 ready, 1 not ready, 3 unreachable.
+    Status,
+    /// Write shell completions and man pages under DIR (packaging).
+    #[command(hide = true)]
+    GenDocs {
+        /// Output directory (completions/ and man/ are created in it).
+        #[arg(value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,7 +97,10 @@ pub enum HavipCmd {
     /// DescribeHaVips: all HaVips.
     List,
     /// DescribeHaVips: one HaVip in detail.
-    Describe { id: String },
+    Describe {
+        /// HaVip id.
+        id: String,
+    },
     /// ModifyHaVipAttribute: name and description ("" clears).
     Modify(ModifyHaVipAttribute),
     /// AssociateHaVip with an instance or an ENI.
@@ -88,64 +115,134 @@ pub enum HavipCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum EipCmd {
+    /// Create one.
     Create(CreateEip),
+    /// Delete one.
     Delete(DeleteEip),
+    /// List them.
     List,
     /// Front a HaVip with this EIP.
     Associate(AssociateEip),
+    /// Unassociate from its HaVip.
     Unassociate(UnassociateEip),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RouteCmd {
+    /// Create one.
     Create(CreateRoute),
+    /// Delete one.
     Delete(DeleteRoute),
+    /// List them.
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum QuotaCmd {
+    /// Show the quotas.
     Get,
+    /// Set quotas (keys given only).
     Set(SetQuota),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum VpcCmd {
+    /// Create one.
     Create(CreateVpc),
     /// Refused while the VPC has vSwitches or route entries.
     Delete(DeleteVpc),
+    /// List them.
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum VswitchCmd {
+    /// Create one.
     Create(CreateVSwitch),
     /// Refused while instances, ENIs, uplinks or HaVips are in it.
     Delete(DeleteVSwitch),
+    /// List them.
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCmd {
+    /// Create one.
     Create(CreateInstance),
     /// Its bindings go; its primary ENI is deleted, other ENIs detached.
     Delete(DeleteInstance),
+    /// List them.
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EniCmd {
+    /// Create one.
     Create(CreateEni),
     /// Its bindings go (a primary ENI goes with its instance).
     Delete(DeleteEni),
     /// Change the host interface.
     Modify(ModifyEni),
+    /// List them.
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UplinkCmd {
+    /// Create one.
     Create(CreateUplink),
+    /// Delete one.
     Delete(DeleteUplink),
+    /// List them.
     List,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand and every argument of `cmd` (recursively) without
+    /// help text, as `path: what`.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path}: argument {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{p}: subcommand"));
+            }
+            missing_help(sub, &p, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "havipctl", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn default_socket_and_env_are_shown() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains(havip::paths::API_SOCKET), "{help}");
+        assert!(help.contains("HAVIP_SOCKET"), "{help}");
+    }
 }
