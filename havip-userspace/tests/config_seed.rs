@@ -94,79 +94,37 @@ fn bad(extra: &str, needles: &[&str]) {
     }
 }
 
+/// Extra config that `check` refuses, and what its message must mention.
+#[rustfmt::skip]
+const BAD: &[(&str, &[&str])] = &[
+    ("[agent]\nbogus = 1\n", &["unknown field", "bogus"]),
+    ("[[vpc]]\nid = \"v\"\ncidr = \"10.0.0.0/16\"\ncolour = \"red\"\n", &["colour"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ncolour = \"red\"\n", &["colour"]),
+    ("[[eip]]\nid = \"e\"\naddress = \"1.2.3.4\"\ncolour = \"red\"\n", &["colour"]),
+    ("[[havip]]\nvswitch = \"vsw-1\"\n", &["without an id"]),
+    ("[agent]\nxdp_mode = \"turbo\"\n", &["xdp_mode", "turbo"]),
+    ("[[eni]]\nid = \"e\"\nvswitch = \"vsw-1\"\nmac = \"02:00:00:00:0a\"\ninterface = \"x\"\n", &["mac", "02:00:00:00:0a", "invalid MAC"]),
+    ("[[vpc]]\nid = \"v2\"\ncidr = \"10.0.0.1/16\"\n", &["cidr", "10.0.0.1/16", "host bits"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\naddress = \"10.0.1\"\n", &["address", "10.0.1"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\n[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\n", &["duplicate havip id \"h\""]),
+    ("[[havip]]\nid = \"h1\"\nvswitch = \"vsw-1\"\naddress = \"10.0.1.9\"\n[[havip]]\nid = \"h2\"\nvswitch = \"vsw-1\"\naddress = \"10.0.1.9\"\n", &["[[havip]] \"h2\"", "Conflict.AddressInUse", "10.0.1.9"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\naddress = \"10.0.2.9\"\n", &["[[havip]] \"h\"", "InvalidParameter.AddressOutsideVSwitch", "10.0.2.9", "10.0.1.0/24"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-9\"\n", &["[[havip]] \"h\"", "NotFound.VSwitch", "vsw-9"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-z\"]\n", &["[[havip]] \"h\" instance \"i-z\"", "NotFound.Instance"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-a\"]\nenis = [\"eni-a\"]\n", &["Conflict.MixedBindingKinds"]),
+    ("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-a\"]\nmaster = \"i-b\"\n", &["initial_owner", "InvalidParameter.OwnerNotBound", "i-b"]),
+    ("[[instance]]\nid = \"i-c\"\nvswitch = \"vsw-7\"\n", &["[[instance]] \"i-c\"", "NotFound.VSwitch", "vsw-7"]),
+    ("[[eni]]\nid = \"eni-b\"\nvswitch = \"vsw-1\"\nmac = \"02:00:00:00:0a:01\"\ninterface = \"hv-b\"\n", &["[[eni]] \"eni-b\"", "Conflict.MacInUse"]),
+];
+
 #[test]
 fn config_errors_name_the_offending_key_and_value() {
     check("").expect("the base config is good");
     check("[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-a\"]\nmaster = \"i-a\"\n")
         .expect("a good HaVip");
-    bad("[agent]\nbogus = 1\n", &["unknown field", "bogus"]);
-    bad(
-        "[[vpc]]\nid = \"v\"\ncidr = \"10.0.0.0/16\"\ncolour = \"red\"\n",
-        &["colour"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ncolour = \"red\"\n",
-        &["colour"],
-    );
-    bad(
-        "[[eip]]\nid = \"e\"\naddress = \"1.2.3.4\"\ncolour = \"red\"\n",
-        &["colour"],
-    );
-    bad("[[havip]]\nvswitch = \"vsw-1\"\n", &["without an id"]);
-    bad("[agent]\nxdp_mode = \"turbo\"\n", &["xdp_mode", "turbo"]);
-    bad(
-        "[[eni]]\nid = \"e\"\nvswitch = \"vsw-1\"\nmac = \"02:00:00:00:0a\"\ninterface = \"x\"\n",
-        &["mac", "02:00:00:00:0a", "invalid MAC"],
-    );
-    bad(
-        "[[vpc]]\nid = \"v2\"\ncidr = \"10.0.0.1/16\"\n",
-        &["cidr", "10.0.0.1/16", "host bits"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\naddress = \"10.0.1\"\n",
-        &["address", "10.0.1"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\n[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\n",
-        &["duplicate havip id \"h\""],
-    );
-    bad(
-        "[[havip]]\nid = \"h1\"\nvswitch = \"vsw-1\"\naddress = \"10.0.1.9\"\n[[havip]]\nid = \"h2\"\nvswitch = \"vsw-1\"\naddress = \"10.0.1.9\"\n",
-        &["[[havip]] \"h2\"", "Conflict.AddressInUse", "10.0.1.9"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\naddress = \"10.0.2.9\"\n",
-        &[
-            "[[havip]] \"h\"",
-            "InvalidParameter.AddressOutsideVSwitch",
-            "10.0.2.9",
-            "10.0.1.0/24",
-        ],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-9\"\n",
-        &["[[havip]] \"h\"", "NotFound.VSwitch", "vsw-9"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-z\"]\n",
-        &["[[havip]] \"h\" instance \"i-z\"", "NotFound.Instance"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-a\"]\nenis = [\"eni-a\"]\n",
-        &["Conflict.MixedBindingKinds"],
-    );
-    bad(
-        "[[havip]]\nid = \"h\"\nvswitch = \"vsw-1\"\ninstances = [\"i-a\"]\nmaster = \"i-b\"\n",
-        &["initial_owner", "InvalidParameter.OwnerNotBound", "i-b"],
-    );
-    bad(
-        "[[instance]]\nid = \"i-c\"\nvswitch = \"vsw-7\"\n",
-        &["[[instance]] \"i-c\"", "NotFound.VSwitch", "vsw-7"],
-    );
-    bad(
-        "[[eni]]\nid = \"eni-b\"\nvswitch = \"vsw-1\"\nmac = \"02:00:00:00:0a:01\"\ninterface = \"hv-b\"\n",
-        &["[[eni]] \"eni-b\"", "Conflict.MacInUse"],
-    );
+    for (extra, needles) in BAD {
+        bad(extra, needles);
+    }
     // Six HaVips break the default per-VPC quota, like the API.
     let six: String = (0..6)
         .map(|n| format!("[[havip]]\nid = \"h{n}\"\nvswitch = \"vsw-1\"\n"))

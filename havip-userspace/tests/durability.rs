@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{havip_ops, seed_ops};
+use common::{associate, havip_op, havip_ops, seed_ops, set_master, unassociate};
 use std::{
     io::{BufRead, BufReader},
     path::Path,
@@ -35,23 +35,11 @@ fn crash_op(i: usize) -> Op {
     let havip = format!("h{h}");
     let member = Member::instance(format!("i-{}", h % 10));
     match phase {
-        0 => Op::CreateHaVip(CreateHaVip {
-            id: Some(havip),
-            vswitch: "vsw".into(),
-            address: None,
-            ..Default::default()
-        }),
-        1 => Op::AssociateHaVip(AssociateHaVip { havip, member }),
-        2 => Op::UnassociateHaVip(UnassociateHaVip {
-            havip,
-            member,
-            force: false,
-        }),
+        0 => havip_op(&havip),
+        1 => associate(&havip, member),
+        2 => unassociate(&havip, member),
         _ if h % 4 == 0 => Op::DeleteHaVip(DeleteHaVip { id: havip }),
-        _ => Op::SetInitialOwner(SetInitialOwner {
-            havip,
-            member: None,
-        }),
+        _ => set_master(&havip, None),
     }
 }
 
@@ -157,17 +145,38 @@ fn sigkill_during_write_burst_keeps_every_acknowledged_write() {
 /// Binds `i-0` to `havip` and unbinds it again: two operations.
 fn associate_and_back(cp: &ControlPlane, havip: &str) {
     let member = Member::instance("i-0");
-    cp.apply(Op::AssociateHaVip(AssociateHaVip {
-        havip: havip.into(),
-        member: member.clone(),
-    }))
-    .unwrap();
-    cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-        havip: havip.into(),
-        member,
-        force: false,
-    }))
-    .unwrap();
+    cp.apply(associate(havip, member.clone())).unwrap();
+    cp.apply(unassociate(havip, member)).unwrap();
+}
+
+/// Opens `db` and seeds instance `i-0` and `n` HaVips in one transaction;
+/// returns the control plane and the time of that transaction.
+fn seeded(db: &Path, n: usize) -> (ControlPlane, Duration) {
+    let cp = ControlPlane::open(db).unwrap();
+    let mut ops = seed_ops(1, n);
+    ops.extend(havip_ops(n));
+    let t = Instant::now();
+    cp.apply_all(&ops).unwrap();
+    (cp, t.elapsed())
+}
+
+/// [`associate_and_back`] `rounds` times from one caller over the `n`
+/// HaVips in turn: operations per second.
+fn one_caller(cp: &ControlPlane, rounds: u32, n: usize) -> f64 {
+    let t = Instant::now();
+    for r in 0..rounds {
+        associate_and_back(cp, &format!("h{}", r as usize % n));
+    }
+    f64::from(2 * rounds) / t.elapsed().as_secs_f64()
+}
+
+/// Reopens `db`, checks its `n` HaVips are all there: the cold start time.
+fn cold_start(db: &Path, n: usize) -> Duration {
+    let t = Instant::now();
+    let cp = ControlPlane::open(db).unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(cp.with_state(|s| s.havips.len()), n);
+    elapsed
 }
 
 #[test]
@@ -176,23 +185,12 @@ fn associate_throughput_and_cold_start_smoke() {
     let db = dir.path().join("perf.redb");
     let n_havips = 2_000;
     {
-        let cp = ControlPlane::open(&db).unwrap();
-        let mut ops = seed_ops(1, n_havips);
-        ops.extend(havip_ops(n_havips));
-        cp.apply_all(&ops).unwrap();
-        let rounds: u32 = 200;
-        let t = Instant::now();
-        for r in 0..rounds {
-            associate_and_back(&cp, &format!("h{}", r as usize % n_havips));
-        }
-        let ops_s = f64::from(2 * rounds) / t.elapsed().as_secs_f64();
+        let (cp, _) = seeded(&db, n_havips);
+        let ops_s = one_caller(&cp, 200, n_havips);
         eprintln!("associate/unassociate (debug build, one caller): {ops_s:.0} ops/s");
         assert!(ops_s > 100.0, "{ops_s} ops/s");
     }
-    let t = Instant::now();
-    let cp = ControlPlane::open(&db).unwrap();
-    let elapsed = t.elapsed();
-    assert_eq!(cp.with_state(|s| s.havips.len()), n_havips);
+    let elapsed = cold_start(&db, n_havips);
     eprintln!("cold start with {n_havips} HaVips (debug build): {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
@@ -205,18 +203,10 @@ fn perf_numbers() {
     let db = dir.path().join("perf.redb");
     let n_havips = 10_000;
     {
-        let cp = ControlPlane::open(&db).unwrap();
-        let mut ops = seed_ops(1, n_havips);
-        ops.extend(havip_ops(n_havips));
-        let t = Instant::now();
-        cp.apply_all(&ops).unwrap();
-        eprintln!("seed {n_havips} HaVips in one txn: {:?}", t.elapsed());
+        let (cp, seed) = seeded(&db, n_havips);
+        eprintln!("seed {n_havips} HaVips in one txn: {seed:?}");
         let rounds: u32 = 5_000;
-        let t = Instant::now();
-        for r in 0..rounds {
-            associate_and_back(&cp, &format!("h{}", r as usize % n_havips));
-        }
-        let ops_s = f64::from(2 * rounds) / t.elapsed().as_secs_f64();
+        let ops_s = one_caller(&cp, rounds, n_havips);
         eprintln!("associate/unassociate, one caller: {ops_s:.0} ops/s");
         let cp = Arc::new(cp);
         let t = Instant::now();
@@ -236,8 +226,6 @@ fn perf_numbers() {
         let ops_s = f64::from(2 * (rounds / 16) * 16) / t.elapsed().as_secs_f64();
         eprintln!("associate/unassociate, 16 callers: {ops_s:.0} ops/s");
     }
-    let t = Instant::now();
-    let cp = ControlPlane::open(&db).unwrap();
-    eprintln!("cold start with {n_havips} HaVips: {:?}", t.elapsed());
-    assert_eq!(cp.with_state(|s| s.havips.len()), n_havips);
+    let elapsed = cold_start(&db, n_havips);
+    eprintln!("cold start with {n_havips} HaVips: {elapsed:?}");
 }

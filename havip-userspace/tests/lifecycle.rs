@@ -41,24 +41,13 @@ fn delete_vswitch_and_vpc_refused_while_in_use() {
     let srv = Server::start();
     let c = srv.client();
     fixture(&c);
-    refused(
-        &srv,
-        "DependencyViolation.VSwitch",
-        |c| c.apply::<Deleted>(DeleteVSwitch { id: "vsw-2".into() }),
-        &["vswitch", "delete", "vsw-2"],
-    );
-    refused(
-        &srv,
-        "DependencyViolation.Vpc",
-        |c| c.apply::<Deleted>(DeleteVpc { id: "vpc-1".into() }),
-        &["vpc", "delete", "vpc-1"],
-    );
-    refused(
-        &srv,
-        "NotFound.VSwitch",
-        |c| c.apply::<Deleted>(DeleteVSwitch { id: "nope".into() }),
-        &["vswitch", "delete", "nope"],
-    );
+    let vswitch = |id: &str| DeleteVSwitch { id: id.into() }.into();
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("DependencyViolation.VSwitch", vswitch("vsw-2"), "vswitch delete vsw-2"),
+        ("DependencyViolation.Vpc", DeleteVpc { id: "vpc-1".into() }.into(), "vpc delete vpc-1"),
+        ("NotFound.VSwitch", vswitch("nope"), "vswitch delete nope"),
+    ]);
     // Emptying vsw-2 (instance i-x and its primary ENI) lets it go.
     let d: Deleted = c.apply(DeleteInstance { id: "i-x".into() }).unwrap();
     assert_eq!(d.deleted, "i-x");
@@ -136,12 +125,8 @@ fn delete_bound_eni_drops_binding_port_and_owner() {
     assert!(before.havips[0].bindings.iter().any(|b| b.ifindex == port));
 
     // The primary ENI of an instance goes only with it.
-    refused(
-        &srv,
-        "DependencyViolation.Eni",
-        |c| c.apply::<Deleted>(DeleteEni { id: "eni-1".into() }),
-        &["eni", "delete", "eni-1"],
-    );
+    let primary = DeleteEni { id: "eni-1".into() };
+    refused(&srv, "DependencyViolation.Eni", primary, "eni delete eni-1");
     srv.ctl_ok(&["eni", "delete", "eni-0b"]);
     let s = srv.state();
     assert_eq!(s.havips["h"].bindings, ["eni-1"]);
@@ -166,24 +151,19 @@ fn delete_uplink() {
             vswitch: "vsw-1".into(),
         })
         .unwrap();
+    let vsw = DeleteVSwitch { id: "vsw-1".into() };
     refused(
         &srv,
         "DependencyViolation.VSwitch",
-        |c| c.apply::<Deleted>(DeleteVSwitch { id: "vsw-1".into() }),
-        &["vswitch", "delete", "vsw-1"],
+        vsw,
+        "vswitch delete vsw-1",
     );
     srv.ctl_ok(&["uplink", "delete", "hv-up"]);
     assert!(srv.state().uplinks.is_empty());
-    refused(
-        &srv,
-        "NotFound.Uplink",
-        |c| {
-            c.apply::<Deleted>(DeleteUplink {
-                interface: "hv-up".into(),
-            })
-        },
-        &["uplink", "delete", "hv-up"],
-    );
+    let gone = DeleteUplink {
+        interface: "hv-up".into(),
+    };
+    refused(&srv, "NotFound.Uplink", gone, "uplink delete hv-up");
 }
 
 #[test]
@@ -191,28 +171,18 @@ fn modify_eni_interface_and_reuse_of_the_old_name() {
     let srv = Server::start();
     let c = srv.client();
     fixture(&c);
-    refused(
-        &srv,
-        "Conflict.InterfaceInUse",
-        |c| {
-            c.apply::<Eni>(ModifyEni {
-                id: "eni-0".into(),
-                interface: "hv-1".into(),
-            })
-        },
-        &["eni", "modify", "eni-0", "--interface", "hv-1"],
-    );
-    refused(
-        &srv,
-        "InvalidParameter.Interface",
-        |c| {
-            c.apply::<Eni>(ModifyEni {
-                id: "eni-0".into(),
-                interface: "a/b".into(),
-            })
-        },
-        &["eni", "modify", "eni-0", "--interface", "a/b"],
-    );
+    let rename = |interface: &str| {
+        let op = ModifyEni {
+            id: "eni-0".into(),
+            interface: interface.into(),
+        };
+        op.into()
+    };
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("Conflict.InterfaceInUse", rename("hv-1"), "eni modify eni-0 --interface hv-1"),
+        ("InvalidParameter.Interface", rename("a/b"), "eni modify eni-0 --interface a/b"),
+    ]);
     // eni-x (vsw-2) moves to a new tap; its old name is reused by an ENI
     // of vsw-1, which must not inherit vsw-2.
     let e: Eni = c
@@ -268,29 +238,19 @@ fn modify_havip_attribute() {
         (Some("db"), None)
     );
     let long = "x".repeat(129);
-    refused(
-        &srv,
-        "InvalidParameter.Name",
-        |c| {
-            c.apply::<HaVipView>(ModifyHaVipAttribute {
-                id: "h".into(),
-                name: Some(long.clone()),
-                description: None,
-            })
-        },
-        &["havip", "modify", "h", "--name", &long],
-    );
-    refused(
-        &srv,
-        "NotFound.HaVip",
-        |c| {
-            c.apply::<HaVipView>(ModifyHaVipAttribute {
-                id: "nope".into(),
-                ..Default::default()
-            })
-        },
-        &["havip", "modify", "nope", "--name", "x"],
-    );
+    let modify = |id: &str, name: &str| {
+        let op = ModifyHaVipAttribute {
+            id: id.into(),
+            name: Some(name.into()),
+            description: None,
+        };
+        op.into()
+    };
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("InvalidParameter.Name", modify("h", &long), format!("havip modify h --name {long}")),
+        ("NotFound.HaVip", modify("nope", "x"), "havip modify nope --name x".into()),
+    ]);
 }
 
 #[test]
@@ -302,11 +262,12 @@ fn unassociate_owner_needs_force() {
     c.associate_havip("h", Member::instance("i-2")).unwrap();
     c.associate_havip("h", Member::instance("i-3")).unwrap();
     owner_on(&srv, "h", "02:00:00:00:01:02");
+    let owner = unassociate("h", Member::instance("i-2"));
     refused(
         &srv,
         "Conflict.MemberIsOwner",
-        |c| c.unassociate_havip("h", Member::instance("i-2")),
-        &["havip", "unassociate", "h", "--instance", "i-2"],
+        owner,
+        "havip unassociate h --instance i-2",
     );
     let out = srv.ctl_ok(&["havip", "unassociate", "h", "--instance", "i-2", "--force"]);
     assert!(out.contains("i-3"), "{out}");

@@ -6,10 +6,7 @@ mod common;
 
 use common::*;
 
-use havip::{
-    api::{self, Client},
-    model::*,
-};
+use havip::{api, model::*};
 
 // Limits and quotas
 
@@ -26,17 +23,12 @@ fn quota_havips_per_vpc() {
     for n in 0..5 {
         create_havip(&c, &format!("h{n}"), "vsw-1");
     }
-    let req = CreateHaVip {
-        id: None,
-        vswitch: "vsw-2".into(),
-        address: None,
-        ..Default::default()
-    };
+    let req = havip_in("vsw-2");
     refused(
         &srv,
         "QuotaExceeded.HaVipsPerVpc",
-        |c| c.create_havip(&req),
-        &["havip", "create", "--vswitch", "vsw-2"],
+        req.clone(),
+        "havip create --vswitch vsw-2",
     );
     // The message names the quota.
     let e = c.create_havip(&req).unwrap_err();
@@ -64,24 +56,20 @@ fn quota_havips_per_account() {
         gateway_mac: "02:00:00:00:00:02".parse().unwrap(),
     })
     .unwrap();
-    for n in 0..3 {
-        create_havip(&c, &format!("a{n}"), "vsw-1");
+    for (prefix, n, vswitch) in [("a", 3, "vsw-1"), ("b", 2, "vsw-b")] {
+        for n in 0..n {
+            create_havip(&c, &format!("{prefix}{n}"), vswitch);
+        }
     }
-    for n in 0..2 {
-        create_havip(&c, &format!("b{n}"), "vsw-b");
-    }
+    let too_big = SetQuota {
+        havips_per_account: Some(1 << 40),
+        ..Default::default()
+    };
     refused(
         &srv,
         "QuotaExceeded.HaVipsPerAccount",
-        |c| {
-            c.create_havip(&CreateHaVip {
-                id: None,
-                vswitch: "vsw-b".into(),
-                address: None,
-                ..Default::default()
-            })
-        },
-        &["havip", "create", "--vswitch", "vsw-b"],
+        havip_in("vsw-b"),
+        "havip create --vswitch vsw-b",
     );
     let q = c.quotas().unwrap();
     assert_eq!(
@@ -95,13 +83,8 @@ fn quota_havips_per_account() {
     refused(
         &srv,
         "InvalidParameter.Quota",
-        |c| {
-            c.set_quotas(&SetQuota {
-                havips_per_account: Some(1 << 40),
-                ..Default::default()
-            })
-        },
-        &["quota", "set", "--havips-per-account", "1099511627776"],
+        too_big,
+        "quota set --havips-per-account 1099511627776",
     );
 }
 
@@ -114,43 +97,20 @@ fn quota_havip_routes_per_vpc() {
     for n in 0..5 {
         c.create_route(&CreateRoute {
             id: Some(format!("r{n}")),
-            vpc: "vpc-1".into(),
-            destination: format!("192.168.{n}.0/24").parse().unwrap(),
-            next_hop_havip: "h".into(),
+            ..route("vpc-1", &format!("192.168.{n}.0/24"), "h")
         })
         .unwrap();
     }
+    let req = route("vpc-1", "192.168.9.0/24", "h");
     refused(
         &srv,
         "QuotaExceeded.HaVipRoutesPerVpc",
-        |c| {
-            c.create_route(&CreateRoute {
-                id: None,
-                vpc: "vpc-1".into(),
-                destination: "192.168.9.0/24".parse().unwrap(),
-                next_hop_havip: "h".into(),
-            })
-        },
-        &[
-            "route",
-            "create",
-            "--vpc",
-            "vpc-1",
-            "--destination",
-            "192.168.9.0/24",
-            "--next-hop",
-            "h",
-        ],
+        req.clone(),
+        "route create --vpc vpc-1 --destination 192.168.9.0/24 --next-hop h",
     );
     // Deleting one (through the CLI) makes room again.
     srv.ctl_ok(&["route", "delete", "r4"]);
-    c.create_route(&CreateRoute {
-        id: None,
-        vpc: "vpc-1".into(),
-        destination: "192.168.9.0/24".parse().unwrap(),
-        next_hop_havip: "h".into(),
-    })
-    .unwrap();
+    c.create_route(&req).unwrap();
 }
 
 #[test]
@@ -158,33 +118,27 @@ fn bindings_per_havip() {
     let srv = Server::start();
     let c = srv.client();
     fixture(&c);
-    create_havip(&c, "h", "vsw-1");
-    for i in 0..10 {
-        c.associate_havip("h", Member::instance(format!("i-{i}")))
-            .unwrap();
+    // The 11th binding is refused, for instances and for ENIs alike.
+    let instance = |i: usize| Member::instance(format!("i-{i}"));
+    let eni = |i: usize| Member::eni(format!("eni-{i}"));
+    for (havip, member, first, cli) in [
+        (
+            "h",
+            &instance as &dyn Fn(usize) -> Member,
+            0,
+            "havip associate h --instance i-10",
+        ),
+        ("g", &eni, 1, "havip associate g --eni eni-11"),
+    ] {
+        create_havip(&c, havip, "vsw-1");
+        for i in first..first + 10 {
+            c.associate_havip(havip, member(i)).unwrap();
+        }
+        let code = "LimitExceeded.BindingsPerHaVip";
+        refused(&srv, code, associate(havip, member(first + 10)), cli);
+        let e = c.associate_havip(havip, member(first + 10)).unwrap_err();
+        assert!(e.to_string().contains("at most 10"), "{e}");
     }
-    refused(
-        &srv,
-        "LimitExceeded.BindingsPerHaVip",
-        |c| c.associate_havip("h", Member::instance("i-10")),
-        &["havip", "associate", "h", "--instance", "i-10"],
-    );
-    let e = c
-        .associate_havip("h", Member::instance("i-10"))
-        .unwrap_err();
-    assert!(e.to_string().contains("at most 10"), "{e}");
-    // Also for ENIs.
-    create_havip(&c, "g", "vsw-1");
-    for i in 1..11 {
-        c.associate_havip("g", Member::eni(format!("eni-{i}")))
-            .unwrap();
-    }
-    refused(
-        &srv,
-        "LimitExceeded.BindingsPerHaVip",
-        |c| c.associate_havip("g", Member::eni("eni-11")),
-        &["havip", "associate", "g", "--eni", "eni-11"],
-    );
 }
 
 #[test]
@@ -206,18 +160,12 @@ fn havips_per_instance_counts_eni_bindings() {
     // Binding the second ENI of the same instance to e0 is no new HaVip.
     c.associate_havip("e0", Member::eni("eni-0b")).unwrap();
     create_havip(&c, "n", "vsw-1");
-    refused(
-        &srv,
-        "LimitExceeded.HaVipsPerInstance",
-        |c| c.associate_havip("n", Member::instance("i-0")),
-        &["havip", "associate", "n", "--instance", "i-0"],
-    );
-    refused(
-        &srv,
-        "LimitExceeded.HaVipsPerInstance",
-        |c| c.associate_havip("n", Member::eni("eni-0")),
-        &["havip", "associate", "n", "--eni", "eni-0"],
-    );
+    let code = "LimitExceeded.HaVipsPerInstance";
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        (code, associate("n", Member::instance("i-0")), "havip associate n --instance i-0"),
+        (code, associate("n", Member::eni("eni-0")), "havip associate n --eni eni-0"),
+    ]);
     let e = c.associate_havip("n", Member::eni("eni-0b")).unwrap_err();
     assert!(
         e.to_string().contains("at most 5 HaVips per instance"),
@@ -234,62 +182,21 @@ fn binding_conflicts() {
     let c = srv.client();
     fixture(&c);
     create_havip(&c, "h", "vsw-1");
-    c.associate_havip("h", Member::instance("i-1")).unwrap();
-    refused(
-        &srv,
-        "Conflict.MixedBindingKinds",
-        |c| c.associate_havip("h", Member::eni("eni-2")),
-        &["havip", "associate", "h", "--eni", "eni-2"],
-    );
-    refused(
-        &srv,
-        "Conflict.DifferentVSwitch",
-        |c| c.associate_havip("h", Member::instance("i-x")),
-        &["havip", "associate", "h", "--instance", "i-x"],
-    );
     create_havip(&c, "g", "vsw-1");
-    refused(
-        &srv,
-        "Conflict.DifferentVSwitch",
-        |c| c.associate_havip("g", Member::eni("eni-x")),
-        &["havip", "associate", "g", "--eni", "eni-x"],
-    );
-    refused(
-        &srv,
-        "Conflict.AlreadyBound",
-        |c| c.associate_havip("h", Member::instance("i-1")),
-        &["havip", "associate", "h", "--instance", "i-1"],
-    );
-    refused(
-        &srv,
-        "NotFound.Binding",
-        |c| c.unassociate_havip("h", Member::instance("i-2")),
-        &["havip", "unassociate", "h", "--instance", "i-2"],
-    );
-    refused(
-        &srv,
-        "NotFound.HaVip",
-        |c| c.associate_havip("nope", Member::instance("i-1")),
-        &["havip", "associate", "nope", "--instance", "i-1"],
-    );
-    refused(
-        &srv,
-        "NotFound.Instance",
-        |c| c.associate_havip("h", Member::instance("i-nope")),
-        &["havip", "associate", "h", "--instance", "i-nope"],
-    );
-    refused(
-        &srv,
-        "NotFound.Eni",
-        |c| c.associate_havip("g", Member::eni("eni-nope")),
-        &["havip", "associate", "g", "--eni", "eni-nope"],
-    );
-    refused(
-        &srv,
-        "InvalidParameter.OwnerNotBound",
-        |c| c.set_master("h", Some("i-5")),
-        &["havip", "set-master", "h", "--member", "i-5"],
-    );
+    c.associate_havip("h", Member::instance("i-1")).unwrap();
+    let (inst, eni) = (Member::instance, Member::eni);
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("Conflict.MixedBindingKinds", associate("h", eni("eni-2")), "havip associate h --eni eni-2"),
+        ("Conflict.DifferentVSwitch", associate("h", inst("i-x")), "havip associate h --instance i-x"),
+        ("Conflict.DifferentVSwitch", associate("g", eni("eni-x")), "havip associate g --eni eni-x"),
+        ("Conflict.AlreadyBound", associate("h", inst("i-1")), "havip associate h --instance i-1"),
+        ("NotFound.Binding", unassociate("h", inst("i-2")), "havip unassociate h --instance i-2"),
+        ("NotFound.HaVip", associate("nope", inst("i-1")), "havip associate nope --instance i-1"),
+        ("NotFound.Instance", associate("h", inst("i-nope")), "havip associate h --instance i-nope"),
+        ("NotFound.Eni", associate("g", eni("eni-nope")), "havip associate g --eni eni-nope"),
+        ("InvalidParameter.OwnerNotBound", set_master("h", Some("i-5")), "havip set-master h --member i-5"),
+    ]);
 }
 
 #[test]
@@ -298,13 +205,10 @@ fn delete_refusals() {
     let c = srv.client();
     fixture(&c);
     create_havip(&c, "h", "vsw-1");
+    create_havip(&c, "g", "vsw-1");
+    let delete = |id: &str| Op::from(DeleteHaVip { id: id.into() });
     c.associate_havip("h", Member::instance("i-1")).unwrap();
-    refused(
-        &srv,
-        "Conflict.HaVipBound",
-        |c| c.delete_havip("h"),
-        &["havip", "delete", "h"],
-    );
+    refused(&srv, "Conflict.HaVipBound", delete("h"), "havip delete h");
     c.unassociate_havip("h", Member::instance("i-1")).unwrap();
 
     c.create_eip(&CreateEip {
@@ -313,59 +217,34 @@ fn delete_refusals() {
     })
     .unwrap();
     c.associate_eip("e", "h").unwrap();
-    refused(
-        &srv,
-        "Conflict.HaVipHasEip",
-        |c| c.delete_havip("h"),
-        &["havip", "delete", "h"],
-    );
-    refused(
-        &srv,
-        "Conflict.EipAssociated",
-        |c| c.delete_eip("e"),
-        &["eip", "delete", "e"],
-    );
-    create_havip(&c, "g", "vsw-1");
-    refused(
-        &srv,
-        "Conflict.EipAssociated",
-        |c| c.associate_eip("e", "g"),
-        &["eip", "associate", "e", "--havip", "g"],
-    );
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("Conflict.HaVipHasEip", delete("h"), "havip delete h"),
+        ("Conflict.EipAssociated", DeleteEip { id: "e".into() }.into(), "eip delete e"),
+        ("Conflict.EipAssociated", associate_eip("e", "g"), "eip associate e --havip g"),
+    ]);
     c.unassociate_eip("e").unwrap();
+    let again = UnassociateEip { eip: "e".into() };
     refused(
         &srv,
         "Conflict.EipNotAssociated",
-        |c| c.unassociate_eip("e"),
-        &["eip", "unassociate", "e"],
+        again,
+        "eip unassociate e",
     );
 
     c.create_route(&CreateRoute {
         id: Some("r".into()),
-        vpc: "vpc-1".into(),
-        destination: "192.168.0.0/24".parse().unwrap(),
-        next_hop_havip: "h".into(),
+        ..route("vpc-1", "192.168.0.0/24", "h")
     })
     .unwrap();
-    refused(
-        &srv,
-        "Conflict.HaVipIsRouteNextHop",
-        |c| c.delete_havip("h"),
-        &["havip", "delete", "h"],
-    );
-    refused(
-        &srv,
-        "NotFound.HaVip",
-        |c| c.delete_havip("nope"),
-        &["havip", "delete", "nope"],
-    );
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("Conflict.HaVipIsRouteNextHop", delete("h"), "havip delete h"),
+        ("NotFound.HaVip", delete("nope"), "havip delete nope"),
+    ]);
     c.delete_route("r").unwrap();
-    refused(
-        &srv,
-        "NotFound.Route",
-        |c| c.delete_route("r"),
-        &["route", "delete", "r"],
-    );
+    let gone = DeleteRoute { id: "r".into() };
+    refused(&srv, "NotFound.Route", gone, "route delete r");
     srv.ctl_ok(&["havip", "delete", "h"]);
     assert!(!srv.state().havips.contains_key("h"));
 }
@@ -375,95 +254,44 @@ fn address_rules() {
     let srv = Server::start();
     let c = srv.client();
     fixture(&c);
-    let create = |addr: &'static str| {
-        move |c: &Client| {
-            c.create_havip(&CreateHaVip {
-                id: None,
-                vswitch: "vsw-1".into(),
-                address: Some(addr.parse().unwrap()),
-                ..Default::default()
-            })
-        }
+    // CreateHaVip at `addr` in vsw-1 refused with `code`, as a table row.
+    let at = |code: &'static str, addr: &str| {
+        let op = CreateHaVip {
+            address: Some(addr.parse().unwrap()),
+            ..havip_in("vsw-1")
+        };
+        let cli = format!("havip create --vswitch vsw-1 --address {addr}");
+        (code, Op::from(op), cli)
     };
-    let cli = |addr: &'static str| ["havip", "create", "--vswitch", "vsw-1", "--address", addr];
-    refused(
-        &srv,
-        "InvalidParameter.AddressOutsideVSwitch",
-        create("10.0.2.10"),
-        &cli("10.0.2.10"),
-    );
+    let mut rows = vec![at("InvalidParameter.AddressOutsideVSwitch", "10.0.2.10")];
     for reserved in ["10.0.1.0", "10.0.1.1", "10.0.1.255"] {
-        refused(
-            &srv,
-            "InvalidParameter.AddressReserved",
-            create(reserved),
-            &cli(reserved),
-        );
+        rows.push(at("InvalidParameter.AddressReserved", reserved));
     }
+    refusals(&srv, &rows);
     // Allocation skips the reserved addresses.
-    let v = c
-        .create_havip(&CreateHaVip {
-            id: Some("first".into()),
-            vswitch: "vsw-1".into(),
-            address: None,
-            ..Default::default()
-        })
-        .unwrap();
+    let first = CreateHaVip {
+        id: Some("first".into()),
+        ..havip_in("vsw-1")
+    };
+    let v = c.create_havip(&first).unwrap();
     assert_eq!(v.address.to_string(), "10.0.1.2");
-    refused(
-        &srv,
-        "Conflict.AddressInUse",
-        create("10.0.1.2"),
-        &cli("10.0.1.2"),
-    );
     c.create_eip(&CreateEip {
         id: Some("e".into()),
         address: "10.0.1.50".parse().unwrap(),
     })
     .unwrap();
-    refused(
-        &srv,
-        "Conflict.AddressInUse",
-        create("10.0.1.50"),
-        &cli("10.0.1.50"),
-    );
-    refused(
-        &srv,
-        "Conflict.AddressInUse",
-        |c| {
-            c.create_eip(&CreateEip {
-                id: None,
-                address: "10.0.1.2".parse().unwrap(),
-            })
-        },
-        &["eip", "create", "--address", "10.0.1.2"],
-    );
-    refused(
-        &srv,
-        "NotFound.VSwitch",
-        |c| {
-            c.create_havip(&CreateHaVip {
-                id: None,
-                vswitch: "vsw-9".into(),
-                address: None,
-                ..Default::default()
-            })
-        },
-        &["havip", "create", "--vswitch", "vsw-9"],
-    );
-    refused(
-        &srv,
-        "Conflict.AlreadyExists",
-        |c| {
-            c.create_havip(&CreateHaVip {
-                id: Some("first".into()),
-                vswitch: "vsw-1".into(),
-                address: None,
-                ..Default::default()
-            })
-        },
-        &["havip", "create", "--vswitch", "vsw-1", "--id", "first"],
-    );
+    let eip_at_first = CreateEip {
+        id: None,
+        address: "10.0.1.2".parse().unwrap(),
+    };
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        at("Conflict.AddressInUse", "10.0.1.2"),
+        at("Conflict.AddressInUse", "10.0.1.50"),
+        ("Conflict.AddressInUse", eip_at_first.into(), "eip create --address 10.0.1.2".into()),
+        ("NotFound.VSwitch", havip_in("vsw-9").into(), "havip create --vswitch vsw-9".into()),
+        ("Conflict.AlreadyExists", first.into(), "havip create --vswitch vsw-1 --id first".into()),
+    ]);
 }
 
 #[test]
@@ -479,57 +307,22 @@ fn route_conflicts() {
     .unwrap();
     c.create_route(&CreateRoute {
         id: Some("r".into()),
-        vpc: "vpc-1".into(),
-        destination: "192.168.0.0/24".parse().unwrap(),
-        next_hop_havip: "h".into(),
+        ..route("vpc-1", "192.168.0.0/24", "h")
     })
     .unwrap();
-    let route = |vpc: &'static str, dst: &'static str| {
-        move |c: &Client| {
-            c.create_route(&CreateRoute {
-                id: None,
-                vpc: vpc.into(),
-                destination: dst.parse().unwrap(),
-                next_hop_havip: "h".into(),
-            })
-        }
-    };
-    let cli = |vpc: &'static str, dst: &'static str| {
-        [
-            "route",
-            "create",
-            "--vpc",
-            vpc,
-            "--destination",
-            dst,
-            "--next-hop",
-            "h",
-        ]
-    };
-    refused(
-        &srv,
-        "Conflict.RouteDestinationExists",
-        route("vpc-1", "192.168.0.0/24"),
-        &cli("vpc-1", "192.168.0.0/24"),
-    );
-    refused(
-        &srv,
-        "Conflict.DifferentVpc",
-        route("vpc-2", "192.168.5.0/24"),
-        &cli("vpc-2", "192.168.5.0/24"),
-    );
-    refused(
-        &srv,
-        "InvalidParameter.RouteDestination",
-        route("vpc-1", "10.0.1.0/25"),
-        &cli("vpc-1", "10.0.1.0/25"),
-    );
-    refused(
-        &srv,
-        "NotFound.Vpc",
-        route("vpc-9", "192.168.5.0/24"),
-        &cli("vpc-9", "192.168.5.0/24"),
-    );
+    let rows: Vec<_> = [
+        ("Conflict.RouteDestinationExists", "vpc-1", "192.168.0.0/24"),
+        ("Conflict.DifferentVpc", "vpc-2", "192.168.5.0/24"),
+        ("InvalidParameter.RouteDestination", "vpc-1", "10.0.1.0/25"),
+        ("NotFound.Vpc", "vpc-9", "192.168.5.0/24"),
+    ]
+    .into_iter()
+    .map(|(code, vpc, dst)| {
+        let cli = format!("route create --vpc {vpc} --destination {dst} --next-hop h");
+        (code, route(vpc, dst, "h").into(), cli)
+    })
+    .collect();
+    refusals(&srv, &rows);
 }
 
 #[test]
@@ -537,67 +330,30 @@ fn setup_conflicts() {
     let srv = Server::start();
     let c = srv.client();
     fixture(&c);
-    refused(
-        &srv,
-        "Conflict.CidrOverlap",
-        |c| {
-            c.create_vswitch(&CreateVSwitch {
-                id: "vsw-3".into(),
-                vpc: "vpc-1".into(),
-                cidr: "10.0.1.0/25".parse().unwrap(),
-                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            })
-        },
-        &[
-            "vswitch",
-            "create",
-            "--id",
-            "vsw-3",
-            "--vpc",
-            "vpc-1",
-            "--cidr",
-            "10.0.1.0/25",
-            "--gateway-mac",
-            "02:00:00:00:00:01",
-        ],
-    );
-    refused(
-        &srv,
-        "Conflict.MacInUse",
-        |c| {
-            c.create_eni(&CreateEni {
-                id: "eni-new".into(),
-                vswitch: "vsw-1".into(),
-                mac: "02:00:00:00:01:00".parse().unwrap(),
-                interface: "hv-new".into(),
-                instance: None,
-                primary: false,
-            })
-        },
-        &[
-            "eni",
-            "create",
-            "--id",
-            "eni-new",
-            "--vswitch",
-            "vsw-1",
-            "--mac",
-            "02:00:00:00:01:00",
-            "--interface",
-            "hv-new",
-        ],
-    );
-    refused(
-        &srv,
-        "Conflict.AlreadyExists",
-        |c| {
-            c.create_vpc(&CreateVpc {
-                id: "vpc-1".into(),
-                cidr: "10.0.0.0/16".parse().unwrap(),
-            })
-        },
-        &["vpc", "create", "--id", "vpc-1", "--cidr", "10.0.0.0/16"],
-    );
+    let vswitch = CreateVSwitch {
+        id: "vsw-3".into(),
+        vpc: "vpc-1".into(),
+        cidr: "10.0.1.0/25".parse().unwrap(),
+        gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+    };
+    let eni = CreateEni {
+        id: "eni-new".into(),
+        vswitch: "vsw-1".into(),
+        mac: "02:00:00:00:01:00".parse().unwrap(),
+        interface: "hv-new".into(),
+        instance: None,
+        primary: false,
+    };
+    let vpc = CreateVpc {
+        id: "vpc-1".into(),
+        cidr: "10.0.0.0/16".parse().unwrap(),
+    };
+    #[rustfmt::skip]
+    refusals(&srv, &[
+        ("Conflict.CidrOverlap", vswitch.into(), "vswitch create --id vsw-3 --vpc vpc-1 --cidr 10.0.1.0/25 --gateway-mac 02:00:00:00:00:01"),
+        ("Conflict.MacInUse", eni.into(), "eni create --id eni-new --vswitch vsw-1 --mac 02:00:00:00:01:00 --interface hv-new"),
+        ("Conflict.AlreadyExists", vpc.into(), "vpc create --id vpc-1 --cidr 10.0.0.0/16"),
+    ]);
 }
 
 #[test]

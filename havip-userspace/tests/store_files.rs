@@ -4,8 +4,11 @@
 //! clear error while nothing acknowledged is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 
+use common::*;
 use havip::{
     control::ControlPlane,
     model::*,
@@ -16,33 +19,17 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 const SCHEMA: TableDefinition<&str, u32> = TableDefinition::new("schema");
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 
+/// The seed with room for the full-disk test's HaVips.
 fn base_ops() -> Vec<Op> {
-    vec![
-        Op::CreateVpc(CreateVpc {
-            id: "vpc".into(),
-            cidr: "10.0.0.0/16".parse().unwrap(),
-        }),
-        Op::CreateVSwitch(CreateVSwitch {
-            id: "vsw".into(),
-            vpc: "vpc".into(),
-            cidr: "10.0.0.0/16".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-        }),
-        Op::SetQuota(SetQuota {
-            havips_per_account: Some(4000),
-            havips_per_vpc: Some(4000),
-            havip_routes_per_vpc: None,
-        }),
-    ]
+    seed_ops(0, 4000)
 }
 
+/// A HaVip with a long description (fills the disk faster).
 fn create_havip(id: &str) -> Op {
     Op::CreateHaVip(CreateHaVip {
         id: Some(id.into()),
-        vswitch: "vsw".into(),
-        address: None,
         description: Some("x".repeat(200)),
-        ..Default::default()
+        ..havip_in("vsw")
     })
 }
 

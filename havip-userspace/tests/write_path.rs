@@ -4,11 +4,14 @@
 //! next batch proceeds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{
     atomic::{AtomicU8, Ordering},
     Arc,
 };
 
+use common::*;
 use havip::{
     control::ControlPlane,
     model::*,
@@ -39,30 +42,6 @@ impl Store for Faulty {
     }
 }
 
-fn base_ops() -> Vec<Op> {
-    vec![
-        Op::CreateVpc(CreateVpc {
-            id: "vpc".into(),
-            cidr: "10.0.0.0/16".parse().unwrap(),
-        }),
-        Op::CreateVSwitch(CreateVSwitch {
-            id: "vsw".into(),
-            vpc: "vpc".into(),
-            cidr: "10.0.1.0/24".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-        }),
-    ]
-}
-
-fn create_havip(id: &str) -> Op {
-    Op::CreateHaVip(CreateHaVip {
-        id: Some(id.into()),
-        vswitch: "vsw".into(),
-        address: None,
-        ..Default::default()
-    })
-}
-
 fn open(dir: &tempfile::TempDir) -> (Arc<ControlPlane>, Arc<AtomicU8>) {
     let mode = Arc::new(AtomicU8::new(OK));
     let store = Faulty {
@@ -75,7 +54,7 @@ fn open(dir: &tempfile::TempDir) -> (Arc<ControlPlane>, Arc<AtomicU8>) {
 fn check_failure(mode_value: u8) {
     let dir = tempfile::tempdir().unwrap();
     let (cp, mode) = open(&dir);
-    cp.apply_all(&base_ops()).unwrap();
+    cp.apply_all(&seed_ops(0, 100)).unwrap();
     let before = cp.snapshot();
     let generation = cp.generation();
 
@@ -84,7 +63,7 @@ fn check_failure(mode_value: u8) {
     let threads: Vec<_> = (0..8)
         .map(|n| {
             let cp = cp.clone();
-            std::thread::spawn(move || cp.apply(create_havip(&format!("h{n}"))))
+            std::thread::spawn(move || cp.apply(havip_op(&format!("h{n}"))))
         })
         .collect();
     for t in threads {
@@ -100,7 +79,7 @@ fn check_failure(mode_value: u8) {
 
     // The next batch proceeds (the leader flag was reset).
     mode.store(OK, Ordering::SeqCst);
-    cp.apply(create_havip("after")).unwrap();
+    cp.apply(havip_op("after")).unwrap();
     let s = cp.snapshot();
     assert!(s.havips.contains_key("after"));
     assert_eq!(s.havips.len(), 1, "none of the failed creates survived");
@@ -125,8 +104,8 @@ fn injected_panic_in_batch_fails_the_batch_only() {
 fn failed_batch_undoes_updates_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let (cp, mode) = open(&dir);
-    cp.apply_all(&base_ops()).unwrap();
-    cp.apply(create_havip("h1")).unwrap();
+    cp.apply_all(&seed_ops(0, 100)).unwrap();
+    cp.apply(havip_op("h1")).unwrap();
     cp.apply(Op::SetQuota(SetQuota {
         havips_per_account: Some(7),
         ..Default::default()

@@ -58,23 +58,13 @@ impl Ops for Client {
         self.apply(DeleteHaVip { id: id.into() })
     }
     fn associate_havip(&self, id: &str, member: Member) -> Result<HaVipView, ClientError> {
-        self.apply(AssociateHaVip {
-            havip: id.into(),
-            member,
-        })
+        self.apply(associate(id, member))
     }
     fn unassociate_havip(&self, id: &str, member: Member) -> Result<HaVipView, ClientError> {
-        self.apply(UnassociateHaVip {
-            havip: id.into(),
-            member,
-            force: false,
-        })
+        self.apply(unassociate(id, member))
     }
     fn set_master(&self, id: &str, member: Option<&str>) -> Result<HaVipView, ClientError> {
-        self.apply(SetInitialOwner {
-            havip: id.into(),
-            member: member.map(str::to_owned),
-        })
+        self.apply(set_master(id, member))
     }
     fn set_quotas(&self, op: &SetQuota) -> Result<Quotas, ClientError> {
         self.apply(*op)
@@ -86,10 +76,7 @@ impl Ops for Client {
         self.apply(DeleteEip { id: id.into() })
     }
     fn associate_eip(&self, id: &str, havip: &str) -> Result<Eip, ClientError> {
-        self.apply(AssociateEip {
-            eip: id.into(),
-            havip: havip.into(),
-        })
+        self.apply(associate_eip(id, havip))
     }
     fn unassociate_eip(&self, id: &str) -> Result<Eip, ClientError> {
         self.apply(UnassociateEip { eip: id.into() })
@@ -99,6 +86,61 @@ impl Ops for Client {
     }
     fn delete_route(&self, id: &str) -> Result<Deleted, ClientError> {
         self.apply(DeleteRoute { id: id.into() })
+    }
+}
+
+// Operation builders, shared by [`Ops`] and the refusal tables.
+
+/// AssociateHaVip `havip` with `member`.
+pub fn associate(havip: &str, member: Member) -> Op {
+    Op::AssociateHaVip(AssociateHaVip {
+        havip: havip.into(),
+        member,
+    })
+}
+
+/// UnassociateHaVip `member` from `havip`, without force.
+pub fn unassociate(havip: &str, member: Member) -> Op {
+    Op::UnassociateHaVip(UnassociateHaVip {
+        havip: havip.into(),
+        member,
+        force: false,
+    })
+}
+
+/// SetInitialOwner of `havip` to `member` (or none).
+pub fn set_master(havip: &str, member: Option<&str>) -> Op {
+    Op::SetInitialOwner(SetInitialOwner {
+        havip: havip.into(),
+        member: member.map(str::to_owned),
+    })
+}
+
+/// AssociateEip `eip` with `havip`.
+pub fn associate_eip(eip: &str, havip: &str) -> Op {
+    Op::AssociateEip(AssociateEip {
+        eip: eip.into(),
+        havip: havip.into(),
+    })
+}
+
+/// CreateHaVip in `vswitch`, id and address allocated.
+pub fn havip_in(vswitch: &str) -> CreateHaVip {
+    CreateHaVip {
+        id: None,
+        vswitch: vswitch.into(),
+        address: None,
+        ..Default::default()
+    }
+}
+
+/// CreateRoute (id allocated) in `vpc` to `destination` via `next_hop`.
+pub fn route(vpc: &str, destination: &str, next_hop: &str) -> CreateRoute {
+    CreateRoute {
+        id: None,
+        vpc: vpc.into(),
+        destination: destination.parse().unwrap(),
+        next_hop_havip: next_hop.into(),
     }
 }
 
@@ -216,19 +258,16 @@ pub fn code_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
     }
 }
 
-/// The request made by `api` is refused with `code` and changes nothing;
-/// then the same through `havipctl cli_args`.
-pub fn refused<T: std::fmt::Debug>(
-    srv: &Server,
-    code: &str,
-    api: impl FnOnce(&Client) -> Result<T, ClientError>,
-    cli_args: &[&str],
-) {
+/// `op` is refused with `code` and changes nothing; then the same through
+/// `havipctl` with the whitespace-separated arguments `cli`.
+pub fn refused(srv: &Server, code: &str, op: impl Into<Op>, cli: &str) {
     let before = srv.state();
-    assert_eq!(code_of(api(&srv.client())), code, "API");
+    let api = srv.client().apply::<serde_json::Value>(op);
+    assert_eq!(code_of(api), code, "API");
     assert_eq!(srv.state(), before, "API refusal {code} changed the state");
 
-    let out = srv.ctl(cli_args);
+    let cli_args: Vec<&str> = cli.split_whitespace().collect();
+    let out = srv.ctl(&cli_args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -240,6 +279,13 @@ pub fn refused<T: std::fmt::Debug>(
         "havipctl {cli_args:?} printed {stderr:?}, expected code {code}"
     );
     assert_eq!(srv.state(), before, "CLI refusal {code} changed the state");
+}
+
+/// [`refused`] for each row (expected code, operation, `havipctl` arguments).
+pub fn refusals(srv: &Server, rows: &[(&str, Op, impl AsRef<str>)]) {
+    for (code, op, cli) in rows {
+        refused(srv, code, op.clone(), cli.as_ref());
+    }
 }
 
 /// VPC `vpc-1` (10.0.0.0/16) with `vsw-1` (10.0.1.0/24) and `vsw-2`
@@ -301,9 +347,7 @@ pub fn fixture(c: &Client) {
 pub fn create_havip(c: &Client, id: &str, vswitch: &str) {
     c.create_havip(&CreateHaVip {
         id: Some(id.into()),
-        vswitch: vswitch.into(),
-        address: None,
-        ..Default::default()
+        ..havip_in(vswitch)
     })
     .unwrap();
 }
@@ -347,16 +391,17 @@ pub fn seed_ops(n_instances: usize, quota: usize) -> Vec<Op> {
     ops
 }
 
+/// HaVip `id` in [`seed_ops`]'s vSwitch, address allocated.
+pub fn havip_op(id: &str) -> Op {
+    Op::CreateHaVip(CreateHaVip {
+        id: Some(id.into()),
+        ..havip_in("vsw")
+    })
+}
+
 /// HaVips `h0..h{n}` in [`seed_ops`]'s vSwitch, addresses allocated.
 pub fn havip_ops(n: usize) -> impl Iterator<Item = Op> {
-    (0..n).map(|n| {
-        Op::CreateHaVip(CreateHaVip {
-            id: Some(format!("h{n}")),
-            vswitch: "vsw".into(),
-            address: None,
-            ..Default::default()
-        })
-    })
+    (0..n).map(|n| havip_op(&format!("h{n}")))
 }
 
 /// The example config shipped in `examples/`.
