@@ -109,10 +109,8 @@ use havip_common::{DataplaneConfig, DEFAULT_SECURITY_EVENTS_PER_SEC};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-mod check;
 mod seed;
 
-pub use check::{check, CheckOutcome};
 pub use seed::{plan_seed, seed, SeedReport};
 
 use crate::{

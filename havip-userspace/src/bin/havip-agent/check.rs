@@ -32,6 +32,12 @@ pub fn run(path: &Path, state_db: Option<PathBuf>, quiet: bool) -> i32 {
             return INVALID;
         }
     };
+    // The API's start-up refusals (open TCP without a token, a token file
+    // readable by others), as `run` would refuse them.
+    if let Err(e) = havip::api::ApiSecurity::from_config(&cfg.agent) {
+        eprintln!("invalid: API settings: {}", chain(&e));
+        return INVALID;
+    }
     let db = state_db.unwrap_or_else(|| cfg.agent.state_db.clone());
     let (state, against) = match RedbStore::load_read_only(&db) {
         Ok(Some(s)) => (s, format!("the store {}", db.display())),
