@@ -270,6 +270,10 @@ mod tests {
             out[0].1
         );
         assert_eq!(out[0].1.changed_ns, 10);
-        assert_eq!(out[1], (gone, last_event), "a deleted entry keeps the event");
+        assert_eq!(
+            out[1],
+            (gone, last_event),
+            "a deleted entry keeps the event"
+        );
     }
 }
