@@ -1,6 +1,7 @@
 //! Tasks: the event consumer (owner changes and refused claims from the
-//! kernel's ring buffer) and the owner recorder (durable writes, batched);
-//! plus the adoption of kernel owners the store does not have.
+//! kernel's ring buffer) and the owner recorder (durable writes, batched,
+//! each owner re-read from `OWNERS` at flush time); plus the adoption of
+//! kernel owners the store does not have.
 
 use std::{
     collections::HashMap,
@@ -8,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use havip_common::{DropReason, HavipKey, OwnerEntry};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+use havip_common::{names, DropReason, HavipKey, OwnerEntry};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
@@ -24,6 +26,15 @@ use crate::{
 
 /// Owner changes seen in the ring buffer and not yet written to the store.
 pub type Pending = Arc<Mutex<HashMap<HavipKey, ObservedOwner>>>;
+
+/// The recorder's own handle on the pinned `OWNERS` (the reconciler owns
+/// the data plane's).
+type Owners = BpfHashMap<MapData, HavipKey, OwnerEntry>;
+
+fn open_owners(dp: &Dataplane) -> Result<Owners, MapError> {
+    let data = MapData::from_pin(dp.pin_dir().join(names::OWNERS))?;
+    Owners::try_from(Map::HashMap(data))
+}
 
 /// Starts the event consumer (if the ring buffer is still there) and the
 /// owner recorder. Owner changes are recorded in batches: a flapping pair
@@ -45,11 +56,22 @@ pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>) {
             }
         });
     }
-    tokio::spawn(record(cp.clone(), pending, flush));
+    let owners = open_owners(dp)
+        .inspect_err(|e| {
+            warn!(error = %e, "opening OWNERS for the recorder failed; recording events as read")
+        })
+        .ok();
+    tokio::spawn(record(cp.clone(), pending, flush, owners));
 }
 
-/// The owner recorder: waits for a flush, lets a burst settle, writes it.
-async fn record(cp: Arc<ControlPlane>, pending: Pending, flush: Arc<Notify>) {
+/// The owner recorder: waits for a flush, lets a burst settle, re-reads
+/// each owner from the kernel, writes them.
+async fn record(
+    cp: Arc<ControlPlane>,
+    pending: Pending,
+    flush: Arc<Notify>,
+    owners: Option<Owners>,
+) {
     loop {
         flush.notified().await;
         // Coalesce a burst of claims into one durable write.
@@ -59,6 +81,17 @@ async fn record(cp: Arc<ControlPlane>, pending: Pending, flush: Arc<Notify>) {
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .collect();
+        let batch = match &owners {
+            Some(map) => kernel_truth(batch, |key| match map.get(key, 0) {
+                Ok(o) => Some(o),
+                Err(MapError::KeyNotFound) => None,
+                Err(e) => {
+                    warn!(error = %e, "re-reading OWNERS failed; recording the event");
+                    None
+                }
+            }),
+            None => batch,
+        };
         let cp = cp.clone();
         let written = tokio::task::spawn_blocking(move || cp.record_owners(&batch)).await;
         match written {
@@ -67,6 +100,23 @@ async fn record(cp: Arc<ControlPlane>, pending: Pending, flush: Arc<Notify>) {
             Err(e) => error!(error = %e, "owner recorder panicked"),
         }
     }
+}
+
+/// The batch as the kernel holds it now: each owner replaced by its
+/// `OWNERS` entry (epoch, port, MAC, time), read at flush time. Two claims
+/// for one HaVip on two CPUs both write epoch e + 1 and the event read
+/// last need not name the member the map holds; a claim can also have been
+/// overwritten since its event. The store records the map, never an event
+/// the map contradicts. Keys whose entry is gone (HaVip deleted) keep the
+/// event; the store ignores HaVips it no longer has.
+fn kernel_truth(
+    batch: Vec<(HavipKey, ObservedOwner)>,
+    read: impl Fn(&HavipKey) -> Option<OwnerEntry>,
+) -> Vec<(HavipKey, ObservedOwner)> {
+    batch
+        .into_iter()
+        .map(|(key, event)| (key, read(&key).map_or(event, |o| observed(&o))))
+        .collect()
 }
 
 fn observed(owner: &OwnerEntry) -> ObservedOwner {
@@ -99,8 +149,8 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
                 changed_ns: e.ts_ns,
             };
             // Same epoch: the later event wins here; if two CPUs raced, the
-            // map may hold the other one, and the resync's whole-owner
-            // comparison ([`adopt`]) puts the store right.
+            // map may hold the other one: the flush records the map's entry
+            // ([`kernel_truth`]), not this event.
             let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
             let newer = p.get(&e.key).is_none_or(|o| o.epoch <= owner.epoch);
             if newer {
@@ -183,5 +233,49 @@ mod tests {
         assert!(!same_owner(&a, &ObservedOwner { ifindex: 4, ..a }));
         assert!(!same_owner(&a, &ObservedOwner { mac: b.mac, ..a }));
         assert!(same_owner(&a, &ObservedOwner { changed_ns: 9, ..a }));
+    }
+
+    #[test]
+    fn flush_records_the_map_not_the_last_event() {
+        let key = HavipKey {
+            vswitch_id: 1,
+            addr: [10, 0, 1, 100],
+        };
+        let gone = HavipKey {
+            vswitch_id: 1,
+            addr: [10, 0, 1, 101],
+        };
+        // Two same-epoch claims: the event read last names member 4, the
+        // map holds member 3 (its CPU wrote last).
+        let last_event = ObservedOwner {
+            ifindex: 4,
+            mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            epoch: 7,
+            changed_ns: 20,
+        };
+        let in_map = OwnerEntry {
+            epoch: 7,
+            changed_ns: 10,
+            havip_id: 1,
+            ifindex: 3,
+            mac: [2, 0, 0, 0, 0, 1],
+            ..OwnerEntry::default()
+        };
+        let out = kernel_truth(vec![(key, last_event), (gone, last_event)], |k| {
+            (*k == key).then_some(in_map)
+        });
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, key);
+        assert!(
+            same_owner(&out[0].1, &observed(&in_map)),
+            "the map's member is recorded: {:?}",
+            out[0].1
+        );
+        assert_eq!(out[0].1.changed_ns, 10);
+        assert_eq!(
+            out[1],
+            (gone, last_event),
+            "a deleted entry keeps the event"
+        );
     }
 }

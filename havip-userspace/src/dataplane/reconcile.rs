@@ -34,6 +34,12 @@ pub struct ReconcileReport {
     /// Owners whose ENI came back under a new ifindex (same MAC), rewritten
     /// onto it with the same epoch.
     pub owners_moved: usize,
+    /// Owners whose HaVip id was put right (same owner, same epoch).
+    pub owners_fixed: usize,
+    /// Owner rewrites given up: the entry changed between the decision and
+    /// the write (a claim landed), so the kernel's newer owner stays. Not a
+    /// change.
+    pub owners_kept: usize,
     pub owners_removed: usize,
     /// Remote owners (owner on another host) written over an older epoch.
     pub remote_owners_installed: usize,
@@ -44,7 +50,10 @@ pub struct ReconcileReport {
 
 impl ReconcileReport {
     pub fn changed(&self) -> bool {
-        *self != Self::default()
+        Self {
+            owners_kept: 0,
+            ..self.clone()
+        } != Self::default()
     }
 }
 
@@ -339,7 +348,11 @@ pub fn reconcile_with(
                         havip_id: h.id,
                         ..read
                     };
-                    rewrite_owner(maps, h.key, &read, owner)?;
+                    if rewrite_owner(maps, h.key, &read, owner)? {
+                        report.owners_fixed += 1;
+                    } else {
+                        report.owners_kept += 1;
+                    }
                 }
             }
             Ok(read) => {
@@ -377,6 +390,8 @@ pub fn reconcile_with(
                     owner.ifindex = ifindex;
                     if rewrite_owner(maps, h.key, &read, owner)? {
                         report.owners_moved += 1;
+                    } else {
+                        report.owners_kept += 1;
                     }
                     continue;
                 }
@@ -400,12 +415,18 @@ pub fn reconcile_with(
                         }
                     }
                 }
-                if owner.havip_id != h.id {
+                let fixed = owner.havip_id != h.id;
+                if fixed {
                     owner.havip_id = h.id;
                     changed = true;
                 }
-                if changed && rewrite_owner(maps, h.key, &read, owner)? {
-                    report.owners_cleared += usize::from(cleared);
+                if changed {
+                    if rewrite_owner(maps, h.key, &read, owner)? {
+                        report.owners_cleared += usize::from(cleared);
+                        report.owners_fixed += usize::from(fixed);
+                    } else {
+                        report.owners_kept += 1;
+                    }
                 }
             }
             Err(_) => {
