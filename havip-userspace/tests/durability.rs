@@ -30,6 +30,7 @@ fn crash_op(i: usize) -> Op {
                 cidr: "10.0.0.0/8".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw".into(),
                 vpc: "vpc".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
@@ -189,6 +190,7 @@ fn associate_throughput_and_cold_start_smoke() {
                 cidr: "10.0.0.0/8".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw".into(),
                 vpc: "vpc".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
@@ -257,6 +259,7 @@ fn perf_numbers() {
                 cidr: "10.0.0.0/8".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw".into(),
                 vpc: "vpc".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),

@@ -58,6 +58,7 @@ fn quota_havips_per_account() {
     })
     .unwrap();
     c.create_vswitch(&CreateVSwitch {
+        vni: None,
         id: "vsw-b".into(),
         vpc: "vpc-2".into(),
         cidr: "172.16.1.0/24".parse().unwrap(),
@@ -542,6 +543,7 @@ fn setup_conflicts() {
         "Conflict.CidrOverlap",
         |c| {
             c.create_vswitch(&CreateVSwitch {
+                vni: None,
                 id: "vsw-3".into(),
                 vpc: "vpc-1".into(),
                 cidr: "10.0.1.0/25".parse().unwrap(),
@@ -566,6 +568,7 @@ fn setup_conflicts() {
         "Conflict.MacInUse",
         |c| {
             c.create_eni(&CreateEni {
+                host: None,
                 id: "eni-new".into(),
                 vswitch: "vsw-1".into(),
                 mac: "02:00:00:00:01:00".parse().unwrap(),

@@ -435,6 +435,7 @@ mod tests {
                 cidr: "10.0.0.0/8".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw".into(),
                 vpc: "vpc".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),

@@ -169,6 +169,7 @@ mod tests {
                 cidr: "10.0.0.0/16".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw-1".into(),
                 vpc: "vpc-1".into(),
                 cidr: "10.0.1.0/24".parse().unwrap(),
