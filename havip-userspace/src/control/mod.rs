@@ -74,7 +74,12 @@ pub struct ControlPlane {
     queue_cv: Condvar,
     generation: watch::Sender<u64>,
     counters: RwLock<Option<Arc<dyn CountersSource>>>,
+    local_host: RwLock<Option<String>>,
 }
+
+/// How often one operation is validated again after another host's commit
+/// came first (etcd); beyond, the caller gets an internal error.
+const MAX_CONFLICT_RETRIES: usize = 64;
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +128,7 @@ impl ControlPlane {
             queue_cv: Condvar::new(),
             generation,
             counters: RwLock::new(None),
+            local_host: RwLock::new(None),
         })
     }
 
@@ -155,7 +161,12 @@ impl ControlPlane {
         Ok((applied, *r))
     }
 
-    fn submit(&self, op: Op, read: Option<ReadBack>) -> Outcome {
+    fn submit(&self, mut op: Op, read: Option<ReadBack>) -> Outcome {
+        if let Op::CreateEni(e) = &mut op {
+            if e.host.is_none() {
+                e.host = self.local_host();
+            }
+        }
         let job = Arc::new(Job {
             op,
             read: Mutex::new(read),
@@ -190,29 +201,39 @@ impl ControlPlane {
     }
 
     fn run_batch(&self, inner: &mut Inner, jobs: &[Arc<Job>]) {
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut changes = Vec::new();
-        for job in jobs {
-            let r = apply(&inner.state, &job.op);
-            if let Ok(a) = &r {
-                inner.state.apply_change(&a.change);
-                changes.push(a.change.clone());
+        let mut attempt = 0;
+        let (results, changes) = loop {
+            let mut results = Vec::with_capacity(jobs.len());
+            let mut changes = Vec::new();
+            for job in jobs {
+                let r = apply(&inner.state, &job.op);
+                if let Ok(a) = &r {
+                    inner.state.apply_change(&a.change);
+                    changes.push(a.change.clone());
+                }
+                results.push(r);
             }
-            results.push(r);
-        }
-        if let Err(e) = inner.store.commit_all(&changes) {
-            // Nothing was written: go back to what the store holds.
-            let err = internal(&e);
-            if let Ok(s) = inner.store.load() {
-                inner.state = s;
-            }
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(err.clone());
+            match inner.store.commit_all(&changes) {
+                Ok(()) => break (results, changes),
+                // A shared store moved on: re-read, validate again.
+                Err(StoreError::Conflict)
+                    if attempt < MAX_CONFLICT_RETRIES && self.reload(inner) =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // Nothing was written: go back to what the store holds.
+                    let err = internal(&e);
+                    self.reload(inner);
+                    for r in &mut results {
+                        if r.is_ok() {
+                            *r = Err(err.clone());
+                        }
+                    }
+                    break (results, Vec::new());
                 }
             }
-            changes.clear();
-        }
+        };
         if changes.iter().any(affects_dataplane) {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
@@ -254,15 +275,23 @@ impl ControlPlane {
     /// The plan's own error, or [`PlanError::Store`]; nothing changed.
     pub fn apply_planned<E>(
         &self,
-        plan: impl FnOnce(&State) -> Result<Vec<Applied>, E>,
+        mut plan: impl FnMut(&State) -> Result<Vec<Applied>, E>,
     ) -> Result<Vec<Applied>, PlanError<E>> {
         let mut inner = lock(&self.inner);
-        let applied = plan(&inner.state).map_err(PlanError::Plan)?;
-        let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
-        inner
-            .store
-            .commit_all(&changes)
-            .map_err(|e| PlanError::Store(internal(&e)))?;
+        let mut attempt = 0;
+        let (applied, changes) = loop {
+            let applied = plan(&inner.state).map_err(PlanError::Plan)?;
+            let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
+            match inner.store.commit_all(&changes) {
+                Ok(()) => break (applied, changes),
+                Err(StoreError::Conflict)
+                    if attempt < MAX_CONFLICT_RETRIES && self.reload(&mut inner) =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(PlanError::Store(internal(&e))),
+            }
+        };
         for c in &changes {
             inner.state.apply_change(c);
         }
@@ -270,6 +299,60 @@ impl ControlPlane {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
         Ok(applied)
+    }
+
+    /// Replaces the in-memory state with the store's (after a conflict or a
+    /// failed commit), keeping the host-local observed owners.
+    fn reload(&self, inner: &mut Inner) -> bool {
+        let Ok(mut s) = inner.store.load() else {
+            return false;
+        };
+        {
+            let owners = std::mem::take(&mut inner.state.owners);
+            s.owners = owners
+                .into_iter()
+                .filter(|(id, _)| s.havips.contains_key(id))
+                .collect();
+            s.reindex();
+            if s != inner.state {
+                inner.state = s;
+                self.generation.send_modify(|g| *g = g.wrapping_add(1));
+            }
+        }
+        true
+    }
+
+    /// Changes the state from outside the validation core: another host's
+    /// commit seen by the etcd watcher. `f` runs under the state lock (so
+    /// never at the same time as a commit) and returns whether it changed
+    /// anything; the reconciler is then woken.
+    pub fn apply_external(&self, f: impl FnOnce(&mut State) -> bool) {
+        let mut inner = lock(&self.inner);
+        if f(&mut inner.state) {
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    /// Wakes the reconciler without a state change (the shared owners or
+    /// hosts changed).
+    pub fn poke(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// The host id that ENIs created without one get (multi-host).
+    pub fn set_local_host(&self, host: String) {
+        *self
+            .local_host
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(host);
+    }
+
+    /// See [`ControlPlane::set_local_host`].
+    pub fn local_host(&self) -> Option<String> {
+        self.local_host
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A copy of the current state (for the reconciler and for reads).

@@ -3,13 +3,18 @@
 //! [`Change`]s, each committed atomically and durably. [`RedbStore`] is the
 //! backend today; a replicated one (etcd, later) implements the same trait.
 
+mod etcd;
 mod redb;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use self::redb::RedbStore;
+pub(crate) use self::redb::{decode, encode};
+pub use self::{
+    etcd::{EtcdConfig, EtcdHandle, EtcdShared, EtcdStore},
+    redb::RedbStore,
+};
 use crate::model::{Change, State};
 
 /// A durable home for the control-plane state.
@@ -73,6 +78,10 @@ pub enum StoreError {
     /// Another backend's failure.
     #[error("store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Another writer committed since the state was read (etcd): re-read,
+    /// re-validate, retry.
+    #[error("the shared state changed since it was read")]
+    Conflict,
     #[error("cannot encode record {key:?}")]
     Encode {
         key: String,

@@ -118,7 +118,8 @@ impl Store for RedbStore {
     }
 }
 
-fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
+/// A record's JSON (the value stored under its key).
+pub fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
     match r {
         Record::Vpc(v) => serde_json::to_vec(v),
         Record::VSwitch(v) => serde_json::to_vec(v),
@@ -134,7 +135,8 @@ fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
     }
 }
 
-fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
+/// Inverse of [`encode`] for the record at `k`.
+pub fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
     Ok(match k.kind {
         RecordKind::Vpc => Record::Vpc(serde_json::from_slice(bytes)?),
         RecordKind::VSwitch => Record::VSwitch(serde_json::from_slice(bytes)?),
