@@ -11,6 +11,7 @@
 
 pub mod counters;
 pub mod logs;
+pub mod multihost;
 pub mod overrides;
 pub mod owners;
 pub mod ports;
@@ -41,19 +42,31 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
         Config::load(&config_path).with_context(|| format!("config {}", config_path.display()))?;
     overrides.apply(&mut cfg);
     let agent = cfg.agent.clone();
-    if let Some(dir) = agent.state_db.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let cp = Arc::new(
-        ControlPlane::open(&agent.state_db)
-            .with_context(|| format!("opening store {}", agent.state_db.display()))?,
-    );
-    let seeded = crate::config::seed(&cp, &cfg).context("seeding the store from the config")?;
+    // Multi-host: the shared state on etcd instead of redb.
+    let (cp, etcd) = if agent.etcd.is_some() {
+        let host = multihost::host_id(&agent)?;
+        let (cp, handle) = tokio::task::block_in_place(|| multihost::open(&mut cfg, &host))?;
+        (cp, Some((host, handle)))
+    } else {
+        if let Some(dir) = agent.state_db.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let cp = Arc::new(
+            ControlPlane::open(&agent.state_db)
+                .with_context(|| format!("opening store {}", agent.state_db.display()))?,
+        );
+        (cp, None)
+    };
+    let seeded = tokio::task::block_in_place(|| crate::config::seed(&cp, &cfg))
+        .context("seeding the store from the config")?;
     info!(?seeded, "store seeded from config");
 
     let started = std::time::Instant::now();
     let dp = Dataplane::load(&agent.pin_dir).context("loading the XDP data plane")?;
     let mut rec = Reconciler::new(dp, cp.clone(), agent.xdp_mode, cfg.dataplane_config());
+    if let Some((host, handle)) = etcd {
+        rec = rec.with_cluster(multihost::start(&agent, host, handle, &cp)?);
+    }
     // Kernel truth first: owners switched while no agent ran are recorded,
     // never overwritten.
     rec.adopt_owners();
@@ -74,7 +87,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
 
     cp.set_counters(Arc::new(counters::PinnedCounters::open(&agent.pin_dir)?));
     logs::spawn(&mut rec.dp);
-    owners::spawn(&mut rec.dp, &cp);
+    owners::spawn(&mut rec.dp, &cp, rec.cluster.clone());
     let shutdown = Arc::new(Notify::new());
     servers::spawn(&agent, &cp, &shutdown)?;
 

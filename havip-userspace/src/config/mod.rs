@@ -10,6 +10,17 @@
 //! hold_time_ms = 0                       # min time between owner changes (0 = none)
 //! security_events_per_sec = 64           # per CPU; 0 = default
 //! xdp_mode = "native"                    # "native" | "generic" (slow; agent warns)
+//! host_id = "hv-1"                       # multi-host: this host's id (default: hostname)
+//!
+//! [agent.etcd]                           # multi-host: shared state on etcd (else redb)
+//! endpoints = ["http://10.99.0.1:2379"]
+//! prefix = "/havip"
+//! dial_timeout_ms = 2000
+//! request_timeout_ms = 2000
+//!
+//! [agent.vtep]                           # multi-host: this host's VXLAN endpoint
+//! interface = "eth0"
+//! address = "10.99.0.11"
 //!
 //! [[vpc]]
 //! id = "vpc-demo"
@@ -123,6 +134,22 @@ pub struct AgentConfig {
     pub hold_time_ms: u64,
     pub security_events_per_sec: u32,
     pub xdp_mode: AttachMode,
+    /// This host's id in a multi-host deployment (default: the hostname).
+    pub host_id: Option<String>,
+    /// Shared store on etcd instead of `state_db` (multi-host).
+    pub etcd: Option<crate::store::EtcdConfig>,
+    /// This host's VXLAN tunnel endpoint (multi-host).
+    pub vtep: Option<VtepConfig>,
+}
+
+/// `[agent.vtep]`: the underlay port and its address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VtepConfig {
+    /// Underlay interface, e.g. `eth0`.
+    pub interface: String,
+    /// VTEP IPv4 address (an address of that interface).
+    pub address: std::net::Ipv4Addr,
 }
 
 impl Default for AgentConfig {
@@ -135,6 +162,9 @@ impl Default for AgentConfig {
             hold_time_ms: 0,
             security_events_per_sec: DEFAULT_SECURITY_EVENTS_PER_SEC,
             xdp_mode: AttachMode::Native,
+            host_id: None,
+            etcd: None,
+            vtep: None,
         }
     }
 }
