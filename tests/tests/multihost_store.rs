@@ -53,7 +53,7 @@ fn two_control_planes_race_on_one_etcd() {
     follow(&cp1, h1, &rt);
     follow(&cp2, h2, &rt);
 
-    let n_instances = 20;
+    let n_instances = 10; // the bindings-per-HaVip limit
     let quota = 12;
     let mut setup = vec![
         Op::CreateVpc(CreateVpc {
