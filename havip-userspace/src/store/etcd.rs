@@ -312,7 +312,9 @@ impl Store for EtcdStore {
     /// until the watch shows it).
     fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
         let h = &self.handle;
-        let mut ops = Vec::new();
+        // etcd refuses a txn naming one key twice: the last write wins.
+        let mut writes: std::collections::BTreeMap<String, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
         for m in changes.iter().flat_map(|c| &c.mutations) {
             match m {
                 Mutation::Put(Record::Owner { .. }) => {}
@@ -322,26 +324,23 @@ impl Store for EtcdStore {
                         key: key.clone(),
                         source,
                     })?;
-                    ops.push(TxnOp::put(
-                        format!("{}{key}", h.records_prefix()),
-                        bytes,
-                        None,
-                    ));
+                    writes.insert(format!("{}{key}", h.records_prefix()), Some(bytes));
                 }
                 Mutation::Delete(k) if k.kind == RecordKind::Owner => {
-                    ops.push(TxnOp::delete(
-                        format!("{}{}", h.owners_prefix(), k.id),
-                        None,
-                    ));
+                    writes.insert(format!("{}{}", h.owners_prefix(), k.id), None);
                 }
                 Mutation::Delete(k) => {
-                    ops.push(TxnOp::delete(
-                        format!("{}{}", h.records_prefix(), k.encode()),
-                        None,
-                    ));
+                    writes.insert(format!("{}{}", h.records_prefix(), k.encode()), None);
                 }
             }
         }
+        let mut ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
         if ops.is_empty() {
             return Ok(());
         }
