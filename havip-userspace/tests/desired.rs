@@ -88,12 +88,14 @@ fn desired_instance_bindings_use_enis_in_the_havip_vswitch_primary_first() {
     // A secondary ENI of i-b in the same vSwitch, one in another vSwitch.
     let ops = [
         Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: "vsw-other".into(),
             vpc: "vpc-demo".into(),
             cidr: "10.0.2.0/24".parse().unwrap(),
             gateway_mac: "02:00:00:00:00:02".parse().unwrap(),
         }),
         Op::CreateEni(CreateEni {
+            host: None,
             id: "eni-b0".into(),
             vswitch: "vsw-demo".into(),
             mac: "02:00:00:00:0b:02".parse().unwrap(),
@@ -102,6 +104,7 @@ fn desired_instance_bindings_use_enis_in_the_havip_vswitch_primary_first() {
             primary: false,
         }),
         Op::CreateEni(CreateEni {
+            host: None,
             id: "eni-b9".into(),
             vswitch: "vsw-other".into(),
             mac: "02:00:00:00:0b:09".parse().unwrap(),

@@ -59,6 +59,7 @@ fn delete_vswitch_and_vpc_refused_while_in_use() {
     // A new vSwitch reuses the free data-plane id, never a used one.
     let v: VSwitch = c
         .apply(CreateVSwitch {
+            vni: None,
             id: "vsw-3".into(),
             vpc: "vpc-1".into(),
             cidr: "10.0.3.0/24".parse().unwrap(),
@@ -194,6 +195,7 @@ fn modify_eni_interface_and_reuse_of_the_old_name() {
     assert_eq!(e.interface, "hv-x2");
     let _: Eni = c
         .apply(CreateEni {
+            host: None,
             id: "eni-n".into(),
             vswitch: "vsw-1".into(),
             mac: "02:00:00:00:01:77".parse().unwrap(),

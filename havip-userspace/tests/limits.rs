@@ -50,6 +50,7 @@ fn quota_havips_per_account() {
     })
     .unwrap();
     c.create_vswitch(&CreateVSwitch {
+        vni: None,
         id: "vsw-b".into(),
         vpc: "vpc-2".into(),
         cidr: "172.16.1.0/24".parse().unwrap(),
@@ -331,12 +332,14 @@ fn setup_conflicts() {
     let c = srv.client();
     fixture(&c);
     let vswitch = CreateVSwitch {
+        vni: None,
         id: "vsw-3".into(),
         vpc: "vpc-1".into(),
         cidr: "10.0.1.0/25".parse().unwrap(),
         gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
     };
     let eni = CreateEni {
+        host: None,
         id: "eni-new".into(),
         vswitch: "vsw-1".into(),
         mac: "02:00:00:00:01:00".parse().unwrap(),

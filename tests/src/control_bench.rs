@@ -70,6 +70,7 @@ fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
             cidr: parse("10.0.0.0/8")?,
         }),
         Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: "vsw-b".into(),
             vpc: "vpc-b".into(),
             cidr: parse("10.64.0.0/16")?,
@@ -83,6 +84,7 @@ fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
     ];
     for (i, ifname) in INTERFACES.iter().enumerate() {
         ops.push(Op::CreateEni(CreateEni {
+            host: None,
             id: format!("eni-{i}"),
             vswitch: "vsw-b".into(),
             mac: MacAddr([2, 0, 0, 0, 0xe0, i as u8]),

@@ -42,4 +42,5 @@ pub mod fabric;
 pub mod frames;
 pub mod keepalived;
 pub mod lab;
+pub mod multihost;
 pub mod scenario;

@@ -13,6 +13,7 @@ pub mod counters;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod multihost;
 pub mod overrides;
 pub mod owners;
 pub mod ports;
@@ -46,16 +47,24 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     // Refused before anything is touched (store, data plane).
     let security = crate::api::ApiSecurity::from_config(&agent).context("API settings")?;
     servers::raise_nofile_limit();
-    if let Some(dir) = agent.state_db.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let db = agent.state_db.clone();
-    let cp = Arc::new(
-        tokio::task::spawn_blocking(move || ControlPlane::open(&db))
-            .await
-            .context("opening the store")?
-            .with_context(|| format!("opening store {}", agent.state_db.display()))?,
-    );
+    // Multi-host: the shared state on etcd instead of redb.
+    let (cp, etcd) = if agent.etcd.is_some() {
+        let host = multihost::host_id(&agent)?;
+        let (cp, handle) = tokio::task::block_in_place(|| multihost::open(&mut cfg, &host))?;
+        (cp, Some((host, handle)))
+    } else {
+        if let Some(dir) = agent.state_db.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let db = agent.state_db.clone();
+        let cp = Arc::new(
+            tokio::task::spawn_blocking(move || ControlPlane::open(&db))
+                .await
+                .context("opening the store")?
+                .with_context(|| format!("opening store {}", agent.state_db.display()))?,
+        );
+        (cp, None)
+    };
     let seeded = {
         let (cp, cfg) = (cp.clone(), cfg.clone());
         tokio::task::spawn_blocking(move || crate::config::seed(&cp, &cfg))
@@ -68,6 +77,9 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     let started = std::time::Instant::now();
     let dp = Dataplane::load(&agent.pin_dir).context("loading the XDP data plane")?;
     let mut rec = Reconciler::new(dp, cp.clone(), agent.xdp_mode, cfg.dataplane_config());
+    if let Some((host, handle)) = etcd {
+        rec = rec.with_cluster(multihost::start(&agent, host, handle, &cp)?);
+    }
     // Kernel truth first: owners switched while no agent ran are recorded,
     // never overwritten.
     rec.adopt_owners().await;
@@ -89,7 +101,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     health::dataplane_loaded();
     cp.set_counters(Arc::new(counters::PinnedCounters::open(&agent.pin_dir)?));
     logs::spawn(&mut rec.dp);
-    owners::spawn(&mut rec.dp, &cp);
+    owners::spawn(&mut rec.dp, &cp, rec.cluster.clone());
     let shutdown = Arc::new(Notify::new());
     servers::spawn(&agent, security, &cp, &shutdown).await?;
     // systemd (Type=notify): the data plane is ready and the API listens.

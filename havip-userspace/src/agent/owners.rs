@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    cluster::Cluster,
     control::ControlPlane,
     dataplane::{
         events::{self, DataplaneEvent},
@@ -39,7 +40,10 @@ fn open_owners(dp: &Dataplane) -> Result<Owners, MapError> {
 /// Starts the event consumer (if the ring buffer is still there) and the
 /// owner recorder. Owner changes are recorded in batches: a flapping pair
 /// cannot turn into one durable write per claim.
-pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>) {
+///
+/// Multi-host (`cluster`): each local claim is also queued for publishing
+/// at once (see `crate::cluster::owners`).
+pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Cluster>>) {
     let pending: Pending = Arc::default();
     let flush = Arc::new(Notify::new());
     if let Some(ring) = dp.maps.events.take() {
@@ -47,6 +51,14 @@ pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>) {
         let flush = flush.clone();
         tokio::spawn(async move {
             let result = events::consume(ring, |event| {
+                if let (Some(c), DataplaneEvent::OwnerChanged(e)) = (&cluster, &event) {
+                    let claim = c.cp.with_state(|s| {
+                        crate::cluster::owners::local_claim(s, &c.local.id, e.key, e.mac, e.epoch)
+                    });
+                    if let Some((havip, owner)) = claim {
+                        c.queue_publish(havip, owner);
+                    }
+                }
                 on_event(event, &pending);
                 flush.notify_one();
             })

@@ -12,8 +12,12 @@ use super::{
     owners,
     ports::{Port, PortState, Ports},
 };
+use havip_common::port_flags;
+
 use crate::{
+    cluster::{owners as cluster_owners, Cluster},
     control::{desired, ControlPlane},
+    dataplane::desired::DesiredPort,
     dataplane::{
         links::{self, LinkEvent, Redirect},
         loader::lookup_ifindex,
@@ -43,6 +47,8 @@ pub struct Reconciler {
     mode: AttachMode,
     config: DataplaneConfig,
     pub ports: Ports,
+    /// Multi-host: the cluster view (VTEPs, shared owners).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Reconciler {
@@ -58,7 +64,14 @@ impl Reconciler {
             mode,
             config,
             ports: Ports::default(),
+            cluster: None,
         }
+    }
+
+    /// Runs as one host of several (see `crate::cluster`).
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// One pass: look up every port, attach, reconcile.
@@ -70,11 +83,15 @@ impl Reconciler {
     }
 
     async fn pass_inner(&mut self, recheck: Recheck) {
+        let host = self.cluster.as_ref().map(|c| c.local.id.clone());
+        let vtep_if = self.cluster.as_ref().map(|c| c.local.interface.clone());
         let wanted: Vec<String> = self.cp.with_state(|s| {
             s.enis
                 .values()
+                .filter(|e| desired::eni_is_local(e, host.as_deref()))
                 .map(|e| e.interface.clone())
                 .chain(s.uplinks.keys().cloned())
+                .chain(vtep_if)
                 .collect()
         });
         // All lookups first: one that fails for any reason but "no such
@@ -252,9 +269,27 @@ impl Reconciler {
     fn reconcile(&mut self) {
         let ports = &self.ports;
         let resolve = |name: &str| ports.ifindex(name);
-        let built = self
-            .cp
-            .with_state(|s| desired::desired_lenient(s, &resolve, self.config));
+        let cluster = self.cluster.clone();
+        let built = self.cp.with_state(|s| match &cluster {
+            Some(c) => desired::desired_for_host(s, &resolve, self.config, &c.local.id).map(
+                |(mut d, m)| {
+                    let vtep = resolve(&c.local.interface);
+                    if let Some(ifindex) = vtep {
+                        d.ports.push(DesiredPort {
+                            ifindex,
+                            vswitch_id: 0,
+                            vpc_id: 0,
+                            flags: port_flags::VTEP,
+                            gateway_mac: [0; 6],
+                        });
+                        d.ports.sort_by_key(|p| p.ifindex);
+                    }
+                    d.vxlan = cluster_owners::desired_vxlan(c, s, vtep);
+                    (d, m)
+                },
+            ),
+            None => desired::desired_lenient(s, &resolve, self.config),
+        });
         let (want, missing) = match built {
             Ok(x) => x,
             Err(e) => {
@@ -268,6 +303,11 @@ impl Reconciler {
             Ok(report) if report.changed() => info!(?report, "maps reconciled"),
             Ok(_) => {}
             Err(e) => error!(error = %e, "reconcile failed; will retry"),
+        }
+        if let Some(c) = &cluster {
+            let maps = &mut self.dp.maps;
+            self.cp
+                .with_state(|s| cluster_owners::settle_kernel(c, maps, s, &want.vxlan));
         }
     }
 

@@ -20,6 +20,17 @@
 //! xdp_mode = "native"                    # "native" | "generic" (slow; agent warns)
 //! metrics_listen = "127.0.0.1:9464"      # Prometheus GET /metrics (off by default)
 //! metrics_allow_remote = false           # allow a non-loopback metrics_listen
+//! host_id = "hv-1"                       # multi-host: this host's id (default: hostname)
+//!
+//! [agent.etcd]                           # multi-host: shared state on etcd (else redb)
+//! endpoints = ["http://10.99.0.1:2379"]
+//! prefix = "/havip"
+//! dial_timeout_ms = 2000
+//! request_timeout_ms = 2000
+//!
+//! [agent.vtep]                           # multi-host: this host's VXLAN endpoint
+//! interface = "eth0"
+//! address = "10.99.0.11"
 //!
 //! [[vpc]]
 //! id = "vpc-demo"
@@ -145,6 +156,22 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Allow a non-loopback `metrics_listen` (metrics have no authentication).
     pub metrics_allow_remote: bool,
+    /// This host's id in a multi-host deployment (default: the hostname).
+    pub host_id: Option<String>,
+    /// Shared store on etcd instead of `state_db` (multi-host).
+    pub etcd: Option<crate::store::EtcdConfig>,
+    /// This host's VXLAN tunnel endpoint (multi-host).
+    pub vtep: Option<VtepConfig>,
+}
+
+/// `[agent.vtep]`: the underlay port and its address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VtepConfig {
+    /// Underlay interface, e.g. `eth0`.
+    pub interface: String,
+    /// VTEP IPv4 address (an address of that interface).
+    pub address: std::net::Ipv4Addr,
 }
 
 impl Default for AgentConfig {
@@ -165,6 +192,9 @@ impl Default for AgentConfig {
             xdp_mode: AttachMode::Native,
             metrics_listen: None,
             metrics_allow_remote: false,
+            host_id: None,
+            etcd: None,
+            vtep: None,
         }
     }
 }

@@ -28,10 +28,11 @@ use std::{
 
 use tracing::error;
 
-use super::{affects_dataplane, commit_failed, lock, ControlPlane, Inner};
+use super::{affects_dataplane, commit_failed, lock, ControlPlane, Inner, MAX_CONFLICT_RETRIES};
 use crate::model::{
     apply, Applied, Change, Mutation, Op, OpError, Record, RecordKey, RecordKind, State,
 };
+use crate::store::StoreError;
 
 /// Reads the reply of an accepted operation from the committed state.
 pub(super) type ReadBack = Box<dyn FnOnce(&State, &Applied) -> Box<dyn Any + Send> + Send>;
@@ -105,7 +106,12 @@ fn undo_of(s: &State, change: &Change) -> Change {
 }
 
 impl ControlPlane {
-    pub(super) fn submit(&self, op: Op, read: Option<ReadBack>) -> Outcome {
+    pub(super) fn submit(&self, mut op: Op, read: Option<ReadBack>) -> Outcome {
+        if let Op::CreateEni(e) = &mut op {
+            if e.host.is_none() {
+                e.host = self.local_host();
+            }
+        }
         let job = Arc::new(Job {
             op,
             read: Mutex::new(read),
@@ -168,19 +174,32 @@ impl ControlPlane {
         // From here until the commit returns, a panic leaves `stale` set
         // (cleared again by the reload in `lead`).
         inner.stale = true;
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut changes = Vec::new();
-        let mut undo = Vec::new();
-        for job in jobs {
-            let r = apply(&inner.state, &job.op);
-            if let Ok(a) = &r {
-                undo.push(undo_of(&inner.state, &a.change));
-                inner.state.apply_change(&a.change);
-                changes.push(a.change.clone());
+        let mut attempt = 0;
+        let (mut results, mut changes, undo, committed) = loop {
+            let mut results = Vec::with_capacity(jobs.len());
+            let mut changes = Vec::new();
+            let mut undo = Vec::new();
+            for job in jobs {
+                let r = apply(&inner.state, &job.op);
+                if let Ok(a) = &r {
+                    undo.push(undo_of(&inner.state, &a.change));
+                    inner.state.apply_change(&a.change);
+                    changes.push(a.change.clone());
+                }
+                results.push(r);
             }
-            results.push(r);
-        }
-        if let Err(e) = inner.store.commit_all(&changes) {
+            match inner.store.commit_all(&changes) {
+                // A shared store (etcd) moved on since the state was read:
+                // read it again and validate the batch again.
+                Err(StoreError::Conflict) if attempt < MAX_CONFLICT_RETRIES && reload(inner) => {
+                    attempt += 1;
+                    inner.stale = true;
+                    self.generation.send_modify(|g| *g = g.wrapping_add(1));
+                }
+                r => break (results, changes, undo, r),
+            }
+        };
+        if let Err(e) = committed {
             // Nothing was written: undo, newest first.
             for u in undo.iter().rev() {
                 inner.state.apply_change(u);
@@ -228,7 +247,15 @@ impl ControlPlane {
 /// Replaces the in-memory state with the store's; true on success.
 fn reload(inner: &mut Inner) -> bool {
     match catch_unwind(AssertUnwindSafe(|| inner.store.load())) {
-        Ok(Ok(s)) => {
+        Ok(Ok(mut s)) => {
+            // Observed owners are host-local: a shared store (etcd) does not
+            // hold them, so ours fill the HaVips the store has none for.
+            for (id, o) in &inner.state.owners {
+                if s.havips.contains_key(id) {
+                    s.owners.entry(id.clone()).or_insert(*o);
+                }
+            }
+            s.reindex();
             inner.state = s;
             inner.stale = false;
             true

@@ -109,10 +109,42 @@ pub fn desired_lenient(
     build(state, resolve_ifindex, config)
 }
 
+/// [`desired_lenient`] for one host of several: ENIs whose `host` is
+/// another host are neither ports nor bindings here (their HaVips still
+/// are, for proxy ARP and tunnelling to a remote owner).
+///
+/// # Errors
+/// As [`desired_lenient`].
+pub fn desired_for_host(
+    state: &State,
+    resolve_ifindex: &dyn Fn(&str) -> Option<u32>,
+    config: DataplaneConfig,
+    host: &str,
+) -> Result<(Desired, Vec<MissingInterface>), DesiredError> {
+    build_for(state, resolve_ifindex, config, Some(host))
+}
+
+/// Whether `eni` is on this host (`host`: `None` = single host).
+pub fn eni_is_local(eni: &Eni, host: Option<&str>) -> bool {
+    match (eni.host.as_deref(), host) {
+        (Some(e), Some(h)) => e == h,
+        _ => true,
+    }
+}
+
 fn build(
     state: &State,
     resolve: &dyn Fn(&str) -> Option<u32>,
     config: DataplaneConfig,
+) -> Result<(Desired, Vec<MissingInterface>), DesiredError> {
+    build_for(state, resolve, config, None)
+}
+
+fn build_for(
+    state: &State,
+    resolve: &dyn Fn(&str) -> Option<u32>,
+    config: DataplaneConfig,
+    host: Option<&str>,
 ) -> Result<(Desired, Vec<MissingInterface>), DesiredError> {
     // VPC → data-plane id (smallest vSwitch dp_id of the VPC).
     let mut vpc_ids: HashMap<&str, u32> = HashMap::new();
@@ -134,7 +166,7 @@ fn build(
                 vswitch: id.to_owned(),
             })
     };
-    for eni in state.enis.values() {
+    for eni in state.enis.values().filter(|e| eni_is_local(e, host)) {
         let vsw = vswitch(format!("ENI {:?}", eni.id), &eni.vswitch)?;
         match resolve(&eni.interface) {
             Some(idx) => {

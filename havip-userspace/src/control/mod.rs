@@ -58,6 +58,7 @@ pub struct ControlPlane {
     queue_cv: Condvar,
     generation: watch::Sender<u64>,
     counters: RwLock<Option<Arc<dyn CountersSource>>>,
+    local_host: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -112,6 +113,7 @@ impl ControlPlane {
             queue_cv: Condvar::new(),
             generation,
             counters: RwLock::new(None),
+            local_host: RwLock::new(None),
         })
     }
 
@@ -180,7 +182,7 @@ impl ControlPlane {
     /// The plan's own error, or [`PlanError::Store`]; nothing changed.
     pub fn apply_planned<E>(
         &self,
-        plan: impl FnOnce(&State) -> Result<Vec<Applied>, E>,
+        mut plan: impl FnMut(&State) -> Result<Vec<Applied>, E>,
     ) -> Result<Vec<Applied>, PlanError<E>> {
         let mut inner = lock(&self.inner);
         if inner.stale {
@@ -191,12 +193,23 @@ impl ControlPlane {
             inner.state = s;
             inner.stale = false;
         }
-        let applied = plan(&inner.state).map_err(PlanError::Plan)?;
-        let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
-        inner
-            .store
-            .commit_all(&changes)
-            .map_err(|e| PlanError::Store(commit_failed(&e)))?;
+        let mut attempt = 0;
+        let (applied, changes) = loop {
+            let applied = plan(&inner.state).map_err(PlanError::Plan)?;
+            let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
+            match inner.store.commit_all(&changes) {
+                Ok(()) => break (applied, changes),
+                // A shared store moved on: read it again, plan again.
+                Err(StoreError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    inner.state = inner
+                        .store
+                        .load()
+                        .map_err(|e| PlanError::Store(commit_failed(&e)))?;
+                }
+                Err(e) => return Err(PlanError::Store(commit_failed(&e))),
+            }
+        };
         for c in &changes {
             inner.state.apply_change(c);
         }
@@ -204,6 +217,39 @@ impl ControlPlane {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
         Ok(applied)
+    }
+
+    /// Changes the state from outside the validation core: another host's
+    /// commit seen by the etcd watcher. `f` runs under the state lock (so
+    /// never at the same time as a commit) and returns whether it changed
+    /// anything; the reconciler is then woken.
+    pub fn apply_external(&self, f: impl FnOnce(&mut State) -> bool) {
+        let mut inner = lock(&self.inner);
+        if f(&mut inner.state) {
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    /// Wakes the reconciler without a state change (the shared owners or
+    /// hosts changed).
+    pub fn poke(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// The host id that ENIs created without one get (multi-host).
+    pub fn set_local_host(&self, host: String) {
+        *self
+            .local_host
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(host);
+    }
+
+    /// See [`ControlPlane::set_local_host`].
+    pub fn local_host(&self) -> Option<String> {
+        self.local_host
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A copy of the current state (for the reconciler and for reads).
@@ -346,6 +392,10 @@ pub enum PlanError<E> {
     Store(OpError),
 }
 
+/// How often one operation is validated again after another host's commit
+/// came first (etcd); beyond, the caller gets an internal error.
+const MAX_CONFLICT_RETRIES: usize = 64;
+
 fn affects_dataplane(c: &Change) -> bool {
     c.mutations.iter().any(|m| match m {
         Mutation::Put(Record::Owner { .. } | Record::Meta(_)) => false,
@@ -369,6 +419,7 @@ mod tests {
                 cidr: "10.0.0.0/8".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw".into(),
                 vpc: "vpc".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),

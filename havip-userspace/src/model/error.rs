@@ -83,6 +83,8 @@ pub enum OpError {
     InvalidId { id: String },
     #[error("invalid interface name {name:?}: 1-15 characters, no '/', ':' or whitespace")]
     InvalidInterface { name: String },
+    #[error("invalid VNI {vni}: a VXLAN network identifier is 1..16777215")]
+    InvalidVni { vni: u32 },
     #[error("invalid MAC {mac} for {what}: must be a non-zero unicast address")]
     InvalidMac { what: String, mac: MacAddr },
     #[error("invalid CIDR {cidr} for {what}: {reason}")]
@@ -269,6 +271,7 @@ impl OpError {
             AlreadyExists { .. } => "Conflict.AlreadyExists",
             InvalidId { .. } => "InvalidParameter.Id",
             InvalidInterface { .. } => "InvalidParameter.Interface",
+            InvalidVni { .. } => "InvalidParameter.Vni",
             InvalidMac { .. } => "InvalidParameter.Mac",
             InvalidCidr { .. } => "InvalidParameter.Cidr",
             AddressOutsideVSwitch { .. } => "InvalidParameter.AddressOutsideVSwitch",

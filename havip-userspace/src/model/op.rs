@@ -169,6 +169,10 @@ pub struct CreateVSwitch {
     /// MAC of the vSwitch's gateway (source MAC of forwarded frames).
     #[arg(long)]
     pub gateway_mac: MacAddr,
+    /// VXLAN network identifier (1..2^24) used between hosts.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// DeleteVSwitch: refused while instances, ENIs, uplinks or HaVips are in it.
@@ -225,6 +229,11 @@ pub struct CreateEni {
     #[arg(long)]
     #[serde(default)]
     pub primary: bool,
+    /// Host the ENI's interface is on (default: the host whose API or
+    /// config creates it).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// DeleteEni: its HaVip bindings go (the owner is cleared if it was this

@@ -28,6 +28,9 @@ pub struct VSwitch {
     /// Dense data-plane id (`PortInfo::vswitch_id`, `HavipKey::vswitch_id`),
     /// allocated by the control plane, never 0.
     pub dp_id: u32,
+    /// VXLAN network identifier across hosts (multi-host only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// An instance (VM). Its primary vSwitch decides which HaVips it may hold.
@@ -54,6 +57,10 @@ pub struct Eni {
     /// The instance's primary ENI.
     #[serde(default)]
     pub primary: bool,
+    /// Host (agent `host_id`) the ENI's interface is on; `None`: every
+    /// agent treats it as local (single host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The host's uplink towards the rest of a vSwitch.

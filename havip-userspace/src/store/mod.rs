@@ -3,12 +3,15 @@
 //! [`Change`]s, each committed atomically and durably. [`RedbStore`] is the
 //! backend today; a replicated one (etcd, later) implements the same trait.
 
+mod etcd;
 mod redb;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub use self::etcd::{EtcdConfig, EtcdHandle, EtcdShared, EtcdStore};
+pub(crate) use self::redb::{decode, encode};
 pub use self::redb::{RedbStore, SCHEMA_VERSION};
 use crate::model::{Change, State};
 
@@ -95,6 +98,10 @@ pub enum StoreError {
     },
     #[error("the store is open read-only")]
     ReadOnly,
+    /// Another writer committed since the state was read (etcd): re-read,
+    /// re-validate, retry.
+    #[error("the shared state changed since it was read")]
+    Conflict,
     #[error("cannot encode record {key:?}")]
     Encode {
         key: String,

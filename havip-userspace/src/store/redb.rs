@@ -336,7 +336,8 @@ impl Store for RedbStore {
     }
 }
 
-fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
+/// A record's JSON (the value stored under its key).
+pub fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
     match r {
         Record::Vpc(v) => serde_json::to_vec(v),
         Record::VSwitch(v) => serde_json::to_vec(v),
@@ -352,7 +353,8 @@ fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
     }
 }
 
-fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
+/// Inverse of [`encode`] for the record at `k`.
+pub fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> {
     Ok(match k.kind {
         RecordKind::Vpc => Record::Vpc(serde_json::from_slice(bytes)?),
         RecordKind::VSwitch => Record::VSwitch(serde_json::from_slice(bytes)?),
@@ -387,6 +389,7 @@ mod tests {
                 cidr: "10.0.0.0/16".parse().unwrap(),
             }),
             Op::CreateVSwitch(CreateVSwitch {
+                vni: None,
                 id: "vsw-1".into(),
                 vpc: "vpc-1".into(),
                 cidr: "10.0.1.0/24".parse().unwrap(),

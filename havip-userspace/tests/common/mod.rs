@@ -300,6 +300,7 @@ pub fn fixture(c: &Client) {
     .unwrap();
     for (n, id) in ["vsw-1", "vsw-2"].iter().enumerate() {
         c.create_vswitch(&CreateVSwitch {
+            vni: None,
             id: (*id).into(),
             vpc: "vpc-1".into(),
             cidr: format!("10.0.{}.0/24", n + 1).parse().unwrap(),
@@ -314,6 +315,7 @@ pub fn fixture(c: &Client) {
         })
         .unwrap();
         c.create_eni(&CreateEni {
+            host: None,
             id: eni.into(),
             vswitch: vsw.into(),
             mac: mac.parse().unwrap(),
@@ -334,6 +336,7 @@ pub fn fixture(c: &Client) {
     }
     inst("i-x", "vsw-2", "eni-x", "02:00:00:00:02:01", "hv-x");
     c.create_eni(&CreateEni {
+        host: None,
         id: "eni-0b".into(),
         vswitch: "vsw-1".into(),
         mac: "02:00:00:00:01:b0".parse().unwrap(),
@@ -371,6 +374,7 @@ pub fn seed_ops(n_instances: usize, quota: usize) -> Vec<Op> {
             cidr: "10.0.0.0/8".parse().unwrap(),
         }),
         Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: "vsw".into(),
             vpc: "vpc".into(),
             cidr: "10.0.0.0/16".parse().unwrap(),

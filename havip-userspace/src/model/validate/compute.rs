@@ -130,6 +130,7 @@ impl Cx<'_> {
             interface: op.interface.clone(),
             instance: op.instance.clone(),
             primary: op.primary,
+            host: op.host.clone(),
         };
         let key = Record::Eni(eni.clone()).key();
         self.change.put(Record::Eni(eni));

@@ -67,6 +67,9 @@ impl Cx<'_> {
             });
         }
         check_mac("the vSwitch gateway", op.gateway_mac)?;
+        if let Some(vni) = op.vni.filter(|v| *v == 0 || *v >= 1 << 24) {
+            return Err(OpError::InvalidVni { vni });
+        }
         let dp_id = (1..=u32::MAX)
             .find(|n| self.state.vswitch_by_dp_id(*n).is_none())
             .ok_or(OpError::NoFreeVSwitchId)?;
@@ -76,6 +79,7 @@ impl Cx<'_> {
             cidr,
             gateway_mac: op.gateway_mac,
             dp_id,
+            vni: op.vni,
         };
         let key = Record::VSwitch(vsw.clone()).key();
         self.change.put(Record::VSwitch(vsw));

@@ -16,6 +16,7 @@ fn base() -> State {
     }));
     for (n, id) in ["vsw-1", "vsw-2"].iter().enumerate() {
         run(Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: (*id).into(),
             vpc: "vpc-1".into(),
             cidr: format!("10.0.{}.0/24", n + 1).parse().unwrap(),
@@ -28,6 +29,7 @@ fn base() -> State {
             vswitch: "vsw-1".into(),
         }));
         run(Op::CreateEni(CreateEni {
+            host: None,
             id: format!("eni-{i}"),
             vswitch: "vsw-1".into(),
             mac: format!("02:00:00:00:01:{i:02x}").parse().unwrap(),
@@ -41,6 +43,7 @@ fn base() -> State {
         vswitch: "vsw-2".into(),
     }));
     run(Op::CreateEni(CreateEni {
+        host: None,
         id: "eni-x".into(),
         vswitch: "vsw-2".into(),
         mac: "02:00:00:00:02:01".parse().unwrap(),
@@ -491,6 +494,7 @@ fn setup_conflicts() {
     refused(
         &s,
         Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: "vsw-3".into(),
             vpc: "vpc-1".into(),
             cidr: "10.0.1.128/25".parse().unwrap(),
@@ -501,6 +505,7 @@ fn setup_conflicts() {
     refused(
         &s,
         Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: "vsw-3".into(),
             vpc: "vpc-1".into(),
             cidr: "10.1.0.0/24".parse().unwrap(),
@@ -511,6 +516,7 @@ fn setup_conflicts() {
     refused(
         &s,
         Op::CreateVSwitch(CreateVSwitch {
+            vni: None,
             id: "vsw-3".into(),
             vpc: "vpc-1".into(),
             cidr: "10.0.3.0/24".parse().unwrap(),
@@ -520,6 +526,7 @@ fn setup_conflicts() {
     );
     let eni = |id: &str, mac: &str, ifname: &str, primary: bool| {
         Op::CreateEni(CreateEni {
+            host: None,
             id: id.into(),
             vswitch: "vsw-1".into(),
             mac: mac.parse().unwrap(),

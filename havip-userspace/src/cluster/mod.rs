@@ -1,0 +1,242 @@
+//! Several hosts on one shared state (etcd): the host registry, the shared
+//! owners and this host's view of both.
+//!
+//! - [`sync`]: keeps the control plane's state, the host registry and the
+//!   shared owners equal to etcd (a snapshot, then a watch of the prefix;
+//!   again after any error);
+//! - [`registry`]: registers this host (id, VTEP address, underlay MAC)
+//!   under a lease kept alive, so a dead host's record expires;
+//! - [`owners`]: publishes local claims with the epoch fence and decides
+//!   which shared owner the kernel should hold.
+//!
+//! # The fencing rule
+//! `<prefix>/owners/<havip>` = {host, eni, mac, epoch}. A host publishes a
+//! local claim of epoch `e` only over a stored epoch `< e` (read, then a
+//! txn comparing the key's mod revision with the one read: a concurrent
+//! publish makes it fail and it is decided again). Every agent installs
+//! the stored owner unless its kernel holds a higher epoch; at an equal
+//! epoch the stored owner wins over a local claim (two hosts claimed at
+//! once from the same base: the first publish won). So all hosts end on
+//! the owner with the highest epoch that reached etcd.
+
+pub mod owners;
+pub mod registry;
+pub mod sync;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::{atomic::Ordering, Arc, Mutex, PoisonError, RwLock},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{control::ControlPlane, model::MacAddr, store::EtcdHandle};
+
+/// A host's registration (`<prefix>/hosts/<host>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRecord {
+    pub host: String,
+    pub vtep: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// The shared owner of a HaVip (`<prefix>/owners/<havip>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedOwner {
+    pub host: String,
+    pub eni: String,
+    pub mac: MacAddr,
+    pub epoch: u64,
+}
+
+/// This host's identity in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalHost {
+    pub id: String,
+    /// Underlay interface (the VTEP port), e.g. `eth0`.
+    pub interface: String,
+    pub vtep: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// What this host knows of the cluster. Shared by the sync task, the
+/// publisher, the reconciler and Describe.
+pub struct Cluster {
+    pub etcd: EtcdHandle,
+    pub local: LocalHost,
+    pub cp: Arc<ControlPlane>,
+    /// VTEP records (`vteps/`), kept while a host is down.
+    hosts: RwLock<BTreeMap<String, HostRecord>>,
+    /// Hosts with a live registration (`hosts/`).
+    alive: RwLock<BTreeSet<String>>,
+    /// Shared owner per HaVip id, with the key's mod revision.
+    owners: RwLock<BTreeMap<String, (SharedOwner, i64)>>,
+    /// Local claims not yet published: HaVip id -> latest claim.
+    pending: Mutex<BTreeMap<String, SharedOwner>>,
+    /// Wakes the publisher.
+    pub publish: Notify,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Describe's view of the cluster: connection and revisions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub host: String,
+    pub connected: bool,
+    /// Highest etcd revision seen.
+    pub last_revision: i64,
+    /// Revision the local copy of the records is at.
+    pub state_revision: i64,
+    /// Hosts with a live registration.
+    pub hosts_alive: Vec<String>,
+    /// Every host with a known VTEP.
+    pub hosts: Vec<String>,
+    /// Local claims waiting to be published.
+    pub pending_publishes: usize,
+}
+
+impl Cluster {
+    pub fn new(etcd: EtcdHandle, local: LocalHost, cp: Arc<ControlPlane>) -> Arc<Self> {
+        Arc::new(Self {
+            etcd,
+            local,
+            cp,
+            hosts: RwLock::default(),
+            alive: RwLock::default(),
+            owners: RwLock::default(),
+            pending: Mutex::default(),
+            publish: Notify::new(),
+        })
+    }
+
+    /// Registered hosts (this one included once registered).
+    pub fn hosts(&self) -> BTreeMap<String, HostRecord> {
+        self.hosts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Shared owners by HaVip id.
+    pub fn owners(&self) -> BTreeMap<String, SharedOwner> {
+        self.owners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, (o, _))| (k.clone(), o.clone()))
+            .collect()
+    }
+
+    /// The shared owner of `havip` and its key's mod revision.
+    pub fn owner(&self, havip: &str) -> Option<(SharedOwner, i64)> {
+        self.owners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(havip)
+            .cloned()
+    }
+
+    pub(crate) fn set_hosts(&self, hosts: BTreeMap<String, HostRecord>) {
+        *self.hosts.write().unwrap_or_else(PoisonError::into_inner) = hosts;
+    }
+
+    pub(crate) fn update_host(&self, id: &str, rec: Option<HostRecord>) {
+        let mut h = self.hosts.write().unwrap_or_else(PoisonError::into_inner);
+        match rec {
+            Some(r) => h.insert(id.to_owned(), r),
+            None => h.remove(id),
+        };
+    }
+
+    pub(crate) fn set_alive(&self, alive: BTreeSet<String>) {
+        *self.alive.write().unwrap_or_else(PoisonError::into_inner) = alive;
+    }
+
+    pub(crate) fn update_alive(&self, id: &str, alive: bool) {
+        let mut a = self.alive.write().unwrap_or_else(PoisonError::into_inner);
+        if alive {
+            a.insert(id.to_owned());
+        } else {
+            a.remove(id);
+        }
+    }
+
+    /// Hosts with a live registration.
+    pub fn alive(&self) -> BTreeSet<String> {
+        self.alive
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_owners(&self, owners: BTreeMap<String, (SharedOwner, i64)>) {
+        *self.owners.write().unwrap_or_else(PoisonError::into_inner) = owners;
+    }
+
+    /// Records a shared owner seen in etcd (ignores one older than what is
+    /// known: a watch event can trail a publish's own read).
+    pub(crate) fn update_owner(&self, havip: &str, rec: Option<(SharedOwner, i64)>) {
+        let mut o = self.owners.write().unwrap_or_else(PoisonError::into_inner);
+        match rec {
+            Some(r) => {
+                if o.get(havip).is_none_or(|(_, rev)| *rev <= r.1) {
+                    o.insert(havip.to_owned(), r);
+                }
+            }
+            None => {
+                o.remove(havip);
+            }
+        }
+    }
+
+    /// Queues a local claim for publishing (the latest per HaVip wins).
+    pub fn queue_publish(&self, havip: String, owner: SharedOwner) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if p.get(&havip).is_none_or(|o| o.epoch < owner.epoch) {
+                p.insert(havip, owner);
+            }
+        }
+        self.publish.notify_one();
+    }
+
+    pub(crate) fn take_pending(&self) -> BTreeMap<String, SharedOwner> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn requeue(&self, havip: String, owner: SharedOwner) {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.get(&havip).is_none_or(|o| o.epoch < owner.epoch) {
+            p.insert(havip, owner);
+        }
+    }
+
+    /// Connection and revisions, for Describe.
+    pub fn status(&self) -> SyncStatus {
+        let sh = &self.etcd.shared;
+        SyncStatus {
+            host: self.local.id.clone(),
+            connected: sh.connected.load(Ordering::Relaxed),
+            last_revision: sh.last_rev.load(Ordering::Relaxed),
+            state_revision: sh.state_rev.load(Ordering::Relaxed),
+            hosts_alive: self.alive().into_iter().collect(),
+            hosts: self.hosts().into_keys().collect(),
+            pending_publishes: self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The etcd backend of [`Store`]: the state shared by every host's agent.
+//!
+//! # Keys (under the configured prefix, e.g. `/havip`)
+//! - `<prefix>/r/<kind>/<id>`: one record, its JSON as in the redb store
+//!   ([`RecordKey::encode`]);
+//! - `<prefix>/seq`: the commit fence, written by every commit;
+//! - `<prefix>/owners/<havip>`: the fenced owner of a HaVip (see
+//!   `crate::cluster`), never written by [`Store::commit_all`] except to
+//!   delete it with its HaVip;
+//! - `<prefix>/hosts/<host>`: host registrations (lease-bound: liveness);
+//! - `<prefix>/vteps/<host>`: the host's VTEP address and underlay MAC
+//!   (permanent: other hosts keep tunnelling to a host whose agent is down,
+//!   its pinned data plane still forwards).
+//!
+//! # Serialised commits
+//! The control plane validates an operation against its in-memory state,
+//! which reflects the store at the revision where `seq` was last written
+//! ([`EtcdShared::seq_rev`]). A commit is one etcd txn: `if
+//! mod_revision(seq) == seq_rev then put/delete the records and put seq`.
+//! Another host's commit in between changed `seq`, the txn fails, and the
+//! control plane re-reads the state, re-validates and retries
+//! ([`StoreError::Conflict`]). So every commit was validated against the
+//! state it replaces: no lost update, quotas hold across hosts.
+//!
+//! Observed owners (`Record::Owner`: the kernel's owner with a host-local
+//! ifindex) are host-local: they are not written to etcd.
+//!
+//! # Blocking
+//! The [`Store`] trait is blocking; etcd-client is async. The store owns a
+//! small runtime of its own: each call is spawned there and waited for on a
+//! std channel, so it works from any thread (the control plane's callers
+//! run in `spawn_blocking`) and never needs the caller's runtime.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, Store, StoreError};
+use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
+
+/// `[agent.etcd]` of the agent config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// `http://host:port` of the etcd members.
+    pub endpoints: Vec<String>,
+    /// Key prefix of this deployment (no trailing `/`).
+    pub prefix: String,
+    pub dial_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/havip".into(),
+            dial_timeout_ms: 2000,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Revisions the in-memory state is at, shared by the store (commits) and
+/// the watcher (other hosts' commits). Both change them only under the
+/// control plane's state lock.
+#[derive(Debug, Default)]
+pub struct EtcdShared {
+    /// etcd revision the in-memory records reflect.
+    pub state_rev: AtomicI64,
+    /// `mod_revision` of `seq` in that state (0: never written).
+    pub seq_rev: AtomicI64,
+    /// Highest revision seen from etcd (any key).
+    pub last_rev: AtomicI64,
+    /// The last etcd call or the watch stream succeeded.
+    pub connected: AtomicBool,
+}
+
+impl EtcdShared {
+    /// Notes a revision seen from etcd.
+    pub fn seen(&self, rev: i64) {
+        self.last_rev.fetch_max(rev, Ordering::Relaxed);
+        self.connected.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the cluster side needs of the store: a client, the key layout,
+/// the shared revisions and the runtime etcd calls run on.
+#[derive(Clone)]
+pub struct EtcdHandle {
+    pub client: Client,
+    pub prefix: String,
+    pub shared: Arc<EtcdShared>,
+    pub runtime: tokio::runtime::Handle,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdHandle")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdHandle {
+    /// `<prefix>/r/`: every record.
+    pub fn records_prefix(&self) -> String {
+        format!("{}/r/", self.prefix)
+    }
+    pub fn seq_key(&self) -> String {
+        format!("{}/seq", self.prefix)
+    }
+    pub fn owners_prefix(&self) -> String {
+        format!("{}/owners/", self.prefix)
+    }
+    pub fn hosts_prefix(&self) -> String {
+        format!("{}/hosts/", self.prefix)
+    }
+    /// `<prefix>/vteps/`: permanent VTEP records (a host's VTEP stays known
+    /// while its agent is down).
+    pub fn vteps_prefix(&self) -> String {
+        format!("{}/vteps/", self.prefix)
+    }
+    /// `<prefix>/`: everything of this deployment.
+    pub fn all_prefix(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// Runs `f` on the store's runtime with the request timeout and waits
+    /// for it from any thread (blocking).
+    ///
+    /// # Errors
+    /// etcd's error, a timeout, or the runtime gone.
+    pub fn block_on<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.timeout;
+        self.runtime.spawn(async move {
+            let r = tokio::time::timeout(timeout, f).await;
+            let _ = tx.send(r);
+        });
+        let r = match rx.recv() {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(backend(e)),
+            Ok(Err(_)) => Err(backend(format!("etcd request timed out after {timeout:?}"))),
+            Err(_) => Err(backend("etcd runtime stopped")),
+        };
+        self.shared
+            .connected
+            .store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    /// Decodes the record at etcd key `key` (under [`Self::records_prefix`]).
+    ///
+    /// # Errors
+    /// Unknown key or undecodable JSON.
+    pub fn decode_record(&self, key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
+        let key = String::from_utf8_lossy(key);
+        let rest = key
+            .strip_prefix(&self.records_prefix())
+            .ok_or_else(|| StoreError::UnknownKey(key.to_string()))?;
+        let rk = RecordKey::decode(rest).ok_or_else(|| StoreError::UnknownKey(key.to_string()))?;
+        decode(&rk, value).map_err(|source| StoreError::Corrupt {
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    /// The record key of etcd key `key`, if it is a record.
+    pub fn record_key(&self, key: &[u8]) -> Option<RecordKey> {
+        let key = std::str::from_utf8(key).ok()?;
+        RecordKey::decode(key.strip_prefix(&self.records_prefix())?)
+    }
+
+    /// Builds the state from a snapshot of `<prefix>/` (records only).
+    ///
+    /// # Errors
+    /// As [`Self::decode_record`].
+    pub fn state_from(&self, kvs: &[KeyValue]) -> Result<(State, i64), StoreError> {
+        let records_prefix = self.records_prefix();
+        let seq = self.seq_key();
+        let mut records = Vec::new();
+        let mut seq_rev = 0;
+        for kv in kvs {
+            if kv.key() == seq.as_bytes() {
+                seq_rev = kv.mod_revision();
+            } else if kv.key().starts_with(records_prefix.as_bytes()) {
+                records.push(self.decode_record(kv.key(), kv.value())?);
+            }
+        }
+        Ok((State::from_records(records), seq_rev))
+    }
+}
+
+fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Backend(e.into())
+}
+
+/// The etcd store. See the module docs.
+pub struct EtcdStore {
+    handle: EtcdHandle,
+    /// Owned runtime; shut down in the background on drop (dropping a
+    /// runtime inside another one's async context would panic).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.handle.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd (lazily: an etcd that is down now is retried on
+    /// each call). The first [`Store::load`] needs etcd up.
+    ///
+    /// # Errors
+    /// No endpoint, a bad prefix, or the runtime cannot start.
+    pub fn connect(cfg: &EtcdConfig) -> Result<Self, StoreError> {
+        if cfg.endpoints.is_empty() {
+            return Err(backend("[agent.etcd] endpoints is empty"));
+        }
+        if !cfg.prefix.starts_with('/') || cfg.prefix.ends_with('/') {
+            return Err(backend(format!(
+                "[agent.etcd] prefix {:?} must start with '/' and not end with '/'",
+                cfg.prefix
+            )));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("havip-etcd")
+            .enable_all()
+            .build()
+            .map_err(backend)?;
+        let dial = Duration::from_millis(cfg.dial_timeout_ms.max(1));
+        let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
+        let endpoints = cfg.endpoints.clone();
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(dial)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let client = runtime
+            .block_on(Client::connect(endpoints, Some(opts)))
+            .map_err(backend)?;
+        let handle = EtcdHandle {
+            client,
+            prefix: cfg.prefix.clone(),
+            shared: Arc::default(),
+            runtime: runtime.handle().clone(),
+            timeout,
+        };
+        Ok(Self {
+            handle,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// What the cluster side (watcher, registry, owners) uses.
+    pub fn handle(&self) -> EtcdHandle {
+        self.handle.clone()
+    }
+}
+
+impl Store for EtcdStore {
+    /// Reads every record at one revision; the state is then at that
+    /// revision ([`EtcdShared`]).
+    fn load(&self) -> Result<State, StoreError> {
+        let mut client = self.handle.client.clone();
+        let prefix = self.handle.all_prefix();
+        let mut resp = self.handle.block_on(async move {
+            client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+        })?;
+        let rev = resp.take_header().map_or(0, |h| h.revision());
+        let (state, seq_rev) = self.handle.state_from(resp.kvs())?;
+        let sh = &self.handle.shared;
+        sh.state_rev.store(rev, Ordering::SeqCst);
+        sh.seq_rev.store(seq_rev, Ordering::SeqCst);
+        sh.seen(rev);
+        Ok(state)
+    }
+
+    /// One txn guarded by `seq` (see the module docs).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when another commit came first; etcd errors
+    /// (then nothing was written, or, on a timeout, the outcome is unknown
+    /// until the watch shows it).
+    fn commit_all(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let h = &self.handle;
+        // etcd refuses a txn naming one key twice: the last write wins.
+        let mut writes: std::collections::BTreeMap<String, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for m in changes.iter().flat_map(|c| &c.mutations) {
+            match m {
+                Mutation::Put(Record::Owner { .. }) => {}
+                Mutation::Put(r) => {
+                    let key = r.key().encode();
+                    let bytes = encode(r).map_err(|source| StoreError::Encode {
+                        key: key.clone(),
+                        source,
+                    })?;
+                    writes.insert(format!("{}{key}", h.records_prefix()), Some(bytes));
+                }
+                Mutation::Delete(k) if k.kind == RecordKind::Owner => {
+                    writes.insert(format!("{}{}", h.owners_prefix(), k.id), None);
+                }
+                Mutation::Delete(k) => {
+                    writes.insert(format!("{}{}", h.records_prefix(), k.encode()), None);
+                }
+            }
+        }
+        let mut ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let seq = h.seq_key();
+        let seq_rev = h.shared.seq_rev.load(Ordering::SeqCst);
+        ops.push(TxnOp::put(seq.clone(), Vec::new(), None));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(seq, CompareOp::Equal, seq_rev)])
+            .and_then(ops);
+        let mut client = h.client.clone();
+        let mut resp = h.block_on(async move { client.txn(txn).await })?;
+        let rev = resp.take_header().map_or(0, |x| x.revision());
+        h.shared.seen(rev);
+        if !resp.succeeded() {
+            return Err(StoreError::Conflict);
+        }
+        // The state was at seq_rev and nothing else was committed since:
+        // with this change it is at `rev`.
+        h.shared.seq_rev.store(rev, Ordering::SeqCst);
+        h.shared.state_rev.store(rev, Ordering::SeqCst);
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! The etcd store under concurrency: two control planes (two hosts' APIs)
+//! on one etcd racing CreateHaVip and AssociateHaVip. Quotas hold across
+//! them, no update is lost, and each sees the other's changes (watch).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use havip::{
+    control::ControlPlane,
+    model::{
+        AssociateHaVip, CreateHaVip, CreateInstance, CreateVSwitch, CreateVpc, Member, Op, SetQuota,
+    },
+    store::{EtcdConfig, EtcdStore},
+};
+use havip_tests::{etcd::Etcd, lab};
+
+fn control_plane(etcd: &Etcd, prefix: &str) -> (Arc<ControlPlane>, havip::store::EtcdHandle) {
+    let store = EtcdStore::connect(&EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        prefix: prefix.into(),
+        ..EtcdConfig::default()
+    })
+    .expect("etcd store");
+    let handle = store.handle();
+    (
+        Arc::new(ControlPlane::with_store(store).expect("loading from etcd")),
+        handle,
+    )
+}
+
+/// Follows etcd for `cp` (what the agent's sync task does) on a runtime of
+/// its own.
+fn follow(cp: &Arc<ControlPlane>, handle: havip::store::EtcdHandle, rt: &tokio::runtime::Runtime) {
+    let local = havip::cluster::LocalHost {
+        id: "store-test".into(),
+        interface: "lo".into(),
+        vtep: std::net::Ipv4Addr::LOCALHOST,
+        mac: havip::model::MacAddr([2, 0, 0, 0, 0, 1]),
+    };
+    let c = havip::cluster::Cluster::new(handle, local, cp.clone());
+    rt.spawn(havip::cluster::sync::run(c));
+}
+
+#[test]
+fn two_control_planes_race_on_one_etcd() {
+    let etcd = Etcd::start_local().expect("etcd");
+    let prefix = format!("/{}", lab::unique_name("hvstore"));
+    let (cp1, h1) = control_plane(&etcd, &prefix);
+    let (cp2, h2) = control_plane(&etcd, &prefix);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    follow(&cp1, h1, &rt);
+    follow(&cp2, h2, &rt);
+
+    let n_instances = 10; // the bindings-per-HaVip limit
+    let quota = 12;
+    let mut setup = vec![
+        Op::CreateVpc(CreateVpc {
+            id: "vpc".into(),
+            cidr: "10.0.0.0/16".parse().expect("cidr"),
+        }),
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw".into(),
+            vpc: "vpc".into(),
+            cidr: "10.0.1.0/24".parse().expect("cidr"),
+            gateway_mac: "02:00:00:00:00:01".parse().expect("mac"),
+            vni: Some(1001),
+        }),
+        Op::SetQuota(SetQuota {
+            havips_per_account: Some(quota),
+            havips_per_vpc: Some(quota),
+            havip_routes_per_vpc: None,
+        }),
+    ];
+    setup.extend((0..n_instances).map(|i| {
+        Op::CreateInstance(CreateInstance {
+            id: format!("i-{i}"),
+            vswitch: "vsw".into(),
+        })
+    }));
+    setup.push(Op::CreateHaVip(CreateHaVip {
+        id: Some("shared".into()),
+        vswitch: "vsw".into(),
+        ..Default::default()
+    }));
+    cp1.apply_all(&setup).expect("setup through cp1");
+
+    // Both create HaVips (ids unique per side) until the quota refuses.
+    let started = Instant::now();
+    let creators: Vec<_> = [(cp1.clone(), "x"), (cp2.clone(), "y")]
+        .into_iter()
+        .map(|(cp, side)| {
+            std::thread::spawn(move || {
+                let mut ok = 0usize;
+                let mut refused = 0usize;
+                for i in 0..quota {
+                    match cp.apply(Op::CreateHaVip(CreateHaVip {
+                        id: Some(format!("h-{side}-{i}")),
+                        vswitch: "vsw".into(),
+                        ..Default::default()
+                    })) {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            assert!(e.code().contains("Quota"), "unexpected refusal: {e}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    let counts: Vec<(usize, usize)> = creators
+        .into_iter()
+        .map(|t| t.join().expect("creator"))
+        .collect();
+    let created: usize = counts.iter().map(|c| c.0).sum();
+    println!(
+        "CreateHaVip race: {counts:?} (created, refused) per side in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        created + 1,
+        quota,
+        "the quota holds across both control planes"
+    );
+
+    // Both associate different instances to one HaVip: none is lost.
+    let started = Instant::now();
+    let assoc: Vec<_> = [(cp1.clone(), 0), (cp2.clone(), 1)]
+        .into_iter()
+        .map(|(cp, parity)| {
+            std::thread::spawn(move || {
+                for i in (parity..n_instances).step_by(2) {
+                    cp.apply(Op::AssociateHaVip(AssociateHaVip {
+                        havip: "shared".into(),
+                        member: Member::instance(format!("i-{i}")),
+                    }))
+                    .expect("associate");
+                }
+            })
+        })
+        .collect();
+    for t in assoc {
+        t.join().expect("associator");
+    }
+    println!(
+        "{n_instances} AssociateHaVip from two sides in {:?}",
+        started.elapsed()
+    );
+
+    // Both converge on etcd's state.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let fresh = control_plane(&etcd, &prefix).0.snapshot();
+    assert_eq!(
+        fresh.havips["shared"].bindings.len(),
+        n_instances,
+        "no binding lost"
+    );
+    assert_eq!(fresh.havips.len(), quota);
+    loop {
+        let (s1, s2) = (cp1.snapshot(), cp2.snapshot());
+        if s1.havips == fresh.havips && s2.havips == fresh.havips {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "control planes did not converge on etcd's state"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.shutdown_background();
+}
