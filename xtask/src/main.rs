@@ -132,7 +132,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Build { debug } => build::build(debug).map(|_| ()),
-        Cmd::Lint => test::lint(),
+        Cmd::Lint => setup::setup().and_then(|()| test::lint()),
         Cmd::Test {
             no_lint,
             package,

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    build,
+    build, setup,
     util::{self, fmt_duration, step},
 };
 
@@ -62,6 +62,9 @@ pub fn test(no_lint: bool, packages: &[String], args: &[String]) -> Result<()> {
     util::require_root(
         "`cargo xtask test` (the tests load XDP programs and create network namespaces)",
     )?;
+    // Set-up first: clippy builds the workspace, and the etcd client's build
+    // script needs protoc from the Debian packages.
+    setup::setup()?;
     if !no_lint {
         lint()?;
     }
