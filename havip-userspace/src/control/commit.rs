@@ -188,6 +188,19 @@ impl ControlPlane {
                 }
                 results.push(r);
             }
+            // A refusal decided on a state that lags a shared store (another
+            // host's commit not seen yet) may be wrong: read it again once
+            // and validate the batch again.
+            if attempt == 0
+                && inner.store.shared()
+                && results.iter().any(Result::is_err)
+                && reload(inner)
+            {
+                attempt += 1;
+                inner.stale = true;
+                self.generation.send_modify(|g| *g = g.wrapping_add(1));
+                continue;
+            }
             match inner.store.commit_all(&changes) {
                 // A shared store (etcd) moved on since the state was read:
                 // read it again and validate the batch again.

@@ -285,6 +285,10 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     /// Reads every record at one revision; the state is then at that
     /// revision ([`EtcdShared`]).
     fn load(&self) -> Result<State, StoreError> {

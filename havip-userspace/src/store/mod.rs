@@ -48,6 +48,13 @@ pub trait Store: Send {
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Other writers share this store (etcd): the in-memory state may lag
+    /// behind it, so a refusal is only final once checked against a fresh
+    /// read.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Errors of the durable store.
