@@ -131,6 +131,7 @@ pub fn start(
         },
         cp.clone(),
     );
+    cp.set_cluster(&c);
     tokio::spawn(cluster::sync::run(c.clone()));
     tokio::spawn(cluster::registry::run(c.clone()));
     tokio::spawn(cluster::owners::run(c.clone()));

@@ -22,7 +22,8 @@ use super::{
     ApiError, ApiSecurity,
 };
 use crate::{
-    control::{havip_view, ControlPlane, HaVipView, HavipCounters},
+    cluster::SyncStatus,
+    control::{havip_view, ControlPlane, HaVipView},
     model::{
         Eip, Eni, Instance, Op, OpError, Quotas, RecordKey, RecordKind, RouteEntry, State, Uplink,
         VSwitch, Vpc,
@@ -75,7 +76,7 @@ fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
 /// as committed.
 fn reply_for(
     s: &State,
-    counters: Option<HavipCounters>,
+    cp: &ControlPlane,
     key: RecordKey,
     deleted: bool,
 ) -> Result<Value, OpError> {
@@ -87,7 +88,12 @@ fn reply_for(
         RecordKind::HaVip => s
             .havips
             .get(id)
-            .map(|h| to_value(havip_view(s, h, counters)))
+            .map(|h| {
+                // Live counters and the shared owner (not part of the state).
+                let mut v = havip_view(s, h, None);
+                cp.enrich(&mut v);
+                to_value(v)
+            })
             .transpose()?,
         RecordKind::Vpc => s.vpcs.get(id).map(to_value).transpose()?,
         RecordKind::VSwitch => s.vswitches.get(id).map(to_value).transpose()?,
@@ -118,15 +124,7 @@ async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
                 .subject
                 .clone()
                 .ok_or_else(|| OpError::Internal("operation without a subject".into()))?;
-            // The HaVip's live counters (not part of the state).
-            let counters = match key.kind {
-                RecordKind::HaVip if !deleted => s
-                    .havips
-                    .get(&key.id)
-                    .and_then(|h| source.counters_for(h.slot)),
-                _ => None,
-            };
-            reply_for(s, counters, key, deleted)
+            reply_for(s, &source, key, deleted)
         })?;
         reply
     })
@@ -221,6 +219,12 @@ async fn get_state(AxState(cp): Shared) -> Reply<State> {
     blocking(move || Ok(cp.snapshot())).await.map(Json)
 }
 
+/// `GET /v1/cluster`: this host's sync with etcd (connected, revisions,
+/// hosts); `null` on a single-host agent.
+async fn get_cluster(AxState(cp): Shared) -> Json<Option<SyncStatus>> {
+    Json(cp.cluster_status())
+}
+
 async fn healthz(AxState(cp): Shared) -> Json<Value> {
     Json(json!({"ok": true, "generation": cp.generation()}))
 }
@@ -245,6 +249,7 @@ pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/ops", post(post_op))
         .route("/v1/state", get(get_state))
+        .route("/v1/cluster", get(get_cluster))
         .route(
             "/v1/havips",
             get(list_havips).post(with_body!(rest("create_havip", None))),

@@ -20,7 +20,7 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak},
 };
 
 use havip_common::HavipKey;
@@ -34,6 +34,7 @@ pub use view::{havip_view, CountersSource, EipRef, HaVipUsage, HaVipView, HavipC
 
 use self::commit::{Queue, ReadBack};
 use crate::{
+    cluster::{Cluster, SyncStatus},
     model::{
         apply, Applied, Change, Mutation, ObservedOwner, Op, OpError, Record, RecordKind,
         RecordOwner, ResourceKind, State,
@@ -59,6 +60,9 @@ pub struct ControlPlane {
     generation: watch::Sender<u64>,
     counters: RwLock<Option<Arc<dyn CountersSource>>>,
     local_host: RwLock<Option<String>>,
+    /// The cluster view when running multi-host (weak: it holds the
+    /// control plane).
+    cluster: RwLock<Option<Weak<Cluster>>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -114,6 +118,7 @@ impl ControlPlane {
             generation,
             counters: RwLock::new(None),
             local_host: RwLock::new(None),
+            cluster: RwLock::new(None),
         })
     }
 
@@ -351,6 +356,36 @@ impl ControlPlane {
         src.and_then(|c| c.havip_counters(slot))
     }
 
+    /// Sets the cluster view (multi-host): Describe shows the shared owner
+    /// and `GET /v1/cluster` the sync status.
+    pub fn set_cluster(&self, cluster: &Arc<Cluster>) {
+        *self.cluster.write().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::downgrade(cluster));
+    }
+
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Weak::upgrade)
+    }
+
+    /// This host's sync with etcd; `None` on a single-host agent.
+    pub fn cluster_status(&self) -> Option<SyncStatus> {
+        self.cluster().map(|c| c.status())
+    }
+
+    /// Adds what only the agent knows to a Describe view: live counters and
+    /// (multi-host) the shared owner with its host.
+    pub fn enrich(&self, v: &mut HaVipView) {
+        v.counters = self.counters_for(v.slot);
+        if let Some(c) = self.cluster() {
+            v.shared_owner = c.owner(&v.id).map(|(o, _)| o);
+            v.owner_host = v.shared_owner.as_ref().map(|o| o.host.clone());
+        }
+    }
+
     /// DescribeHaVips: every HaVip (or the one named `id`), with status,
     /// bindings, master, epoch and counters.
     ///
@@ -376,7 +411,7 @@ impl ControlPlane {
         Ok(views
             .into_iter()
             .map(|mut v| {
-                v.counters = self.counters_for(v.slot);
+                self.enrich(&mut v);
                 v
             })
             .collect())

@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BindingKind, HaVip, ObservedOwner, State};
+use crate::{
+    cluster::SharedOwner,
+    model::{BindingKind, HaVip, ObservedOwner, State},
+};
 
 /// Packets and bytes forwarded to a HaVip (summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +57,13 @@ pub struct HaVipView {
     pub owner: Option<ObservedOwner>,
     /// Owner epoch (0 before the first report).
     pub epoch: u64,
+    /// Multi-host: the host of the shared owner (as etcd has it).
+    #[serde(default)]
+    pub owner_host: Option<String>,
+    /// Multi-host: the shared owner (host, ENI, MAC, epoch) as this host
+    /// last saw it in etcd.
+    #[serde(default)]
+    pub shared_owner: Option<SharedOwner>,
     pub initial_owner: Option<String>,
     pub name: Option<String>,
     pub description: Option<String>,
@@ -94,6 +104,8 @@ pub fn havip_view(state: &State, h: &HaVip, counters: Option<HavipCounters>) -> 
         owner_member,
         owner,
         epoch: owner.map(|o| o.epoch).unwrap_or(0),
+        owner_host: None,
+        shared_owner: None,
         initial_owner: h.initial_owner.clone(),
         name: h.name.clone(),
         description: h.description.clone(),

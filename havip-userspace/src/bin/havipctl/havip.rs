@@ -64,6 +64,15 @@ pub fn detail(v: &HaVipView) -> String {
         ("owner member", or_dash(v.owner_member.as_ref())),
         ("owner", or_dash(owner)),
         ("epoch", v.epoch.to_string()),
+        ("owner host", or_dash(v.owner_host.as_ref())),
+        (
+            "shared owner",
+            or_dash(
+                v.shared_owner
+                    .as_ref()
+                    .map(|o| format!("{} on {} (epoch {})", o.eni, o.host, o.epoch)),
+            ),
+        ),
         ("initial owner", or_dash(v.initial_owner.as_ref())),
         (
             "eip",
