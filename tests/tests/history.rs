@@ -99,7 +99,7 @@ fn three_failovers_are_in_the_history_and_on_the_event_stream() {
             change.0, change.1
         );
         assert_eq!(change.1.havip, id);
-        assert_eq!(change.1.member.as_deref(), Some(who));
+        assert_eq!(change.1.member, Some(format!("i-{who}")));
         assert_eq!(change.1.trigger, OwnerTrigger::Claim);
         latencies.push(change.0);
         std::thread::sleep(Duration::from_millis(200));
@@ -126,12 +126,12 @@ fn three_failovers_are_in_the_history_and_on_the_event_stream() {
         .collect();
     assert_eq!(claims.len(), 3, "{history:#?}");
     let members: Vec<_> = claims.iter().map(|c| c.member.as_deref()).collect();
-    assert_eq!(members, [Some("b"), Some("a"), Some("b")]);
+    assert_eq!(members, [Some("i-b"), Some("i-a"), Some("i-b")]);
     let previous: Vec<_> = claims
         .iter()
         .map(|c| c.previous_member.as_deref())
         .collect();
-    assert_eq!(previous, [Some("a"), Some("b"), Some("a")]);
+    assert_eq!(previous, [Some("i-a"), Some("i-b"), Some("i-a")]);
     assert!(
         claims.windows(2).all(|w| w[0].epoch < w[1].epoch),
         "{claims:#?}"
