@@ -16,13 +16,16 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     cluster::Cluster,
-    control::ControlPlane,
+    control::{
+        history::{self, Event},
+        ControlPlane,
+    },
     dataplane::{
         events::{self, DataplaneEvent},
         Dataplane,
     },
     mac::mac_string,
-    model::{MacAddr, ObservedOwner},
+    model::{MacAddr, ObservedOwner, OwnerTrigger},
 };
 
 /// Owner changes seen in the ring buffer and not yet written to the store.
@@ -49,8 +52,19 @@ pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Clu
     if let Some(ring) = dp.maps.events.take() {
         let pending = pending.clone();
         let flush = flush.clone();
+        let cp = cp.clone();
         tokio::spawn(async move {
             let result = events::consume(ring, |event| {
+                if let DataplaneEvent::ClaimRefused { event: e, reason } = &event {
+                    cp.publish(Event::ClaimRefused {
+                        time: history::now_rfc3339(),
+                        address: std::net::Ipv4Addr::from(e.key.addr).to_string(),
+                        vswitch: e.key.vswitch_id,
+                        ifindex: e.ifindex,
+                        mac: mac_string(e.mac).to_string(),
+                        reason: reason.map_or("unknown", DropReason::name).to_owned(),
+                    });
+                }
                 if let (Some(c), DataplaneEvent::OwnerChanged(e)) = (&cluster, &event) {
                     let claim = c.cp.with_state(|s| {
                         crate::cluster::owners::local_claim(s, &c.local.id, e.key, e.mac, e.epoch)
@@ -105,7 +119,9 @@ async fn record(
             None => batch,
         };
         let cp = cp.clone();
-        let written = tokio::task::spawn_blocking(move || cp.record_owners(&batch)).await;
+        let written =
+            tokio::task::spawn_blocking(move || cp.record_owners(&batch, OwnerTrigger::Claim))
+                .await;
         match written {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(error = %e, "recording owners failed; the resync retries"),
@@ -217,7 +233,9 @@ pub async fn adopt(dp: &Dataplane, cp: &Arc<ControlPlane>) {
         return;
     }
     let cp = cp.clone();
-    match tokio::task::spawn_blocking(move || cp.record_owners(&stale)).await {
+    match tokio::task::spawn_blocking(move || cp.record_owners(&stale, OwnerTrigger::Adoption))
+        .await
+    {
         Ok(Ok(n)) => info!(recorded = n, "owners adopted from the kernel"),
         Ok(Err(e)) => warn!(error = %e, "recording kernel owners failed; will retry"),
         Err(e) => error!(error = %e, "recording kernel owners panicked; will retry"),

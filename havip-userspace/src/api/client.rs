@@ -20,7 +20,7 @@ use thiserror::Error;
 use super::ErrorBody;
 use crate::{
     control::HaVipView,
-    model::{Eip, Op, Quotas, RouteEntry, State},
+    model::{Eip, Op, OwnerChange, Quotas, RouteEntry, State},
 };
 
 /// Where the client connects.
@@ -293,6 +293,71 @@ impl Client {
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>("GET", path, None)
+    }
+
+    /// The owner history of HaVip `id` (`GET /v1/havips/{id}/history`),
+    /// oldest first.
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] (`NotFound.HaVip`), connection errors.
+    pub fn history(&self, id: &str) -> Result<Vec<OwnerChange>, ClientError> {
+        self.get(&format!("/v1/havips/{}/history", enc(id)))
+    }
+
+    /// Follows `GET /v1/events` on a connection of its own: calls `on_line`
+    /// with each JSON line as it arrives (keep-alive lines included) until
+    /// it returns false (then `Ok(true)`) or the agent ends the stream
+    /// (`Ok(false)`; call again to reconnect). No request timeout applies.
+    ///
+    /// # Errors
+    /// Connection and protocol errors, [`ClientError::Api`] for a refusal.
+    pub fn follow_events(
+        &self,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<bool, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let endpoint = &self.endpoint;
+        rt.block_on(async {
+            let mut sender = Self::connect(endpoint).await?;
+            sender.ready().await?;
+            let host = match endpoint {
+                Endpoint::Unix(_) => "localhost",
+                Endpoint::Tcp(a) => a.as_str(),
+            };
+            let req = Request::builder()
+                .method("GET")
+                .uri("/v1/events")
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            if !(200..300).contains(&status) {
+                let bytes = body.collect().await?.to_bytes();
+                return Err(ClientError::Protocol(format!(
+                    "HTTP {status}: {}",
+                    snippet(&bytes)
+                )));
+            }
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
+                buf.extend_from_slice(&data);
+                while let Some(n) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=n).collect();
+                    let line = String::from_utf8_lossy(&line[..n]);
+                    if !on_line(&line) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        })
     }
 
     /// DescribeHaVips.

@@ -15,6 +15,7 @@ use axum::{
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
 
 use super::{
     listen::{self, ApiLimits, ApiListener, ListenerStats},
@@ -23,10 +24,10 @@ use super::{
 };
 use crate::{
     cluster::SyncStatus,
-    control::{havip_view, ControlPlane, HaVipView},
+    control::{havip_view, history::Event, ControlPlane, HaVipView},
     model::{
-        Eip, Eni, Instance, Op, OpError, Quotas, RecordKey, RecordKind, RouteEntry, State, Uplink,
-        VSwitch, Vpc,
+        Eip, Eni, Instance, Op, OpError, OwnerChange, Quotas, RecordKey, RecordKind, RouteEntry,
+        State, Uplink, VSwitch, Vpc,
     },
 };
 
@@ -104,7 +105,7 @@ fn reply_for(
         RecordKind::Route => s.routes.get(id).map(to_value).transpose()?,
         RecordKind::Quotas => Some(to_value(s.quotas)?),
         RecordKind::Owner => s.owners.get(id).map(to_value).transpose()?,
-        RecordKind::Meta => None,
+        RecordKind::Meta | RecordKind::History => None,
     };
     v.ok_or_else(|| OpError::Internal(format!("{} {id:?} vanished after commit", key.kind.name())))
 }
@@ -215,6 +216,39 @@ fn list<T: Clone>(cp: &ControlPlane, f: impl FnOnce(&State) -> Vec<T>) -> Json<V
     Json(cp.with_state(f))
 }
 
+async fn get_history(AxState(cp): Shared, UrlPath(id): UrlPath<String>) -> Reply<Vec<OwnerChange>> {
+    blocking(move || cp.owner_history(&id)).await.map(Json)
+}
+
+/// A line of the event stream is sent at least this often.
+const EVENTS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /v1/events`: the agent's events as JSON lines, chunked, while the
+/// client reads. A client that falls [`crate::control::history::EVENT_BUFFER`]
+/// events behind gets a `lagged` event naming how many it missed.
+async fn get_events(AxState(cp): Shared) -> Response {
+    let rx = cp.events();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match tokio::time::timeout(EVENTS_KEEPALIVE, rx.recv()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(broadcast::error::RecvError::Lagged(missed))) => Event::Lagged { missed },
+            Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            Err(_) => Event::KeepAlive,
+        };
+        let mut line = serde_json::to_vec(&event).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        Some((
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)),
+            rx,
+        ))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 async fn get_state(AxState(cp): Shared) -> Reply<State> {
     blocking(move || Ok(cp.snapshot())).await.map(Json)
 }
@@ -250,6 +284,8 @@ pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
         .route("/v1/ops", post(post_op))
         .route("/v1/state", get(get_state))
         .route("/v1/cluster", get(get_cluster))
+        .route("/v1/events", get(get_events))
+        .route("/v1/havips/{id}/history", get(get_history))
         .route(
             "/v1/havips",
             get(list_havips).post(with_body!(rest("create_havip", None))),

@@ -24,7 +24,10 @@ mod status;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use havip::api::{Client, ClientError};
+use havip::{
+    api::{Client, ClientError},
+    control::history::Event,
+};
 
 use crate::{
     args::{Cli, Command},
@@ -58,6 +61,7 @@ fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Output { json: true }.show(&s, |_| String::new());
             Ok(())
         }
+        Command::Events { follow } => events(&client, out, follow),
         Command::Status => {
             return Ok(if status::run(&client, out)? {
                 ExitCode::SUCCESS
@@ -76,6 +80,27 @@ fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         }
     }
     .map(|()| ExitCode::SUCCESS)
+}
+
+/// `havipctl events [--follow]`: prints each event as it arrives (text, or
+/// the JSON line with `--json`); keep-alives are not printed.
+fn events(client: &Client, out: Output, follow: bool) -> Result<(), ClientError> {
+    loop {
+        client.follow_events(|line| {
+            match serde_json::from_str::<Event>(line) {
+                Ok(Event::KeepAlive) => {}
+                Ok(e) if !out.json => println!("{}", e.text()),
+                // JSON, or an event this havipctl does not know: as sent.
+                _ => println!("{line}"),
+            }
+            true
+        })?;
+        if !follow {
+            return Ok(());
+        }
+        // The agent closed the stream (idle timeout, restart): reconnect.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn fail(json: bool, code: &str, message: &str, exit: u8) -> ExitCode {

@@ -28,7 +28,11 @@ use std::{
 
 use tracing::error;
 
-use super::{affects_dataplane, commit_failed, lock, ControlPlane, Inner, MAX_CONFLICT_RETRIES};
+use super::{
+    affects_dataplane, commit_failed,
+    history::{self, Event},
+    lock, ControlPlane, Inner, MAX_CONFLICT_RETRIES,
+};
 use crate::model::{
     apply, Applied, Change, Mutation, Op, OpError, Record, RecordKey, RecordKind, State,
 };
@@ -86,6 +90,10 @@ fn record_of(s: &State, key: &RecordKey) -> Option<Record> {
             owner: *o,
         }),
         RecordKind::Meta => Some(Record::Meta(s.meta)),
+        RecordKind::History => s.history.get(id).map(|e| Record::History {
+            havip: key.id.clone(),
+            entries: e.clone(),
+        }),
     }
 }
 
@@ -175,13 +183,32 @@ impl ControlPlane {
         // (cleared again by the reload in `lead`).
         inner.stale = true;
         let mut attempt = 0;
+        let host = self.local_host();
+        let now = history::now_rfc3339();
+        let mut events = Vec::new();
         let (mut results, mut changes, undo, committed) = loop {
             let mut results = Vec::with_capacity(jobs.len());
             let mut changes = Vec::new();
             let mut undo = Vec::new();
+            events.clear();
             for job in jobs {
-                let r = apply(&inner.state, &job.op);
-                if let Ok(a) = &r {
+                let mut r = apply(&inner.state, &job.op);
+                if let Ok(a) = &mut r {
+                    let owners = history::extend(
+                        &inner.state,
+                        std::slice::from_mut(&mut a.change),
+                        history::trigger_of(&job.op),
+                        host.as_deref(),
+                        &now,
+                    );
+                    events.extend(owners.into_iter().map(Event::OwnerChanged));
+                    if !matches!(job.op, Op::RecordOwner(_)) {
+                        events.push(Event::ApiChange {
+                            time: now.clone(),
+                            op: history::op_name(&job.op),
+                            subject: a.subject.as_ref().map(|k| k.id.clone()),
+                        });
+                    }
                     undo.push(undo_of(&inner.state, &a.change));
                     inner.state.apply_change(&a.change);
                     changes.push(a.change.clone());
@@ -228,8 +255,12 @@ impl ControlPlane {
                 }
             }
             changes.clear();
+            events.clear();
         }
         inner.stale = false;
+        for e in events {
+            self.publish(e);
+        }
         if changes.iter().any(affects_dataplane) {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }

@@ -24,20 +24,24 @@ use std::{
 };
 
 use havip_common::HavipKey;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 mod commit;
 pub mod desired;
+pub mod history;
 mod view;
 
 pub use view::{havip_view, CountersSource, EipRef, HaVipUsage, HaVipView, HavipCounters};
 
-use self::commit::{Queue, ReadBack};
+use self::{
+    commit::{Queue, ReadBack},
+    history::{Event, EVENT_BUFFER},
+};
 use crate::{
     cluster::{Cluster, SyncStatus},
     model::{
-        apply, Applied, Change, Mutation, ObservedOwner, Op, OpError, Record, RecordKind,
-        RecordOwner, ResourceKind, State,
+        apply, Applied, Change, Mutation, ObservedOwner, Op, OpError, OwnerChange, OwnerTrigger,
+        Record, RecordKind, RecordOwner, ResourceKind, State,
     },
     store::{RedbStore, Store, StoreError},
 };
@@ -63,6 +67,7 @@ pub struct ControlPlane {
     /// The cluster view when running multi-host (weak: it holds the
     /// control plane).
     cluster: RwLock<Option<Weak<Cluster>>>,
+    events: broadcast::Sender<Event>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -119,6 +124,7 @@ impl ControlPlane {
             counters: RwLock::new(None),
             local_host: RwLock::new(None),
             cluster: RwLock::new(None),
+            events: broadcast::channel(EVENT_BUFFER).0,
         })
     }
 
@@ -187,8 +193,23 @@ impl ControlPlane {
     /// The plan's own error, or [`PlanError::Store`]; nothing changed.
     pub fn apply_planned<E>(
         &self,
+        plan: impl FnMut(&State) -> Result<Vec<Applied>, E>,
+    ) -> Result<Vec<Applied>, PlanError<E>> {
+        self.apply_planned_as(OwnerTrigger::Api, plan)
+    }
+
+    /// [`ControlPlane::apply_planned`], the owner changes recorded in the
+    /// history with `trigger`.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::apply_planned`].
+    pub fn apply_planned_as<E>(
+        &self,
+        trigger: OwnerTrigger,
         mut plan: impl FnMut(&State) -> Result<Vec<Applied>, E>,
     ) -> Result<Vec<Applied>, PlanError<E>> {
+        let host = self.local_host();
+        let now = history::now_rfc3339();
         let mut inner = lock(&self.inner);
         if inner.stale {
             let s = inner
@@ -199,11 +220,13 @@ impl ControlPlane {
             inner.stale = false;
         }
         let mut attempt = 0;
-        let (applied, changes) = loop {
+        let (applied, changes, owners) = loop {
             let applied = plan(&inner.state).map_err(PlanError::Plan)?;
-            let changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
+            let mut changes: Vec<Change> = applied.iter().map(|a| a.change.clone()).collect();
+            let owners =
+                history::extend(&inner.state, &mut changes, trigger, host.as_deref(), &now);
             match inner.store.commit_all(&changes) {
-                Ok(()) => break (applied, changes),
+                Ok(()) => break (applied, changes, owners),
                 // A shared store moved on: read it again, plan again.
                 Err(StoreError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
@@ -220,6 +243,10 @@ impl ControlPlane {
         }
         if changes.iter().any(affects_dataplane) {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        drop(inner);
+        for c in owners {
+            self.publish(Event::OwnerChanged(c));
         }
         Ok(applied)
     }
@@ -316,9 +343,13 @@ impl ControlPlane {
     ///
     /// # Errors
     /// [`OpError::CommitFailed`] if the store failed (nothing recorded).
-    pub fn record_owners(&self, owners: &[(HavipKey, ObservedOwner)]) -> Result<usize, OpError> {
+    pub fn record_owners(
+        &self,
+        owners: &[(HavipKey, ObservedOwner)],
+        trigger: OwnerTrigger,
+    ) -> Result<usize, OpError> {
         let applied = self
-            .apply_planned(|state| {
+            .apply_planned_as(trigger, |state| {
                 let mut out = Vec::new();
                 for (key, owner) in owners {
                     let addr = Ipv4Addr::from(key.addr);
@@ -336,6 +367,35 @@ impl ControlPlane {
                 PlanError::Plan(e) | PlanError::Store(e) => e,
             })?;
         Ok(applied.iter().filter(|a| !a.change.is_empty()).count())
+    }
+
+    /// Publishes `event` to the subscribers of [`ControlPlane::events`]
+    /// (none: dropped). Never blocks.
+    pub fn publish(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// A subscription to the event stream, buffering [`EVENT_BUFFER`]
+    /// events (beyond, the oldest are dropped and the receiver is told it
+    /// lagged).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The owner history of HaVip `id`, oldest first.
+    ///
+    /// # Errors
+    /// [`OpError::NotFound`] when no HaVip is named `id`.
+    pub fn owner_history(&self, id: &str) -> Result<Vec<OwnerChange>, OpError> {
+        self.with_state(|s| {
+            if !s.havips.contains_key(id) {
+                return Err(OpError::NotFound {
+                    kind: ResourceKind::HaVip,
+                    id: id.to_owned(),
+                });
+            }
+            Ok(s.history.get(id).cloned().unwrap_or_default())
+        })
     }
 
     /// Sets the source of live counters shown by Describe.
@@ -433,8 +493,11 @@ const MAX_CONFLICT_RETRIES: usize = 64;
 
 fn affects_dataplane(c: &Change) -> bool {
     c.mutations.iter().any(|m| match m {
-        Mutation::Put(Record::Owner { .. } | Record::Meta(_)) => false,
-        Mutation::Delete(k) => !matches!(k.kind, RecordKind::Owner | RecordKind::Meta),
+        Mutation::Put(Record::Owner { .. } | Record::Meta(_) | Record::History { .. }) => false,
+        Mutation::Delete(k) => !matches!(
+            k.kind,
+            RecordKind::Owner | RecordKind::Meta | RecordKind::History
+        ),
         Mutation::Put(_) => true,
     })
 }
@@ -565,10 +628,59 @@ mod tests {
             },
             owner,
         ));
-        assert_eq!(cp.record_owners(&batch).unwrap(), 3);
-        assert_eq!(cp.record_owners(&batch).unwrap(), 0, "unchanged owners");
+        let mut events = cp.events();
+        assert_eq!(cp.record_owners(&batch, OwnerTrigger::Claim).unwrap(), 3);
+        assert_eq!(
+            cp.record_owners(&batch, OwnerTrigger::Claim).unwrap(),
+            0,
+            "unchanged owners"
+        );
+        for _ in 0..3 {
+            let e = events.try_recv().unwrap();
+            assert!(
+                matches!(e, Event::OwnerChanged(ref c) if c.epoch == 2),
+                "{e:?}"
+            );
+        }
+        assert!(
+            events.try_recv().is_err(),
+            "unchanged owners publish nothing"
+        );
+        let s = cp.snapshot();
+        assert_eq!(s.history.len(), 3);
+        assert!(s.history.values().all(|h| h.len() == 1
+            && h[0].trigger == OwnerTrigger::Claim
+            && h[0].time.ends_with('Z')));
+        // Bounded: older entries are dropped in the same transaction.
+        let key = batch[0].0;
+        for epoch in 3..(3 + crate::model::HISTORY_LIMIT as u64 + 5) {
+            let o = ObservedOwner { epoch, ..owner };
+            cp.record_owners(&[(key, o)], OwnerTrigger::Claim).unwrap();
+        }
+        let id = cp.with_state(|s| {
+            s.havips
+                .values()
+                .find(|h| h.address.octets() == key.addr)
+                .map(|h| h.id.clone())
+                .unwrap()
+        });
+        let h = cp.owner_history(&id).unwrap();
+        assert_eq!(h.len(), crate::model::HISTORY_LIMIT);
+        assert!(h.windows(2).all(|w| w[0].epoch + 1 == w[1].epoch));
+        assert_eq!(
+            h.last().unwrap().epoch,
+            2 + crate::model::HISTORY_LIMIT as u64 + 5
+        );
+        assert_eq!(
+            cp.inner.lock().unwrap().store.load().unwrap().history[&id],
+            h
+        );
         assert_eq!(cp.generation(), g, "owners do not trigger reconciles");
-        assert!(cp.snapshot().owners.values().all(|o| *o == owner));
+        assert!(cp
+            .snapshot()
+            .owners
+            .values()
+            .all(|o| o.ifindex == owner.ifindex));
     }
 
     /// `cargo test --release -p havip-userspace --lib -- --ignored --nocapture control_plane_perf`

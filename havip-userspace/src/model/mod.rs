@@ -20,5 +20,8 @@ pub use resource::{
     BindingKind, Eip, Eni, HaVip, Instance, Meta, ObservedOwner, Quotas, RouteEntry, Uplink,
     VSwitch, Vpc,
 };
-pub use state::{Change, Mutation, Record, RecordKey, RecordKind, State};
+pub use state::{
+    Change, Mutation, OwnerChange, OwnerTrigger, Record, RecordKey, RecordKind, State,
+    HISTORY_LIMIT,
+};
 pub use validate::{apply, apply_to, Applied};

@@ -31,6 +31,9 @@ pub struct State {
     pub quotas: Quotas,
     /// Kernel-reported owner per HaVip id.
     pub owners: BTreeMap<String, ObservedOwner>,
+    /// Owner changes per HaVip id, oldest first, at most
+    /// [`HISTORY_LIMIT`] each.
+    pub history: BTreeMap<String, Vec<OwnerChange>>,
     pub meta: Meta,
     #[serde(skip)]
     idx: Index,
@@ -60,6 +63,8 @@ struct StateRepr {
     #[serde(default)]
     owners: BTreeMap<String, ObservedOwner>,
     #[serde(default)]
+    history: BTreeMap<String, Vec<OwnerChange>>,
+    #[serde(default)]
     meta: Meta,
 }
 
@@ -76,6 +81,7 @@ impl From<StateRepr> for State {
             routes: r.routes,
             quotas: r.quotas,
             owners: r.owners,
+            history: r.history,
             meta: r.meta,
             idx: Index::default(),
         };
@@ -117,11 +123,12 @@ pub enum RecordKind {
     Quotas,
     Owner,
     Meta,
+    History,
 }
 
 impl RecordKind {
     /// Every kind, in load order.
-    pub const ALL: [RecordKind; 11] = [
+    pub const ALL: [RecordKind; 12] = [
         RecordKind::Vpc,
         RecordKind::VSwitch,
         RecordKind::Instance,
@@ -133,6 +140,7 @@ impl RecordKind {
         RecordKind::Quotas,
         RecordKind::Owner,
         RecordKind::Meta,
+        RecordKind::History,
     ];
 
     /// Stable name used in store keys.
@@ -149,6 +157,7 @@ impl RecordKind {
             RecordKind::Quotas => "quotas",
             RecordKind::Owner => "owner",
             RecordKind::Meta => "meta",
+            RecordKind::History => "history",
         }
     }
 
@@ -177,6 +186,59 @@ pub enum Record {
         owner: ObservedOwner,
     },
     Meta(Meta),
+    /// Owner history of the HaVip with this id (oldest first, bounded).
+    History {
+        havip: String,
+        entries: Vec<OwnerChange>,
+    },
+}
+
+/// Most owner changes kept per HaVip; older ones are dropped in the
+/// transaction that appends a new one.
+pub const HISTORY_LIMIT: usize = 100;
+
+/// What changed an owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerTrigger {
+    /// A GARP claim seen by the data plane.
+    Claim,
+    /// An API operation (SetInitialOwner, force unassociate, delete).
+    Api,
+    /// The reconciler (resync of the kernel's owners).
+    Reconcile,
+    /// Adoption at start of owners the store did not have.
+    Adoption,
+}
+
+impl OwnerTrigger {
+    /// Stable name (as serialized).
+    pub const fn name(self) -> &'static str {
+        match self {
+            OwnerTrigger::Claim => "claim",
+            OwnerTrigger::Api => "api",
+            OwnerTrigger::Reconcile => "reconcile",
+            OwnerTrigger::Adoption => "adoption",
+        }
+    }
+}
+
+/// One owner change of a HaVip, as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerChange {
+    pub havip: String,
+    pub epoch: u64,
+    /// Bound member that held the address before (None: no owner, or not
+    /// a bound member).
+    pub previous_member: Option<String>,
+    /// Bound member that holds it now (None: no owner).
+    pub member: Option<String>,
+    /// Host that recorded the change (multi-host), if known.
+    pub host: Option<String>,
+    /// Wall-clock time, RFC 3339 UTC.
+    pub time: String,
+    pub trigger: OwnerTrigger,
 }
 
 /// Identity of a record: kind + id (`""` for the singletons).
@@ -222,6 +284,7 @@ impl Record {
             Record::Quotas(_) => RecordKey::new(RecordKind::Quotas, ""),
             Record::Owner { havip, .. } => RecordKey::new(RecordKind::Owner, havip),
             Record::Meta(_) => RecordKey::new(RecordKind::Meta, ""),
+            Record::History { havip, .. } => RecordKey::new(RecordKind::History, havip),
         }
     }
 }
@@ -286,6 +349,10 @@ impl State {
             owner: *o,
         }));
         out.push(Record::Meta(self.meta));
+        out.extend(self.history.iter().map(|(h, e)| Record::History {
+            havip: h.clone(),
+            entries: e.clone(),
+        }));
         out
     }
 
@@ -364,6 +431,7 @@ impl State {
             RecordKind::Quotas => self.quotas = Quotas::default(),
             RecordKind::Owner => drop(self.owners.remove(id)),
             RecordKind::Meta => self.meta = Meta::default(),
+            RecordKind::History => drop(self.history.remove(id)),
         }
     }
 
@@ -395,6 +463,7 @@ impl State {
             Record::Quotas(q) => self.quotas = q,
             Record::Owner { havip, owner } => drop(self.owners.insert(havip, owner)),
             Record::Meta(m) => self.meta = m,
+            Record::History { havip, entries } => drop(self.history.insert(havip, entries)),
         }
     }
 

@@ -350,6 +350,7 @@ pub fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
         Record::Quotas(v) => serde_json::to_vec(v),
         Record::Owner { owner, .. } => serde_json::to_vec(owner),
         Record::Meta(v) => serde_json::to_vec(v),
+        Record::History { entries, .. } => serde_json::to_vec(entries),
     }
 }
 
@@ -370,6 +371,10 @@ pub fn decode(k: &RecordKey, bytes: &[u8]) -> Result<Record, serde_json::Error> 
             owner: serde_json::from_slice(bytes)?,
         },
         RecordKind::Meta => Record::Meta(serde_json::from_slice(bytes)?),
+        RecordKind::History => Record::History {
+            havip: k.id.clone(),
+            entries: serde_json::from_slice(bytes)?,
+        },
     })
 }
 

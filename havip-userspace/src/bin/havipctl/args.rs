@@ -76,6 +76,14 @@ pub enum Command {
     Uplink(UplinkCmd),
     /// Dump the agent's whole control-plane state (JSON).
     State,
+    /// The agent's events (owner changes, refused claims, API changes), one
+    /// per line; with --json the JSON lines as the agent sends them.
+    Events {
+        /// Keep following (reconnecting when the agent closes the stream)
+        /// until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Is the agent ready (data plane loaded, every port attached, store
     /// reachable)? Exit 0 ready, 1 not ready, 3 unreachable.
     Status,
@@ -98,6 +106,11 @@ pub enum HavipCmd {
     List,
     /// DescribeHaVips: one HaVip in detail.
     Describe {
+        /// HaVip id.
+        id: String,
+    },
+    /// Owner history of one HaVip (oldest first, the last 100 changes).
+    History {
         /// HaVip id.
         id: String,
     },

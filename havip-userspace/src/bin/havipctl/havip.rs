@@ -100,6 +100,25 @@ pub fn run(client: &Client, out: Output, cmd: HavipCmd) -> Result<(), ClientErro
             return Ok(());
         }
         HavipCmd::Describe { id } => client.get_havip(&id)?,
+        HavipCmd::History { id } => {
+            let h = client.history(&id)?;
+            out.show(&h, |h| {
+                h.iter()
+                    .map(|c| {
+                        format!(
+                            "{} epoch={} {} -> {} host={} trigger={}\n",
+                            c.time,
+                            c.epoch,
+                            c.previous_member.as_deref().unwrap_or("-"),
+                            c.member.as_deref().unwrap_or("-"),
+                            c.host.as_deref().unwrap_or("-"),
+                            c.trigger.name()
+                        )
+                    })
+                    .collect()
+            });
+            return Ok(());
+        }
         HavipCmd::Create(op) => client.apply(op)?,
         HavipCmd::Modify(op) => client.apply(op)?,
         HavipCmd::Associate(op) => client.apply(op)?,
