@@ -1,7 +1,7 @@
 //! `havip-demo`: a self-contained run of the agent on network
 //! namespaces. A client and two instances (a, b) hang off a bridge in a host
 //! namespace; the agent runs in the host namespace with a HaVip bound to a
-//! and b. The demo shows traffic following the master, an ARP claim moving
+//! and b. The demo shows traffic following the owner, an ARP claim moving
 //! it, a spoofed claim refused, and cleans up after itself (also on Ctrl-C).
 
 use std::{
@@ -132,10 +132,10 @@ pub fn run(hold: bool) -> Result<()> {
     agent.wait_ready(&scratch, 1, Duration::from_secs(30))?;
     let a_mac = lab::mac_string(NODE_A.0);
     let b_mac = lab::mac_string(NODE_B.0);
-    wait_for("instance a to be master", Duration::from_secs(5), || {
+    wait_for("instance a to be owner", Duration::from_secs(5), || {
         owner_mac(&scratch.pin_dir, HAVIP).as_deref() == Some(a_mac.as_str())
     })?;
-    println!("    HaVip {HAVIP} master: instance a ({a_mac})");
+    println!("    HaVip {HAVIP} owner: instance a ({a_mac})");
     let prog = std::process::Command::new("bpftool")
         .args(["prog", "show", "name", havip_common::names::PROG_XDP])
         .output();
@@ -162,11 +162,11 @@ pub fn run(hold: bool) -> Result<()> {
     }
     check_interrupt()?;
 
-    println!("==> UDP to the HaVip while a is master");
+    println!("==> UDP to the HaVip while a is owner");
     let (a1, b1) = udp_round(&lab, 1000)?;
     check_interrupt()?;
 
-    println!("==> instance b announces the HaVip (gratuitous ARP): it becomes master");
+    println!("==> instance b announces the HaVip (gratuitous ARP): it becomes owner");
     lab::send_raw(
         &lab.guests[2].ns,
         "eth0",
@@ -175,7 +175,7 @@ pub fn run(hold: bool) -> Result<()> {
     wait_for("the owner to move to b", Duration::from_secs(5), || {
         owner_mac(&scratch.pin_dir, HAVIP).as_deref() == Some(b_mac.as_str())
     })?;
-    println!("    HaVip {HAVIP} master: instance b ({b_mac})");
+    println!("    HaVip {HAVIP} owner: instance b ({b_mac})");
     let (a2, b2) = udp_round(&lab, 1000)?;
     check_interrupt()?;
 
@@ -187,7 +187,7 @@ pub fn run(hold: bool) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let still_b = owner_mac(&scratch.pin_dir, HAVIP).as_deref() == Some(b_mac.as_str());
     println!(
-        "    master after the spoofing attempt: {}",
+        "    owner after the spoofing attempt: {}",
         if still_b {
             "still instance b (claims refused and counted)"
         } else {
@@ -206,7 +206,7 @@ pub fn run(hold: bool) -> Result<()> {
     print!("{st}");
 
     println!("==> delivered packet counts");
-    println!("    while a was master: a {a1}, b {b1}");
+    println!("    while a was owner: a {a1}, b {b1}");
     println!("    after b's claim:    a {a2}, b {b2}");
     let ok = a1 > 0 && b1 == 0 && b2 > 0 && a2 == 0 && still_b;
 
@@ -223,6 +223,6 @@ pub fn run(hold: bool) -> Result<()> {
     if !ok {
         bail!("the data plane did not behave as the demo expects (see counts above)");
     }
-    println!("demo OK: traffic followed the master; the unbound client could not take the HaVip");
+    println!("demo OK: traffic followed the owner; the unbound client could not take the HaVip");
     Ok(())
 }
