@@ -12,7 +12,7 @@ use std::{
 use havip::status::{self, Status};
 use havip_tests::{
     frames, lab,
-    scenario::{agent_binary, AgentProcess, Stream, Trio},
+    scenario::{agent_binary, Stream, Trio},
 };
 
 const NET: u8 = 31;
@@ -76,16 +76,7 @@ fn scrape_matches_the_pinned_counters_and_promtool_accepts_it() {
         ),
     )
     .expect("config");
-    let mut agent = AgentProcess::start(
-        t.lab.host.name(),
-        &t.config,
-        &t.scratch.dir.join("agent.log"),
-        &[],
-    )
-    .expect("agent");
-    agent
-        .wait_ready(&t.scratch, 1, Duration::from_secs(30))
-        .expect("agent ready");
+    let agent = t.start_agent().expect("agent ready");
     let (ns_c, ns_a, ns_b) = (
         &t.lab.guests[0].ns,
         &t.lab.guests[1].ns,

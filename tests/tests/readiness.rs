@@ -9,7 +9,7 @@ use std::{
 };
 
 use havip::agent::health::Readiness;
-use havip_tests::scenario::{agent_binary, AgentProcess, Trio};
+use havip_tests::scenario::{agent_binary, Trio};
 
 const NET: u8 = 32;
 
@@ -49,16 +49,7 @@ fn not_ready_while_a_port_is_missing_ready_once_it_appears() {
          mac = \"02:00:00:00:0d:{NET:02x}\"\ninterface = \"{tap}\"\nprimary = true\n"
     ));
     std::fs::write(&t.config, config).expect("config");
-    let mut agent = AgentProcess::start(
-        t.lab.host.name(),
-        &t.config,
-        &t.scratch.dir.join("agent.log"),
-        &[],
-    )
-    .expect("agent");
-    agent
-        .wait_ready(&t.scratch, 1, Duration::from_secs(30))
-        .expect("agent up");
+    let agent = t.start_agent().expect("agent up");
     let socket = t.scratch.socket();
 
     // Wait for the first pass to be published, then: not ready.
