@@ -55,26 +55,8 @@ fn udp_through(
 fn fabric_kernel_vxlan_carries_guest_traffic_between_hosts() {
     let started = Instant::now();
     let mut fabric = Fabric::new(3, vswitch()).expect("building a 3-host fabric");
-    let guests = [
-        (
-            1,
-            "a",
-            Ipv4Addr::new(10, 0, 1, 11),
-            [0x02, 0, 0, 0, 0x0a, 1],
-        ),
-        (
-            2,
-            "b",
-            Ipv4Addr::new(10, 0, 1, 12),
-            [0x02, 0, 0, 0, 0x0b, 1],
-        ),
-        (
-            3,
-            "c",
-            Ipv4Addr::new(10, 0, 1, 13),
-            [0x02, 0, 0, 0, 0x0c, 1],
-        ),
-    ];
+    // The same three guests the multi-host scenarios use.
+    let guests = havip_tests::multihost::GUESTS;
     for (host, name, ip, mac) in guests {
         fabric
             .add_guest(host, name, ip, mac)
