@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// `port` is the (untagged) frame's ingress port, `saddr`/`daddr` its
-/// addresses.
+/// addresses; the HaVip is the destination address in the port's vSwitch.
 #[inline(always)]
 pub fn to_owner(
     ctx: &XdpContext,
@@ -26,6 +26,22 @@ pub fn to_owner(
         vswitch_id: port.vswitch_id,
         addr: daddr,
     };
+    to_havip(ctx, frame, port, ifindex, &key, saddr, daddr)
+}
+
+/// Delivers the frame to the current owner of the HaVip `key`. The frame's
+/// IPv4 destination `daddr` is usually `key.addr`; it differs for frames
+/// that take the HaVip as next hop (routes). Passes when `key` is no HaVip.
+#[inline(always)]
+pub fn to_havip(
+    ctx: &XdpContext,
+    frame: &Frame,
+    port: &PortInfo,
+    ifindex: u32,
+    key: &HavipKey,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+) -> Result<Handled, DropReason> {
     // SAFETY: the pointer stays valid while the program runs. The three
     // fields used are read once, here. OWNERS is preallocated and written
     // by claims: a claim on another CPU replaces this element and keeps the
@@ -34,7 +50,7 @@ pub fn to_owner(
     // come from two entries: this one frame goes to a port with a MAC that
     // is not its guest's (the guest drops it), to another HaVip's owner, or
     // is counted under another HaVip. Later frames see the new element.
-    let Some(owner) = (unsafe { OWNERS.get(&key) }) else {
+    let Some(owner) = (unsafe { OWNERS.get(key) }) else {
         return Ok(Handled::Passed);
     };
     let (owner_ifindex, owner_mac, havip_id) = (owner.ifindex, owner.mac, owner.havip_id);
@@ -47,7 +63,7 @@ pub fn to_owner(
         // From the uplink only frames addressed to us: the virtual MAC
         // (proxy ARP), the gateway MAC (routed) or the owner's own MAC.
         let dst = frame.dst();
-        let ours = mac_eq(&dst, &virtual_mac(daddr))
+        let ours = mac_eq(&dst, &virtual_mac(key.addr))
             || mac_eq(&dst, &port.gateway_mac)
             || (has_owner && mac_eq(&dst, &owner_mac));
         if !ours {
