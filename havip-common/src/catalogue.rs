@@ -7,14 +7,24 @@
 use core::mem::size_of;
 
 use crate::{
-    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, OwnerEntry,
-    PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS,
-    MAX_HAVIPS, MAX_PORTS, MAX_VSWITCHES, MAX_VTEPS,
+    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipSlot, Member, PortInfo,
+    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS, MAX_HAVIPS,
+    MAX_PORTS, MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
 /// after an RCU grace period (maps written only by the agent).
 pub const NO_PREALLOC: u32 = 1;
+
+/// `BPF_F_MMAPABLE` (arrays, Linux 5.5): the agent maps the array into its
+/// memory and writes single fields (the owner word with a compare-and-swap)
+/// instead of whole values.
+pub const MMAPABLE: u32 = 1 << 10;
+
+/// Pin names of maps of the previous layout (HaVips and owners in two hash
+/// maps): migrated at start-up by the agent, then unpinned; removed by
+/// teardown.
+pub const RETIRED: &[&str] = &["HAVIPS", "OWNERS"];
 
 /// Map type, as the kernel numbers it (`enum bpf_map_type`).
 #[repr(u32)]
@@ -87,12 +97,14 @@ catalogue! {
     PORTS_HIGH: Hash, u32 => PortInfo, MAX_PORTS, NO_PREALLOC;
     /// ifindex → ifindex: the ports frames may be redirected to. Written by the agent.
     TX_PORTS: DevMapHash, u32 => DevMapValue, MAX_PORTS, 0;
-    /// (vSwitch, address) → HaVip id and virtual MAC. Written by the agent.
-    HAVIPS: Hash, HavipKey => HavipEntry, MAX_HAVIPS, NO_PREALLOC;
-    /// (vSwitch, address) → current master. Created by the agent, switched by
-    /// claims in XDP (preallocated: updated from the program; see
-    /// docs/design.md for what a concurrent reader sees).
-    OWNERS: Hash, HavipKey => OwnerEntry, MAX_HAVIPS, 0;
+    /// Open addressing over (vSwitch, address) → `HavipSlot` {key, id, owner
+    /// word}: placed by the agent, owner word switched by claims in XDP with
+    /// one 8-byte store and by the agent only by compare-and-swap (mmapped;
+    /// see docs/design.md for what a concurrent reader sees).
+    HAVIP_TABLE: Array, u32 => HavipSlot, TABLE_SLOTS, MMAPABLE;
+    /// HaVip id × `MEMBERS_PER_HAVIP` + i → `Member` (bound port and MAC, or
+    /// an owner on another host). Written by the agent (mmapped).
+    HAVIP_MEMBERS: Array, u32 => Member, MAX_HAVIPS * MEMBERS_PER_HAVIP, MMAPABLE;
     /// (HaVip id, port) → bound ENI's MAC. Written by the agent.
     BINDINGS: Hash, BindingKey => BindingEntry, MAX_BINDINGS, NO_PREALLOC;
     /// Per CPU, by HaVip id: frames and bytes forwarded. Written by the program.

@@ -5,8 +5,22 @@
 //! Addresses are kept as `[u8; 4]` in network order, exactly as on the wire.
 #![no_std]
 
-/// Capacity of the HaVip tables (`HAVIPS`, `OWNERS`, `HAVIP_STATS`).
+/// HaVip ids (dense, `< MAX_HAVIPS`): rows of `HAVIP_MEMBERS` and
+/// `HAVIP_STATS`.
 pub const MAX_HAVIPS: u32 = 1 << 17;
+/// Slots of the open-addressing `HAVIP_TABLE` (a power of two): 4 per HaVip
+/// at the product's 65,536 HaVips, so a lookup ends after ~1.2 slots.
+pub const TABLE_SLOTS: u32 = 1 << 18;
+/// Most slots a lookup probes (linear probing from [`table_hash`]). The
+/// agent refuses to place a HaVip further than this from its home slot.
+pub const MAX_PROBES: u32 = 32;
+/// Member slots per HaVip in `HAVIP_MEMBERS`: up to
+/// [`limits::BINDINGS_PER_HAVIP`] local bindings, then two slots for an
+/// owner on another host (written alternately, so a remote owner is
+/// replaced by writing the spare one and switching the owner word).
+pub const MEMBERS_PER_HAVIP: u32 = 12;
+/// First of the two remote member slots.
+pub const REMOTE_MEMBER_FIRST: u32 = 10;
 /// Capacity of the port tables (`PORTS`, `PORTS_HIGH`, `TX_PORTS`); also the
 /// first ifindex that goes to `PORTS_HIGH` instead of the `PORTS` array.
 pub const MAX_PORTS: u32 = 4096;
@@ -74,7 +88,7 @@ pub struct PortInfo {
     pub _pad: [u8; 2],
 }
 
-/// `HAVIPS` and `OWNERS` key: a HaVip address inside one vSwitch.
+/// A HaVip address inside one vSwitch (the key of `HAVIP_TABLE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HavipKey {
@@ -92,7 +106,8 @@ pub struct VpcAddrKey {
     pub addr: [u8; 4],
 }
 
-/// `HAVIPS` value: what the control plane configured for a HaVip.
+/// What the control plane configured for a HaVip, as read from
+/// `HAVIP_TABLE` (the virtual MAC is [`virtual_mac`] of the address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HavipEntry {
@@ -104,10 +119,9 @@ pub struct HavipEntry {
     pub _pad: [u8; 2],
 }
 
-/// `OWNERS` value: the current master of a HaVip. Written by claims in XDP;
-/// the agent creates the entry, only clears it when the master is unbound,
-/// and installs remote owners (owner on another host, flag
-/// [`owner_flags::REMOTE`]) with their epoch.
+/// The current master of a HaVip, decoded from its owner word
+/// ([`owner_word`]) and member ([`Member`]): what events carry and what the
+/// agent reads. Not a map value (the kernel holds the owner word).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OwnerEntry {
@@ -191,6 +205,80 @@ pub struct BindingEntry {
     pub _pad: [u8; 2],
 }
 
+/// `HAVIP_TABLE` slot: one HaVip, placed by the agent by open addressing
+/// from [`table_hash`] of its key. 32 bytes, two per cache line; the owner
+/// is one aligned 8-byte word, so a reader sees one whole owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HavipSlot {
+    pub key: HavipKey,
+    /// Dense HaVip id: row of `HAVIP_MEMBERS`, index of `HAVIP_STATS`.
+    pub id: u32,
+    /// [`slot_state`].
+    pub state: u32,
+    /// [`owner_word`]: epoch, how it was set, member index. Written by
+    /// claims in XDP (one store) and by the agent only with a
+    /// compare-and-swap when it means to move the owner.
+    pub owner: u64,
+    /// `bpf_ktime_get_ns` of the last claim (hold time); 0 if set by the
+    /// control plane.
+    pub changed_ns: u64,
+}
+
+/// [`HavipSlot::state`].
+pub mod slot_state {
+    /// Never used: a lookup stops here.
+    pub const EMPTY: u32 = 0;
+    pub const USED: u32 = 1;
+    /// Was used: a lookup goes on past it; the agent may reuse it.
+    pub const TOMBSTONE: u32 = 2;
+}
+
+/// The owner word of a [`HavipSlot`]: `epoch << 32 | flags << 16 | member`,
+/// `member` = member index + 1 (0 = no owner), `flags` = [`owner_flags`]
+/// (`BY_CLAIM` / `BY_CONTROL`).
+pub mod owner_word {
+    pub const fn pack(epoch: u32, flags: u16, member: u16) -> u64 {
+        ((epoch as u64) << 32) | ((flags as u64) << 16) | member as u64
+    }
+    pub const fn epoch(word: u64) -> u32 {
+        (word >> 32) as u32
+    }
+    pub const fn flags(word: u64) -> u16 {
+        (word >> 16) as u16
+    }
+    /// Member index + 1; 0 = no owner.
+    pub const fn member(word: u64) -> u16 {
+        word as u16
+    }
+}
+
+/// `HAVIP_MEMBERS[id * MEMBERS_PER_HAVIP + i]`: a member of HaVip `id`
+/// (a local binding, or an owner on another host). `ifindex` 0 = free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Host port; for a remote member the local VTEP port.
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    /// [`owner_flags::REMOTE`] for a member on another host.
+    pub flags: u16,
+    /// Remote member only: its host's VTEP IPv4 address (network order).
+    pub vtep: [u8; 4],
+}
+
+/// Home slot of `key` in `HAVIP_TABLE` (SplitMix64's finaliser over the
+/// 8 key bytes): the XDP program and the agent both place by it.
+#[inline(always)]
+pub const fn table_hash(key: &HavipKey) -> u32 {
+    let mut x = (key.vswitch_id as u64) | ((u32::from_ne_bytes(key.addr) as u64) << 32);
+    x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    (x as u32) & (TABLE_SLOTS - 1)
+}
+
 /// Packet and byte counter (per CPU in the maps).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -272,6 +360,9 @@ const _: () = {
     assert!(core::mem::size_of::<Event>() == 64);
     assert!(core::mem::size_of::<VpcAddrKey>() == 8);
     assert!(core::mem::size_of::<DevMapValue>() == 8);
+    assert!(core::mem::size_of::<HavipSlot>() == 32);
+    assert!(core::mem::size_of::<Member>() == 16);
+    assert!(TABLE_SLOTS.is_power_of_two());
 };
 
 #[cfg(feature = "user")]
@@ -300,6 +391,8 @@ mod user {
         EventBudget,
         Event,
         VtepConfig,
-        VtepEntry
+        VtepEntry,
+        HavipSlot,
+        Member
     );
 }

@@ -113,8 +113,14 @@ fn on_arp(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
             events::refused(ctx, &key, havip_id, ifindex, &arp.sha, reason);
             return Err(reason);
         }
-        ClaimDecision::Take { key, current, next } => {
-            return act::claim::take_over(ctx, &key, &current, &next);
+        ClaimDecision::Take {
+            key,
+            havip,
+            word,
+            current,
+            next,
+        } => {
+            return act::claim::take_over(ctx, &key, &havip, word, &current, &next);
         }
     }
     match policy::proxy_arp::decide(port, ifindex, &arp) {

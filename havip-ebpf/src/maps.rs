@@ -5,13 +5,15 @@
 //!
 //! Reading hash values: `HashMap::get` hands out a pointer into the map.
 //! The memory stays mapped while the program runs, but the kernel does not
-//! hold an element for its readers: an update of a preallocated map
-//! (`OWNERS`) takes a spare element and gives the replaced one back as the
-//! spare, so the *next* update on that CPU (of any key) may overwrite it
-//! while we read; since Linux 6.1 non-preallocated maps reuse elements the
-//! same way (`SLAB_TYPESAFE_BY_RCU`). Array slots are updated in place. So
-//! the fields read from one lookup can mix two updates; every reader copies
-//! the few fields it needs at once and says what a mix would cost.
+//! hold an element for its readers: since Linux 6.1 non-preallocated maps
+//! reuse elements without waiting (`SLAB_TYPESAFE_BY_RCU`), and array slots
+//! are updated in place. So the fields read from one lookup can mix two
+//! agent updates; every reader copies the few fields it needs at once and
+//! says what a mix would cost. The owner of a HaVip is the exception: one
+//! aligned 8-byte word in its `HAVIP_TABLE` slot, read with one load and
+//! written with one store, so a reader always sees one whole owner.
+
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::bpf_devmap_val,
@@ -19,8 +21,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
 };
 use havip_common::{
-    catalogue, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS,
+    catalogue, owner_word, slot_state, table_hash, virtual_mac, BindingEntry, BindingKey,
+    DataplaneConfig, EventBudget, HavipEntry, HavipKey, HavipSlot, Member, OwnerEntry, PortInfo,
+    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS, MAX_PROBES, MEMBERS_PER_HAVIP,
+    TABLE_SLOTS,
 };
 
 pub use crate::counter::count;
@@ -44,9 +48,9 @@ macro_rules! catalogued {
 catalogued!(PORTS: Array<PortInfo> = Array, u32 => PortInfo);
 catalogued!(PORTS_HIGH: HashMap<u32, PortInfo> = HashMap, u32 => PortInfo);
 catalogued!(TX_PORTS: DevMapHash = DevMapHash, u32 => bpf_devmap_val);
-catalogued!(HAVIPS: HashMap<HavipKey, HavipEntry> = HashMap, HavipKey => HavipEntry);
+catalogued!(HAVIP_TABLE: Array<HavipSlot> = Array, u32 => HavipSlot);
+catalogued!(HAVIP_MEMBERS: Array<Member> = Array, u32 => Member);
 catalogued!(VPC_HAVIPS: HashMap<VpcAddrKey, u32> = HashMap, VpcAddrKey => u32);
-catalogued!(OWNERS: HashMap<HavipKey, OwnerEntry> = HashMap, HavipKey => OwnerEntry);
 catalogued!(BINDINGS: HashMap<BindingKey, BindingEntry> = HashMap, BindingKey => BindingEntry);
 catalogued!(HAVIP_STATS: PerCpuArray<TrafficCounter> = PerCpuArray, u32 => TrafficCounter);
 catalogued!(HANDLED: PerCpuArray<TrafficCounter> = PerCpuArray, u32 => TrafficCounter);
@@ -76,13 +80,122 @@ pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
     (port.flags != 0).then_some(port)
 }
 
-/// The HaVip `key`, if configured (id and virtual MAC, copied).
+/// A HaVip found in `HAVIP_TABLE`: its slot (for the owner word) and id.
+#[derive(Clone, Copy)]
+pub struct Havip {
+    slot: *mut HavipSlot,
+    pub id: u32,
+}
+
+/// Looks `key` up in `HAVIP_TABLE`: linear probing from [`table_hash`],
+/// at most `MAX_PROBES` slots, stopping at a never-used slot. Every probe
+/// is an array lookup the verifier inlines (no helper call). The agent
+/// writes a slot's id before its key and state, and marks it a tombstone
+/// before clearing it: a frame racing the add or removal of a HaVip in the
+/// same slot can at worst be judged under the HaVip that slot held before.
+#[inline(always)]
+pub fn find_havip(key: &HavipKey) -> Option<Havip> {
+    let home = table_hash(key);
+    let (vswitch, addr) = (key.vswitch_id, u32::from_ne_bytes(key.addr));
+    let mut i = 0;
+    while i < MAX_PROBES {
+        let slot = HAVIP_TABLE.get_ptr_mut(home.wrapping_add(i) & (TABLE_SLOTS - 1))?;
+        // SAFETY: `slot` points into the array's value area (bounds checked
+        // by the lookup); single aligned loads of agent-written fields.
+        let (state, s_vswitch, s_addr) = unsafe {
+            (
+                read_volatile(&raw const (*slot).state),
+                read_volatile(&raw const (*slot).key.vswitch_id),
+                u32::from_ne_bytes(read_volatile(&raw const (*slot).key.addr)),
+            )
+        };
+        if state == slot_state::EMPTY {
+            return None;
+        }
+        if state == slot_state::USED && s_vswitch == vswitch && s_addr == addr {
+            // SAFETY: as above.
+            let id = unsafe { read_volatile(&raw const (*slot).id) };
+            return Some(Havip { slot, id });
+        }
+        i += 1;
+    }
+    None
+}
+
+impl Havip {
+    /// The owner word: one aligned 8-byte load, so one whole owner.
+    #[inline(always)]
+    pub fn owner_word(&self) -> u64 {
+        // SAFETY: the slot is 8-byte aligned array memory (see `find_havip`).
+        unsafe { read_volatile(&raw const (*self.slot).owner) }
+    }
+
+    /// When the last claim switched the owner (hold time).
+    #[inline(always)]
+    pub fn changed_ns(&self) -> u64 {
+        // SAFETY: as `owner_word`.
+        unsafe { read_volatile(&raw const (*self.slot).changed_ns) }
+    }
+
+    /// Switches the owner: `changed_ns` first, then the word with one
+    /// aligned 8-byte store (a reader sees the old owner or the new one).
+    #[inline(always)]
+    pub fn set_owner(&self, word: u64, changed_ns: u64) {
+        // SAFETY: as `owner_word`.
+        unsafe {
+            write_volatile(&raw mut (*self.slot).changed_ns, changed_ns);
+            write_volatile(&raw mut (*self.slot).owner, word);
+        }
+    }
+
+    /// Member `index` of this HaVip (copied).
+    #[inline(always)]
+    pub fn member(&self, index: u32) -> Option<Member> {
+        member(self.id, index)
+    }
+
+    /// The owner named by `word`, decoded (member copied at once: the agent
+    /// rewrites a member in place only to move it to its port's new
+    /// ifindex, so a frame racing that can see the old ifindex with the
+    /// member's MAC).
+    #[inline(always)]
+    pub fn owner_from(&self, word: u64) -> OwnerEntry {
+        let index = owner_word::member(word);
+        let member = if index == 0 {
+            Member::default()
+        } else {
+            self.member(u32::from(index) - 1).unwrap_or_default()
+        };
+        OwnerEntry {
+            epoch: u64::from(owner_word::epoch(word)),
+            changed_ns: 0,
+            havip_id: self.id,
+            ifindex: member.ifindex,
+            mac: member.mac,
+            flags: owner_word::flags(word) | member.flags,
+            vtep: member.vtep,
+            _pad: [0; 4],
+        }
+    }
+}
+
+/// Member `index` of HaVip `id`, if the row exists.
+#[inline(always)]
+pub fn member(id: u32, index: u32) -> Option<Member> {
+    HAVIP_MEMBERS
+        .get(id.wrapping_mul(MEMBERS_PER_HAVIP).wrapping_add(index))
+        .copied()
+}
+
+/// The HaVip `key`, if configured (id and virtual MAC).
 #[inline(always)]
 pub fn havip(key: &HavipKey) -> Option<HavipEntry> {
-    // SAFETY: the pointer is valid while the program runs; the value is
-    // copied at once. Agent-written: a racing reconcile can at worst give
-    // this frame the id of the HaVip being replaced.
-    unsafe { HAVIPS.get(key) }.copied()
+    find_havip(key).map(|h| HavipEntry {
+        id: h.id,
+        flags: 0,
+        virtual_mac: virtual_mac(key.addr),
+        _pad: [0; 2],
+    })
 }
 
 /// The MAC bound to (HaVip id, port), if the port is bound.

@@ -1,30 +1,26 @@
 //! An authorised claim: switch the owner in the kernel, then tell the agent.
 
 use aya_ebpf::programs::XdpContext;
-use aya_log_ebpf::error;
 use havip_common::{DropReason, Handled, HavipKey, OwnerEntry};
 
-use crate::{events, maps::OWNERS};
+use crate::{events, maps::Havip};
 
-/// Writes `next` (decided by `policy::claim`) for `key`.
+/// Stores the owner word `word` (decided by `policy::claim`, decoded as
+/// `next`) in the HaVip's slot: one aligned 8-byte store, so a forward-path
+/// reader on another CPU sees the old owner or the new one, whole. No
+/// compare-and-swap here: two claims for one HaVip on two CPUs in the same
+/// instant both write epoch + 1 and the last store wins (both reported);
+/// an agent move racing a claim loses to the claim's store.
 #[inline(always)]
 pub fn take_over(
     ctx: &XdpContext,
     key: &HavipKey,
+    havip: &Havip,
+    word: u64,
     current: &OwnerEntry,
     next: &OwnerEntry,
 ) -> Result<Handled, DropReason> {
-    // An update of an existing element: the kernel copies `next` into its
-    // spare element and links it in place of the old one. A forward-path
-    // reader on another CPU keeps reading the old element (whole) unless a
-    // second update on this CPU reuses it meanwhile (see `maps`).
-    if OWNERS.insert(key, next, 0).is_err() {
-        error!(
-            ctx,
-            "havip: OWNERS update refused for HaVip id {}", next.havip_id
-        );
-        return Err(DropReason::OwnerUpdateFailed);
-    }
+    havip.set_owner(word, next.changed_ns);
     events::owner_changed(ctx, key, current, next);
     Ok(Handled::ClaimAccepted)
 }

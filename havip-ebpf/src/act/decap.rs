@@ -7,7 +7,7 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use havip_common::{DropReason, Handled, HavipKey, VXLAN_PORT};
 
 use crate::{
-    maps::{self, count, HAVIP_STATS, OWNERS, TX_PORTS},
+    maps::{self, count, HAVIP_STATS, TX_PORTS},
     packet::{ip_eq, ptr_at, write_mac},
     parse::{
         eth::{EthHdr, ETH_P_IP},
@@ -52,11 +52,11 @@ pub fn to_local_owner(ctx: &XdpContext, outer: &Vxlan) -> Result<Handled, DropRe
         vswitch_id,
         addr: ip.daddr,
     };
-    // SAFETY: as in `forward::to_owner`: the fields used are read once,
-    // right after the lookup.
-    let Some(owner) = (unsafe { OWNERS.get(&key) }) else {
+    // One load of the owner word (one whole owner), member copied at once.
+    let Some(havip) = maps::find_havip(&key) else {
         return Ok(Handled::Passed);
     };
+    let owner = havip.owner_from(havip.owner_word());
     let (owner_ifindex, owner_mac, havip_id, remote) =
         (owner.ifindex, owner.mac, owner.havip_id, owner.is_remote());
     if remote || owner_ifindex == 0 {

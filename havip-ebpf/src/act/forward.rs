@@ -6,7 +6,7 @@ use havip_common::{port_flags, virtual_mac, DropReason, Handled, HavipKey, PortI
 
 use crate::{
     act::encap::{self, RemoteOwner},
-    maps::{count, HAVIP_STATS, OWNERS, TX_PORTS},
+    maps::{count, find_havip, HAVIP_STATS, TX_PORTS},
     packet::{mac_eq, write_mac},
     parse::eth::Frame,
 };
@@ -42,17 +42,12 @@ pub fn to_havip(
     saddr: [u8; 4],
     daddr: [u8; 4],
 ) -> Result<Handled, DropReason> {
-    // SAFETY: the pointer stays valid while the program runs. The three
-    // fields used are read once, here. OWNERS is preallocated and written
-    // by claims: a claim on another CPU replaces this element and keeps the
-    // old one as its spare, and a *second* update on that CPU (any HaVip)
-    // may overwrite it while these loads run. Then ifindex, MAC and id can
-    // come from two entries: this one frame goes to a port with a MAC that
-    // is not its guest's (the guest drops it), to another HaVip's owner, or
-    // is counted under another HaVip. Later frames see the new element.
-    let Some(owner) = (unsafe { OWNERS.get(key) }) else {
+    // The owner word is read with one load: one whole owner, never two
+    // mixed (see `maps::find_havip`). Its member is copied at once.
+    let Some(havip) = find_havip(key) else {
         return Ok(Handled::Passed);
     };
+    let owner = havip.owner_from(havip.owner_word());
     let (owner_ifindex, owner_mac, havip_id) = (owner.ifindex, owner.mac, owner.havip_id);
     let (remote, vtep) = (owner.is_remote(), owner.vtep);
     if frame.dst_is_group() {

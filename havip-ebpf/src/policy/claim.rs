@@ -3,11 +3,12 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use havip_common::{
-    owner_flags, port_flags, DropReason, HavipKey, OwnerEntry, PortInfo, VpcAddrKey,
+    owner_flags, owner_word, port_flags, DropReason, HavipKey, OwnerEntry, PortInfo, VpcAddrKey,
+    REMOTE_MEMBER_FIRST,
 };
 
 use crate::{
-    maps::{self, CONFIG, OWNERS, VPC_HAVIPS},
+    maps::{self, Havip, CONFIG, VPC_HAVIPS},
     packet::mac_eq,
     parse::arp::Arp,
 };
@@ -30,9 +31,12 @@ pub enum ClaimDecision {
     },
     /// An authorised claim from the current owner: nothing to change.
     Refresh,
-    /// An authorised claim that moves the HaVip: write `next` over `current`.
+    /// An authorised claim that moves the HaVip: store `word` (decoded:
+    /// `next`) over `current` in the HaVip's slot.
     Take {
         key: HavipKey,
+        havip: Havip,
+        word: u64,
         current: OwnerEntry,
         next: OwnerEntry,
     },
@@ -46,7 +50,7 @@ pub fn decide(port: &PortInfo, ifindex: u32, eth_src: &[u8; 6], arp: &Arp) -> Cl
         vswitch_id,
         addr: arp.spa,
     };
-    let Some(havip) = maps::havip(&key) else {
+    let Some(havip) = maps::find_havip(&key) else {
         return sibling_vswitch(port, key);
     };
     let havip_id = havip.id;
@@ -77,7 +81,7 @@ pub fn decide(port: &PortInfo, ifindex: u32, eth_src: &[u8; 6], arp: &Arp) -> Cl
     if !claim {
         return ClaimDecision::PassMember;
     }
-    take_or_hold(key, havip_id, ifindex, &arp.sha)
+    take_or_hold(key, havip, ifindex, &arp.sha)
 }
 
 /// The sender is a HaVip of a sibling vSwitch of the same VPC: its address
@@ -102,38 +106,56 @@ fn sibling_vswitch(port: &PortInfo, key: HavipKey) -> ClaimDecision {
 }
 
 /// An authorised claim (port and MAC checked against `BINDINGS`): refresh,
-/// take, or refuse inside the hold time.
+/// take, or refuse inside the hold time. The claimer is found among the
+/// HaVip's local members (the agent writes a member before its binding).
 #[inline(always)]
-fn take_or_hold(key: HavipKey, havip_id: u32, ifindex: u32, mac: &[u8; 6]) -> ClaimDecision {
-    // SAFETY: the pointer stays valid while the program runs; the entry is
-    // copied at once. A claim for another HaVip on another CPU can overwrite
-    // this element during the copy (preallocated map, see `maps`): then
-    // `current` mixes two entries, and the only effect is on this decision
-    // (a refresh taken for a change or the reverse, an epoch off by one);
-    // the agent reconciles OWNERS from the events either way.
-    let current = unsafe { OWNERS.get(&key) }.copied().unwrap_or_default();
-    if current.ifindex == ifindex && mac_eq(&current.mac, mac) {
+fn take_or_hold(key: HavipKey, havip: Havip, ifindex: u32, mac: &[u8; 6]) -> ClaimDecision {
+    let havip_id = havip.id;
+    let refuse = |reason| ClaimDecision::Refuse {
+        reason,
+        key,
+        havip_id,
+    };
+    // One load: the owner this decision is made on.
+    let word = havip.owner_word();
+    let mut index = 0;
+    let mut found = 0u16;
+    while index < REMOTE_MEMBER_FIRST {
+        if let Some(m) = havip.member(index) {
+            if m.ifindex == ifindex && mac_eq(&m.mac, mac) {
+                found = index as u16 + 1;
+                break;
+            }
+        }
+        index += 1;
+    }
+    if found == 0 {
+        // Bound but its member not written yet (a reconcile in progress).
+        return refuse(DropReason::OwnerUpdateFailed);
+    }
+    if owner_word::member(word) == found {
         return ClaimDecision::Refresh;
     }
+    let current = havip.owner_from(word);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let hold_ns = CONFIG.get(0).map_or(0, |c| c.hold_ns);
     // Only a claim starts a hold: an owner set by the control plane (no
     // timestamp in the kernel's clock) can be taken at once.
-    let held = current.flags & owner_flags::BY_CLAIM != 0
-        && now.wrapping_sub(current.changed_ns) < hold_ns;
+    let held = owner_word::flags(word) & owner_flags::BY_CLAIM != 0
+        && now.wrapping_sub(havip.changed_ns()) < hold_ns;
     if hold_ns != 0 && current.has_owner() && held {
-        return ClaimDecision::Refuse {
-            reason: DropReason::ClaimHeldDown,
-            key,
-            havip_id,
-        };
+        return refuse(DropReason::ClaimHeldDown);
     }
+    let epoch = owner_word::epoch(word).wrapping_add(1);
+    let next_word = owner_word::pack(epoch, owner_flags::BY_CLAIM, found);
     ClaimDecision::Take {
         key,
+        havip,
+        word: next_word,
         current,
         next: OwnerEntry {
-            epoch: current.epoch + 1,
+            epoch: u64::from(epoch),
             changed_ns: now,
             havip_id,
             ifindex,

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
-use havip_common::{names, DropReason, HavipKey, OwnerEntry};
+use aya::maps::MapError;
+use havip_common::{DropReason, HavipKey, OwnerEntry};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
@@ -31,13 +31,12 @@ use crate::{
 /// Owner changes seen in the ring buffer and not yet written to the store.
 pub type Pending = Arc<Mutex<HashMap<HavipKey, ObservedOwner>>>;
 
-/// The recorder's own handle on the pinned `OWNERS` (the reconciler owns
-/// the data plane's).
-type Owners = BpfHashMap<MapData, HavipKey, OwnerEntry>;
+/// The recorder's own handle on the owner words (the same mapped table
+/// as the reconciler's; reads only).
+type Owners = crate::dataplane::table::OwnerMap;
 
 fn open_owners(dp: &Dataplane) -> Result<Owners, MapError> {
-    let data = MapData::from_pin(dp.pin_dir().join(names::OWNERS))?;
-    Owners::try_from(Map::HashMap(data))
+    Ok(dp.maps.owners.clone())
 }
 
 /// Starts the event consumer (if the ring buffer is still there) and the

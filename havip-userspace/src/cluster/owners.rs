@@ -201,10 +201,15 @@ pub fn settle_kernel(c: &Cluster, maps: &mut Maps, state: &State, vxlan: &Desire
                 vtep: remote.vtep,
                 _pad: [0; 4],
             };
-            match maps.owners.insert(*key, entry, 0) {
-                Ok(()) => {
+            // Compare-and-swap from the local owner read above: a claim
+            // stored since then (a higher epoch) stays.
+            match maps.owners.replace(*key, &k, entry) {
+                Ok(true) => {
                     replaced += 1;
                     info!(havip = %Ipv4Addr::from(key.addr), epoch = remote.epoch, "local claim lost a tie; remote owner installed");
+                }
+                Ok(false) => {
+                    info!(havip = %Ipv4Addr::from(key.addr), "a newer claim landed; the tie is settled on the next pass");
                 }
                 Err(e) => warn!(error = %e, "installing the winning owner failed; will retry"),
             }

@@ -1,12 +1,14 @@
 //! Typed handles on the pinned maps (catalogue: `havip_common::catalogue`).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use havip_common::{
-    names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, MapKind,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, MapKind, PortInfo,
+    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
 };
+
+use super::table::{HavipMap, HavipTable, OwnerMap, TableError};
 
 /// The kernel map type of a catalogue kind.
 pub fn map_type(kind: MapKind) -> aya::maps::MapType {
@@ -26,8 +28,12 @@ pub struct Maps {
     pub ports: Array<MapData, PortInfo>,
     pub ports_high: HashMap<MapData, u32, PortInfo>,
     pub tx_ports: DevMapHash<MapData>,
-    pub havips: HashMap<MapData, HavipKey, HavipEntry>,
-    pub owners: HashMap<MapData, HavipKey, OwnerEntry>,
+    /// `HAVIP_TABLE` + `HAVIP_MEMBERS`, mapped (see [`super::table`]).
+    pub table: Arc<HavipTable>,
+    /// The table by key, read as the former `HAVIPS` map.
+    pub havips: HavipMap,
+    /// Owners by key (the table's owner words, decoded).
+    pub owners: OwnerMap,
     pub bindings: HashMap<MapData, BindingKey, BindingEntry>,
     pub vpc_havips: HashMap<MapData, VpcAddrKey, u32>,
     pub havip_stats: PerCpuArray<MapData, TrafficCounter>,
@@ -52,6 +58,21 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// The array under a generic map handle.
+fn array_data(name: &'static str, map: Map) -> Result<MapData, MapsError> {
+    match map {
+        Map::Array(data) => Ok(data),
+        _ => Err(MapsError::Map {
+            name,
+            source: MapError::InvalidName {
+                name: format!("{name} is not an array"),
+            },
+        }),
+    }
 }
 
 impl Maps {
@@ -80,12 +101,16 @@ impl Maps {
                     .map_err(|source| MapsError::Map { name, source })?
             }};
         }
+        let table_data = array_data(names::HAVIP_TABLE, get(names::HAVIP_TABLE)?)?;
+        let members_data = array_data(names::HAVIP_MEMBERS, get(names::HAVIP_MEMBERS)?)?;
+        let table = Arc::new(HavipTable::new(&table_data, &members_data)?);
         Ok(Self {
+            havips: HavipMap(Arc::clone(&table)),
+            owners: OwnerMap(Arc::clone(&table)),
+            table,
             ports: typed!(names::PORTS),
             ports_high: typed!(names::PORTS_HIGH),
             tx_ports: typed!(names::TX_PORTS),
-            havips: typed!(names::HAVIPS),
-            owners: typed!(names::OWNERS),
             bindings: typed!(names::BINDINGS),
             vpc_havips: typed!(names::VPC_HAVIPS),
             havip_stats: typed!(names::HAVIP_STATS),

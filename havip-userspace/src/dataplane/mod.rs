@@ -10,6 +10,7 @@ pub mod loader;
 pub mod maps;
 pub mod reconcile;
 pub mod stats;
+pub mod table;
 
 pub use desired::{
     Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredVxlan, LocalVtep, RemoteOwner,

@@ -1,7 +1,8 @@
-//! State → maps. Makes `PORTS`, `TX_PORTS`, `HAVIPS`, `BINDINGS` and
-//! `CONFIG` equal to the desired state, and creates/clears `OWNERS` entries
-//! without ever overwriting a newer owner the kernel switched by a claim.
-//! The multi-host maps (VTEPs, VNIs, remote owners) are in [`vxlan`].
+//! State → maps. Makes `PORTS`, `TX_PORTS`, the HaVip table (slots and
+//! members), `BINDINGS` and `CONFIG` equal to the desired state, and moves
+//! owner words only by compare-and-swap, so a claim the kernel stored is
+//! never undone. The multi-host maps (VTEPs, VNIs, remote owners) are in
+//! [`vxlan`].
 
 mod vxlan;
 
@@ -10,13 +11,14 @@ pub use vxlan::{install_remote_owner, local_owner, Installed};
 use std::collections::{BTreeMap, BTreeSet};
 
 use havip_common::{
-    names, owner_flags, BindingEntry, BindingKey, HavipEntry, HavipKey, OwnerEntry, PortInfo,
-    TrafficCounter, VpcAddrKey, MAX_PORTS,
+    names, owner_flags, owner_word, BindingEntry, BindingKey, HavipKey, Member, PortInfo,
+    TrafficCounter, VpcAddrKey, MAX_PORTS, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
 };
 
 use super::{
-    desired::{Desired, RemoteOwner},
+    desired::{Desired, DesiredHavip, RemoteOwner},
     maps::Maps,
+    table::{HavipTable, SlotView, TableError},
 };
 
 /// What one reconcile pass changed.
@@ -74,41 +76,17 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// BPF_NOEXIST: create only.
-const NOEXIST: u64 = 1;
-/// BPF_EXIST: update only (never re-creates an entry deleted meanwhile).
-const EXIST: u64 = 2;
+fn table_err(e: TableError) -> ReconcileError {
+    err(names::HAVIP_TABLE)(e)
+}
 
-/// The owner-write rule: the reconciler never undoes a claim. An `OWNERS`
-/// entry is created only with `BPF_NOEXIST`, and an existing one is
-/// rewritten only if, read again just before the write, it still equals
-/// (every field) the entry the decision was made on; the write itself is
-/// `BPF_EXIST`. What is left is the one syscall between that read and the
-/// write: BPF hash maps offer no compare-and-swap from user space, so a
-/// claim landing exactly there is overwritten; its `OWNER_CHANGED` event
-/// still reaches the agent, and the member's next GARP re-takes the HaVip.
-/// Returns whether the entry was written.
-fn rewrite_owner(
-    maps: &mut Maps,
-    key: HavipKey,
-    read: &OwnerEntry,
-    new: OwnerEntry,
-) -> Result<bool, ReconcileError> {
-    match maps.owners.get(&key, 0) {
-        Ok(now) if now == *read => {}
-        Ok(_) | Err(aya::maps::MapError::KeyNotFound) => return Ok(false),
-        Err(e) => return Err(err(names::OWNERS)(e)),
-    }
-    match maps.owners.insert(key, new, EXIST) {
-        Ok(()) => Ok(true),
-        // Deleted since the read: nothing to rewrite.
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(err(names::OWNERS)(e)),
-    }
+/// The owner-write rule: the reconciler never undoes a claim. It changes an
+/// owner word only with a compare-and-swap from the word its decision was
+/// made on ([`HavipTable::cas_owner`]); a claim stored since that read
+/// makes the swap fail and the kernel's owner stays. Returns whether the
+/// word was written.
+fn move_owner(table: &HavipTable, view: &SlotView, new: u64) -> bool {
+    table.cas_owner(view.pos, view.word, new)
 }
 
 /// Brings the maps to `desired`. Idempotent; cost is one read of each map
@@ -216,21 +194,6 @@ pub fn reconcile_with(
     }
 
     // HaVips and bindings.
-    let want_havips: BTreeMap<HavipKey, HavipEntry> = desired
-        .havips
-        .iter()
-        .map(|h| {
-            (
-                h.key,
-                HavipEntry {
-                    id: h.id,
-                    flags: 0,
-                    virtual_mac: h.virtual_mac,
-                    _pad: [0; 2],
-                },
-            )
-        })
-        .collect();
     let want_bindings: BTreeMap<BindingKey, BindingEntry> = desired
         .havips
         .iter()
@@ -259,37 +222,6 @@ pub fn reconcile_with(
             report.bindings_removed += 1;
         }
     }
-    let have_havips: Vec<HavipKey> = maps.havips.keys().filter_map(Result::ok).collect();
-    for key in &have_havips {
-        if !want_havips.contains_key(key) {
-            maps.havips.remove(key).map_err(err(names::HAVIPS))?;
-            report.havips_removed += 1;
-        }
-    }
-    let have_owners: Vec<HavipKey> = maps.owners.keys().filter_map(Result::ok).collect();
-    for key in &have_owners {
-        if !want_havips.contains_key(key) {
-            maps.owners.remove(key).map_err(err(names::OWNERS))?;
-            report.owners_removed += 1;
-        }
-    }
-    for (key, entry) in &want_havips {
-        if maps.havips.get(key, 0).ok().as_ref() != Some(entry) {
-            maps.havips
-                .insert(key, entry, 0)
-                .map_err(err(names::HAVIPS))?;
-            report.havips_set += 1;
-        }
-    }
-    for (key, entry) in &want_bindings {
-        if maps.bindings.get(key, 0).ok().as_ref() != Some(entry) {
-            maps.bindings
-                .insert(key, entry, 0)
-                .map_err(err(names::BINDINGS))?;
-            report.bindings_set += 1;
-        }
-    }
-
     // HaVip addresses per VPC (wrong-vSwitch claim check).
     let want_vpc: BTreeMap<VpcAddrKey, u32> = desired
         .havips
@@ -325,143 +257,58 @@ pub fn reconcile_with(
         desired.vxlan.remote_owners.iter().copied().collect();
     let vtep_ifindex = desired.vxlan.local.map_or(0, |l| l.ifindex);
 
-    // Owners: the kernel's truth, created here and cleared only when the
-    // master lost its binding. Remote owners replace only older entries.
+    // The HaVip table: slots, members, owner words.
+    let want_keys: BTreeSet<HavipKey> = desired.havips.iter().map(|h| h.key).collect();
+    let table = std::sync::Arc::clone(&maps.table);
+    for view in table.used() {
+        if !want_keys.contains(&view.key) {
+            table.remove(view.pos);
+            for i in 0..MEMBERS_PER_HAVIP {
+                table
+                    .set_member(view.id, i, Member::default())
+                    .map_err(table_err)?;
+            }
+            report.havips_removed += 1;
+            report.owners_removed += 1;
+        }
+    }
     for h in &desired.havips {
         let remote = remote_owners.get(&h.key).filter(|_| vtep_ifindex != 0);
-        match maps.owners.get(&h.key, 0) {
-            Ok(owner) if remote.is_some_and(|r| r.epoch > owner.epoch) => {
-                if let Some(r) = remote {
-                    let r = RemoteOwner {
-                        havip_id: h.id,
-                        ..*r
-                    };
-                    if install_remote_owner(maps, h.key, r)? == Installed::Installed {
-                        report.remote_owners_installed += 1;
-                    }
-                }
+        let remote = remote.map(|r| RemoteOwner {
+            havip_id: h.id,
+            ..*r
+        });
+        match table.find(&h.key) {
+            None => {
+                create_havip(maps, &table, h, remote.as_ref(), vtep_ifindex, &mut report)?;
             }
-            Ok(read) if read.is_remote() => {
-                // Managed from the shared state; no local binding to check.
-                if read.havip_id != h.id {
-                    let owner = OwnerEntry {
-                        havip_id: h.id,
-                        ..read
-                    };
-                    if rewrite_owner(maps, h.key, &read, owner)? {
-                        report.owners_fixed += 1;
-                    } else {
-                        report.owners_kept += 1;
+            Some(mut view) => {
+                if view.id != h.id {
+                    // Same key, new id (the HaVip was re-created): members
+                    // move to the new id's row below; the owner word stays.
+                    for i in 0..MEMBERS_PER_HAVIP {
+                        let m = table.member(view.id, i);
+                        table.set_member(h.id, i, m).map_err(table_err)?;
                     }
+                    table.set_id(view.pos, h.id);
+                    view.id = h.id;
+                    report.havips_set += 1;
+                    report.owners_fixed += 1;
                 }
+                sync_members(&table, &view, h, &mut report)?;
+                settle_owner(maps, &table, h, remote, &mut report)?;
             }
-            Ok(read) => {
-                let mut owner = read;
-                let bound = owner.has_owner()
-                    && want_bindings
-                        .get(&BindingKey {
-                            havip_id: h.id,
-                            ifindex: owner.ifindex,
-                        })
-                        .is_some_and(|b| b.mac == owner.mac);
-                let mut changed = false;
-                // The owner's ENI came back under a new ifindex (tap deleted
-                // and re-created by a VM restart): same MAC, bound on the new
-                // ifindex. It stays the owner, on the new port, same epoch.
-                let moved = (owner.has_owner() && !bound)
-                    .then(|| {
-                        want_bindings
-                            .range(
-                                BindingKey {
-                                    havip_id: h.id,
-                                    ifindex: 0,
-                                }..=BindingKey {
-                                    havip_id: h.id,
-                                    ifindex: u32::MAX,
-                                },
-                            )
-                            .find(|(_, b)| b.mac == owner.mac)
-                            .map(|(k, _)| k.ifindex)
-                    })
-                    .flatten();
-                if let Some(ifindex) = moved {
-                    // A claim that landed since the read wins
-                    // ([`rewrite_owner`]).
-                    owner.ifindex = ifindex;
-                    if rewrite_owner(maps, h.key, &read, owner)? {
-                        report.owners_moved += 1;
-                    } else {
-                        report.owners_kept += 1;
-                    }
-                    continue;
-                }
-                let mut cleared = false;
-                if owner.has_owner() && !bound {
-                    owner.ifindex = 0;
-                    owner.mac = [0; 6];
-                    owner.epoch += 1;
-                    owner.flags = owner_flags::BY_CONTROL;
-                    cleared = true;
-                    changed = true;
-                }
-                if !owner.has_owner() {
-                    if let Some(initial) = &h.initial_owner {
-                        if h.bindings.contains(initial) {
-                            owner.ifindex = initial.ifindex;
-                            owner.mac = initial.mac;
-                            owner.epoch += 1;
-                            owner.flags = owner_flags::BY_CONTROL;
-                            changed = true;
-                        }
-                    }
-                }
-                let fixed = owner.havip_id != h.id;
-                if fixed {
-                    owner.havip_id = h.id;
-                    changed = true;
-                }
-                if changed {
-                    if rewrite_owner(maps, h.key, &read, owner)? {
-                        report.owners_cleared += usize::from(cleared);
-                        report.owners_fixed += usize::from(fixed);
-                    } else {
-                        report.owners_kept += 1;
-                    }
-                }
-            }
-            Err(_) => {
-                // A new HaVip: its stats slot may have served a deleted one.
-                let cpus = aya::util::nr_cpus().map_or(1, |n| n);
-                let zero = aya::maps::PerCpuValues::try_from(vec![TrafficCounter::default(); cpus])
-                    .map_err(err(names::HAVIP_STATS))?;
-                maps.havip_stats
-                    .set(h.id, zero, 0)
-                    .map_err(err(names::HAVIP_STATS))?;
-                let initial = h.initial_owner.filter(|o| h.bindings.contains(o));
-                let owner = match remote {
-                    Some(r) => vxlan::remote_entry(
-                        &RemoteOwner {
-                            havip_id: h.id,
-                            ..*r
-                        },
-                        vtep_ifindex,
-                    ),
-                    None => OwnerEntry {
-                        epoch: u64::from(initial.is_some()),
-                        changed_ns: 0,
-                        havip_id: h.id,
-                        ifindex: initial.map_or(0, |o| o.ifindex),
-                        mac: initial.map_or([0; 6], |o| o.mac),
-                        flags: owner_flags::BY_CONTROL,
-                        ..OwnerEntry::default()
-                    },
-                };
-                // NOEXIST: a claim that raced us since the read wins.
-                if maps.owners.insert(h.key, owner, NOEXIST).is_ok() {
-                    report.owners_created += 1;
-                    report.remote_owners_installed += usize::from(remote.is_some());
-                }
-            }
+        }
+    }
+
+    // Bindings last: a port is a member before a claim from it can pass
+    // the binding check.
+    for (key, entry) in &want_bindings {
+        if maps.bindings.get(key, 0).ok().as_ref() != Some(entry) {
+            maps.bindings
+                .insert(key, entry, 0)
+                .map_err(err(names::BINDINGS))?;
+            report.bindings_set += 1;
         }
     }
 
@@ -469,4 +316,225 @@ pub fn reconcile_with(
         .set(0, desired.config, 0)
         .map_err(err(names::CONFIG))?;
     Ok(report)
+}
+
+/// A HaVip new to the table: its stats slot zeroed (it may have served a
+/// deleted one), members written, then the slot with its first owner word
+/// (initial owner, or the remote owner from the shared state).
+fn create_havip(
+    maps: &mut Maps,
+    table: &HavipTable,
+    h: &DesiredHavip,
+    remote: Option<&RemoteOwner>,
+    vtep_ifindex: u32,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+    let zero = aya::maps::PerCpuValues::try_from(vec![TrafficCounter::default(); cpus])
+        .map_err(err(names::HAVIP_STATS))?;
+    maps.havip_stats
+        .set(h.id, zero, 0)
+        .map_err(err(names::HAVIP_STATS))?;
+    if h.bindings.len() > REMOTE_MEMBER_FIRST as usize {
+        return Err(table_err(TableError::TooManyMembers {
+            key: h.key,
+            count: h.bindings.len(),
+        }));
+    }
+    for i in 0..MEMBERS_PER_HAVIP {
+        let m = h
+            .bindings
+            .get(i as usize)
+            .map_or_else(Member::default, |b| Member {
+                ifindex: b.ifindex,
+                mac: b.mac,
+                flags: 0,
+                vtep: [0; 4],
+            });
+        table.set_member(h.id, i, m).map_err(table_err)?;
+    }
+    let word = if let Some(r) = remote {
+        let epoch = u32::try_from(r.epoch)
+            .map_err(|_| table_err(TableError::EpochRange { epoch: r.epoch }))?;
+        table
+            .set_member(
+                h.id,
+                REMOTE_MEMBER_FIRST,
+                Member {
+                    ifindex: vtep_ifindex,
+                    mac: r.mac,
+                    flags: owner_flags::REMOTE,
+                    vtep: r.vtep,
+                },
+            )
+            .map_err(table_err)?;
+        owner_word::pack(epoch, 0, REMOTE_MEMBER_FIRST as u16 + 1)
+    } else {
+        let initial = h
+            .initial_owner
+            .and_then(|o| h.bindings.iter().position(|b| *b == o));
+        match initial {
+            Some(i) => owner_word::pack(1, owner_flags::BY_CONTROL, i as u16 + 1),
+            None => owner_word::pack(0, owner_flags::BY_CONTROL, 0),
+        }
+    };
+    table.insert(h.key, h.id, word).map_err(table_err)?;
+    report.havips_set += 1;
+    report.owners_created += 1;
+    report.remote_owners_installed += usize::from(remote.is_some());
+    Ok(())
+}
+
+/// Makes the local members (slots 0..`REMOTE_MEMBER_FIRST`) of an existing
+/// HaVip equal its bindings without moving any member that stays: the
+/// owner word names a member by index. A member whose port came back under
+/// a new ifindex (same MAC) is rewritten in place, so an owner behind it
+/// stays the owner (same epoch). An unbound member that is the owner is
+/// first cleared from the owner word (compare-and-swap, epoch + 1), then
+/// freed; if a claim wins that swap, the member is freed on a later pass.
+fn sync_members(
+    table: &HavipTable,
+    view: &SlotView,
+    h: &DesiredHavip,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
+    if h.bindings.len() > REMOTE_MEMBER_FIRST as usize {
+        return Err(table_err(TableError::TooManyMembers {
+            key: h.key,
+            count: h.bindings.len(),
+        }));
+    }
+    let id = view.id;
+    let mut have: Vec<Member> = (0..REMOTE_MEMBER_FIRST)
+        .map(|i| table.member(id, i))
+        .collect();
+    let mut keep = vec![false; have.len()];
+    let mut todo = Vec::new();
+    for b in &h.bindings {
+        match have
+            .iter()
+            .position(|m| m.ifindex == b.ifindex && m.mac == b.mac)
+        {
+            Some(i) => keep[i] = true,
+            None => todo.push(*b),
+        }
+    }
+    // Same MAC on a new ifindex: the member moves in place.
+    let owner_index = u32::from(owner_word::member(table.owner_word(view.pos)));
+    let mut fresh = Vec::new();
+    for b in todo {
+        let moved = (0..have.len()).find(|i| {
+            !keep[*i]
+                && have[*i].ifindex != 0
+                && have[*i].mac == b.mac
+                && !h.bindings.iter().any(|o| o.ifindex == have[*i].ifindex)
+        });
+        match moved {
+            Some(i) => {
+                have[i].ifindex = b.ifindex;
+                table.set_member(id, i as u32, have[i]).map_err(table_err)?;
+                keep[i] = true;
+                report.owners_moved += usize::from(owner_index == i as u32 + 1);
+            }
+            None => fresh.push(b),
+        }
+    }
+    // Members no longer bound.
+    for i in 0..have.len() {
+        if keep[i] || have[i].ifindex == 0 {
+            continue;
+        }
+        let now = table.owner_word(view.pos);
+        if u32::from(owner_word::member(now)) == i as u32 + 1 {
+            let cleared = owner_word::pack(
+                owner_word::epoch(now).wrapping_add(1),
+                owner_flags::BY_CONTROL,
+                0,
+            );
+            if !table.cas_owner(view.pos, now, cleared) {
+                // A claim landed: decide again on the next pass.
+                report.owners_kept += 1;
+                continue;
+            }
+            report.owners_cleared += 1;
+        }
+        have[i] = Member::default();
+        table.set_member(id, i as u32, have[i]).map_err(table_err)?;
+    }
+    // New bindings into free slots, never the one the owner word names.
+    for b in fresh {
+        let now = u32::from(owner_word::member(table.owner_word(view.pos)));
+        let Some(i) = (0..have.len()).find(|i| have[*i].ifindex == 0 && *i as u32 + 1 != now)
+        else {
+            return Err(table_err(TableError::NoMemberSlot { key: h.key }));
+        };
+        have[i] = Member {
+            ifindex: b.ifindex,
+            mac: b.mac,
+            flags: 0,
+            vtep: [0; 4],
+        };
+        table.set_member(id, i as u32, have[i]).map_err(table_err)?;
+    }
+    Ok(())
+}
+
+/// The owner of an existing HaVip: a newer remote owner is installed; an
+/// owner word naming a freed member is cleared; a HaVip without owner gets
+/// its initial owner. Every write is a compare-and-swap from the word read
+/// here ([`move_owner`]).
+fn settle_owner(
+    maps: &mut Maps,
+    table: &HavipTable,
+    h: &DesiredHavip,
+    remote: Option<RemoteOwner>,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
+    let Some(view) = table.find(&h.key) else {
+        return Ok(());
+    };
+    let epoch = u64::from(owner_word::epoch(view.word));
+    if let Some(r) = remote.filter(|r| r.epoch > epoch) {
+        if install_remote_owner(maps, h.key, r)? == Installed::Installed {
+            report.remote_owners_installed += 1;
+        }
+        return Ok(());
+    }
+    let index = u32::from(owner_word::member(view.word));
+    let member = (index != 0).then(|| table.member(view.id, index - 1));
+    if member.is_some_and(|m| m.flags & owner_flags::REMOTE != 0 && m.ifindex != 0) {
+        // Managed from the shared state; no local binding to check.
+        return Ok(());
+    }
+    let has_owner = member.is_some_and(|m| m.ifindex != 0);
+    if has_owner {
+        return Ok(());
+    }
+    let mut next_epoch = owner_word::epoch(view.word);
+    let mut cleared = false;
+    if index != 0 {
+        // Names a freed member: no owner, said explicitly.
+        next_epoch = next_epoch.wrapping_add(1);
+        cleared = true;
+    }
+    let initial = h
+        .initial_owner
+        .filter(|o| h.bindings.contains(o))
+        .and_then(|o| table.local_member(view.id, o.ifindex, o.mac));
+    let new = match initial {
+        Some(i) => owner_word::pack(
+            next_epoch.wrapping_add(1),
+            owner_flags::BY_CONTROL,
+            i as u16 + 1,
+        ),
+        None if cleared => owner_word::pack(next_epoch, owner_flags::BY_CONTROL, 0),
+        None => return Ok(()),
+    };
+    if move_owner(table, &view, new) {
+        report.owners_cleared += usize::from(cleared);
+        report.owners_created += usize::from(initial.is_some());
+    } else {
+        report.owners_kept += 1;
+    }
+    Ok(())
 }

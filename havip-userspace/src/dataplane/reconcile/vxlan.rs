@@ -1,13 +1,13 @@
 //! The multi-host part of the reconciler: `VTEP_CONFIG`, `VTEPS`, the VNI
-//! maps, and remote owners in `OWNERS` (installed only over an older epoch,
-//! so a newer local claim is never undone).
+//! maps, and remote owners in the HaVip table (installed only over an older
+//! epoch, by compare-and-swap of the owner word, so a newer local claim is
+//! never undone).
 
 use std::collections::BTreeMap;
 
-use aya::maps::MapError;
 use havip_common::{names, owner_flags, HavipKey, OwnerEntry, VtepConfig, VtepEntry};
 
-use super::{err, ReconcileError, ReconcileReport};
+use super::{err, table_err, ReconcileError, ReconcileReport};
 use crate::dataplane::{
     desired::{DesiredVxlan, RemoteOwner},
     maps::Maps,
@@ -16,17 +16,18 @@ use crate::dataplane::{
 /// What [`install_remote_owner`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Installed {
-    /// `OWNERS` now names the remote owner.
+    /// The HaVip's owner word now names the remote owner.
     Installed,
-    /// The kernel's entry has the same or a higher epoch (a local claim, or
-    /// the same remote owner): left as it is.
+    /// The kernel's owner has the same or a higher epoch (a local claim, or
+    /// the same remote owner), or the HaVip is not in the table: left as it
+    /// is.
     Stale {
         /// The kernel's epoch.
         kernel_epoch: u64,
     },
 }
 
-/// The `OWNERS` value of a remote owner; `vtep_ifindex` is the local VTEP
+/// The decoded owner of a remote owner; `vtep_ifindex` is the local VTEP
 /// port (so `has_owner` holds; the program sends out of `VTEP_CONFIG`'s).
 pub(super) fn remote_entry(owner: &RemoteOwner, vtep_ifindex: u32) -> OwnerEntry {
     OwnerEntry {
@@ -56,25 +57,15 @@ fn vtep_ifindex(maps: &Maps) -> Result<u32, ReconcileError> {
     Ok(cfg.ifindex)
 }
 
-/// `OWNERS[key]`, `None` if absent.
-fn read_owner(maps: &Maps, key: &HavipKey) -> Result<Option<OwnerEntry>, ReconcileError> {
-    match maps.owners.get(key, 0) {
-        Ok(o) => Ok(Some(o)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(err(names::OWNERS)(e)),
-    }
-}
-
 /// Installs `owner` (on another host) as the owner of `key` if its epoch is
-/// higher than the kernel's; a newer (or equal) entry, local claim or
-/// remote, is kept. The entry is read again just before the write; the
-/// window left is the one syscall between that read and the write (BPF
-/// hash maps have no compare-and-swap from user space): a claim landing
-/// exactly there is overwritten, and the agent, seeing its event, publishes
-/// it with a higher epoch and installs it again.
+/// higher than the kernel's; a newer (or equal) owner, local claim or
+/// remote, is kept. The remote member is written into the HaVip's spare
+/// remote slot, then the owner word is switched by compare-and-swap from
+/// the word the epoch was compared with: a claim stored meanwhile makes it
+/// fail (reported as stale with the claim's epoch).
 ///
 /// # Errors
-/// No local VTEP in `VTEP_CONFIG`, or a map operation failed.
+/// No local VTEP in `VTEP_CONFIG`, or the table refused the write.
 ///
 /// # Examples
 /// ```no_run
@@ -90,49 +81,38 @@ pub fn install_remote_owner(
     owner: RemoteOwner,
 ) -> Result<Installed, ReconcileError> {
     let ifindex = vtep_ifindex(maps)?;
-    let first = read_owner(maps, &key)?;
-    if let Some(current) = first {
-        if current.epoch >= owner.epoch {
-            return Ok(Installed::Stale {
-                kernel_epoch: current.epoch,
-            });
-        }
+    let table = &maps.table;
+    let Some(view) = table.find(&key) else {
+        return Ok(Installed::Stale { kernel_epoch: 0 });
+    };
+    let kernel_epoch = u64::from(havip_common::owner_word::epoch(view.word));
+    if kernel_epoch >= owner.epoch {
+        return Ok(Installed::Stale { kernel_epoch });
     }
-    // Re-read: anything written since the first read (a claim) wins; the
-    // entry must still equal, every field, what the decision was made on.
-    let again = read_owner(maps, &key)?;
-    if again != first {
-        return Ok(Installed::Stale {
-            kernel_epoch: again.map_or(0, |o| o.epoch),
-        });
-    }
-    // No entry yet: create only, so a claim creating it meanwhile wins.
-    // BPF_EXIST / BPF_NOEXIST.
-    let flags = if first.is_some() { 2 } else { 1 };
-    match maps
-        .owners
-        .insert(key, remote_entry(&owner, ifindex), flags)
-    {
-        Ok(()) => Ok(Installed::Installed),
-        // Created or deleted meanwhile (a claim, a reconcile): keep it.
-        Err(MapError::SyscallError(e))
-            if matches!(e.io_error.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) =>
-        {
-            Ok(Installed::Stale {
-                kernel_epoch: read_owner(maps, &key)?.map_or(0, |o| o.epoch),
-            })
-        }
-        Err(e) => Err(err(names::OWNERS)(e)),
+    let word = table
+        .word_for(&view, &remote_entry(&owner, ifindex), false)
+        .map_err(table_err)?;
+    if table.cas_owner(view.pos, view.word, word) {
+        Ok(Installed::Installed)
+    } else {
+        Ok(Installed::Stale {
+            kernel_epoch: u64::from(havip_common::owner_word::epoch(table.owner_word(view.pos))),
+        })
     }
 }
 
 /// The kernel's owner of `key` if it is on this host (a local port):
-/// `None` when there is no entry, no owner, or the owner is remote.
+/// `None` when the HaVip is not in the table, has no owner, or the owner
+/// is remote.
 ///
 /// # Errors
-/// Reading `OWNERS` failed (other than a missing key).
+/// None today (the table is read from memory); kept for callers.
 pub fn local_owner(maps: &Maps, key: &HavipKey) -> Result<Option<OwnerEntry>, ReconcileError> {
-    Ok(read_owner(maps, key)?.filter(|o| o.has_owner() && !o.is_remote()))
+    Ok(maps
+        .table
+        .owner(key)
+        .map(|(_, o)| o)
+        .filter(|o| o.has_owner() && !o.is_remote()))
 }
 
 /// Makes `VTEP_CONFIG`, `VTEPS`, `VSWITCH_VNIS` and `VNI_VSWITCHES` equal

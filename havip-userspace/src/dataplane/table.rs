@@ -1,0 +1,504 @@
+//! The HaVip table as the agent sees it: `HAVIP_TABLE` (open addressing over
+//! (vSwitch, address), 32-byte slots with the owner word) and
+//! `HAVIP_MEMBERS` (members by HaVip id), both `BPF_F_MMAPABLE` arrays
+//! mapped into the agent's memory.
+//!
+//! Why mapped: a map update copies a whole value, so writing a slot through
+//! `bpf_map_update_elem` would also write its owner word, undoing a claim
+//! that landed since the agent read it. Mapped, the agent writes single
+//! fields and changes the owner word only with a compare-and-swap
+//! ([`HavipTable::cas_owner`]): it moves an owner only from the word its
+//! decision was made on, and a claim stored meanwhile makes the swap fail.
+//! Member and binding updates never touch the owner word.
+//!
+//! [`HavipMap`] and [`OwnerMap`] give the table the shape of the two hash
+//! maps it replaced (`HAVIPS`, `OWNERS`): `get`, `iter`, `keys` by key.
+
+use std::{
+    io,
+    marker::PhantomData,
+    ptr::{self, NonNull},
+    sync::{
+        atomic::{fence, AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use aya::maps::{MapData, MapError};
+use havip_common::{
+    owner_flags, owner_word, slot_state, table_hash, virtual_mac, HavipEntry, HavipKey, HavipSlot,
+    Member, OwnerEntry, MAX_HAVIPS, MAX_PROBES, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
+    TABLE_SLOTS,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("mapping {map} into memory: {source}")]
+    Mmap {
+        map: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("HAVIP_TABLE: no free slot within {MAX_PROBES} of the home slot of {key:?}")]
+    Full { key: HavipKey },
+    #[error("HaVip id {id} is out of range (< {MAX_HAVIPS})")]
+    BadId { id: u32 },
+    #[error("HaVip {key:?} has {count} bindings; at most {REMOTE_MEMBER_FIRST} fit")]
+    TooManyMembers { key: HavipKey, count: usize },
+    #[error("HaVip {key:?}: no member slot left for the owner")]
+    NoMemberSlot { key: HavipKey },
+    #[error("epoch {epoch} does not fit the 32-bit owner word")]
+    EpochRange { epoch: u64 },
+}
+
+/// One array map mapped into memory (`MAP_SHARED`: the kernel's pages).
+struct Mapped<T> {
+    base: NonNull<T>,
+    entries: u32,
+    bytes: usize,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: the mapping is plain shared memory; all accesses go through
+// volatile or atomic operations on aligned fields.
+unsafe impl<T> Send for Mapped<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Mapped<T> {}
+
+impl<T> Mapped<T> {
+    fn new(map: &MapData, name: &'static str, entries: u32) -> Result<Self, TableError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = (size_of::<T>() * entries as usize).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of the map's value area; the kernel
+        // checks the length against the map (BPF_F_MMAPABLE arrays only).
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(TableError::Mmap {
+                map: name,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(addr.cast::<T>()).ok_or(TableError::Mmap {
+            map: name,
+            source: io::Error::other("mmap returned NULL"),
+        })?;
+        Ok(Self {
+            base,
+            entries,
+            bytes,
+            _t: PhantomData,
+        })
+    }
+
+    fn at(&self, index: u32) -> Option<*mut T> {
+        // SAFETY: in bounds of the mapping.
+        (index < self.entries).then(|| unsafe { self.base.as_ptr().add(index as usize) })
+    }
+}
+
+impl<T> Drop for Mapped<T> {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// A snapshot of one used slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    /// Position in `HAVIP_TABLE`.
+    pub pos: u32,
+    pub key: HavipKey,
+    pub id: u32,
+    pub word: u64,
+}
+
+/// The mapped `HAVIP_TABLE` and `HAVIP_MEMBERS`.
+pub struct HavipTable {
+    slots: Mapped<HavipSlot>,
+    members: Mapped<Member>,
+}
+
+impl HavipTable {
+    /// Maps the two arrays (loaded or pinned).
+    ///
+    /// # Errors
+    /// `mmap` failed (e.g. the maps were created without `BPF_F_MMAPABLE`).
+    pub fn new(table: &MapData, members: &MapData) -> Result<Self, TableError> {
+        Ok(Self {
+            slots: Mapped::new(table, "HAVIP_TABLE", TABLE_SLOTS)?,
+            members: Mapped::new(members, "HAVIP_MEMBERS", MAX_HAVIPS * MEMBERS_PER_HAVIP)?,
+        })
+    }
+
+    fn slot(&self, pos: u32) -> *mut HavipSlot {
+        // `pos` is always masked to TABLE_SLOTS - 1 by the callers.
+        self.slots
+            .at(pos & (TABLE_SLOTS - 1))
+            .unwrap_or(self.slots.base.as_ptr())
+    }
+
+    fn state(&self, pos: u32) -> &AtomicU32 {
+        // SAFETY: aligned u32 inside the mapping, shared with the kernel.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.slot(pos)).state) }
+    }
+
+    fn word(&self, pos: u32) -> &AtomicU64 {
+        // SAFETY: aligned u64 (slots are 32 bytes from a page boundary).
+        unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(pos)).owner) }
+    }
+
+    fn read(&self, pos: u32) -> Option<SlotView> {
+        if self.state(pos).load(Ordering::Acquire) != slot_state::USED {
+            return None;
+        }
+        let p = self.slot(pos);
+        // SAFETY: aligned fields inside the mapping.
+        let (key, id) = unsafe {
+            (
+                ptr::read_volatile(&raw const (*p).key),
+                ptr::read_volatile(&raw const (*p).id),
+            )
+        };
+        Some(SlotView {
+            pos,
+            key,
+            id,
+            word: self.word(pos).load(Ordering::Acquire),
+        })
+    }
+
+    /// The slot of `key`, probing as the program does.
+    pub fn find(&self, key: &HavipKey) -> Option<SlotView> {
+        let home = table_hash(key);
+        for i in 0..MAX_PROBES {
+            let pos = home.wrapping_add(i) & (TABLE_SLOTS - 1);
+            match self.state(pos).load(Ordering::Acquire) {
+                slot_state::EMPTY => return None,
+                slot_state::USED => {
+                    if let Some(v) = self.read(pos).filter(|v| v.key == *key) {
+                        return Some(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Every used slot (a scan of the whole table: 8 MiB of memory reads).
+    pub fn used(&self) -> Vec<SlotView> {
+        (0..TABLE_SLOTS).filter_map(|pos| self.read(pos)).collect()
+    }
+
+    /// Places `key` (id `id`, owner word `word`) in the first free slot of
+    /// its probe window: fields first, the state last, so a reader never
+    /// matches a half-written slot of a new HaVip. The caller has checked
+    /// that `key` is not in the table.
+    ///
+    /// # Errors
+    /// No free slot within `MAX_PROBES` of the home slot.
+    pub fn insert(&self, key: HavipKey, id: u32, word: u64) -> Result<u32, TableError> {
+        let home = table_hash(&key);
+        let pos = (0..MAX_PROBES)
+            .map(|i| home.wrapping_add(i) & (TABLE_SLOTS - 1))
+            .find(|pos| self.state(*pos).load(Ordering::Acquire) != slot_state::USED)
+            .ok_or(TableError::Full { key })?;
+        let p = self.slot(pos);
+        // SAFETY: aligned fields inside the mapping; the slot is not USED,
+        // so the program does not match it.
+        unsafe {
+            ptr::write_volatile(&raw mut (*p).id, id);
+            ptr::write_volatile(&raw mut (*p).changed_ns, 0);
+            ptr::write_volatile(&raw mut (*p).key, key);
+        }
+        self.word(pos).store(word, Ordering::Release);
+        fence(Ordering::Release);
+        self.state(pos).store(slot_state::USED, Ordering::Release);
+        Ok(pos)
+    }
+
+    /// Takes the HaVip in `pos` out: a tombstone first (lookups stop
+    /// matching it, probes go on past it), then its owner word cleared.
+    pub fn remove(&self, pos: u32) {
+        self.state(pos)
+            .store(slot_state::TOMBSTONE, Ordering::Release);
+        self.word(pos).store(0, Ordering::Release);
+    }
+
+    /// Changes the id of the HaVip in `pos` in place (the owner word stays).
+    pub fn set_id(&self, pos: u32, id: u32) {
+        // SAFETY: aligned field inside the mapping.
+        unsafe { ptr::write_volatile(&raw mut (*self.slot(pos)).id, id) };
+    }
+
+    /// The owner word of `pos` now.
+    pub fn owner_word(&self, pos: u32) -> u64 {
+        self.word(pos).load(Ordering::Acquire)
+    }
+
+    /// Compare-and-swap of the owner word: `new` only if it still holds
+    /// `expected`. A claim stored since `expected` was read makes it fail.
+    pub fn cas_owner(&self, pos: u32, expected: u64, new: u64) -> bool {
+        self.word(pos)
+            .compare_exchange(expected, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn member_ptr(&self, id: u32, index: u32) -> Result<*mut Member, TableError> {
+        if id >= MAX_HAVIPS || index >= MEMBERS_PER_HAVIP {
+            return Err(TableError::BadId { id });
+        }
+        self.members
+            .at(id * MEMBERS_PER_HAVIP + index)
+            .ok_or(TableError::BadId { id })
+    }
+
+    /// Member `index` of HaVip `id` (all zero when free or out of range).
+    pub fn member(&self, id: u32, index: u32) -> Member {
+        self.member_ptr(id, index)
+            // SAFETY: in bounds, aligned.
+            .map(|p| unsafe { ptr::read_volatile(p) })
+            .unwrap_or_default()
+    }
+
+    /// Writes member `index` of HaVip `id` in place.
+    ///
+    /// # Errors
+    /// `id` or `index` out of range.
+    pub fn set_member(&self, id: u32, index: u32, member: Member) -> Result<(), TableError> {
+        let p = self.member_ptr(id, index)?;
+        // SAFETY: in bounds, aligned.
+        unsafe { ptr::write_volatile(p, member) };
+        Ok(())
+    }
+
+    /// The owner `word` of HaVip `id` at `key`, decoded.
+    pub fn decode(&self, key: &HavipKey, id: u32, word: u64) -> OwnerEntry {
+        let _ = key;
+        let index = owner_word::member(word);
+        let m = if index == 0 {
+            Member::default()
+        } else {
+            self.member(id, u32::from(index) - 1)
+        };
+        OwnerEntry {
+            epoch: u64::from(owner_word::epoch(word)),
+            changed_ns: 0,
+            havip_id: id,
+            ifindex: m.ifindex,
+            mac: m.mac,
+            flags: owner_word::flags(word) | m.flags,
+            vtep: m.vtep,
+            _pad: [0; 4],
+        }
+    }
+
+    /// The decoded owner of `key`, with its slot view.
+    pub fn owner(&self, key: &HavipKey) -> Option<(SlotView, OwnerEntry)> {
+        let v = self.find(key)?;
+        let mut o = self.decode(key, v.id, v.word);
+        // SAFETY: aligned field inside the mapping.
+        o.changed_ns = unsafe { ptr::read_volatile(&raw const (*self.slot(v.pos)).changed_ns) };
+        Some((v, o))
+    }
+
+    /// Index of the local member (`ifindex`, `mac`) of HaVip `id`.
+    pub fn local_member(&self, id: u32, ifindex: u32, mac: [u8; 6]) -> Option<u32> {
+        (0..REMOTE_MEMBER_FIRST).find(|i| {
+            let m = self.member(id, *i);
+            m.ifindex == ifindex && m.mac == mac && m.flags & owner_flags::REMOTE == 0
+        })
+    }
+
+    /// The owner word naming `owner` (a decoded entry) of the HaVip in
+    /// `view`: a local owner must be one of its members (`force`: else it
+    /// is written into a free local member slot, for tests and tools); a
+    /// remote owner is written into the remote member slot the current word
+    /// does not name (so a reader of the current owner is not disturbed).
+    ///
+    /// # Errors
+    /// Epoch beyond 32 bits, no member slot left.
+    pub fn word_for(
+        &self,
+        view: &SlotView,
+        owner: &OwnerEntry,
+        force: bool,
+    ) -> Result<u64, TableError> {
+        let epoch = u32::try_from(owner.epoch)
+            .map_err(|_| TableError::EpochRange { epoch: owner.epoch })?;
+        let how = owner.flags & (owner_flags::BY_CLAIM | owner_flags::BY_CONTROL);
+        if owner.ifindex == 0 {
+            return Ok(owner_word::pack(epoch, how, 0));
+        }
+        let id = view.id;
+        if owner.is_remote() {
+            let current = u32::from(owner_word::member(view.word));
+            let spare = if current == REMOTE_MEMBER_FIRST + 1 {
+                REMOTE_MEMBER_FIRST + 1
+            } else {
+                REMOTE_MEMBER_FIRST
+            };
+            self.set_member(
+                id,
+                spare,
+                Member {
+                    ifindex: owner.ifindex,
+                    mac: owner.mac,
+                    flags: owner_flags::REMOTE,
+                    vtep: owner.vtep,
+                },
+            )?;
+            return Ok(owner_word::pack(epoch, how, spare as u16 + 1));
+        }
+        let index = match self.local_member(id, owner.ifindex, owner.mac) {
+            Some(i) => i,
+            None if force => {
+                let taken = u32::from(owner_word::member(view.word));
+                let free = (0..REMOTE_MEMBER_FIRST)
+                    .find(|i| self.member(id, *i).ifindex == 0 && *i + 1 != taken)
+                    .ok_or(TableError::NoMemberSlot { key: view.key })?;
+                self.set_member(
+                    id,
+                    free,
+                    Member {
+                        ifindex: owner.ifindex,
+                        mac: owner.mac,
+                        flags: 0,
+                        vtep: [0; 4],
+                    },
+                )?;
+                free
+            }
+            None => return Err(TableError::NoMemberSlot { key: view.key }),
+        };
+        Ok(owner_word::pack(epoch, how, index as u16 + 1))
+    }
+}
+
+fn not_found() -> MapError {
+    MapError::KeyNotFound
+}
+
+fn table_err(e: TableError) -> MapError {
+    MapError::SyscallError(aya::sys::SyscallError {
+        call: "havip_table",
+        io_error: io::Error::other(e.to_string()),
+    })
+}
+
+/// The table by key, shaped like the former `HAVIPS` hash map (read only;
+/// the reconciler places HaVips).
+#[derive(Clone)]
+pub struct HavipMap(pub Arc<HavipTable>);
+
+impl HavipMap {
+    /// Id and virtual MAC of `key`.
+    ///
+    /// # Errors
+    /// `MapError::KeyNotFound` if `key` is no HaVip.
+    pub fn get(&self, key: &HavipKey, _flags: u64) -> Result<HavipEntry, MapError> {
+        let v = self.0.find(key).ok_or_else(not_found)?;
+        Ok(entry(&v))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<(HavipKey, HavipEntry), MapError>> {
+        self.0.used().into_iter().map(|v| Ok((v.key, entry(&v))))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Result<HavipKey, MapError>> {
+        self.0.used().into_iter().map(|v| Ok(v.key))
+    }
+}
+
+fn entry(v: &SlotView) -> HavipEntry {
+    HavipEntry {
+        id: v.id,
+        flags: 0,
+        virtual_mac: virtual_mac(v.key.addr),
+        _pad: [0; 2],
+    }
+}
+
+/// Owners by key, shaped like the former `OWNERS` hash map.
+#[derive(Clone)]
+pub struct OwnerMap(pub Arc<HavipTable>);
+
+impl OwnerMap {
+    /// The current owner of `key`, decoded from one read of its owner word.
+    ///
+    /// # Errors
+    /// `MapError::KeyNotFound` if `key` is no HaVip.
+    pub fn get(&self, key: &HavipKey, _flags: u64) -> Result<OwnerEntry, MapError> {
+        self.0.owner(key).map(|(_, o)| o).ok_or_else(not_found)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<(HavipKey, OwnerEntry), MapError>> + '_ {
+        self.0
+            .used()
+            .into_iter()
+            .map(|v| Ok((v.key, self.0.decode(&v.key, v.id, v.word))))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Result<HavipKey, MapError>> {
+        self.0.used().into_iter().map(|v| Ok(v.key))
+    }
+
+    /// Sets the owner of `key` unconditionally (tests, tools; the agent
+    /// uses [`OwnerMap::replace`] or the reconciler's compare-and-swap): a
+    /// local owner that is no member is written into a free member slot.
+    ///
+    /// # Errors
+    /// `KeyNotFound` if `key` is no HaVip; no member slot left.
+    pub fn insert(&self, key: HavipKey, owner: OwnerEntry, _flags: u64) -> Result<(), MapError> {
+        loop {
+            let v = self.0.find(&key).ok_or_else(not_found)?;
+            let word = self.0.word_for(&v, &owner, true).map_err(table_err)?;
+            if self.0.cas_owner(v.pos, v.word, word) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sets the owner of `key` to `new` only if it still is `expected`
+    /// (epoch, port, MAC, flags, VTEP): a compare-and-swap on the owner
+    /// word. Returns whether it was written.
+    ///
+    /// # Errors
+    /// `KeyNotFound` if `key` is no HaVip; `new` names a local port that
+    /// is no member of the HaVip.
+    pub fn replace(
+        &self,
+        key: HavipKey,
+        expected: &OwnerEntry,
+        new: OwnerEntry,
+    ) -> Result<bool, MapError> {
+        let v = self.0.find(&key).ok_or_else(not_found)?;
+        let now = self.0.decode(&key, v.id, v.word);
+        let same = (now.epoch, now.ifindex, now.mac, now.flags, now.vtep)
+            == (
+                expected.epoch,
+                expected.ifindex,
+                expected.mac,
+                expected.flags,
+                expected.vtep,
+            );
+        if !same {
+            return Ok(false);
+        }
+        let word = self.0.word_for(&v, &new, false).map_err(table_err)?;
+        Ok(self.0.cas_owner(v.pos, v.word, word))
+    }
+}
