@@ -1,11 +1,12 @@
 //! Claims raced against reconciles (the owner-write rule): one thread feeds
 //! GARPs from two bound members through `BPF_PROG_TEST_RUN`, another runs
-//! the agent's reconciler in a loop with `Desired` variants that rewrite
-//! the `OWNERS` entry (move the owner to its ENI's new port, put its HaVip
+//! the agent's reconciler in a loop with `Desired` variants that used to
+//! rewrite the owner (move the owner to its ENI's new port, put its HaVip
 //! id right). No accepted claim may ever be undone: the epoch always equals
 //! the initial one plus the accepted claims, and the owner is a claimer.
-//! Today this finds the window the owner-write rule leaves (docs/design.md):
-//! it is ignored until the reconciler stops rewriting claimed entries.
+//! The reconciler now never writes the owner word for these (members are
+//! moved in place, ids re-pointed), and moves an owner only by
+//! compare-and-swap (docs/design.md, owner-write rule).
 
 use std::{
     collections::BTreeSet,
@@ -118,9 +119,6 @@ fn check_owner(owner: &OwnerEntry, initial: u64, accepted: u64, settled: bool, a
 }
 
 #[test]
-#[ignore = "finds the owner-write rule's known window (a claim between the \
-            reconciler's re-read and its write is undone, about one in 10^6 \
-            claims here): see docs/design.md, owner-write rule; run with --ignored"]
 fn reconciles_never_undo_a_claim() {
     let mut bed = TestBed::new();
     let base = race_desired(&bed);
