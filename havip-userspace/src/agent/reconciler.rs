@@ -300,8 +300,15 @@ impl Reconciler {
         // Missing interfaces were logged by the port table (once).
         drop(missing);
         match reconcile_with(&mut self.dp.maps, &want, &self.ports.no_redirect()) {
-            Ok(report) if report.changed() => info!(?report, "maps reconciled"),
-            Ok(_) => {}
+            Ok(report) => {
+                if report.changed() {
+                    info!(?report, "maps reconciled");
+                }
+                // The ports present are attached (this program swapped in
+                // on their links): a migration from the previous layout
+                // can drop the old maps.
+                self.dp.finish_migration();
+            }
             Err(e) => error!(error = %e, "reconcile failed; will retry"),
         }
         if let Some(c) = &cluster {

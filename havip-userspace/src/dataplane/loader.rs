@@ -19,7 +19,10 @@ use aya::{
 use havip_common::{catalogue, names, DataplaneConfig};
 use tracing::{info, warn};
 
-use super::maps::{map_type, Maps, MapsError};
+use super::{
+    maps::{map_type, Maps, MapsError},
+    migrate::{Legacy, MigrationError},
+};
 use crate::paths::LINKS_SUBDIR;
 
 /// The XDP object built by `cargo xtask build` (see build.rs).
@@ -99,6 +102,8 @@ pub enum DataplaneError {
     PinLink { ifname: String, detail: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
     #[error("writing map {name}: {source}")]
     MapWrite {
         name: &'static str,
@@ -117,6 +122,9 @@ pub struct Dataplane {
     /// Interfaces this process's program is attached to, with the ifindex
     /// they had then (a re-created interface has a new one).
     attached: std::collections::BTreeMap<String, u32>,
+    /// Maps of the previous layout being migrated (see `migrate`): unpinned
+    /// by [`Dataplane::finish_migration`] once the links run this program.
+    legacy: Option<Legacy>,
 }
 
 impl Dataplane {
@@ -142,6 +150,9 @@ impl Dataplane {
             }
         })?;
         check_pinned_shapes(pin_dir)?;
+        // The previous layout (HAVIPS/OWNERS hash maps): opened and checked
+        // before anything new is created, migrated after the load.
+        let legacy = Legacy::open(pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(object)?;
@@ -165,13 +176,36 @@ impl Dataplane {
             }
         };
         let maps = Maps::take_from(&mut ebpf)?;
+        if let Some(legacy) = &legacy {
+            let built = legacy.build(&maps)?;
+            info!(
+                havips = built,
+                "HaVip table built from the previous layout; the old maps stay pinned until the links run this program"
+            );
+        }
         Ok(Self {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             maps,
             logs,
             attached: Default::default(),
+            legacy,
         })
+    }
+
+    /// Whether maps of the previous layout are still being migrated.
+    pub fn migrating(&self) -> bool {
+        self.legacy.is_some()
+    }
+
+    /// Ends a migration from the previous layout (no-op otherwise): call it
+    /// once this program replaced the old one on the links. Owners claimed
+    /// in the old map meanwhile are copied over, then the old maps are
+    /// unpinned.
+    pub fn finish_migration(&mut self) {
+        if let Some(legacy) = self.legacy.take() {
+            legacy.finish(&self.maps);
+        }
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -358,8 +392,12 @@ pub fn teardown(pin_dir: &Path) -> std::io::Result<()> {
         fs::remove_file(pin_dir.join(LINKS_SUBDIR).join(ifname))?;
     }
     let _ = fs::remove_dir(pin_dir.join(LINKS_SUBDIR));
-    for spec in catalogue::ALL {
-        match fs::remove_file(pin_dir.join(spec.name)) {
+    let names = catalogue::ALL
+        .iter()
+        .map(|spec| spec.name)
+        .chain(catalogue::RETIRED.iter().copied());
+    for name in names {
+        match fs::remove_file(pin_dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }

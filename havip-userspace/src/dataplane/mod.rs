@@ -8,6 +8,7 @@ pub mod events;
 pub mod links;
 pub mod loader;
 pub mod maps;
+pub mod migrate;
 pub mod reconcile;
 pub mod stats;
 pub mod table;

@@ -420,7 +420,8 @@ impl Section for NsPerPacket {
             "The first version of the product's forward path (PORTS and OWNERS hash lookups, \
              DEVMAP_HASH redirect, two per-CPU counters, MACs assigned as `[u8; 6]`) rebuilt one \
              piece at a time in bench-only programs (same map types, keys and values; same frame, \
-             ingress hc0, non-live test_run), then two cheaper sketches. The product's own \
+             ingress hc0, non-live test_run), then two cheaper sketches; the product now \
+             follows proposal B (HaVip table in arrays, owner word + member). The product's own \
              figure is the last line:\n\n\
              | step | median ns/packet | + over previous |\n| --- | --- | --- |\n",
         );
@@ -439,7 +440,7 @@ impl Section for NsPerPacket {
             (
                 "",
                 "sketch_array_forward",
-                "proposal B: no hash helper at all (PORTS and an open-addressing HaVip table in arrays)",
+                "proposal B: no hash helper at all (PORTS and an open-addressing HaVip table in arrays; the product's layout now)",
             ),
         ]) {
             if let Some(s) = summary(key) {
