@@ -1,6 +1,6 @@
 //! Tasks: the event consumer (owner changes and refused claims from the
 //! kernel's ring buffer) and the owner recorder (durable writes, batched,
-//! each owner re-read from `OWNERS` at flush time); plus the adoption of
+//! each owner re-read from its owner word at flush time); plus the adoption of
 //! kernel owners the store does not have.
 
 use std::{
@@ -83,7 +83,7 @@ pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Clu
     }
     let owners = open_owners(dp)
         .inspect_err(|e| {
-            warn!(error = %e, "opening OWNERS for the recorder failed; recording events as read")
+            warn!(error = %e, "opening the owner table for the recorder failed; recording events as read")
         })
         .ok();
     tokio::spawn(record(cp.clone(), pending, flush, owners));
@@ -111,7 +111,7 @@ async fn record(
                 Ok(o) => Some(o),
                 Err(MapError::KeyNotFound) => None,
                 Err(e) => {
-                    warn!(error = %e, "re-reading OWNERS failed; recording the event");
+                    warn!(error = %e, "re-reading the owner word failed; recording the event");
                     None
                 }
             }),
@@ -130,7 +130,7 @@ async fn record(
 }
 
 /// The batch as the kernel holds it now: each owner replaced by its
-/// `OWNERS` entry (epoch, port, MAC, time), read at flush time. Two claims
+/// owner word (epoch, port, MAC), read at flush time. Two claims
 /// for one HaVip on two CPUs both write epoch e + 1 and the event read
 /// last need not name the member the map holds; a claim can also have been
 /// overwritten since its event. The store records the map, never an event
