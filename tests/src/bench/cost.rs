@@ -331,10 +331,11 @@ impl Section for NsPerPacket {
                     bail!("claim switch: {changes} owner changes for {calls} alternating claims");
                 }
                 m.insert("havip_claim_switch", (switch - overhead).max(0.0));
-                // The same with the ring buffer left undrained: once it holds
-                // an unread event, bpf_ringbuf_output no longer wakes the
-                // reader (no irq_work, no self-IPI). Fewer calls than the
-                // ring holds (256 KiB / 72 B), drained afterwards.
+                // The same with the ring buffer left undrained (an agent that
+                // fell behind): records are committed without a wake-up until
+                // a quarter of the ring (64 KiB, ~900 records of 72 B) waits,
+                // then each one forces a wake-up. Fewer calls than the ring
+                // holds (256 KiB / 72 B), drained afterwards.
                 let quiet_calls = calls.min(2_000);
                 let quiet = series(
                     product,
@@ -398,7 +399,7 @@ impl Section for NsPerPacket {
         for (key, label) in PATHS.iter().chain(&[
             (
                 "havip_claim_switch_no_wakeup",
-                "havip: claim switch, reader not woken (events pending)",
+                "havip: claim switch, ring left undrained (forced wake-ups past 1/4 full)",
             ),
             (
                 "single_call_overhead",
