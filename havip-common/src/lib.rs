@@ -303,3 +303,77 @@ mod user {
         VtepEntry
     );
 }
+
+/// Capacity of `ROUTES`: route entries with a HaVip next hop, all VPCs of a
+/// host together (5 per VPC by default).
+pub const MAX_ROUTES: u32 = 1 << 14;
+
+/// The data part of a `ROUTES` key, matched bit by bit from the first byte:
+/// the VPC id first, so a route of one VPC never matches another's frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoutePrefix {
+    /// Data-plane VPC id (`PortInfo::vpc_id`), big-endian.
+    pub vpc_id: [u8; 4],
+    /// Destination address, network order (host bits beyond the prefix zero).
+    pub addr: [u8; 4],
+}
+
+impl RoutePrefix {
+    pub const fn new(vpc_id: u32, addr: [u8; 4]) -> Self {
+        Self {
+            vpc_id: vpc_id.to_be_bytes(),
+            addr,
+        }
+    }
+
+    /// The LPM prefix length of a route of `route_len` bits (0..=32): the
+    /// 32 bits of the VPC id are always part of the prefix.
+    pub const fn prefixlen(route_len: u8) -> u32 {
+        32 + route_len as u32
+    }
+
+    /// Prefix length of a lookup (a whole address in one VPC).
+    pub const LOOKUP_LEN: u32 = 64;
+}
+
+/// `ROUTES` key as the kernel lays out `struct bpf_lpm_trie_key`: the
+/// prefix length in bits (host order), then the data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteKey {
+    pub prefixlen: u32,
+    pub prefix: RoutePrefix,
+}
+
+/// `ROUTES` value: the HaVip a route sends its frames to (the frame goes to
+/// that HaVip's current owner, IPv4 header untouched).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteNextHop {
+    /// vSwitch of the HaVip (its `HAVIPS`/`OWNERS` key).
+    pub vswitch_id: u32,
+    /// HaVip address, network order.
+    pub addr: [u8; 4],
+    /// The HaVip's dense id (informational: the owner lookup gives its own).
+    pub havip_id: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<RoutePrefix>() == 8);
+    assert!(core::mem::size_of::<RouteKey>() == 12);
+    assert!(core::mem::size_of::<RouteNextHop>() == 12);
+};
+
+#[cfg(feature = "user")]
+mod user_routes {
+    use super::*;
+
+    // SAFETY: repr(C), byte arrays and u32s only, no padding (sizes above).
+    unsafe impl aya::Pod for RoutePrefix {}
+    unsafe impl aya::Pod for RouteNextHop {}
+    unsafe impl bytemuck::Zeroable for RoutePrefix {}
+    unsafe impl bytemuck::Pod for RoutePrefix {}
+    unsafe impl bytemuck::Zeroable for RouteNextHop {}
+    unsafe impl bytemuck::Pod for RouteNextHop {}
+}

@@ -16,11 +16,12 @@
 use aya_ebpf::{
     bindings::bpf_devmap_val,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use havip_common::{
     catalogue, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS,
+    OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry, MAX_PORTS,
 };
 
 pub use crate::counter::count;
@@ -58,6 +59,7 @@ catalogued!(VTEP_CONFIG: Array<VtepConfig> = Array, u32 => VtepConfig);
 catalogued!(VTEPS: HashMap<[u8; 4], VtepEntry> = HashMap, [u8; 4] => VtepEntry);
 catalogued!(VSWITCH_VNIS: HashMap<u32, u32> = HashMap, u32 => u32);
 catalogued!(VNI_VSWITCHES: HashMap<u32, u32> = HashMap, u32 => u32);
+catalogued!(ROUTES: LpmTrie<RoutePrefix, RouteNextHop> = LpmTrie, Key<RoutePrefix> => RouteNextHop);
 
 /// The ingress port's entry, if it is one of ours. A reference, not a copy
 /// (the forward path reads two fields): `PORTS` slots are rewritten in
@@ -121,4 +123,13 @@ pub fn vni_of(vswitch_id: u32) -> Option<u32> {
 pub fn vswitch_of(vni: u32) -> Option<u32> {
     // SAFETY: agent-written, copied at once (see `havip`).
     unsafe { VNI_VSWITCHES.get(&vni) }.copied()
+}
+
+/// Next hop of the most specific route of VPC `vpc_id` covering `daddr`.
+#[inline(always)]
+pub fn route(vpc_id: u32, daddr: [u8; 4]) -> Option<RouteNextHop> {
+    let key = Key::new(RoutePrefix::LOOKUP_LEN, RoutePrefix::new(vpc_id, daddr));
+    // Agent-written, copied at once: a racing route change can at worst
+    // send this one frame by the route being replaced.
+    ROUTES.get(&key).copied()
 }

@@ -2,10 +2,13 @@
 
 use std::path::Path;
 
-use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
+};
 use havip_common::{
     names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, MapKind,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry,
 };
 
 /// The kernel map type of a catalogue kind.
@@ -17,6 +20,7 @@ pub fn map_type(kind: MapKind) -> aya::maps::MapType {
         MapKind::PerCpuArray => MapType::PerCpuArray,
         MapKind::DevMapHash => MapType::DevMapHash,
         MapKind::RingBuf => MapType::RingBuf,
+        MapKind::LpmTrie => MapType::LpmTrie,
     }
 }
 
@@ -40,6 +44,7 @@ pub struct Maps {
     pub vteps: HashMap<MapData, [u8; 4], VtepEntry>,
     pub vswitch_vnis: HashMap<MapData, u32, u32>,
     pub vni_vswitches: HashMap<MapData, u32, u32>,
+    pub routes: LpmTrie<MapData, RoutePrefix, RouteNextHop>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,7 @@ impl Maps {
             vteps: typed!(names::VTEPS),
             vswitch_vnis: typed!(names::VSWITCH_VNIS),
             vni_vswitches: typed!(names::VNI_VSWITCHES),
+            routes: typed!(names::ROUTES),
         })
     }
 }

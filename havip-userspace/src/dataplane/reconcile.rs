@@ -1,10 +1,13 @@
 //! State → maps. Makes `PORTS`, `TX_PORTS`, `HAVIPS`, `BINDINGS` and
 //! `CONFIG` equal to the desired state, and creates/clears `OWNERS` entries
 //! without ever overwriting a newer owner the kernel switched by a claim.
-//! The multi-host maps (VTEPs, VNIs, remote owners) are in [`vxlan`].
+//! The multi-host maps (VTEPs, VNIs, remote owners) are in [`vxlan`], the
+//! VPC routes (`ROUTES`) in [`routes`].
 
+mod routes;
 mod vxlan;
 
+pub use routes::entry as route_entry;
 pub use vxlan::{install_remote_owner, local_owner, Installed};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +49,9 @@ pub struct ReconcileReport {
     /// `VTEP_CONFIG`, `VTEPS`, VNI entries written / removed.
     pub vxlan_set: usize,
     pub vxlan_removed: usize,
+    /// `ROUTES` entries written / removed.
+    pub routes_set: usize,
+    pub routes_removed: usize,
 }
 
 impl ReconcileReport {
@@ -321,6 +327,7 @@ pub fn reconcile_with(
     }
 
     vxlan::reconcile_tables(maps, &desired.vxlan, &mut report)?;
+    routes::reconcile_routes(maps, &desired.routes, &mut report)?;
     let remote_owners: BTreeMap<HavipKey, RemoteOwner> =
         desired.vxlan.remote_owners.iter().copied().collect();
     let vtep_ifindex = desired.vxlan.local.map_or(0, |l| l.ifindex);
