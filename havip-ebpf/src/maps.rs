@@ -125,10 +125,17 @@ pub fn vswitch_of(vni: u32) -> Option<u32> {
     unsafe { VNI_VSWITCHES.get(&vni) }.copied()
 }
 
-/// Next hop of the most specific route of VPC `vpc_id` covering `daddr`.
+/// Next hop of the most specific route covering `daddr` in `scope` (a
+/// `RoutePrefix::in_vpc` or `in_vswitch` with the address zero).
 #[inline(always)]
-pub fn route(vpc_id: u32, daddr: [u8; 4]) -> Option<RouteNextHop> {
-    let key = Key::new(RoutePrefix::LOOKUP_LEN, RoutePrefix::new(vpc_id, daddr));
+pub fn route(scope: RoutePrefix, daddr: [u8; 4]) -> Option<RouteNextHop> {
+    let key = Key::new(
+        RoutePrefix::LOOKUP_LEN,
+        RoutePrefix {
+            addr: daddr,
+            ..scope
+        },
+    );
     // Agent-written, copied at once: a racing route change can at worst
     // send this one frame by the route being replaced.
     ROUTES.get(&key).copied()

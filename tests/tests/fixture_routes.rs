@@ -354,3 +354,83 @@ fn routed_frames_to_a_remote_owner_are_encapsulated() {
     );
     assert_eq!(out, want, "whole encapsulated frame, inner IPv4 untouched");
 }
+
+/// A routed frame as the sending host encapsulates it for a local owner:
+/// VXLAN from `REMOTE_VTEP` with the VNI of the next hop's vSwitch.
+fn routed_from_remote(vni: u32, inner: &frames::Frame) -> Vec<u8> {
+    vxlan_frame(
+        LOCAL_VTEP_MAC,
+        REMOTE_VTEP_MAC,
+        REMOTE_VTEP,
+        LOCAL_VTEP,
+        50000,
+        4789,
+        vni,
+        &inner.bytes(),
+    )
+}
+
+fn decapsulated(name: &str, input: Vec<u8>, output: Vec<u8>) -> Case {
+    Case {
+        name: name.into(),
+        ingress: Port::Vtep,
+        input,
+        expect_action: action::REDIRECT,
+        expect_output: Some(output),
+        expect_counter: Handled::Decapsulated.into(),
+    }
+}
+
+#[test]
+fn routed_vxlan_for_a_local_owner_is_decapsulated() {
+    let mut bed = TestBed::with_vxlan();
+    with_routes(&mut bed);
+    const FAR_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 77);
+    let to_24 = udp(OWNER_MAC, GATEWAY_MAC, FAR_CLIENT_IP, IN_24);
+    let to_32 = udp(OTHER_MAC, GATEWAY_MAC, FAR_CLIENT_IP, HOST_32);
+    let elsewhere = udp(OWNER_MAC, GATEWAY_MAC, FAR_CLIENT_IP, ELSEWHERE);
+    bed.check(&[
+        decapsulated(
+            "/24 to HaVip A, owner here",
+            routed_from_remote(VNI, &to_24),
+            rewritten(&to_24, OWNER_MAC, GATEWAY_MAC),
+        ),
+        decapsulated(
+            "/32 to vSwitch 2's HaVip under vSwitch 2's VNI",
+            routed_from_remote(VNI2, &to_32),
+            rewritten(&to_32, OTHER_MAC, GATEWAY2_MAC),
+        ),
+        Case::pass(
+            "no route here for the destination",
+            Port::Vtep,
+            routed_from_remote(VNI, &elsewhere),
+        ),
+        Case::pass(
+            "the /24 is not a route of vSwitch 2's next hops",
+            Port::Vtep,
+            routed_from_remote(VNI2, &to_24),
+        ),
+    ]);
+    // The route's HaVip owned elsewhere: never re-encapsulated.
+    let owner = RemoteOwner {
+        vtep: REMOTE_VTEP.octets(),
+        mac: REMOTE_OWNER_MAC,
+        epoch: 5,
+        havip_id: HAVIP_A_ID,
+    };
+    reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
+        .expect("installing a remote owner");
+    bed.check(&[Case::drop(
+        "/24 whose owner is remote",
+        Port::Vtep,
+        routed_from_remote(VNI, &to_24),
+        DropReason::DecapNotOwner,
+    )]);
+    // Deleting the routes stops the decapsulation too.
+    bed.reconcile_with(|d| d.routes.clear());
+    bed.check(&[Case::pass(
+        "/32 after the routes are deleted",
+        Port::Vtep,
+        routed_from_remote(VNI2, &to_32),
+    )]);
+}

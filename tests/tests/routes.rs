@@ -19,7 +19,7 @@ use havip::{
     api::Client,
     model::{CreateRoute, DeleteRoute, Ipv4Cidr, RouteEntry},
 };
-use havip_common::{names, RouteNextHop, RoutePrefix};
+use havip_common::{names, route_scope, RouteNextHop, RoutePrefix};
 use havip_tests::{
     frames, lab,
     scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Stream, Trio},
@@ -179,7 +179,14 @@ fn routes_in_map(pin_dir: &Path) -> Option<usize> {
     let data = MapData::from_pin(pin_dir.join(names::ROUTES)).ok()?;
     let map = Map::from_map_data(data).ok()?;
     let trie: LpmTrie<MapData, RoutePrefix, RouteNextHop> = map.try_into().ok()?;
-    Some(trie.keys().filter(Result::is_ok).count())
+    // Each route is stored twice (VPC and next-hop vSwitch scope): count
+    // the VPC-scoped ones.
+    Some(
+        trie.keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().scope == route_scope::VPC.to_be_bytes())
+            .count(),
+    )
 }
 
 #[test]

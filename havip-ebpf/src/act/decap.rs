@@ -7,6 +7,7 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use havip_common::{DropReason, Handled, HavipKey, VXLAN_PORT};
 
 use crate::{
+    act,
     maps::{self, count, HAVIP_STATS, OWNERS, TX_PORTS},
     packet::{ip_eq, ptr_at, write_mac},
     parse::{
@@ -54,8 +55,13 @@ pub fn to_local_owner(ctx: &XdpContext, outer: &Vxlan) -> Result<Handled, DropRe
     };
     // SAFETY: as in `forward::to_owner`: the fields used are read once,
     // right after the lookup.
-    let Some(owner) = (unsafe { OWNERS.get(&key) }) else {
-        return Ok(Handled::Passed);
+    let owner = match unsafe { OWNERS.get(&key) } {
+        Some(owner) => owner,
+        // No HaVip: maybe a frame routed to a HaVip next hop (`act::route`).
+        None => match act::route::owner_of_next_hop(vswitch_id, ip.daddr) {
+            Some(owner) => owner,
+            None => return Ok(Handled::Passed),
+        },
     };
     let (owner_ifindex, owner_mac, havip_id, remote) =
         (owner.ifindex, owner.mac, owner.havip_id, owner.is_remote());

@@ -5,9 +5,15 @@
 //! `traceroute` through the owner shows the owner as the first hop).
 
 use aya_ebpf::programs::XdpContext;
-use havip_common::{DropReason, Handled, HavipKey, PortInfo, RouteNextHop};
+use havip_common::{
+    DropReason, Handled, HavipKey, OwnerEntry, PortInfo, RouteNextHop, RoutePrefix,
+};
 
-use crate::{act::forward, parse::eth::Frame};
+use crate::{
+    act::forward,
+    maps::{self, OWNERS},
+    parse::eth::Frame,
+};
 
 /// `port`/`ifindex`: the frame's ingress port; `saddr`/`daddr`: its IPv4
 /// addresses (`daddr` is the routed destination, not the HaVip).
@@ -40,4 +46,21 @@ pub fn via_havip(
         // left to the kernel.
         other => Ok(other),
     }
+}
+
+/// On the owner's host, for VXLAN of the vSwitch `vswitch_id` whose inner
+/// destination `daddr` is no HaVip: the `OWNERS` entry of the HaVip a route
+/// sends `daddr` to, looked up in the scope of the next hop's vSwitch (the
+/// sender encapsulated with that vSwitch's VNI, see `via_havip`). `None`:
+/// no such route here.
+#[inline(always)]
+pub fn owner_of_next_hop(vswitch_id: u32, daddr: [u8; 4]) -> Option<&'static OwnerEntry> {
+    let hop = maps::route(RoutePrefix::in_vswitch(vswitch_id, [0; 4]), daddr)?;
+    let key = HavipKey {
+        vswitch_id: hop.vswitch_id,
+        addr: hop.addr,
+    };
+    // SAFETY: the pointer stays valid while the program runs; the caller
+    // reads the fields it needs once (see `forward::to_havip`).
+    unsafe { OWNERS.get(&key) }
 }

@@ -3,7 +3,7 @@
 //! to a HaVip of the vSwitch, whose destination matches a route of the
 //! port's VPC (longest prefix first, `ROUTES`) goes to the next hop.
 
-use havip_common::{port_flags, PortInfo, RouteNextHop};
+use havip_common::{port_flags, PortInfo, RouteNextHop, RoutePrefix};
 
 use crate::{maps, packet::mac_eq, parse::eth::Frame};
 
@@ -28,7 +28,7 @@ pub fn decide(port: &PortInfo, frame: &Frame, daddr: [u8; 4]) -> RouteDecision {
     if !mac_eq(&frame.dst(), &port.gateway_mac) {
         return RouteDecision::NotRouted;
     }
-    match maps::route(port.vpc_id, daddr) {
+    match maps::route(RoutePrefix::in_vpc(port.vpc_id, [0; 4]), daddr) {
         Some(next_hop) => RouteDecision::Via(next_hop),
         None => RouteDecision::NotRouted,
     }

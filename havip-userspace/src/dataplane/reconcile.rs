@@ -7,7 +7,7 @@
 mod routes;
 mod vxlan;
 
-pub use routes::entry as route_entry;
+pub use routes::entries as route_entries;
 pub use vxlan::{install_remote_owner, local_owner, Installed};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,34 +11,42 @@ use havip_common::{names, RouteNextHop, RoutePrefix};
 use super::{err, ReconcileError, ReconcileReport};
 use crate::dataplane::{desired::DesiredRoute, maps::Maps};
 
-/// The `ROUTES` key and value of a desired route: the destination's host
-/// bits are cleared (the trie compares only the prefix, but an exact key
-/// is what a later removal must name).
-pub fn entry(route: &DesiredRoute) -> ((u32, RoutePrefix), RouteNextHop) {
+/// The `ROUTES` entries of a desired route: in its VPC's scope and in its
+/// next hop's vSwitch's scope (see `havip_common::RoutePrefix`). The
+/// destination's host bits are cleared (the trie compares only the prefix,
+/// but an exact key is what a later removal must name).
+pub fn entries(route: &DesiredRoute) -> [((u32, RoutePrefix), RouteNextHop); 2] {
     let len = route.len.min(32);
     let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
     let addr = (u32::from_be_bytes(route.addr) & mask).to_be_bytes();
-    (
+    let hop = RouteNextHop {
+        vswitch_id: route.next_hop.vswitch_id,
+        addr: route.next_hop.addr,
+        havip_id: route.havip_id,
+    };
+    let prefixlen = RoutePrefix::prefixlen(len);
+    [
+        ((prefixlen, RoutePrefix::in_vpc(route.vpc_id, addr)), hop),
         (
-            RoutePrefix::prefixlen(len),
-            RoutePrefix::new(route.vpc_id, addr),
+            (
+                prefixlen,
+                RoutePrefix::in_vswitch(route.next_hop.vswitch_id, addr),
+            ),
+            hop,
         ),
-        RouteNextHop {
-            vswitch_id: route.next_hop.vswitch_id,
-            addr: route.next_hop.addr,
-            havip_id: route.havip_id,
-        },
-    )
+    ]
 }
 
 /// Makes `ROUTES` equal to `want`. Two routes with the same VPC and
-/// prefix (never produced by the control plane): the last one wins.
+/// prefix (never produced by the control plane): the last one wins; the
+/// same for two VPCs' routes with the same prefix to HaVips of one vSwitch
+/// (impossible: a vSwitch is in one VPC).
 pub(super) fn reconcile_routes(
     maps: &mut Maps,
     want: &[DesiredRoute],
     report: &mut ReconcileReport,
 ) -> Result<(), ReconcileError> {
-    let want: BTreeMap<(u32, RoutePrefix), RouteNextHop> = want.iter().map(entry).collect();
+    let want: BTreeMap<(u32, RoutePrefix), RouteNextHop> = want.iter().flat_map(entries).collect();
     // An existing key looked up with its own length finds itself.
     let have: BTreeMap<(u32, RoutePrefix), RouteNextHop> = maps
         .routes
@@ -83,11 +91,13 @@ mod tests {
     }
 
     #[test]
-    fn the_key_holds_the_vpc_then_the_prefix() {
-        let ((len, prefix), hop) = entry(&route([192, 168, 10, 0], 24));
-        assert_eq!(len, 56);
-        assert_eq!(prefix.vpc_id, [0, 0, 0, 7]);
-        assert_eq!(prefix.addr, [192, 168, 10, 0]);
+    fn the_keys_hold_the_scope_then_the_prefix() {
+        let [(vpc_key, hop), (vsw_key, hop2)] = entries(&route([192, 168, 10, 0], 24));
+        assert_eq!(vpc_key.0, 88);
+        assert_eq!(vpc_key.1, RoutePrefix::in_vpc(7, [192, 168, 10, 0]));
+        assert_eq!(vsw_key, (88, RoutePrefix::in_vswitch(3, [192, 168, 10, 0])));
+        assert_eq!(vpc_key.1.id, [0, 0, 0, 7]);
+        assert_eq!(hop, hop2);
         assert_eq!(
             (hop.vswitch_id, hop.addr, hop.havip_id),
             (3, [10, 0, 1, 100], 9)
@@ -96,13 +106,11 @@ mod tests {
 
     #[test]
     fn host_bits_are_cleared_and_zero_and_full_lengths_work() {
-        assert_eq!(
-            entry(&route([192, 168, 10, 77], 24)).0 .1.addr,
-            [192, 168, 10, 0]
-        );
-        let ((len, prefix), _) = entry(&route([8, 8, 8, 8], 0));
-        assert_eq!((len, prefix.addr), (32, [0; 4]));
-        let ((len, prefix), _) = entry(&route([8, 8, 8, 8], 32));
-        assert_eq!((len, prefix.addr), (64, [8, 8, 8, 8]));
+        let [((_, p), _), _] = entries(&route([192, 168, 10, 77], 24));
+        assert_eq!(p.addr, [192, 168, 10, 0]);
+        let [((len, p), _), _] = entries(&route([8, 8, 8, 8], 0));
+        assert_eq!((len, p.addr), (64, [0; 4]));
+        let [((len, p), _), _] = entries(&route([8, 8, 8, 8], 32));
+        assert_eq!((len, p.addr), (96, [8, 8, 8, 8]));
     }
 }
