@@ -5,7 +5,9 @@
 //! sockets see the datagrams with the client's source and the routed
 //! destination); after the standby's claim the standby receives it; the
 //! most specific of two routes wins; deleting the route stops it; the
-//! quota of 5 routes per VPC is enforced by the API. Without a route the
+//! quota of 5 routes per VPC is enforced by the API; with real keepalived
+//! in the owner and the standby, stopping the master's keepalived moves the
+//! routed traffic to the new master. Without a route the
 //! bridge floods the gateway-MAC frames and no guest accepts them.
 
 use std::{
@@ -21,7 +23,9 @@ use havip::{
 };
 use havip_common::{names, route_scope, RouteNextHop, RoutePrefix};
 use havip_tests::{
-    frames, lab,
+    frames,
+    keepalived::{Keepalived, Vrrp},
+    lab,
     scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Stream, Trio},
     wait_until,
 };
@@ -249,4 +253,51 @@ fn the_most_specific_route_wins_and_the_quota_holds() {
     );
     // The routes still route.
     r.assert_flows_to(r.dest(7), "b", 9422);
+}
+
+#[test]
+fn routed_traffic_follows_a_keepalived_failover() {
+    let r = Routed::new("hvtrk", 43);
+    let vip = Ipv4Addr::new(10, 0, r.net, 100);
+    let (a, b) = (
+        r.t.lab.guest("a").expect("a"),
+        r.t.lab.guest("b").expect("b"),
+    );
+    let vrrp = Vrrp {
+        version: 3,
+        advert_int: 0.5,
+        nopreempt: false,
+    };
+    let dir = &r.t.scratch.dir;
+    let owner_is = |mac: [u8; 6], within: Duration| {
+        let want = lab::mac_string(mac);
+        wait_until(within, || {
+            owner_mac(&r.t.scratch.pin_dir, vip).as_deref() == Some(want.as_str())
+        })
+    };
+    let ka = Keepalived::start(&a.ns, dir, a.ip, b.ip, vip, 150, vrrp).expect("keepalived a");
+    let _kb = Keepalived::start(&b.ns, dir, b.ip, a.ip, vip, 100, vrrp).expect("keepalived b");
+    assert!(
+        owner_is(a.mac, Duration::from_secs(10)),
+        "a does not own {vip}"
+    );
+    r.create(&format!("172.16.{}.0/24", r.net), "havip-rt1");
+    r.routes_become(1);
+    let dst = r.dest(9);
+    r.assert_flows_to(dst, "a", 9430);
+
+    // a's keepalived stops (priority 0 advert): b becomes MASTER and
+    // announces the HaVip with gratuitous ARPs.
+    let stopped = Instant::now();
+    drop(ka);
+    assert!(
+        owner_is(b.mac, Duration::from_secs(10)),
+        "b did not take over {vip} after a's keepalived stopped; agent log:\n{}",
+        r.agent.log_text()
+    );
+    println!(
+        "b owns {vip} {:?} after a's keepalived was stopped",
+        stopped.elapsed()
+    );
+    r.assert_flows_to(dst, "b", 9431);
 }
