@@ -7,9 +7,9 @@
 use core::mem::size_of;
 
 use crate::{
-    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipSlot, Member, PortInfo,
-    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS, MAX_HAVIPS,
-    MAX_PORTS, MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
+    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipSlot, Member, PortInfo, RouteKey,
+    RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS,
+    MAX_HAVIPS, MAX_PORTS, MAX_ROUTES, MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
@@ -33,6 +33,7 @@ pub enum MapKind {
     Hash = 1,
     Array = 2,
     PerCpuArray = 6,
+    LpmTrie = 11,
     DevMapHash = 25,
     RingBuf = 27,
 }
@@ -132,6 +133,10 @@ catalogue! {
     VSWITCH_VNIS: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
     /// VNI → vSwitch id (decapsulation). Written by the agent.
     VNI_VSWITCHES: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
+    /// (VPC, destination prefix) → next-hop HaVip: the VPC's route entries
+    /// with a HaVip next hop, longest prefix first (an LPM trie; the kernel
+    /// requires `NO_PREALLOC`). Written by the agent.
+    ROUTES: LpmTrie, RouteKey => RouteNextHop, MAX_ROUTES, NO_PREALLOC;
 }
 
 /// The spec of the map called `name`.

@@ -396,3 +396,104 @@ mod user {
         Member
     );
 }
+
+/// Capacity of `ROUTES`: route entries with a HaVip next hop, all VPCs of a
+/// host together (5 per VPC by default).
+pub const MAX_ROUTES: u32 = 1 << 14;
+
+/// The data part of a `ROUTES` key, matched bit by bit from the first byte:
+/// the scope and its id first, so a route of one VPC never matches another
+/// VPC's frames.
+///
+/// Every route is stored twice: in its VPC's scope (looked up for frames
+/// from instance ports) and in the scope of its next hop's vSwitch (looked
+/// up on the owner's host for a routed frame that arrives VXLAN-encapsulated
+/// with that vSwitch's VNI, where the VPC is not known).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoutePrefix {
+    /// [`route_scope`], big-endian.
+    pub scope: [u8; 4],
+    /// Data-plane VPC id (`PortInfo::vpc_id`) or vSwitch id, big-endian.
+    pub id: [u8; 4],
+    /// Destination address, network order (host bits beyond the prefix zero).
+    pub addr: [u8; 4],
+}
+
+/// [`RoutePrefix::scope`] values.
+pub mod route_scope {
+    /// Keyed by the VPC of the frame's ingress port.
+    pub const VPC: u32 = 0;
+    /// Keyed by the vSwitch of the next-hop HaVip.
+    pub const NEXT_HOP_VSWITCH: u32 = 1;
+}
+
+impl RoutePrefix {
+    /// In the scope of VPC `vpc_id`.
+    pub const fn in_vpc(vpc_id: u32, addr: [u8; 4]) -> Self {
+        Self {
+            scope: route_scope::VPC.to_be_bytes(),
+            id: vpc_id.to_be_bytes(),
+            addr,
+        }
+    }
+
+    /// In the scope of the next hop's vSwitch `vswitch_id`.
+    pub const fn in_vswitch(vswitch_id: u32, addr: [u8; 4]) -> Self {
+        Self {
+            scope: route_scope::NEXT_HOP_VSWITCH.to_be_bytes(),
+            id: vswitch_id.to_be_bytes(),
+            addr,
+        }
+    }
+
+    /// The LPM prefix length of a route of `route_len` bits (0..=32): scope
+    /// and id (64 bits) are always part of the prefix.
+    pub const fn prefixlen(route_len: u8) -> u32 {
+        64 + route_len as u32
+    }
+
+    /// Prefix length of a lookup (a whole address in one scope).
+    pub const LOOKUP_LEN: u32 = 96;
+}
+
+/// `ROUTES` key as the kernel lays out `struct bpf_lpm_trie_key`: the
+/// prefix length in bits (host order), then the data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteKey {
+    pub prefixlen: u32,
+    pub prefix: RoutePrefix,
+}
+
+/// `ROUTES` value: the HaVip a route sends its frames to (the frame goes to
+/// that HaVip's current owner, IPv4 header untouched).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteNextHop {
+    /// vSwitch of the HaVip (its `HAVIPS`/`OWNERS` key).
+    pub vswitch_id: u32,
+    /// HaVip address, network order.
+    pub addr: [u8; 4],
+    /// The HaVip's dense id (informational: the owner lookup gives its own).
+    pub havip_id: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<RoutePrefix>() == 12);
+    assert!(core::mem::size_of::<RouteKey>() == 16);
+    assert!(core::mem::size_of::<RouteNextHop>() == 12);
+};
+
+#[cfg(feature = "user")]
+mod user_routes {
+    use super::*;
+
+    // SAFETY: repr(C), byte arrays and u32s only, no padding (sizes above).
+    unsafe impl aya::Pod for RoutePrefix {}
+    unsafe impl aya::Pod for RouteNextHop {}
+    unsafe impl bytemuck::Zeroable for RoutePrefix {}
+    unsafe impl bytemuck::Pod for RoutePrefix {}
+    unsafe impl bytemuck::Zeroable for RouteNextHop {}
+    unsafe impl bytemuck::Pod for RouteNextHop {}
+}

@@ -85,6 +85,13 @@ outcomes! {
         /// VXLAN from another host for a HaVip whose owner is local:
         /// decapsulated and redirected to the owner's port.
         Decapsulated => "decapsulated",
+        /// IPv4 from an instance port to the gateway MAC matching a route of
+        /// the port's VPC with a HaVip next hop: redirected to the HaVip's
+        /// local owner (MACs rewritten, IPv4 header untouched).
+        Routed => "routed",
+        /// As `Routed`, the owner on another host: VXLAN-encapsulated and
+        /// redirected out of the local VTEP port.
+        RoutedRemote => "routed_remote",
     }
 }
 

@@ -18,7 +18,10 @@ use havip_common::{port_flags, DropReason, Handled, PortInfo};
 
 use crate::{
     parse::{arp, eth, ipv4, vxlan},
-    policy::{claim::ClaimDecision, proxy_arp::ProxyArpDecision, vlan::TaggedDecision},
+    policy::{
+        claim::ClaimDecision, proxy_arp::ProxyArpDecision, route::RouteDecision,
+        vlan::TaggedDecision,
+    },
 };
 
 /// Runs on every host port (instance taps and the uplink) before the bridge.
@@ -65,7 +68,16 @@ fn on_ipv4(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> 
         return tagged(ctx, port, ifindex, &frame.src(), ip.saddr);
     }
     policy::source::check_ipv4(port, ifindex, || frame.src(), ip.saddr)?;
-    act::forward::to_owner(ctx, frame, port, ifindex, ip.saddr, ip.daddr)
+    match act::forward::to_owner(ctx, frame, port, ifindex, ip.saddr, ip.daddr)? {
+        // Not for a HaVip of the vSwitch: maybe routed to one.
+        Handled::Passed => match policy::route::decide(port, frame, ip.daddr) {
+            RouteDecision::NotRouted => Ok(Handled::Passed),
+            RouteDecision::Via(hop) => {
+                act::route::via_havip(ctx, frame, port, ifindex, &hop, ip.saddr, ip.daddr)
+            }
+        },
+        handled => Ok(handled),
+    }
 }
 
 /// IPv4 on the underlay port: VXLAN for a local HaVip owner is
@@ -163,7 +175,9 @@ const fn action(handled: Handled) -> u32 {
         Handled::Forwarded
         | Handled::ProxyArpReplied
         | Handled::ForwardedRemote
-        | Handled::Decapsulated => xdp_action::XDP_REDIRECT,
+        | Handled::Decapsulated
+        | Handled::Routed
+        | Handled::RoutedRemote => xdp_action::XDP_REDIRECT,
         Handled::ClaimAccepted | Handled::ClaimRefreshed | Handled::MemberArpAbsorbed => {
             xdp_action::XDP_DROP
         }

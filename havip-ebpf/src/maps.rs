@@ -18,13 +18,13 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_ebpf::{
     bindings::bpf_devmap_val,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use havip_common::{
     catalogue, owner_word, slot_state, table_hash, virtual_mac, BindingEntry, BindingKey,
     DataplaneConfig, EventBudget, HavipEntry, HavipKey, HavipSlot, Member, OwnerEntry, PortInfo,
-    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS, MAX_PROBES, MEMBERS_PER_HAVIP,
-    TABLE_SLOTS,
+    RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS,
+    MAX_PROBES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
 
 pub use crate::counter::count;
@@ -62,6 +62,7 @@ catalogued!(VTEP_CONFIG: Array<VtepConfig> = Array, u32 => VtepConfig);
 catalogued!(VTEPS: HashMap<[u8; 4], VtepEntry> = HashMap, [u8; 4] => VtepEntry);
 catalogued!(VSWITCH_VNIS: HashMap<u32, u32> = HashMap, u32 => u32);
 catalogued!(VNI_VSWITCHES: HashMap<u32, u32> = HashMap, u32 => u32);
+catalogued!(ROUTES: LpmTrie<RoutePrefix, RouteNextHop> = LpmTrie, Key<RoutePrefix> => RouteNextHop);
 
 /// The ingress port's entry, if it is one of ours. A reference, not a copy
 /// (the forward path reads two fields): `PORTS` slots are rewritten in
@@ -234,4 +235,20 @@ pub fn vni_of(vswitch_id: u32) -> Option<u32> {
 pub fn vswitch_of(vni: u32) -> Option<u32> {
     // SAFETY: agent-written, copied at once (see `havip`).
     unsafe { VNI_VSWITCHES.get(&vni) }.copied()
+}
+
+/// Next hop of the most specific route covering `daddr` in `scope` (a
+/// `RoutePrefix::in_vpc` or `in_vswitch` with the address zero).
+#[inline(always)]
+pub fn route(scope: RoutePrefix, daddr: [u8; 4]) -> Option<RouteNextHop> {
+    let key = Key::new(
+        RoutePrefix::LOOKUP_LEN,
+        RoutePrefix {
+            addr: daddr,
+            ..scope
+        },
+    );
+    // Agent-written, copied at once: a racing route change can at worst
+    // send this one frame by the route being replaced.
+    ROUTES.get(&key).copied()
 }

@@ -7,6 +7,7 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use havip_common::{DropReason, Handled, HavipKey, VXLAN_PORT};
 
 use crate::{
+    act,
     maps::{self, count, HAVIP_STATS, TX_PORTS},
     packet::{ip_eq, ptr_at, write_mac},
     parse::{
@@ -53,8 +54,13 @@ pub fn to_local_owner(ctx: &XdpContext, outer: &Vxlan) -> Result<Handled, DropRe
         addr: ip.daddr,
     };
     // One load of the owner word (one whole owner), member copied at once.
-    let Some(havip) = maps::find_havip(&key) else {
-        return Ok(Handled::Passed);
+    let havip = match maps::find_havip(&key) {
+        Some(havip) => havip,
+        // No HaVip: maybe a frame routed to a HaVip next hop (`act::route`).
+        None => match act::route::next_hop_havip(vswitch_id, ip.daddr) {
+            Some(havip) => havip,
+            None => return Ok(Handled::Passed),
+        },
     };
     let owner = havip.owner_from(havip.owner_word());
     let (owner_ifindex, owner_mac, havip_id, remote) =

@@ -6,3 +6,4 @@ pub mod decap;
 pub mod encap;
 pub mod forward;
 pub mod proxy_arp;
+pub mod route;

@@ -4,5 +4,6 @@
 
 pub mod claim;
 pub mod proxy_arp;
+pub mod route;
 pub mod source;
 pub mod vlan;

@@ -9,6 +9,8 @@
 //!   instance's ENIs in the HaVip's vSwitch (primary first, then by id), and
 //!   for each bound ENI the ENI itself, as (host ifindex, ENI MAC);
 //! - `initial_owner` is the first binding of the initial owner, if set;
+//! - every route entry whose VPC has a vSwitch and whose next-hop HaVip
+//!   exists is a route of that VPC's data-plane id to the HaVip's key;
 //! - the data-plane VPC id of a port or HaVip is the smallest data-plane id
 //!   of the VPC's vSwitches. vSwitch ids are unique, so two VPCs never share
 //!   one; deleting a VPC's smallest vSwitch (possible only once it is empty)
@@ -31,7 +33,7 @@ use havip_common::{port_flags, virtual_mac, DataplaneConfig, HavipKey};
 use thiserror::Error;
 
 use crate::{
-    dataplane::desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort},
+    dataplane::desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredRoute},
     model::{BindingKind, Eni, State},
 };
 
@@ -269,13 +271,38 @@ fn build_for(
         });
     }
     havips.sort_by_key(|h| h.id);
+    let routes = routes(state, &vpc_ids);
     Ok((
         Desired {
             ports,
             havips,
             config,
+            routes,
             ..Desired::default()
         },
         missing,
     ))
+}
+
+/// The route entries with a HaVip next hop, by data-plane VPC id. A route
+/// whose HaVip or VPC is gone (never in a validated state) is left out.
+fn routes(state: &State, vpc_ids: &HashMap<&str, u32>) -> Vec<DesiredRoute> {
+    state
+        .routes
+        .values()
+        .filter_map(|r| {
+            let h = state.havips.get(&r.next_hop_havip)?;
+            let vsw = state.vswitches.get(&h.vswitch)?;
+            Some(DesiredRoute {
+                vpc_id: *vpc_ids.get(r.vpc.as_str())?,
+                addr: r.destination.network().octets(),
+                len: r.destination.prefix_len(),
+                next_hop: HavipKey {
+                    vswitch_id: vsw.dp_id,
+                    addr: h.address.octets(),
+                },
+                havip_id: h.slot,
+            })
+        })
+        .collect()
 }

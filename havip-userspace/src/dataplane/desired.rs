@@ -42,6 +42,24 @@ pub struct Desired {
     pub config: DataplaneConfig,
     /// Multi-host (VXLAN) part; empty on a single host.
     pub vxlan: DesiredVxlan,
+    /// Route entries with a HaVip next hop (`ROUTES`).
+    pub routes: Vec<DesiredRoute>,
+}
+
+/// A VPC route entry whose next hop is a HaVip: frames from the VPC's
+/// instances to the gateway for an address in `destination` go to the
+/// HaVip's current owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DesiredRoute {
+    /// VPC, as in [`DesiredPort::vpc_id`].
+    pub vpc_id: u32,
+    /// Destination network address (network order, host bits zero).
+    pub addr: [u8; 4],
+    /// Destination prefix length, 0..=32.
+    pub len: u8,
+    /// The next-hop HaVip (its `HAVIPS`/`OWNERS` key) and its dense id.
+    pub next_hop: HavipKey,
+    pub havip_id: u32,
 }
 
 /// This host's VXLAN tunnel endpoint: the underlay port (also listed in

@@ -2,10 +2,12 @@
 
 use std::{path::Path, sync::Arc};
 
-use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
+};
 use havip_common::{
     names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, MapKind, PortInfo,
-    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
 };
 
 use super::table::{HavipMap, HavipTable, OwnerMap, TableError};
@@ -19,6 +21,7 @@ pub fn map_type(kind: MapKind) -> aya::maps::MapType {
         MapKind::PerCpuArray => MapType::PerCpuArray,
         MapKind::DevMapHash => MapType::DevMapHash,
         MapKind::RingBuf => MapType::RingBuf,
+        MapKind::LpmTrie => MapType::LpmTrie,
     }
 }
 
@@ -46,6 +49,7 @@ pub struct Maps {
     pub vteps: HashMap<MapData, [u8; 4], VtepEntry>,
     pub vswitch_vnis: HashMap<MapData, u32, u32>,
     pub vni_vswitches: HashMap<MapData, u32, u32>,
+    pub routes: LpmTrie<MapData, RoutePrefix, RouteNextHop>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,7 @@ impl Maps {
             vteps: typed!(names::VTEPS),
             vswitch_vnis: typed!(names::VSWITCH_VNIS),
             vni_vswitches: typed!(names::VNI_VSWITCHES),
+            routes: typed!(names::ROUTES),
         })
     }
 }

@@ -2,10 +2,12 @@
 //! members), `BINDINGS` and `CONFIG` equal to the desired state, and moves
 //! owner words only by compare-and-swap, so a claim the kernel stored is
 //! never undone. The multi-host maps (VTEPs, VNIs, remote owners) are in
-//! [`vxlan`].
+//! [`vxlan`], the VPC routes (`ROUTES`) in [`routes`].
 
+mod routes;
 mod vxlan;
 
+pub use routes::entries as route_entries;
 pub use vxlan::{install_remote_owner, local_owner, Installed};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +50,9 @@ pub struct ReconcileReport {
     /// `VTEP_CONFIG`, `VTEPS`, VNI entries written / removed.
     pub vxlan_set: usize,
     pub vxlan_removed: usize,
+    /// `ROUTES` entries written / removed.
+    pub routes_set: usize,
+    pub routes_removed: usize,
 }
 
 impl ReconcileReport {
@@ -253,6 +258,7 @@ pub fn reconcile_with(
     }
 
     vxlan::reconcile_tables(maps, &desired.vxlan, &mut report)?;
+    routes::reconcile_routes(maps, &desired.routes, &mut report)?;
     let remote_owners: BTreeMap<HavipKey, RemoteOwner> =
         desired.vxlan.remote_owners.iter().copied().collect();
     let vtep_ifindex = desired.vxlan.local.map_or(0, |l| l.ifindex);

@@ -20,6 +20,7 @@ pub mod keepalived;
 pub mod plot;
 pub mod progs;
 pub mod report;
+pub mod route;
 pub mod stats;
 pub mod throughput;
 pub mod topo;
@@ -39,7 +40,7 @@ pub use env::Env;
 pub use report::Report;
 
 /// The report keys issue 5 promises, always present in `report.json`.
-pub const STABLE_KEYS: [&str; 16] = [
+pub const STABLE_KEYS: [&str; 19] = [
     "xdp_pps",
     "bare_redirect_pps",
     "bridge_pps",
@@ -56,6 +57,9 @@ pub const STABLE_KEYS: [&str; 16] = [
     "failover_us_p99",
     "keepalived_loss_ms",
     "control_plane",
+    route::KEY_XDP,
+    route::KEY_KERNEL,
+    route::KEY_RATIO,
 ];
 
 /// How much work a run does.
@@ -252,6 +256,7 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(failover::Failover),
         Box::new(keepalived::KeepalivedLoss),
         Box::new(control::ControlPlaneSection),
+        Box::new(route::Routes::default()),
     ]
 }
 

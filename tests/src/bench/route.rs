@@ -1,0 +1,310 @@
+//! The route path (issue 11): frames from the client to the gateway MAC
+//! for an address of a route whose next hop is HaVip 0, forwarded by
+//! havip's XDP program to the HaVip's owner (o0), against the kernel doing
+//! the same job: IPv4 forwarding in the host namespace with a route via
+//! the owner (a static neighbour entry for its MAC). Both measured in the
+//! same run, interleaved in every repetition.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::{
+    env::{Env, Sample},
+    progs::Traffic,
+    report::{summary_value, Report},
+    stats::Summary,
+    topo::{self, BenchLab, GATEWAY_MAC, OWNER_A_MAC},
+    Bench, Params, Section,
+};
+use crate::{frames, lab::mac_string};
+use havip::dataplane::{self, stats, DesiredRoute};
+use havip_common::Handled;
+
+/// The routed prefix (outside the vSwitch) and the address the traffic goes to.
+const ROUTE_NET: [u8; 4] = [198, 18, 0, 0];
+const ROUTE_LEN: u8 = 24;
+const ROUTED_DST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Kernel forwarding: the host's address on hc0 (the client's subnet), on
+/// ho0, and the owner's address there (next hop of the kernel's route).
+const HOST_CLIENT_SIDE: &str = "10.79.0.1/24";
+const HOST_OWNER_SIDE: &str = "10.78.0.1/24";
+const OWNER_NEXT_HOP: &str = "10.78.0.10";
+
+pub const KEY_XDP: &str = "route_xdp_pps";
+pub const KEY_KERNEL: &str = "route_kernel_forwarding_pps";
+pub const KEY_RATIO: &str = "route_ratio_vs_kernel_forwarding";
+
+/// Route path throughput, havip XDP vs kernel IPv4 forwarding.
+#[derive(Default)]
+pub struct Routes {
+    xdp: Vec<Sample>,
+    kernel: Vec<Sample>,
+}
+
+/// Traffic to the routed address, sent to `dst_mac` (the gateway).
+fn routed_traffic(dst_mac: [u8; 6]) -> Traffic {
+    Traffic {
+        dst_mac,
+        dst: ROUTED_DST,
+        dst_count: 1,
+        ..Env::havip_traffic(1)
+    }
+}
+
+/// `ROUTES` holds the bench's one route, next hop HaVip 0.
+fn configure_route(env: &mut Env) -> Result<()> {
+    let mut desired = env.desired(env.havip_count.max(1));
+    desired.routes = vec![DesiredRoute {
+        vpc_id: 1,
+        addr: ROUTE_NET,
+        len: ROUTE_LEN,
+        next_hop: Env::havip0_key(),
+        havip_id: 0,
+    }];
+    let dp = &mut env.dp;
+    topo::in_ns(&env.lab.host, || {
+        dataplane::reconcile(&mut dp.maps, &desired).map_err(anyhow::Error::from)
+    })
+    .context("reconciling the bench route")?;
+    Ok(())
+}
+
+fn routed_count(env: &Env) -> u64 {
+    stats::handled(&env.maps)
+        .into_iter()
+        .find(|(h, _)| *h == Handled::Routed)
+        .map_or(0, |(_, c)| c.packets)
+}
+
+/// The host namespace as a router: addresses on hc0 and ho0, a route to
+/// the routed prefix via the owner, forwarding on. Undone on drop.
+struct KernelRouter {
+    /// The host namespace's name.
+    host: String,
+}
+
+impl KernelRouter {
+    fn exec(&self, cmd: &[&str]) -> Result<Vec<u8>> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.host])
+            .args(cmd)
+            .output()
+            .with_context(|| format!("running {}", cmd.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "{} in {}: {}",
+                cmd.join(" "),
+                self.host,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    fn setup(lab: &BenchLab) -> Result<Self> {
+        let router = Self {
+            host: lab.host.name().to_owned(),
+        };
+        let route = format!("{}/{ROUTE_LEN}", Ipv4Addr::from(ROUTE_NET));
+        let owner_mac = mac_string(OWNER_A_MAC);
+        for cmd in [
+            vec!["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
+            vec!["sysctl", "-qw", "net.ipv4.conf.hc0.rp_filter=0"],
+            vec!["ip", "addr", "add", HOST_CLIENT_SIDE, "dev", "hc0"],
+            vec!["ip", "addr", "add", HOST_OWNER_SIDE, "dev", "ho0"],
+            vec![
+                "ip",
+                "neigh",
+                "replace",
+                OWNER_NEXT_HOP,
+                "lladdr",
+                &owner_mac,
+                "dev",
+                "ho0",
+                "nud",
+                "permanent",
+            ],
+            vec![
+                "ip",
+                "route",
+                "replace",
+                &route,
+                "via",
+                OWNER_NEXT_HOP,
+                "dev",
+                "ho0",
+            ],
+            vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        ] {
+            router.exec(&cmd)?;
+        }
+        Ok(router)
+    }
+
+    /// hc0's own MAC: what the client's frames to its router carry.
+    fn hc0_mac(&self) -> Result<[u8; 6]> {
+        let out = self.exec(&["cat", "/sys/class/net/hc0/address"])?;
+        let text = String::from_utf8_lossy(&out);
+        frames::parse_mac(text.trim()).context("parsing hc0's MAC")
+    }
+}
+
+impl Drop for KernelRouter {
+    fn drop(&mut self) {
+        let route = format!("{}/{ROUTE_LEN}", Ipv4Addr::from(ROUTE_NET));
+        for cmd in [
+            vec!["sysctl", "-qw", "net.ipv4.ip_forward=0"],
+            vec!["ip", "route", "del", &route],
+            vec!["ip", "neigh", "del", OWNER_NEXT_HOP, "dev", "ho0"],
+            vec!["ip", "addr", "del", HOST_OWNER_SIDE, "dev", "ho0"],
+            vec!["ip", "addr", "del", HOST_CLIENT_SIDE, "dev", "hc0"],
+        ] {
+            let _ = self.exec(&cmd);
+        }
+    }
+}
+
+fn measure_xdp(env: &mut Env, packets: u32) -> Result<Sample> {
+    env.attach_havip()?;
+    let before = routed_count(env);
+    let sample = env.measure(&routed_traffic(GATEWAY_MAC), packets);
+    let routed = routed_count(env).saturating_sub(before);
+    let detached = env.detach_havip();
+    let sample = sample?;
+    detached?;
+    if sample.delivered > 0 && routed < sample.delivered {
+        bail!(
+            "havip counted {routed} frames routed but {} arrived: another path delivered them",
+            sample.delivered
+        );
+    }
+    Ok(sample)
+}
+
+fn measure_kernel(env: &mut Env, packets: u32) -> Result<Sample> {
+    let router = KernelRouter::setup(&env.lab)?;
+    let mac = router.hc0_mac()?;
+    let sample = env.measure(&routed_traffic(mac), packets);
+    drop(router);
+    sample
+}
+
+fn pps_summary(samples: &[Sample]) -> Option<Summary> {
+    Summary::of(&samples.iter().map(Sample::pps).collect::<Vec<_>>())
+}
+
+impl Section for Routes {
+    fn name(&self) -> &'static str {
+        "routes"
+    }
+
+    fn steps(&self, params: &Params) -> u64 {
+        (params.reps * 2) as u64
+    }
+
+    fn run(&mut self, bench: &mut Bench, report: &mut Report) -> Result<()> {
+        let (env, progress, params) = bench.env_and_progress()?;
+        let params = params.clone();
+        env.configure(1)?;
+        env.ensure_owner_a()?;
+        configure_route(env)?;
+        let result = self.measure_all(env, progress, &params);
+        // Back to the other sections' configuration (no route).
+        let reset = env.configure(1);
+        result?;
+        reset?;
+
+        let xdp = pps_summary(&self.xdp);
+        let kernel = pps_summary(&self.kernel);
+        let mut table = String::from(
+            "| path | median Mpps | min | max | delivered | what |\n| --- | --- | --- | --- | --- | --- |\n",
+        );
+        for (key, label, samples, summary, what) in [
+            (
+                KEY_XDP,
+                "havip XDP route",
+                &self.xdp,
+                &xdp,
+                "havip_xdp on every host port: a route of the VPC (198.18.0.0/24) with HaVip 0 as next hop, owner ho0; IPv4 header untouched",
+            ),
+            (
+                KEY_KERNEL,
+                "kernel IPv4 forwarding",
+                &self.kernel,
+                &kernel,
+                "no XDP on hc0: ip_forward=1 in the host namespace, route 198.18.0.0/24 via the owner (static neighbour), TTL decremented",
+            ),
+        ] {
+            let Some(s) = summary else { continue };
+            let sent: u64 = samples.iter().map(|x| x.sent).sum();
+            let delivered: u64 = samples.iter().map(|x| x.delivered).sum();
+            let mut v = summary_value("pps", s);
+            v["delivered_fraction"] = json!(delivered as f64 / sent as f64);
+            v["other_cpus_busy"] = json!(samples.iter().map(|x| x.others_busy).collect::<Vec<_>>());
+            v["label"] = json!(label);
+            v["what"] = json!(what);
+            report.set(key, v);
+            table.push_str(&format!(
+                "| {label} (`{key}`) | **{:.2}** | {:.2} | {:.2} | {:.1} % | {what} |\n",
+                s.median / 1e6,
+                s.min / 1e6,
+                s.max / 1e6,
+                100.0 * delivered as f64 / sent as f64,
+            ));
+        }
+        let ratio = xdp
+            .as_ref()
+            .zip(kernel.as_ref())
+            .map(|(x, k)| x.median / k.median);
+        report.set(KEY_RATIO, json!({"unit": "ratio", "value": ratio}));
+        if let Some(r) = ratio {
+            table.push_str(&format!("\nhavip route ÷ kernel forwarding: **{r:.2}×**\n"));
+        }
+        report.md("Route path (VPC route with a HaVip next hop)", table);
+        Ok(())
+    }
+}
+
+impl Routes {
+    fn measure_all(
+        &mut self,
+        env: &mut Env,
+        progress: &super::Progress,
+        params: &Params,
+    ) -> Result<()> {
+        for rep in 0..params.reps {
+            for kernel in [false, true] {
+                let label = if kernel {
+                    "kernel IPv4 forwarding"
+                } else {
+                    "havip XDP route"
+                };
+                progress.step(format!("routes {}/{}: {label}", rep + 1, params.reps));
+                let sample = if kernel {
+                    measure_kernel(env, params.packets_slow)?
+                } else {
+                    measure_xdp(env, params.packets_fast)?
+                };
+                if sample.delivered == 0 {
+                    bail!("{label}: nothing arrived");
+                }
+                progress.log(format!(
+                    "  {label:<22} rep {}: {:>6.2} Mpps ({:.1} % of {} frames delivered)",
+                    rep + 1,
+                    sample.pps() / 1e6,
+                    100.0 * sample.delivered as f64 / sample.sent as f64,
+                    sample.sent
+                ));
+                if kernel {
+                    self.kernel.push(sample);
+                } else {
+                    self.xdp.push(sample);
+                }
+                progress.inc();
+            }
+        }
+        Ok(())
+    }
+}
