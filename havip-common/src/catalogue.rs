@@ -7,9 +7,9 @@
 use core::mem::size_of;
 
 use crate::{
-    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, OwnerEntry,
-    PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS,
-    MAX_HAVIPS, MAX_PORTS, MAX_VSWITCHES, MAX_VTEPS,
+    BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry,
+    HavipKey, OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    EVENTS_BYTES, MAX_BINDINGS, MAX_EIPS, MAX_HAVIPS, MAX_PORTS, MAX_VSWITCHES, MAX_VTEPS,
 };
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
@@ -120,6 +120,12 @@ catalogue! {
     VSWITCH_VNIS: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
     /// VNI → vSwitch id (decapsulation). Written by the agent.
     VNI_VSWITCHES: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
+    /// EIP (IPv4, network order) → its HaVip (DNAT on the uplink). Written
+    /// by the agent.
+    EIPS: Hash, [u8; 4] => EipEntry, MAX_EIPS, NO_PREALLOC;
+    /// HaVip → its EIP (SNAT of the owner's outbound frames). Written by the
+    /// agent.
+    EIP_SNAT: Hash, HavipKey => EipSnatEntry, MAX_EIPS, NO_PREALLOC;
 }
 
 /// The spec of the map called `name`.

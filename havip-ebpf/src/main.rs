@@ -64,7 +64,13 @@ fn on_ipv4(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> 
     if frame.tagged {
         return tagged(ctx, port, ifindex, &frame.src(), ip.saddr);
     }
+    if let Some(decision) = policy::eip::inbound(port, frame, ip.daddr) {
+        return act::nat::inbound(ctx, frame, port, ifindex, ip.saddr, decision);
+    }
     policy::source::check_ipv4(port, ifindex, || frame.src(), ip.saddr)?;
+    if let Some(snat) = policy::eip::outbound(port, ifindex, frame, ip.saddr, ip.daddr) {
+        return act::nat::outbound(ctx, frame, ifindex, ip.daddr, &snat);
+    }
     act::forward::to_owner(ctx, frame, port, ifindex, ip.saddr, ip.daddr)
 }
 
@@ -117,6 +123,9 @@ fn on_arp(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
             return act::claim::take_over(ctx, &key, &current, &next);
         }
     }
+    if let Some(virtual_mac) = policy::eip::arp_target(port, &arp) {
+        return act::proxy_arp::reply(frame, &arp, &virtual_mac, ifindex);
+    }
     match policy::proxy_arp::decide(port, ifindex, &arp) {
         ProxyArpDecision::NotForHavip => Ok(Handled::Passed),
         ProxyArpDecision::AbsorbMemberProbe => Ok(Handled::MemberArpAbsorbed),
@@ -157,7 +166,10 @@ const fn action(handled: Handled) -> u32 {
         Handled::Forwarded
         | Handled::ProxyArpReplied
         | Handled::ForwardedRemote
-        | Handled::Decapsulated => xdp_action::XDP_REDIRECT,
+        | Handled::Decapsulated
+        | Handled::EipDnat
+        | Handled::EipDnatRemote
+        | Handled::EipSnat => xdp_action::XDP_REDIRECT,
         Handled::ClaimAccepted | Handled::ClaimRefreshed | Handled::MemberArpAbsorbed => {
             xdp_action::XDP_DROP
         }

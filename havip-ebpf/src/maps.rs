@@ -19,8 +19,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
 };
 use havip_common::{
-    catalogue, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS,
+    catalogue, BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget,
+    HavipEntry, HavipKey, OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    MAX_PORTS,
 };
 
 pub use crate::counter::count;
@@ -58,6 +59,8 @@ catalogued!(VTEP_CONFIG: Array<VtepConfig> = Array, u32 => VtepConfig);
 catalogued!(VTEPS: HashMap<[u8; 4], VtepEntry> = HashMap, [u8; 4] => VtepEntry);
 catalogued!(VSWITCH_VNIS: HashMap<u32, u32> = HashMap, u32 => u32);
 catalogued!(VNI_VSWITCHES: HashMap<u32, u32> = HashMap, u32 => u32);
+catalogued!(EIPS: HashMap<[u8; 4], EipEntry> = HashMap, [u8; 4] => EipEntry);
+catalogued!(EIP_SNAT: HashMap<HavipKey, EipSnatEntry> = HashMap, HavipKey => EipSnatEntry);
 
 /// The ingress port's entry, if it is one of ours. A reference, not a copy
 /// (the forward path reads two fields): `PORTS` slots are rewritten in
@@ -121,4 +124,19 @@ pub fn vni_of(vswitch_id: u32) -> Option<u32> {
 pub fn vswitch_of(vni: u32) -> Option<u32> {
     // SAFETY: agent-written, copied at once (see `havip`).
     unsafe { VNI_VSWITCHES.get(&vni) }.copied()
+}
+
+/// The HaVip the EIP `addr` is associated with, if any (copied).
+#[inline(always)]
+pub fn eip(addr: &[u8; 4]) -> Option<EipEntry> {
+    // SAFETY: agent-written, copied at once (see `havip`): a racing
+    // (un)association can at worst translate this one frame the old way.
+    unsafe { EIPS.get(addr) }.copied()
+}
+
+/// The EIP of the HaVip `key`, if it has one (copied).
+#[inline(always)]
+pub fn eip_of(key: &HavipKey) -> Option<EipSnatEntry> {
+    // SAFETY: agent-written, copied at once (see `eip`).
+    unsafe { EIP_SNAT.get(key) }.copied()
 }

@@ -5,4 +5,5 @@ pub mod claim;
 pub mod decap;
 pub mod encap;
 pub mod forward;
+pub mod nat;
 pub mod proxy_arp;

@@ -42,6 +42,20 @@ pub struct Desired {
     pub config: DataplaneConfig,
     /// Multi-host (VXLAN) part; empty on a single host.
     pub vxlan: DesiredVxlan,
+    /// EIPs associated with a HaVip (unassociated EIPs are left out).
+    pub eips: Vec<DesiredEip>,
+}
+
+/// An EIP in front of a HaVip: DNAT of `address` to the HaVip on the
+/// uplinks, SNAT of the HaVip's owner's outbound frames to `address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredEip {
+    /// The EIP (network order).
+    pub address: [u8; 4],
+    /// The associated HaVip (its vSwitch and address).
+    pub havip: HavipKey,
+    /// The HaVip's dense id, as in [`DesiredHavip::id`].
+    pub havip_id: u32,
 }
 
 /// This host's VXLAN tunnel endpoint: the underlay port (also listed in

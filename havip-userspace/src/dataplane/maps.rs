@@ -4,8 +4,9 @@ use std::path::Path;
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use havip_common::{
-    names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipEntry, HavipKey, MapKind,
-    OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    names, BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget,
+    HavipEntry, HavipKey, MapKind, OwnerEntry, PortInfo, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry,
 };
 
 /// The kernel map type of a catalogue kind.
@@ -40,6 +41,8 @@ pub struct Maps {
     pub vteps: HashMap<MapData, [u8; 4], VtepEntry>,
     pub vswitch_vnis: HashMap<MapData, u32, u32>,
     pub vni_vswitches: HashMap<MapData, u32, u32>,
+    pub eips: HashMap<MapData, [u8; 4], EipEntry>,
+    pub eip_snat: HashMap<MapData, HavipKey, EipSnatEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,8 @@ impl Maps {
             vteps: typed!(names::VTEPS),
             vswitch_vnis: typed!(names::VSWITCH_VNIS),
             vni_vswitches: typed!(names::VNI_VSWITCHES),
+            eips: typed!(names::EIPS),
+            eip_snat: typed!(names::EIP_SNAT),
         })
     }
 }

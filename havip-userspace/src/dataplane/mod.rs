@@ -12,8 +12,8 @@ pub mod reconcile;
 pub mod stats;
 
 pub use desired::{
-    Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredVxlan, LocalVtep, RemoteOwner,
-    RemoteVtep,
+    Desired, DesiredBinding, DesiredEip, DesiredHavip, DesiredPort, DesiredVxlan, LocalVtep,
+    RemoteOwner, RemoteVtep,
 };
 pub use loader::{AttachMode, Dataplane, DataplaneError};
 pub use maps::Maps;

@@ -3,6 +3,7 @@
 //! without ever overwriting a newer owner the kernel switched by a claim.
 //! The multi-host maps (VTEPs, VNIs, remote owners) are in [`vxlan`].
 
+mod eip;
 mod vxlan;
 
 pub use vxlan::{install_remote_owner, local_owner, Installed};
@@ -46,6 +47,9 @@ pub struct ReconcileReport {
     /// `VTEP_CONFIG`, `VTEPS`, VNI entries written / removed.
     pub vxlan_set: usize,
     pub vxlan_removed: usize,
+    /// `EIPS` and `EIP_SNAT` entries written / removed.
+    pub eips_set: usize,
+    pub eips_removed: usize,
 }
 
 impl ReconcileReport {
@@ -465,6 +469,7 @@ pub fn reconcile_with(
         }
     }
 
+    eip::reconcile_eips(maps, desired, &mut report)?;
     maps.config
         .set(0, desired.config, 0)
         .map_err(err(names::CONFIG))?;
