@@ -146,9 +146,10 @@ outcomes! {
         /// DNAT to a HaVip that has no `OWNERS` entry (removed while the
         /// EIP entry was still there).
         EipNoHavip => "eip_no_havip",
-        /// SNAT: the host has no route (or a blackhole, unreachable or
-        /// prohibit route) for the destination, or forwarding is disabled
-        /// on the ingress port.
+        /// SNAT: the host's route for the destination is a blackhole,
+        /// unreachable or prohibit route, or forwarding is disabled on the
+        /// ingress port. (No route at all, or a local destination: the
+        /// frame is left untouched, counted as `passed`.)
         EipNoRoute => "eip_no_route",
         /// SNAT: the route's next hop on the uplink has no resolved
         /// neighbour entry in the host's ARP table.

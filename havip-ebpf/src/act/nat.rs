@@ -172,17 +172,23 @@ pub fn outbound(
             0,
         )
     };
-    match rc {
-        r if r == i64::from(BPF_FIB_LKUP_RET_SUCCESS) => {}
-        r if r == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED) => return Ok(Handled::Passed),
-        r if r == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) => return Err(DropReason::EipNoNeighbour),
-        r if r == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) => return Err(DropReason::EipFragNeeded),
-        _ => return Err(DropReason::EipNoRoute),
+    // On success and on an unresolved neighbour the kernel has set the
+    // egress port: a route that does not leave by an uplink is not ours.
+    let resolved = rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS);
+    if !resolved && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return match rc {
+            r if r == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED) => Ok(Handled::Passed),
+            r if r == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) => Err(DropReason::EipFragNeeded),
+            _ => Err(DropReason::EipNoRoute),
+        };
     }
     let egress = fib.ifindex;
     let is_uplink = maps::port(egress).is_some_and(|p| p.flags & port_flags::UPLINK != 0);
     if !is_uplink {
         return Ok(Handled::Passed);
+    }
+    if !resolved {
+        return Err(DropReason::EipNoNeighbour);
     }
     rewrite(ctx, l3, Field::Src, snat.eip)?;
     // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
