@@ -51,6 +51,19 @@ pub struct EipLab {
 impl EipLab {
     /// The lab with the EIP associated (HaVip 10.77.`subnet`.100, owner a).
     pub fn new(subnet: u8) -> Self {
+        Self::build(subnet, true)
+    }
+
+    /// As [`EipLab::new`], the members' route to the internet without
+    /// `src <HaVip>`: keepalived removes the HaVip from both members when it
+    /// starts (which would take such a route with it) and adds it on the
+    /// master; answers on TCP connections and to pings still leave from the
+    /// HaVip (the address they were sent to).
+    pub fn for_keepalived(subnet: u8) -> Self {
+        Self::build(subnet, false)
+    }
+
+    fn build(subnet: u8, src_route: bool) -> Self {
         let mut ha = HaLab::new(subnet);
         let internet =
             Netns::create(&format!("{}i", ha.lab.prefix)).expect("creating the internet netns");
@@ -120,19 +133,11 @@ impl EipLab {
                     "permanent",
                 ],
             );
-            sh(
-                g,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    "203.0.113.0/24",
-                    "via",
-                    &gw,
-                    "src",
-                    &havip,
-                ],
-            );
+            let mut route = vec!["ip", "route", "add", "203.0.113.0/24", "via", &gw];
+            if src_route {
+                route.extend(["src", havip.as_str()]);
+            }
+            sh(g, &route);
         }
         ha.dp
             .attach(UPLINK_IF, AttachMode::Native)

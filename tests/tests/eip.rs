@@ -3,8 +3,8 @@
 //! the EIP with TCP, UDP and ping, and the answers come back from the EIP
 //! (the client's stack checks every checksum, and its connected sockets
 //! take answers only from the EIP). A claim by the standby (a gratuitous
-//! ARP sent from its namespace, as keepalived sends it) moves the EIP's
-//! traffic; after unassociating, nothing is translated. Topology:
+//! ARP sent from its namespace, and a real keepalived failover) moves the
+//! EIP's traffic; after unassociating, nothing is translated. Topology:
 //! `havip_tests::eiplab`.
 
 use std::time::Duration;
@@ -12,7 +12,11 @@ use std::time::Duration;
 use havip_common::Handled;
 use havip_tests::{
     eiplab::{EipLab, UdpEcho, EIP, INTERNET_IP},
-    fixtures, icmp_in_echos, lab, ping, tcp_exchange, wait_until, TcpEcho,
+    fixtures, icmp_in_echos,
+    keepalived::{Keepalived, Vrrp},
+    lab, ping,
+    scenario::Scratch,
+    tcp_exchange, wait_until, TcpEcho,
 };
 
 const TCP_PORT: u16 = 8080;
@@ -146,4 +150,75 @@ fn internet_reaches_the_owner_through_the_eip_and_follows_a_claim() {
     let answer = lab.udp_exchange(EIP, UDP_PORT, b"again", Duration::from_secs(3));
     assert_eq!(answer.as_deref(), Some(&b"again"[..]), "re-associated EIP");
     assert_eq!(udp_b.stop().len(), 1, "b answered once");
+}
+
+/// TCP connections and pings from the internet to the EIP: returns the
+/// connections and echo requests (a, b) received. Panics unless every
+/// connection echoed and every ping was answered (from the EIP: TCP
+/// connects only if the SYN-ACK comes from it).
+fn tcp_and_ping(lab: &EipLab, rounds: usize) -> ((usize, usize), (u64, u64)) {
+    let (a, b) = (&lab.ha.guest("a").ns, &lab.ha.guest("b").ns);
+    let (tcp_a, tcp_b) = (TcpEcho::start(a, TCP_PORT), TcpEcho::start(b, TCP_PORT));
+    for i in 0..rounds {
+        let msg = format!("tcp round {i}").into_bytes();
+        assert_eq!(tcp_exchange(&lab.internet, EIP, TCP_PORT, &msg), msg);
+    }
+    let count = |peers: Vec<std::net::SocketAddr>| {
+        peers
+            .iter()
+            .filter(|p| p.ip() == std::net::IpAddr::V4(INTERNET_IP))
+            .count()
+    };
+    let tcp = (count(tcp_a.stop()), count(tcp_b.stop()));
+    let (a0, b0) = (icmp_in_echos(a), icmp_in_echos(b));
+    ping(&lab.internet, EIP, 5);
+    (tcp, (icmp_in_echos(a) - a0, icmp_in_echos(b) - b0))
+}
+
+#[test]
+fn the_eip_follows_a_real_keepalived_failover() {
+    let lab = EipLab::for_keepalived(62);
+    let scratch = Scratch::new("hvte").expect("scratch dir");
+    let vrrp = Vrrp {
+        version: 3,
+        advert_int: 0.5,
+        nopreempt: false,
+    };
+    let (a, b, vip) = (lab.ha.guest("a"), lab.ha.guest("b"), lab.ha.havip);
+    let ka = Keepalived::start(&a.ns, &scratch.dir, a.ip, b.ip, vip, 150, vrrp)
+        .expect("keepalived in a");
+    let has_vip = |ns: &lab::Netns| {
+        ns.exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {vip}/32 ")))
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || has_vip(&a.ns)),
+        "keepalived never made a MASTER"
+    );
+    let _kb = Keepalived::start(&b.ns, &scratch.dir, b.ip, a.ip, vip, 100, vrrp)
+        .expect("keepalived in b");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.ha.owner_name(), "a", "a (MASTER) owns the HaVip");
+    let rounds = 3;
+    assert_eq!(
+        tcp_and_ping(&lab, rounds),
+        ((rounds, 0), (5, 0)),
+        "a serves the EIP"
+    );
+
+    // a's keepalived stops: b becomes MASTER, announces the HaVip with its
+    // gratuitous ARPs, and the EIP's traffic follows with no ARP outside.
+    drop(ka);
+    assert!(
+        wait_until(Duration::from_secs(20), || lab.ha.owner_name() == "b"),
+        "b never took the HaVip after a's keepalived stopped; owner {}",
+        lab.ha.owner_name()
+    );
+    assert!(has_vip(&b.ns), "b (MASTER) holds the HaVip");
+    assert_eq!(
+        tcp_and_ping(&lab, rounds),
+        ((0, rounds), (0, 5)),
+        "b serves the EIP after the failover"
+    );
 }
