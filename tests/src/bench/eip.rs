@@ -135,8 +135,8 @@ fn routed(env: &Env, nat: bool) -> Result<Routed> {
         let eip = BENCH_EIP;
         let rules = format!(
             "table ip {NFT_TABLE} {{\n\
-             chain pre {{ type nat hook prerouting priority dstnat; ip daddr {eip} dnat to {havip} }}\n\
-             chain post {{ type nat hook postrouting priority srcnat; ip saddr {havip} snat to {eip} }}\n\
+             chain pre {{ type nat hook prerouting priority dstnat; ip daddr {eip} dnat to {havip}; }}\n\
+             chain post {{ type nat hook postrouting priority srcnat; ip saddr {havip} snat to {eip}; }}\n\
              }}\n"
         );
         let file = std::env::temp_dir().join(format!("havip-bench-eip-{}.nft", std::process::id()));
