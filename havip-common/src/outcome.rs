@@ -142,7 +142,7 @@ outcomes! {
         NoVtep => "no_vtep",
         /// TCP/UDP to or from an EIP whose L4 header (checksum) is not in the
         /// frame (truncated, or a first fragment too short to hold it).
-        EipL4Truncated => "eip_l4_truncated",
+        EipTruncated => "eip_truncated",
         /// DNAT to a HaVip that has no `OWNERS` entry (removed while the
         /// EIP entry was still there).
         EipNoHavip => "eip_no_havip",

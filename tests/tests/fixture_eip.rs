@@ -327,7 +327,7 @@ fn frames_outside_the_nat_rules_are_left_alone_or_dropped_and_counted() {
             "TCP to the EIP whose header is cut before the checksum",
             Port::Uplink,
             truncated_tcp,
-            DropReason::EipL4Truncated,
+            DropReason::EipTruncated,
         ),
         Case::pass(
             "from the HaVip by the standby (not the owner)",

@@ -65,7 +65,7 @@ fn replace_addr(check: [u8; 2], old: [u8; 4], new: [u8; 4]) -> [u8; 2] {
 /// checksum the packet should carry is not in the frame.
 #[inline(always)]
 fn rewrite(ctx: &XdpContext, l3: usize, field: Field, new: [u8; 4]) -> Result<(), DropReason> {
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::EipL4Truncated)?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::EipTruncated)?;
     // SAFETY: bounds-checked by `ptr_at`.
     let (version_ihl, frag_off, protocol, old) = unsafe {
         (
@@ -86,7 +86,7 @@ fn rewrite(ctx: &XdpContext, l3: usize, field: Field, new: [u8; 4]) -> Result<()
         _ => None,
     };
     let l4: Option<*mut [u8; 2]> = match l4_check {
-        Some(off) => Some(ptr_at(ctx, l3 + ihl + off).ok_or(DropReason::EipL4Truncated)?),
+        Some(off) => Some(ptr_at(ctx, l3 + ihl + off).ok_or(DropReason::EipTruncated)?),
         None => None,
     };
     // SAFETY: `ip` and `l4` were bounds-checked by `ptr_at`.
@@ -150,7 +150,7 @@ pub fn outbound(
     snat: &Outbound,
 ) -> Result<Handled, DropReason> {
     let l3 = frame.l3_offset;
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::EipL4Truncated)?;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::EipTruncated)?;
     // SAFETY: bounds-checked by `ptr_at`.
     let (tos, protocol, tot_len) = unsafe { ((*ip).tos, (*ip).protocol, (*ip).tot_len) };
     // SAFETY: all-zero is a valid `bpf_fib_lookup` (plain integers).
