@@ -7,9 +7,10 @@
 use core::mem::size_of;
 
 use crate::{
-    BindingEntry, BindingKey, DataplaneConfig, EventBudget, HavipSlot, Member, PortInfo, RouteKey,
-    RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, EVENTS_BYTES, MAX_BINDINGS,
-    MAX_HAVIPS, MAX_PORTS, MAX_ROUTES, MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
+    BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipKey,
+    HavipSlot, Member, PortInfo, RouteKey, RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry, EVENTS_BYTES, MAX_BINDINGS, MAX_EIPS, MAX_HAVIPS, MAX_PORTS, MAX_ROUTES,
+    MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
@@ -137,6 +138,12 @@ catalogue! {
     /// with a HaVip next hop, longest prefix first (an LPM trie; the kernel
     /// requires `NO_PREALLOC`). Written by the agent.
     ROUTES: LpmTrie, RouteKey => RouteNextHop, MAX_ROUTES, NO_PREALLOC;
+    /// EIP (IPv4, network order) → its HaVip (DNAT on the uplink). Written
+    /// by the agent.
+    EIPS: Hash, [u8; 4] => EipEntry, MAX_EIPS, NO_PREALLOC;
+    /// HaVip → its EIP (SNAT of the owner's outbound frames). Written by the
+    /// agent.
+    EIP_SNAT: Hash, HavipKey => EipSnatEntry, MAX_EIPS, NO_PREALLOC;
 }
 
 /// The spec of the map called `name`.

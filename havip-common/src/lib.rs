@@ -497,3 +497,50 @@ mod user_routes {
     unsafe impl bytemuck::Zeroable for RouteNextHop {}
     unsafe impl bytemuck::Pod for RouteNextHop {}
 }
+
+/// Capacity of the EIP tables (`EIPS`, `EIP_SNAT`).
+pub const MAX_EIPS: u32 = 1 << 16;
+
+/// `EIPS` value, keyed by the EIP (IPv4, network order): the HaVip the EIP
+/// is associated with. Frames from an uplink to the EIP get the HaVip as
+/// destination (DNAT) and go to its owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EipEntry {
+    /// vSwitch of the HaVip.
+    pub vswitch_id: u32,
+    /// HaVip address, network order.
+    pub havip: [u8; 4],
+    /// The HaVip's dense id (its table slot id).
+    pub havip_id: u32,
+}
+
+/// `EIP_SNAT` value, keyed by the HaVip ([`HavipKey`]): its EIP. Frames
+/// from the HaVip's current owner to the outside get it as source (SNAT).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EipSnatEntry {
+    /// EIP address, network order.
+    pub eip: [u8; 4],
+    pub havip_id: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<EipEntry>() == 12);
+    assert!(core::mem::size_of::<EipSnatEntry>() == 8);
+};
+
+#[cfg(feature = "user")]
+mod user_eip {
+    use super::{EipEntry, EipSnatEntry};
+
+    // SAFETY: repr(C), only integer fields and byte arrays, no padding
+    // (checked by the size asserts above).
+    unsafe impl aya::Pod for EipEntry {}
+    unsafe impl bytemuck::Zeroable for EipEntry {}
+    unsafe impl bytemuck::Pod for EipEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for EipSnatEntry {}
+    unsafe impl bytemuck::Zeroable for EipSnatEntry {}
+    unsafe impl bytemuck::Pod for EipSnatEntry {}
+}

@@ -92,6 +92,15 @@ outcomes! {
         /// As `Routed`, the owner on another host: VXLAN-encapsulated and
         /// redirected out of the local VTEP port.
         RoutedRemote => "routed_remote",
+        /// IPv4 from an uplink to an EIP: destination rewritten to the
+        /// associated HaVip (DNAT) and redirected to its local owner.
+        EipDnat => "eip_dnat",
+        /// As `eip_dnat`, the owner being on another host: encapsulated.
+        EipDnatRemote => "eip_dnat_remote",
+        /// IPv4 from a HaVip's current owner, source the HaVip, to outside
+        /// the VPC: source rewritten to the EIP (SNAT) and redirected out
+        /// of the uplink the host's routing chose.
+        EipSnat => "eip_snat",
     }
 }
 
@@ -138,6 +147,22 @@ outcomes! {
         /// Remote owner, but no way to reach it: its VTEP has no `VTEPS`
         /// entry, or this host has no VTEP or no VNI for the vSwitch.
         NoVtep => "no_vtep",
+        /// TCP/UDP to or from an EIP whose L4 header (checksum) is not in the
+        /// frame (truncated, or a first fragment too short to hold it).
+        EipTruncated => "eip_truncated",
+        /// DNAT to a HaVip that has no `OWNERS` entry (removed while the
+        /// EIP entry was still there).
+        EipNoHavip => "eip_no_havip",
+        /// SNAT: the host's route for the destination is a blackhole,
+        /// unreachable or prohibit route, or forwarding is disabled on the
+        /// ingress port. (No route at all, or a local destination: the
+        /// frame is left untouched, counted as `passed`.)
+        EipNoRoute => "eip_no_route",
+        /// SNAT: the route's next hop on the uplink has no resolved
+        /// neighbour entry in the host's ARP table.
+        EipNoNeighbour => "eip_no_neighbour",
+        /// SNAT: the translated frame is larger than the uplink's MTU.
+        EipFragNeeded => "eip_frag_needed",
     }
 }
 

@@ -67,7 +67,13 @@ fn on_ipv4(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> 
     if frame.tagged {
         return tagged(ctx, port, ifindex, &frame.src(), ip.saddr);
     }
+    if let Some(decision) = policy::eip::inbound(port, frame, ip.daddr) {
+        return act::nat::inbound(ctx, frame, port, ifindex, ip.saddr, decision);
+    }
     policy::source::check_ipv4(port, ifindex, || frame.src(), ip.saddr)?;
+    if let Some(snat) = policy::eip::outbound(port, ifindex, frame, ip.saddr, ip.daddr) {
+        return act::nat::outbound(ctx, frame, ifindex, ip.daddr, &snat);
+    }
     match act::forward::to_owner(ctx, frame, port, ifindex, ip.saddr, ip.daddr)? {
         // Not for a HaVip of the vSwitch: maybe routed to one.
         Handled::Passed => match policy::route::decide(port, frame, ip.daddr) {
@@ -135,6 +141,9 @@ fn on_arp(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> {
             return act::claim::take_over(ctx, &key, &havip, word, &current, &next);
         }
     }
+    if let Some(virtual_mac) = policy::eip::arp_target(port, &arp) {
+        return act::proxy_arp::reply(frame, &arp, &virtual_mac, ifindex);
+    }
     match policy::proxy_arp::decide(port, ifindex, &arp) {
         ProxyArpDecision::NotForHavip => Ok(Handled::Passed),
         ProxyArpDecision::AbsorbMemberProbe => Ok(Handled::MemberArpAbsorbed),
@@ -177,7 +186,10 @@ const fn action(handled: Handled) -> u32 {
         | Handled::ForwardedRemote
         | Handled::Decapsulated
         | Handled::Routed
-        | Handled::RoutedRemote => xdp_action::XDP_REDIRECT,
+        | Handled::RoutedRemote
+        | Handled::EipDnat
+        | Handled::EipDnatRemote
+        | Handled::EipSnat => xdp_action::XDP_REDIRECT,
         Handled::ClaimAccepted | Handled::ClaimRefreshed | Handled::MemberArpAbsorbed => {
             xdp_action::XDP_DROP
         }

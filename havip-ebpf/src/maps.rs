@@ -22,9 +22,9 @@ use aya_ebpf::{
 };
 use havip_common::{
     catalogue, owner_word, slot_state, table_hash, virtual_mac, BindingEntry, BindingKey,
-    DataplaneConfig, EventBudget, HavipEntry, HavipKey, HavipSlot, Member, OwnerEntry, PortInfo,
-    RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS,
-    MAX_PROBES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
+    DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry, HavipKey, HavipSlot, Member,
+    OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry, MAX_PORTS, MAX_PROBES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
 
 pub use crate::counter::count;
@@ -63,6 +63,8 @@ catalogued!(VTEPS: HashMap<[u8; 4], VtepEntry> = HashMap, [u8; 4] => VtepEntry);
 catalogued!(VSWITCH_VNIS: HashMap<u32, u32> = HashMap, u32 => u32);
 catalogued!(VNI_VSWITCHES: HashMap<u32, u32> = HashMap, u32 => u32);
 catalogued!(ROUTES: LpmTrie<RoutePrefix, RouteNextHop> = LpmTrie, Key<RoutePrefix> => RouteNextHop);
+catalogued!(EIPS: HashMap<[u8; 4], EipEntry> = HashMap, [u8; 4] => EipEntry);
+catalogued!(EIP_SNAT: HashMap<HavipKey, EipSnatEntry> = HashMap, HavipKey => EipSnatEntry);
 
 /// The ingress port's entry, if it is one of ours. A reference, not a copy
 /// (the forward path reads two fields): `PORTS` slots are rewritten in
@@ -251,4 +253,19 @@ pub fn route(scope: RoutePrefix, daddr: [u8; 4]) -> Option<RouteNextHop> {
     // Agent-written, copied at once: a racing route change can at worst
     // send this one frame by the route being replaced.
     ROUTES.get(&key).copied()
+}
+
+/// The HaVip the EIP `addr` is associated with, if any (copied).
+#[inline(always)]
+pub fn eip(addr: &[u8; 4]) -> Option<EipEntry> {
+    // SAFETY: agent-written, copied at once (see `havip`): a racing
+    // (un)association can at worst translate this one frame the old way.
+    unsafe { EIPS.get(addr) }.copied()
+}
+
+/// The EIP of the HaVip `key`, if it has one (copied).
+#[inline(always)]
+pub fn eip_of(key: &HavipKey) -> Option<EipSnatEntry> {
+    // SAFETY: agent-written, copied at once (see `eip`).
+    unsafe { EIP_SNAT.get(key) }.copied()
 }

@@ -155,3 +155,31 @@ fn desired_missing_interface_is_an_error_or_a_warning() {
     assert_eq!(d.ports.len(), 3);
     assert_eq!(d.havips[0].bindings.len(), 1);
 }
+
+#[test]
+fn desired_eips_are_the_associated_ones_keyed_by_their_havip() {
+    let mut s = demo_state();
+    s.eips.clear();
+    for (id, address, havip) in [
+        ("eip-on", [198, 51, 100, 10], Some("havip-demo")),
+        ("eip-free", [198, 51, 100, 11], None),
+        ("eip-dangling", [198, 51, 100, 12], Some("havip-gone")),
+    ] {
+        s.eips.insert(
+            id.to_owned(),
+            Eip {
+                id: id.to_owned(),
+                address: address.into(),
+                havip: havip.map(str::to_owned),
+            },
+        );
+    }
+    let d = desired(&s, &ifindex, DataplaneConfig::default()).unwrap();
+    let h = &d.havips[0];
+    let eips: Vec<([u8; 4], HavipKey, u32)> = d
+        .eips
+        .iter()
+        .map(|e| (e.address, e.havip, e.havip_id))
+        .collect();
+    assert_eq!(eips, vec![([198, 51, 100, 10], h.key, h.id)]);
+}

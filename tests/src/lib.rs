@@ -37,6 +37,7 @@ pub mod bench;
 pub mod campaign;
 pub mod control_bench;
 pub mod demo;
+pub mod eiplab;
 pub mod etcd;
 pub mod fabric;
 pub mod frames;

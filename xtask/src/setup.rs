@@ -41,6 +41,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The benchmark's plots draw their labels with DejaVu Sans.
     "fonts-dejavu-core",
+    // The EIP benchmark's peer: nftables DNAT/SNAT with conntrack.
+    "nftables",
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

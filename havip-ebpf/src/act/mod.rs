@@ -5,5 +5,6 @@ pub mod claim;
 pub mod decap;
 pub mod encap;
 pub mod forward;
+pub mod nat;
 pub mod proxy_arp;
 pub mod route;

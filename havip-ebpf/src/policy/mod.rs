@@ -3,6 +3,7 @@
 //! Nothing here writes the frame.
 
 pub mod claim;
+pub mod eip;
 pub mod proxy_arp;
 pub mod route;
 pub mod source;

@@ -33,7 +33,9 @@ use havip_common::{port_flags, virtual_mac, DataplaneConfig, HavipKey};
 use thiserror::Error;
 
 use crate::{
-    dataplane::desired::{Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredRoute},
+    dataplane::desired::{
+        Desired, DesiredBinding, DesiredEip, DesiredHavip, DesiredPort, DesiredRoute,
+    },
     model::{BindingKind, Eni, State},
 };
 
@@ -272,12 +274,30 @@ fn build_for(
     }
     havips.sort_by_key(|h| h.id);
     let routes = routes(state, &vpc_ids);
+    // EIPs associated with a HaVip: DNAT/SNAT between the two addresses.
+    let eips = state
+        .eips
+        .values()
+        .filter_map(|e| {
+            let h = state.havips.get(e.havip.as_deref()?)?;
+            let vsw = state.vswitches.get(&h.vswitch)?;
+            Some(DesiredEip {
+                address: e.address.octets(),
+                havip: HavipKey {
+                    vswitch_id: vsw.dp_id,
+                    addr: h.address.octets(),
+                },
+                havip_id: h.slot,
+            })
+        })
+        .collect();
     Ok((
         Desired {
             ports,
             havips,
             config,
             routes,
+            eips,
             ..Desired::default()
         },
         missing,

@@ -44,6 +44,8 @@ pub struct Desired {
     pub vxlan: DesiredVxlan,
     /// Route entries with a HaVip next hop (`ROUTES`).
     pub routes: Vec<DesiredRoute>,
+    /// EIPs associated with a HaVip (unassociated EIPs are left out).
+    pub eips: Vec<DesiredEip>,
 }
 
 /// A VPC route entry whose next hop is a HaVip: frames from the VPC's
@@ -59,6 +61,18 @@ pub struct DesiredRoute {
     pub len: u8,
     /// The next-hop HaVip (its `HAVIPS`/`OWNERS` key) and its dense id.
     pub next_hop: HavipKey,
+    pub havip_id: u32,
+}
+
+/// An EIP in front of a HaVip: DNAT of `address` to the HaVip on the
+/// uplinks, SNAT of the HaVip's owner's outbound frames to `address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredEip {
+    /// The EIP (network order).
+    pub address: [u8; 4],
+    /// The associated HaVip (its vSwitch and address).
+    pub havip: HavipKey,
+    /// The HaVip's dense id, as in [`DesiredHavip::id`].
     pub havip_id: u32,
 }
 

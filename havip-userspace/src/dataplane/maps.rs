@@ -6,8 +6,9 @@ use aya::maps::{
     Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
 };
 use havip_common::{
-    names, BindingEntry, BindingKey, DataplaneConfig, EventBudget, MapKind, PortInfo,
-    RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry,
+    names, BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget,
+    HavipKey, MapKind, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry,
 };
 
 use super::table::{HavipMap, HavipTable, OwnerMap, TableError};
@@ -50,6 +51,8 @@ pub struct Maps {
     pub vswitch_vnis: HashMap<MapData, u32, u32>,
     pub vni_vswitches: HashMap<MapData, u32, u32>,
     pub routes: LpmTrie<MapData, RoutePrefix, RouteNextHop>,
+    pub eips: HashMap<MapData, [u8; 4], EipEntry>,
+    pub eip_snat: HashMap<MapData, HavipKey, EipSnatEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,8 @@ impl Maps {
             vswitch_vnis: typed!(names::VSWITCH_VNIS),
             vni_vswitches: typed!(names::VNI_VSWITCHES),
             routes: typed!(names::ROUTES),
+            eips: typed!(names::EIPS),
+            eip_snat: typed!(names::EIP_SNAT),
         })
     }
 }

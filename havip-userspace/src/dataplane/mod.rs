@@ -14,8 +14,8 @@ pub mod stats;
 pub mod table;
 
 pub use desired::{
-    Desired, DesiredBinding, DesiredHavip, DesiredPort, DesiredRoute, DesiredVxlan, LocalVtep,
-    RemoteOwner, RemoteVtep,
+    Desired, DesiredBinding, DesiredEip, DesiredHavip, DesiredPort, DesiredRoute, DesiredVxlan,
+    LocalVtep, RemoteOwner, RemoteVtep,
 };
 pub use loader::{AttachMode, Dataplane, DataplaneError};
 pub use maps::Maps;

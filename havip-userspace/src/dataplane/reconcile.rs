@@ -4,6 +4,7 @@
 //! never undone. The multi-host maps (VTEPs, VNIs, remote owners) are in
 //! [`vxlan`], the VPC routes (`ROUTES`) in [`routes`].
 
+mod eip;
 mod routes;
 mod vxlan;
 
@@ -53,6 +54,9 @@ pub struct ReconcileReport {
     /// `ROUTES` entries written / removed.
     pub routes_set: usize,
     pub routes_removed: usize,
+    /// `EIPS` and `EIP_SNAT` entries written / removed.
+    pub eips_set: usize,
+    pub eips_removed: usize,
 }
 
 impl ReconcileReport {
@@ -318,6 +322,7 @@ pub fn reconcile_with(
         }
     }
 
+    eip::reconcile_eips(maps, desired, &mut report)?;
     maps.config
         .set(0, desired.config, 0)
         .map_err(err(names::CONFIG))?;

@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod cost;
+pub mod eip;
 pub mod env;
 pub mod failover;
 pub mod interrupt;
@@ -257,6 +258,7 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(keepalived::KeepalivedLoss),
         Box::new(control::ControlPlaneSection),
         Box::new(route::Routes::default()),
+        Box::new(eip::EipNat::default()),
     ]
 }
 

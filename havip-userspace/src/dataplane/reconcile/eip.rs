@@ -1,0 +1,82 @@
+//! The EIP part of the reconciler: `EIPS` (EIP → HaVip, DNAT) and
+//! `EIP_SNAT` (HaVip → EIP, SNAT) made equal to the associated EIPs of the
+//! desired state. An EIP whose HaVip is not in the desired state is left
+//! out. Runs on every reconcile, so (un)associating takes effect with the
+//! next pass; SNAT entries go first on removal and last on addition, so a
+//! HaVip never sends from an EIP that no longer comes back to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use havip_common::{names, EipEntry, EipSnatEntry, HavipKey};
+
+use super::{err, ReconcileError, ReconcileReport};
+use crate::dataplane::{desired::Desired, maps::Maps};
+
+/// The two maps' desired content.
+fn wanted(
+    desired: &Desired,
+) -> (
+    BTreeMap<[u8; 4], EipEntry>,
+    BTreeMap<HavipKey, EipSnatEntry>,
+) {
+    let havips: BTreeSet<(HavipKey, u32)> = desired.havips.iter().map(|h| (h.key, h.id)).collect();
+    let mut dnat = BTreeMap::new();
+    let mut snat = BTreeMap::new();
+    let mut eips = desired.eips.clone();
+    eips.sort();
+    for e in eips
+        .iter()
+        .filter(|e| havips.contains(&(e.havip, e.havip_id)))
+    {
+        dnat.insert(
+            e.address,
+            EipEntry {
+                vswitch_id: e.havip.vswitch_id,
+                havip: e.havip.addr,
+                havip_id: e.havip_id,
+            },
+        );
+        // One EIP per HaVip (the control plane enforces it); should a
+        // state hold two, the smallest address is the SNAT source.
+        snat.entry(e.havip).or_insert(EipSnatEntry {
+            eip: e.address,
+            havip_id: e.havip_id,
+        });
+    }
+    (dnat, snat)
+}
+
+/// Makes `EIPS` and `EIP_SNAT` equal to the associated EIPs of `desired`.
+pub(super) fn reconcile_eips(
+    maps: &mut Maps,
+    desired: &Desired,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
+    let (want_dnat, want_snat) = wanted(desired);
+
+    let have_snat: Vec<HavipKey> = maps.eip_snat.keys().filter_map(Result::ok).collect();
+    for key in have_snat.iter().filter(|k| !want_snat.contains_key(*k)) {
+        maps.eip_snat.remove(key).map_err(err(names::EIP_SNAT))?;
+        report.eips_removed += 1;
+    }
+    let have_dnat: Vec<[u8; 4]> = maps.eips.keys().filter_map(Result::ok).collect();
+    for addr in have_dnat.iter().filter(|a| !want_dnat.contains_key(*a)) {
+        maps.eips.remove(addr).map_err(err(names::EIPS))?;
+        report.eips_removed += 1;
+    }
+    for (addr, entry) in &want_dnat {
+        if maps.eips.get(addr, 0).ok().as_ref() != Some(entry) {
+            maps.eips.insert(addr, entry, 0).map_err(err(names::EIPS))?;
+            report.eips_set += 1;
+        }
+    }
+    for (key, entry) in &want_snat {
+        if maps.eip_snat.get(key, 0).ok().as_ref() != Some(entry) {
+            maps.eip_snat
+                .insert(key, entry, 0)
+                .map_err(err(names::EIP_SNAT))?;
+            report.eips_set += 1;
+        }
+    }
+    Ok(())
+}
