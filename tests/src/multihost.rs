@@ -16,7 +16,7 @@ use crate::{
     etcd::Etcd,
     fabric::{Fabric, VSwitchSpec},
     fixtures, lab,
-    scenario::{owner_mac, AgentProcess},
+    scenario::{agent_binary, owner_mac, AgentProcess},
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
@@ -203,6 +203,39 @@ impl MultiHost {
         let g = self.fabric.guest(n, name)?;
         lab::send_raw(&g.ns, "eth0", vec![fixtures::garp(mac, VIP)])?;
         Ok(())
+    }
+
+    /// Runs `havipctl --socket <host n's API> ARGS`; returns the exit code
+    /// and stdout (stderr is appended to the error when it cannot run).
+    ///
+    /// # Errors
+    /// No such host, or `havipctl` could not be started.
+    pub fn havipctl(&self, n: usize, args: &[&str]) -> Result<(i32, String)> {
+        let socket = self.fabric.host(n)?.scratch.socket();
+        let out = std::process::Command::new(agent_binary()?.with_file_name("havipctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .context("running havipctl")?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
+
+    /// `havipctl --json cluster` on host `n`, decoded.
+    ///
+    /// # Errors
+    /// havipctl failed or printed something else than a cluster status.
+    pub fn cluster(&self, n: usize) -> Result<havip::cluster::SyncStatus> {
+        let (code, out) = self.havipctl(n, &["--json", "cluster"])?;
+        if code != 0 {
+            bail!("havipctl cluster on h{n} exited {code}: {out}");
+        }
+        serde_json::from_str::<Option<havip::cluster::SyncStatus>>(&out)
+            .with_context(|| format!("not a cluster status: {out}"))?
+            .with_context(|| format!("h{n} has no cluster (redb store?)"))
     }
 
     /// The log of host `n`'s agent (for failure messages).
