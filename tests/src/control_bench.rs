@@ -62,7 +62,12 @@ fn address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 64, (i / 250 + 1) as u8, (i % 250 + 2) as u8)
 }
 
-fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
+/// Creates the VPC, vSwitch, three ENIs and `havips` HaVips bound to two
+/// of them, in batches.
+///
+/// # Errors
+/// A refused operation (e.g. a store that is not empty).
+pub fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
     let parse = |s: &str| s.parse::<Ipv4Cidr>().map_err(|e| anyhow::anyhow!("{e}"));
     let mut ops = vec![
         Op::CreateVpc(CreateVpc {
@@ -119,7 +124,10 @@ fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
 
 /// Associate + unassociate of ENI 2 on `count / 2` HaVips from `callers`
 /// threads; returns operations per second.
-fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) -> Result<f64> {
+///
+/// # Errors
+/// A refused operation.
+pub fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) -> Result<f64> {
     let per = count / 2 / callers;
     let start = Instant::now();
     let handles: Vec<_> = (0..callers)

@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod cost;
+pub mod crosshost;
 pub mod env;
 pub mod failover;
 pub mod interrupt;
@@ -252,6 +253,7 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(failover::Failover),
         Box::new(keepalived::KeepalivedLoss),
         Box::new(control::ControlPlaneSection),
+        Box::new(crosshost::CrossHost),
     ]
 }
 
