@@ -383,8 +383,10 @@ impl XLab {
                 let encap = Self::handled(&self.maps_a, Handled::ForwardedRemote);
                 let decap = Self::handled(&self.maps_b, Handled::Decapsulated);
                 let sample = self.generate(&Env::havip_traffic(1), packets);
-                let encap = Self::handled(&self.maps_a, Handled::ForwardedRemote) - encap;
-                let decap = Self::handled(&self.maps_b, Handled::Decapsulated) - decap;
+                let encap =
+                    Self::handled(&self.maps_a, Handled::ForwardedRemote).saturating_sub(encap);
+                let decap =
+                    Self::handled(&self.maps_b, Handled::Decapsulated).saturating_sub(decap);
                 for p in ["hc0", "ua"] {
                     self.dp_a.detach(p)?;
                 }
