@@ -63,11 +63,20 @@ fn address(i: usize) -> Ipv4Addr {
 }
 
 /// Creates the VPC, vSwitch, three ENIs and `havips` HaVips bound to two
-/// of them, in batches.
+/// of them, in batches of 500 HaVips.
 ///
 /// # Errors
 /// A refused operation (e.g. a store that is not empty).
 pub fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
+    seed_batched(cp, havips, 500)
+}
+
+/// As [`seed`], `batch` HaVips per transaction (etcd refuses a transaction
+/// of more than `--max-txn-ops` operations, 128 by default).
+///
+/// # Errors
+/// A refused operation (e.g. a store that is not empty).
+pub fn seed_batched(cp: &ControlPlane, havips: usize, batch: usize) -> Result<()> {
     let parse = |s: &str| s.parse::<Ipv4Cidr>().map_err(|e| anyhow::anyhow!("{e}"));
     let mut ops = vec![
         Op::CreateVpc(CreateVpc {
@@ -100,7 +109,7 @@ pub fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
     }
     cp.apply_all(&ops)
         .map_err(|(i, e)| anyhow::anyhow!("setup op {i}: {e}"))?;
-    for chunk in (0..havips).collect::<Vec<_>>().chunks(500) {
+    for chunk in (0..havips).collect::<Vec<_>>().chunks(batch.max(1)) {
         let mut ops = Vec::with_capacity(chunk.len() * 3);
         for &i in chunk {
             ops.push(Op::CreateHaVip(CreateHaVip {
