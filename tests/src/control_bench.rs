@@ -137,6 +137,21 @@ pub fn seed_batched(cp: &ControlPlane, havips: usize, batch: usize) -> Result<()
 /// # Errors
 /// A refused operation.
 pub fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) -> Result<f64> {
+    churn_from(cp, 0, havips, count, callers)
+}
+
+/// As [`churn`] on HaVips `first .. first + havips` only (two control
+/// planes churning disjoint HaVips).
+///
+/// # Errors
+/// A refused operation.
+pub fn churn_from(
+    cp: &Arc<ControlPlane>,
+    first: usize,
+    havips: usize,
+    count: usize,
+    callers: usize,
+) -> Result<f64> {
     let per = count / 2 / callers;
     let start = Instant::now();
     let handles: Vec<_> = (0..callers)
@@ -146,7 +161,7 @@ pub fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize
                 for k in 0..per {
                     // Each caller owns the HaVips ≡ t (mod callers): no two
                     // callers ever bind the same HaVip at once.
-                    let h = format!("hv-{}", (k % (havips / callers)) * callers + t);
+                    let h = format!("hv-{}", first + (k % (havips / callers)) * callers + t);
                     cp.apply(Op::AssociateHaVip(AssociateHaVip {
                         havip: h.clone(),
                         member: member(2),
