@@ -819,26 +819,37 @@ fn control(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let sixteen = control_bench::churn(&cp, havips, ops, 16)?;
     // Two hosts' control planes on the same etcd, 8 callers each: every
     // commit is a compare on the shared revision, so they contend.
-    // Each churns its own half of the HaVips (as two tenants' APIs would).
+    // Each churns its own half of the HaVips (as two tenants' APIs would),
+    // with 1 caller each, then 8 callers each.
     let cp2 = etcd_control_plane(&etcd, &prefix, "bench-2", &rt)?;
     let half = havips / 2;
-    let t = Instant::now();
-    let two_hosts = std::thread::scope(|s| -> Result<f64> {
-        let h1 = s.spawn(|| control_bench::churn_from(&cp, 0, half, ops / 2, 8));
-        let h2 = s.spawn(|| control_bench::churn_from(&cp2, half, half, ops / 2, 8));
-        h1.join()
-            .map_err(|_| anyhow::anyhow!("churn on host 1 panicked"))??;
-        h2.join()
-            .map_err(|_| anyhow::anyhow!("churn on host 2 panicked"))??;
-        Ok(ops as f64 / t.elapsed().as_secs_f64())
-    });
-    let two_hosts = match two_hosts {
-        Ok(v) => Some(v),
-        Err(e) => {
-            report.note(format!("etcd two-host churn failed: {e:#}"));
-            None
-        }
+    let two_planes = |callers: usize| -> Result<f64> {
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<f64> {
+            let h1 = s.spawn(|| control_bench::churn_from(&cp, 0, half, ops / 2, callers));
+            let h2 = s.spawn(|| control_bench::churn_from(&cp2, half, half, ops / 2, callers));
+            h1.join()
+                .map_err(|_| anyhow::anyhow!("churn on host 1 panicked"))??;
+            h2.join()
+                .map_err(|_| anyhow::anyhow!("churn on host 2 panicked"))??;
+            Ok(ops as f64 / t.elapsed().as_secs_f64())
+        })
     };
+    let mut two = Vec::new();
+    for callers in [1, 8] {
+        match two_planes(callers) {
+            Ok(v) => two.push((callers, Some(v), None)),
+            Err(e) => {
+                report.note(format!(
+                    "etcd, two control planes with {callers} callers each: {e:#}"
+                ));
+                two.push((callers, None, Some(format!("{e:#}"))));
+            }
+        }
+    }
+    let two_hosts = two.iter().find(|t| t.0 == 8).and_then(|t| t.1);
+    let two_hosts_1 = two.iter().find(|t| t.0 == 1).and_then(|t| t.1);
+    let two_hosts_error = two.iter().find(|t| t.0 == 8).and_then(|t| t.2.clone());
     drop((cp, cp2));
     rt.shutdown_background();
     report.set(
@@ -849,7 +860,9 @@ fn control(bench: &mut Bench, report: &mut Report) -> Result<()> {
             "seed_s": {"unit": "s", "value": seed_s},
             "ops_per_sec_1_caller": {"unit": "ops/s", "value": one},
             "ops_per_sec_16_callers": {"unit": "ops/s", "value": sixteen},
+            "ops_per_sec_2_hosts_1_caller_each": {"unit": "ops/s", "value": two_hosts_1},
             "ops_per_sec_2_hosts_8_callers_each": {"unit": "ops/s", "value": two_hosts},
+            "error_2_hosts_8_callers_each": two_hosts_error,
             "two_hosts": "two control planes, each following etcd (the agent's sync task), \
                           8 callers each on disjoint halves of the HaVips; their commits race \
                           on the shared revision (a loser re-reads, validates again, retries)",
@@ -865,9 +878,14 @@ fn control(bench: &mut Bench, report: &mut Report) -> Result<()> {
             "| measurement | value |\n| --- | --- |\n\
              | associate/unassociate, 1 caller | {one:.0} ops/s |\n\
              | associate/unassociate, 16 callers | **{sixteen:.0} ops/s** |\n\
+             | two hosts' control planes, 1 caller each, one etcd | {} |\n\
              | two hosts' control planes, 8 callers each, one etcd | {} |\n\
              | creating and binding 1,000 HaVips (batched) | {seed_s:.2} s |\n",
-            two_hosts.map_or("-".into(), |v| format!("{v:.0} ops/s")),
+            two_hosts_1.map_or("-".into(), |v| format!("{v:.0} ops/s")),
+            two_hosts.map_or_else(
+                || format!("failed: {}", two_hosts_error.as_deref().unwrap_or("-")),
+                |v| format!("{v:.0} ops/s")
+            ),
         ),
     );
     bench.progress.log(format!(
