@@ -62,7 +62,21 @@ fn address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 64, (i / 250 + 1) as u8, (i % 250 + 2) as u8)
 }
 
-fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
+/// Creates the VPC, vSwitch, three ENIs and `havips` HaVips bound to two
+/// of them, in batches of 500 HaVips.
+///
+/// # Errors
+/// A refused operation (e.g. a store that is not empty).
+pub fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
+    seed_batched(cp, havips, 500)
+}
+
+/// As [`seed`], `batch` HaVips per transaction (etcd refuses a transaction
+/// of more than `--max-txn-ops` operations, 128 by default).
+///
+/// # Errors
+/// A refused operation (e.g. a store that is not empty).
+pub fn seed_batched(cp: &ControlPlane, havips: usize, batch: usize) -> Result<()> {
     let parse = |s: &str| s.parse::<Ipv4Cidr>().map_err(|e| anyhow::anyhow!("{e}"));
     let mut ops = vec![
         Op::CreateVpc(CreateVpc {
@@ -95,7 +109,7 @@ fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
     }
     cp.apply_all(&ops)
         .map_err(|(i, e)| anyhow::anyhow!("setup op {i}: {e}"))?;
-    for chunk in (0..havips).collect::<Vec<_>>().chunks(500) {
+    for chunk in (0..havips).collect::<Vec<_>>().chunks(batch.max(1)) {
         let mut ops = Vec::with_capacity(chunk.len() * 3);
         for &i in chunk {
             ops.push(Op::CreateHaVip(CreateHaVip {
@@ -119,7 +133,25 @@ fn seed(cp: &ControlPlane, havips: usize) -> Result<()> {
 
 /// Associate + unassociate of ENI 2 on `count / 2` HaVips from `callers`
 /// threads; returns operations per second.
-fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) -> Result<f64> {
+///
+/// # Errors
+/// A refused operation.
+pub fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) -> Result<f64> {
+    churn_from(cp, 0, havips, count, callers)
+}
+
+/// As [`churn`] on HaVips `first .. first + havips` only (two control
+/// planes churning disjoint HaVips).
+///
+/// # Errors
+/// A refused operation.
+pub fn churn_from(
+    cp: &Arc<ControlPlane>,
+    first: usize,
+    havips: usize,
+    count: usize,
+    callers: usize,
+) -> Result<f64> {
     let per = count / 2 / callers;
     let start = Instant::now();
     let handles: Vec<_> = (0..callers)
@@ -129,7 +161,7 @@ fn churn(cp: &Arc<ControlPlane>, havips: usize, count: usize, callers: usize) ->
                 for k in 0..per {
                     // Each caller owns the HaVips ≡ t (mod callers): no two
                     // callers ever bind the same HaVip at once.
-                    let h = format!("hv-{}", (k % (havips / callers)) * callers + t);
+                    let h = format!("hv-{}", first + (k % (havips / callers)) * callers + t);
                     cp.apply(Op::AssociateHaVip(AssociateHaVip {
                         havip: h.clone(),
                         member: member(2),

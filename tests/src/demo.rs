@@ -3,6 +3,8 @@
 //! namespace; the agent runs in the host namespace with a HaVip bound to a
 //! and b. The demo shows traffic following the owner, an ARP claim moving
 //! it, a spoofed claim refused, and cleans up after itself (also on Ctrl-C).
+//! [`run_multihost`] (`--hosts 2|3`): the same HaVip with members on two
+//! hosts, etcd and one agent per host; a claim moves the owner across hosts.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -11,12 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use havip::status;
 
 use crate::{
     frames,
     lab::{self, Lab},
+    multihost::{host_of, MultiHost, VIP as MH_VIP},
     scenario::{lab_config, owner_mac, AgentProcess, LabHavip, Scratch},
 };
 
@@ -224,5 +227,151 @@ pub fn run(hold: bool) -> Result<()> {
         bail!("the data plane did not behave as the demo expects (see counts above)");
     }
     println!("demo OK: traffic followed the owner; the unbound client could not take the HaVip");
+    Ok(())
+}
+
+/// UDP from `c` to the HaVip of a multi-host lab; returns what a and b got.
+fn udp_round_mh(mh: &MultiHost, count: u64) -> Result<(u64, u64)> {
+    let quiet = Duration::from_millis(500);
+    let limit = Duration::from_secs(10);
+    let guest = |name: &str| -> Result<&lab::Guest> {
+        let n = host_of(name, mh.n_hosts).context("unknown guest")?;
+        mh.fabric.guest(n, name)
+    };
+    let ra = lab::udp_receiver(&guest("a")?.ns, 9000, quiet, limit)?;
+    let rb = lab::udp_receiver(&guest("b")?.ns, 9000, quiet, limit)?;
+    let sent = lab::udp_send(
+        &guest("c")?.ns,
+        SocketAddrV4::new(MH_VIP, 9000),
+        count,
+        64,
+        Duration::from_micros(200),
+    )?;
+    let a = ra
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver a panicked"))??;
+    let b = rb
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver b panicked"))??;
+    println!(
+        "    client c (h{}) sent {sent} UDP datagrams to {MH_VIP}: a (h1) received {a}, b (h2) received {b}",
+        host_of("c", mh.n_hosts).unwrap_or(0)
+    );
+    Ok((a, b))
+}
+
+/// Every host's view of the owner, one line each.
+fn print_owners(mh: &MultiHost) {
+    for n in 1..=mh.n_hosts {
+        match mh.owner(n) {
+            Some((mac, epoch)) => println!("    h{n}: owner {mac}, epoch {epoch}"),
+            None => println!("    h{n}: no owner"),
+        }
+    }
+}
+
+/// A claim by guest `who`; waits until every host names it owner.
+fn move_owner(mh: &MultiHost, who: &str) -> Result<()> {
+    let n = host_of(who, mh.n_hosts).context("unknown guest")?;
+    println!("==> instance {who} on h{n} announces the HaVip (gratuitous ARP)");
+    let mac = crate::multihost::GUESTS
+        .iter()
+        .find(|g| g.1 == who)
+        .map(|g| g.3)
+        .context("unknown guest")?;
+    let t = Instant::now();
+    mh.claim(who)?;
+    let (_, epoch, _) = mh.converged(Some(mac), Duration::from_secs(10))?;
+    println!(
+        "    every host installed {who} (epoch {epoch}) {:.1} ms after the claim",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    print_owners(mh);
+    Ok(())
+}
+
+/// The multi-host demo (`havip-demo --hosts N`, N = 2 or 3): hosts as
+/// namespaces on an underlay bridge, etcd in the underlay, one agent per
+/// host; members a (h1) and b (h2), client c on the last host. Traffic
+/// follows the owner across hosts (VXLAN in XDP), claims move it.
+///
+/// # Errors
+/// Not root, etcd or an agent not starting, or traffic not following the
+/// owner.
+pub fn run_multihost(n_hosts: usize, hold: bool) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the demo creates network namespaces and loads XDP: run it as root");
+    }
+    // SAFETY: installs an async-signal-safe handler (one atomic store).
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
+    println!(
+        "==> building {n_hosts} hosts (namespaces with br0, a kernel VXLAN device and eth0 on \
+         the underlay bridge), etcd in the underlay, one havip-agent per host"
+    );
+    let t = Instant::now();
+    let mh = MultiHost::with_hosts(n_hosts, "a")?;
+    println!(
+        "    up in {:.1} s: etcd {}, key prefix {}",
+        t.elapsed().as_secs_f64(),
+        mh.etcd.endpoint(),
+        mh.prefix
+    );
+    for n in 1..=n_hosts {
+        let h = mh.fabric.host(n)?;
+        let guests: Vec<&str> = crate::multihost::GUESTS
+            .iter()
+            .filter(|g| g.0.min(n_hosts) == n)
+            .map(|g| g.1)
+            .collect();
+        println!(
+            "    h{n}: namespace {}, VTEP {}, guests {}",
+            h.ns().name(),
+            h.vtep,
+            guests.join(", ")
+        );
+    }
+    let a_mac = crate::multihost::GUESTS[0].3;
+    mh.converged(Some(a_mac), Duration::from_secs(15))?;
+    println!("==> the HaVip {MH_VIP} is owned by a on h1, as every host sees it:");
+    print_owners(&mh);
+    check_interrupt()?;
+
+    println!("==> UDP from c to the HaVip (tunnelled in XDP to h1 when c is elsewhere)");
+    let (a1, b1) = udp_round_mh(&mh, 1000)?;
+    check_interrupt()?;
+    move_owner(&mh, "b")?;
+    let (a2, b2) = udp_round_mh(&mh, 1000)?;
+    check_interrupt()?;
+    move_owner(&mh, "a")?;
+    let (a3, b3) = udp_round_mh(&mh, 1000)?;
+    check_interrupt()?;
+
+    println!("==> havipctl cluster on h1");
+    let (_, text) = mh.havipctl(1, &["cluster"])?;
+    for line in text.lines() {
+        println!("    {line}");
+    }
+    println!("==> delivered packet counts");
+    println!("    owner a (h1): a {a1}, b {b1}");
+    println!("    owner b (h2): a {a2}, b {b2}");
+    println!("    owner a again: a {a3}, b {b3}");
+    let ok = a1 > 0 && b1 == 0 && b2 > 0 && a2 == 0 && a3 > 0 && b3 == 0;
+
+    if hold {
+        println!(
+            "==> holding the topology; try: havipctl --socket {} cluster; Ctrl-C to clean up",
+            mh.fabric.host(1)?.scratch.socket().display()
+        );
+        while !INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    println!("==> stopping the agents and etcd, cleaning up");
+    drop(mh);
+    if !ok {
+        bail!("traffic did not follow the owner across hosts (see counts above)");
+    }
+    println!("demo OK: the owner moved across hosts and traffic from c followed it");
     Ok(())
 }

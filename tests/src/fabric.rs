@@ -315,6 +315,20 @@ impl Fabric {
             .with_context(|| format!("no host h{n} (fabric has {count})"))
     }
 
+    /// Pulls (`up = false`) or plugs back host `n`'s underlay cable: its
+    /// port `ul-hN` on the underlay bridge goes down or up (the host's
+    /// `eth0` loses its carrier: no VXLAN, no etcd from that host).
+    ///
+    /// # Errors
+    /// No such host, or iproute2 failed.
+    pub fn set_underlay_link(&self, n: usize, up: bool) -> Result<()> {
+        self.host(n)?;
+        let state = if up { "up" } else { "down" };
+        self.underlay
+            .exec(&["ip", "link", "set", &format!("ul-h{n}"), state])?;
+        Ok(())
+    }
+
     /// Namespace of host `n`.
     ///
     /// # Errors

@@ -16,7 +16,7 @@ use crate::{
     etcd::Etcd,
     fabric::{Fabric, VSwitchSpec},
     fixtures, lab,
-    scenario::{owner_mac, AgentProcess},
+    scenario::{agent_binary, owner_mac, AgentProcess},
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
@@ -50,6 +50,17 @@ pub struct MultiHost {
     pub etcd: Etcd,
     pub fabric: Fabric,
     pub prefix: String,
+    /// 2 or 3; with 2 the client `c` is on h2.
+    pub n_hosts: usize,
+}
+
+/// The host of guest `name` on a fabric of `n_hosts` hosts (`c` moves to
+/// the last host when there are fewer than 3).
+pub fn host_of(name: &str, n_hosts: usize) -> Option<usize> {
+    GUESTS
+        .iter()
+        .find(|g| g.1 == name)
+        .map(|g| g.0.min(n_hosts))
 }
 
 impl MultiHost {
@@ -59,8 +70,20 @@ impl MultiHost {
     /// # Errors
     /// Building the fabric, etcd or an agent failed.
     pub fn new(initial: &str) -> Result<Self> {
+        Self::with_hosts(3, initial)
+    }
+
+    /// As [`MultiHost::new`] on `n_hosts` hosts (2 or 3): `a` on h1, `b` on
+    /// h2, `c` on h3 (on h2 with 2 hosts).
+    ///
+    /// # Errors
+    /// `n_hosts` not 2 or 3, or building the fabric, etcd or an agent failed.
+    pub fn with_hosts(n_hosts: usize, initial: &str) -> Result<Self> {
+        if !(2..=3).contains(&n_hosts) {
+            bail!("a multi-host lab has 2 or 3 hosts, not {n_hosts}");
+        }
         let mut fabric = Fabric::new(
-            3,
+            n_hosts,
             VSwitchSpec {
                 cidr: "10.0.1.0/24".into(),
                 vni: VNI,
@@ -68,7 +91,7 @@ impl MultiHost {
             },
         )?;
         for (n, name, ip, mac) in GUESTS {
-            fabric.add_guest(n, name, ip, mac)?;
+            fabric.add_guest(n.min(n_hosts), name, ip, mac)?;
         }
         for (n, name) in [(1, "a"), (2, "b")] {
             fabric.guest(n, name)?.ns.exec(&[
@@ -87,11 +110,12 @@ impl MultiHost {
             etcd,
             fabric,
             prefix,
+            n_hosts,
         };
-        for n in 1..=3 {
+        for n in 1..=n_hosts {
             std::fs::write(mh.config_path(n)?, mh.config(n, initial)?)?;
         }
-        for n in 1..=3 {
+        for n in 1..=n_hosts {
             let a = mh.start_agent(n)?;
             mh.agents.push(Some(a));
         }
@@ -124,8 +148,9 @@ impl MultiHost {
             let _ = write!(
                 s,
                 "[[instance]]\nid = \"i-{name}\"\nvswitch = \"vsw-mh\"\n\n\
-                 [[eni]]\nid = \"eni-{name}\"\ninstance = \"i-{name}\"\nvswitch = \"vsw-mh\"\nmac = \"{}\"\ninterface = \"hv-{name}\"\nprimary = true\nhost = \"h{host}\"\n\n",
-                lab::mac_string(mac)
+                 [[eni]]\nid = \"eni-{name}\"\ninstance = \"i-{name}\"\nvswitch = \"vsw-mh\"\nmac = \"{}\"\ninterface = \"hv-{name}\"\nprimary = true\nhost = \"h{}\"\n\n",
+                lab::mac_string(mac),
+                host.min(self.n_hosts)
             );
         }
         let _ = write!(
@@ -174,7 +199,8 @@ impl MultiHost {
     ) -> Result<(String, u64, Duration)> {
         let started = Instant::now();
         loop {
-            let seen: Vec<Option<(String, u64)>> = (1..=3).map(|n| self.owner(n)).collect();
+            let seen: Vec<Option<(String, u64)>> =
+                (1..=self.n_hosts).map(|n| self.owner(n)).collect();
             if let Some(Some((mac, epoch))) = seen.first() {
                 let same = seen
                     .iter()
@@ -195,14 +221,48 @@ impl MultiHost {
     /// # Errors
     /// No such guest, or sending failed.
     pub fn claim(&self, name: &str) -> Result<()> {
-        let (n, _, _, mac) = GUESTS
+        let (_, _, _, mac) = GUESTS
             .iter()
             .find(|g| g.1 == name)
             .copied()
             .context("unknown guest")?;
+        let n = host_of(name, self.n_hosts).context("unknown guest")?;
         let g = self.fabric.guest(n, name)?;
         lab::send_raw(&g.ns, "eth0", vec![fixtures::garp(mac, VIP)])?;
         Ok(())
+    }
+
+    /// Runs `havipctl --socket <host n's API> ARGS`; returns the exit code
+    /// and stdout (stderr is appended to the error when it cannot run).
+    ///
+    /// # Errors
+    /// No such host, or `havipctl` could not be started.
+    pub fn havipctl(&self, n: usize, args: &[&str]) -> Result<(i32, String)> {
+        let socket = self.fabric.host(n)?.scratch.socket();
+        let out = std::process::Command::new(agent_binary()?.with_file_name("havipctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .context("running havipctl")?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
+
+    /// `havipctl --json cluster` on host `n`, decoded.
+    ///
+    /// # Errors
+    /// havipctl failed or printed something else than a cluster status.
+    pub fn cluster(&self, n: usize) -> Result<havip::cluster::SyncStatus> {
+        let (code, out) = self.havipctl(n, &["--json", "cluster"])?;
+        if code != 0 {
+            bail!("havipctl cluster on h{n} exited {code}: {out}");
+        }
+        serde_json::from_str::<Option<havip::cluster::SyncStatus>>(&out)
+            .with_context(|| format!("not a cluster status: {out}"))?
+            .with_context(|| format!("h{n} has no cluster (redb store?)"))
     }
 
     /// The log of host `n`'s agent (for failure messages).

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use havip::cluster::SyncStatus;
 use havip_tests::{
     icmp_in_echos, lab,
     multihost::{MultiHost, GUESTS, VIP},
@@ -141,11 +142,49 @@ fn multihost_simultaneous_claims_converge() {
     );
 }
 
+/// Polls `havipctl --json cluster` on host `n` until `ok` holds.
+fn cluster_until(
+    mh: &MultiHost,
+    n: usize,
+    what: &str,
+    ok: impl Fn(&SyncStatus) -> bool,
+) -> SyncStatus {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let s = mh.cluster(n).expect("havipctl cluster");
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "h{n}: {what}; last seen {s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn multihost_etcd_down_and_agent_killed() {
     let mut mh = MultiHost::new("a").expect("3 hosts with agents");
     mh.converged(Some(mac("a")), CONVERGE)
         .expect("initial owner");
+    let all: Vec<String> = ["h1", "h2", "h3"].map(String::from).to_vec();
+    for n in 1..=3 {
+        let s = cluster_until(&mh, n, "connected, 3 hosts alive", |s| {
+            s.connected && s.hosts_alive == all
+        });
+        assert_eq!(s.host, format!("h{n}"));
+        assert_eq!(s.hosts, all, "every host's VTEP is known");
+        assert_eq!(s.pending_publishes, 0);
+        assert!(
+            s.state_revision > 0 && s.last_revision >= s.state_revision,
+            "{s:?}"
+        );
+    }
+    let (code, text) = mh.havipctl(1, &["cluster"]).expect("havipctl cluster");
+    println!("havipctl cluster on h1:\n{text}");
+    assert_eq!(code, 0);
+    assert!(text.contains("host:              h1"), "{text}");
+    assert!(text.contains("etcd:              connected"), "{text}");
+    assert!(text.contains("hosts alive:       h1,h2,h3"), "{text}");
+    assert!(text.contains("hosts down:        -"), "{text}");
 
     // etcd stops: forwarding goes on; a local claim on h2 switches h2 at once.
     mh.etcd.stop().expect("stopping etcd");
@@ -161,6 +200,15 @@ fn multihost_etcd_down_and_agent_killed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(mh.owner(1).map(|o| o.0), Some(lab::mac_string(mac("a"))));
+    // havipctl cluster on h2 shows the lost connection and the claim it
+    // could not publish.
+    cluster_until(&mh, 2, "disconnected with 1 pending publish", |s| {
+        !s.connected && s.pending_publishes == 1
+    });
+    let (_, text) = mh.havipctl(2, &["cluster"]).expect("havipctl cluster");
+    println!("havipctl cluster on h2 with etcd stopped:\n{text}");
+    assert!(text.contains("etcd:              NOT CONNECTED"), "{text}");
+    assert!(text.contains("pending publishes: 1"), "{text}");
 
     // etcd back: the pending claim is published, everyone installs it.
     let t0 = Instant::now();
@@ -174,6 +222,9 @@ fn multihost_etcd_down_and_agent_killed() {
         mh.etcd.last_start
     );
     all_protocols_reach(&mh, "b", 2, 7400);
+    cluster_until(&mh, 2, "connected again, nothing pending", |s| {
+        s.connected && s.pending_publishes == 0
+    });
 
     // The owner's agent is SIGKILLed: its pinned data plane keeps
     // forwarding, the others keep tunnelling to it.
@@ -187,6 +238,10 @@ fn multihost_etcd_down_and_agent_killed() {
         b, sent,
         "traffic goes on with the owner host's agent dead (lease expired)"
     );
+    let s = cluster_until(&mh, 1, "h2 down", |s| !s.hosts_alive.contains(&"h2".into()));
+    assert_eq!(s.hosts, all, "h2's VTEP stays known while it is down");
+    let (_, text) = mh.havipctl(1, &["cluster"]).expect("havipctl cluster");
+    assert!(text.contains("hosts down:        h2"), "{text}");
     // It re-joins.
     mh.agents[1] = Some(mh.start_agent(2).expect("agent 2 again"));
     mh.converged(Some(mac("b")), CONVERGE)

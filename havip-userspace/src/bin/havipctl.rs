@@ -6,6 +6,8 @@
 
 #[path = "havipctl/args.rs"]
 mod args;
+#[path = "havipctl/cluster.rs"]
+mod cluster;
 #[path = "havipctl/eip.rs"]
 mod eip;
 #[path = "havipctl/havip.rs"]
@@ -62,6 +64,7 @@ fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Ok(())
         }
         Command::Events { follow } => events(&client, out, follow),
+        Command::Cluster => cluster::run(&client, out),
         Command::Status => {
             return Ok(if status::run(&client, out)? {
                 ExitCode::SUCCESS

@@ -125,10 +125,17 @@ async fn once(c: &Arc<Cluster>) -> Result<()> {
     Err(anyhow!("watch stream ended"))
 }
 
-/// Replaces the records of the in-memory state (observed owners kept).
+/// Replaces the records of the in-memory state (observed owners kept),
+/// unless the state is already newer than the snapshot: a local commit that
+/// landed between the snapshot's read and now (its events come again on the
+/// watch from `rev + 1` and are skipped by revision); replacing would undo
+/// it in memory while etcd has it.
 fn replace_state(c: &Cluster, mut state: State, rev: i64, seq_rev: i64) {
     let sh = &c.etcd.shared;
     c.cp.apply_external(|s| {
+        if sh.state_rev.load(Ordering::SeqCst) > rev {
+            return false;
+        }
         state.owners = std::mem::take(&mut s.owners)
             .into_iter()
             .filter(|(id, _)| state.havips.contains_key(id))

@@ -217,7 +217,12 @@ fn build_for(
     for list in enis_of.values_mut() {
         list.sort_by_key(|e| !e.primary);
     }
+    // Interface names are per host: an ENI on another host with the name of
+    // a local one must not take the local port.
     let binding_of = |eni: &Eni| {
+        if !eni_is_local(eni, host) {
+            return None;
+        }
         ifindex
             .get(eni.interface.as_str())
             .map(|idx| DesiredBinding {
@@ -325,4 +330,105 @@ fn routes(state: &State, vpc_ids: &HashMap<&str, u32>) -> Vec<DesiredRoute> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::model::*;
+
+    /// Members `a` on h1 and `b` on h2, both on an interface named `tap0`.
+    fn two_hosts_same_name() -> State {
+        let mut s = State::default();
+        let ops = [
+            Op::CreateVpc(CreateVpc {
+                id: "vpc".into(),
+                cidr: "10.0.0.0/16".parse().unwrap(),
+            }),
+            Op::CreateVSwitch(CreateVSwitch {
+                vni: Some(1001),
+                id: "vsw".into(),
+                vpc: "vpc".into(),
+                cidr: "10.0.1.0/24".parse().unwrap(),
+                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+            }),
+        ];
+        for op in ops {
+            s = apply_to(&s, &op).unwrap();
+        }
+        for (name, host, mac) in [
+            ("a", "h1", "02:00:00:00:0a:01"),
+            ("b", "h2", "02:00:00:00:0b:01"),
+        ] {
+            for op in [
+                Op::CreateInstance(CreateInstance {
+                    id: format!("i-{name}"),
+                    vswitch: "vsw".into(),
+                }),
+                Op::CreateEni(CreateEni {
+                    host: Some(host.into()),
+                    id: format!("eni-{name}"),
+                    vswitch: "vsw".into(),
+                    mac: mac.parse().unwrap(),
+                    interface: "tap0".into(),
+                    instance: Some(format!("i-{name}")),
+                    primary: true,
+                }),
+            ] {
+                s = apply_to(&s, &op).unwrap();
+            }
+        }
+        let h = apply_to(
+            &s,
+            &Op::CreateHaVip(CreateHaVip {
+                id: Some("h".into()),
+                vswitch: "vsw".into(),
+                address: Some("10.0.1.100".parse().unwrap()),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let h = apply_to(
+            &h,
+            &Op::AssociateHaVip(AssociateHaVip {
+                havip: "h".into(),
+                member: Member::instance("i-a"),
+            }),
+        )
+        .unwrap();
+        apply_to(
+            &h,
+            &Op::AssociateHaVip(AssociateHaVip {
+                havip: "h".into(),
+                member: Member::instance("i-b"),
+            }),
+        )
+        .unwrap()
+    }
+
+    /// Each host binds only its own member to its local `tap0`: the other
+    /// host's ENI of the same name never takes the local port.
+    #[test]
+    fn same_interface_name_on_two_hosts_binds_the_local_eni_only() {
+        let s = two_hosts_same_name();
+        let resolve = |name: &str| (name == "tap0").then_some(7);
+        for (host, mac) in [("h1", "02:00:00:00:0a:01"), ("h2", "02:00:00:00:0b:01")] {
+            let (d, missing) =
+                desired_for_host(&s, &resolve, DataplaneConfig::default(), host).unwrap();
+            assert!(missing.is_empty(), "{missing:?}");
+            assert_eq!(d.ports.len(), 1, "{host}: one port, tap0");
+            assert_eq!(d.ports[0].ifindex, 7);
+            let want: MacAddr = mac.parse().unwrap();
+            assert_eq!(
+                d.havips[0].bindings,
+                vec![DesiredBinding {
+                    ifindex: 7,
+                    mac: want.octets()
+                }],
+                "{host}: only its own member is bound to tap0"
+            );
+        }
+    }
 }

@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod cost;
+pub mod crosshost;
 pub mod eip;
 pub mod env;
 pub mod failover;
@@ -259,6 +260,7 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(control::ControlPlaneSection),
         Box::new(route::Routes::default()),
         Box::new(eip::EipNat::default()),
+        Box::new(crosshost::CrossHost),
     ]
 }
 

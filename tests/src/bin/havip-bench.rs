@@ -20,7 +20,8 @@ struct Args {
     #[arg(long, default_value_os_t = default_out())]
     out: PathBuf,
     /// Run only these sections (throughput, scale, ns_per_pkt, failover,
-    /// keepalived, control_plane, routes, eip); may be repeated or comma-separated.
+    /// keepalived, control_plane, routes, eip, crosshost); may be repeated or
+    /// comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Do not run the measuring threads SCHED_FIFO (they are by default, so

@@ -87,6 +87,10 @@ pub enum Command {
     /// Is the agent ready (data plane loaded, every port attached, store
     /// reachable)? Exit 0 ready, 1 not ready, 3 unreachable.
     Status,
+    /// This host's view of the cluster (etcd store): connected or not, the
+    /// etcd and local state revisions, live and down hosts, local claims not
+    /// yet published. With the embedded store: "single host".
+    Cluster,
     /// Write shell completions and man pages under DIR (packaging).
     #[command(hide = true)]
     GenDocs {

@@ -116,7 +116,7 @@ impl Cx<'_> {
                 eni: other.id.clone(),
             });
         }
-        if let Some((kind, id)) = self.interface_user(&op.interface) {
+        if let Some((kind, id)) = self.interface_user(&op.interface, op.host.as_deref()) {
             return Err(OpError::InterfaceInUse {
                 interface: op.interface.clone(),
                 kind,
@@ -180,7 +180,7 @@ impl Cx<'_> {
         let eni = self.eni(&op.id)?;
         check_interface(&op.interface)?;
         if eni.interface != op.interface {
-            if let Some((kind, id)) = self.interface_user(&op.interface) {
+            if let Some((kind, id)) = self.interface_user(&op.interface, eni.host.as_deref()) {
                 return Err(OpError::InterfaceInUse {
                     interface: op.interface.clone(),
                     kind,
@@ -203,7 +203,8 @@ impl Cx<'_> {
                 id: interface.to_owned(),
             });
         }
-        if let Some((kind, id)) = self.interface_user(interface) {
+        // Uplinks are on every host: any ENI of that name conflicts.
+        if let Some((kind, id)) = self.interface_user(interface, None) {
             return Err(OpError::InterfaceInUse {
                 interface: interface.to_owned(),
                 kind,

@@ -189,6 +189,15 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), OpErro
     })
 }
 
+/// Whether two ENIs' interfaces are on the same host: yes unless both
+/// hosts are known and differ (`None` = the single host).
+fn same_host(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
 /// `owner` with no owner (the epoch kept).
 fn cleared(owner: &ObservedOwner) -> ObservedOwner {
     ObservedOwner {
@@ -299,14 +308,20 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn interface_user(&self, name: &str) -> Option<(ResourceKind, String)> {
+    /// Who already uses interface `name` on `host`: an uplink (uplinks
+    /// are on every host), or an ENI on the same host. Interface names are
+    /// per host (two hypervisors both have a `tap0`): ENIs on two different
+    /// known hosts never conflict; an ENI without a host (single host,
+    /// redb) conflicts with every ENI of that name, so one host's names
+    /// stay unique as before.
+    fn interface_user(&self, name: &str, host: Option<&str>) -> Option<(ResourceKind, String)> {
         if let Some(u) = self.state.uplinks.get(name) {
             return Some((ResourceKind::Uplink, u.interface.clone()));
         }
         self.state
             .enis
             .values()
-            .find(|e| e.interface == name)
+            .find(|e| e.interface == name && same_host(e.host.as_deref(), host))
             .map(|e| (ResourceKind::Eni, e.id.clone()))
     }
 

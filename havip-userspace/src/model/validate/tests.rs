@@ -570,3 +570,80 @@ fn first_free_slot_finds_gaps() {
     assert_eq!(first_free_slot([0, 1, 3].into_iter()), Some(2));
     assert_eq!(first_free_slot([1, 2].into_iter()), Some(0));
 }
+
+/// Two hypervisors both have a `tap0`: interface names are unique per
+/// host, not across hosts; without a host (single host) they stay unique.
+#[test]
+fn interface_names_are_per_host() {
+    let s = base();
+    let eni = |id: &str, mac: &str, ifname: &str, host: Option<&str>| {
+        Op::CreateEni(CreateEni {
+            host: host.map(str::to_owned),
+            id: id.into(),
+            vswitch: "vsw-1".into(),
+            mac: mac.parse().unwrap(),
+            interface: ifname.into(),
+            instance: None,
+            primary: false,
+        })
+    };
+    let s = apply_to(&s, &eni("e-h1", "02:00:00:00:09:01", "tap0", Some("h1"))).unwrap();
+    // Same name on another host: accepted.
+    let s = apply_to(&s, &eni("e-h2", "02:00:00:00:09:02", "tap0", Some("h2"))).unwrap();
+    assert_eq!(s.enis["e-h1"].interface, s.enis["e-h2"].interface);
+    // Same name on the same host: refused, naming that host's ENI.
+    let e = refused(
+        &s,
+        eni("e-h2b", "02:00:00:00:09:03", "tap0", Some("h2")),
+        "Conflict.InterfaceInUse",
+    );
+    assert!(e.to_string().contains("e-h2"), "{e}");
+    // No host (single host): the name is taken by any ENI.
+    refused(
+        &s,
+        eni("e-any", "02:00:00:00:09:04", "tap0", None),
+        "Conflict.InterfaceInUse",
+    );
+    // ModifyEni follows the same rule: h2's ENI may not take h1's other
+    // name on h2 twice, but may rename to a name used only on h1.
+    let s = apply_to(&s, &eni("e-h1b", "02:00:00:00:09:05", "tap1", Some("h1"))).unwrap();
+    let s = apply_to(
+        &s,
+        &Op::ModifyEni(ModifyEni {
+            id: "e-h2".into(),
+            interface: "tap1".into(),
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.enis["e-h2"].interface, "tap1");
+    let s = apply_to(&s, &eni("e-h2c", "02:00:00:00:09:06", "tap0", Some("h2"))).unwrap();
+    refused(
+        &s,
+        Op::ModifyEni(ModifyEni {
+            id: "e-h2c".into(),
+            interface: "tap1".into(),
+        }),
+        "Conflict.InterfaceInUse",
+    );
+    // An uplink is on every host: its name conflicts with any ENI's.
+    refused(
+        &s,
+        Op::CreateUplink(CreateUplink {
+            interface: "tap0".into(),
+            vswitch: "vsw-1".into(),
+        }),
+        "Conflict.InterfaceInUse",
+    );
+    // Single host (no hosts anywhere): unchanged, names are unique.
+    let s1 = apply_to(&base(), &eni("e-a", "02:00:00:00:09:07", "tap9", None)).unwrap();
+    refused(
+        &s1,
+        eni("e-b", "02:00:00:00:09:08", "tap9", None),
+        "Conflict.InterfaceInUse",
+    );
+    refused(
+        &s1,
+        eni("e-b", "02:00:00:00:09:08", "tap9", Some("h1")),
+        "Conflict.InterfaceInUse",
+    );
+}
