@@ -324,6 +324,7 @@ impl XLab {
                     },
                 )],
             },
+            ..Desired::default()
         };
         let mut ports_b = vec![vtep(ub), instance(ho0)];
         ports_b.sort_by_key(|p| p.ifindex);
@@ -343,6 +344,7 @@ impl XLab {
                 vnis: vec![(VSWITCH, VNI)],
                 remote_owners: Vec::new(),
             },
+            ..Desired::default()
         };
         let dp_a = &mut self.dp_a;
         topo::in_ns(&self.host_a, || {
