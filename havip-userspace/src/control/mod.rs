@@ -510,40 +510,38 @@ mod tests {
     use super::*;
     use crate::model::*;
 
+    /// VPC `vpc`, vSwitch `vsw` (10.0.0.0/16), quota `n_havips`, instances
+    /// `i-0..`, HaVips `h0..` with allocated addresses.
     fn setup_ops(n_havips: usize, n_instances: usize) -> Vec<Op> {
-        let mut ops = vec![
-            Op::CreateVpc(CreateVpc {
-                id: "vpc".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
-            }),
-            Op::CreateVSwitch(CreateVSwitch {
-                vni: None,
-                id: "vsw".into(),
-                vpc: "vpc".into(),
-                cidr: "10.0.0.0/16".parse().unwrap(),
-                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            }),
-            Op::SetQuota(SetQuota {
-                havips_per_account: Some(n_havips),
-                havips_per_vpc: Some(n_havips),
-                havip_routes_per_vpc: None,
-            }),
+        let mut ops: Vec<serde_json::Value> = vec![
+            serde_json::json!({"op": "create_vpc", "id": "vpc", "cidr": "10.0.0.0/8"}),
+            serde_json::json!({"op": "create_vswitch", "id": "vsw", "vpc": "vpc",
+                "cidr": "10.0.0.0/16", "gateway_mac": "02:00:00:00:00:01"}),
+            serde_json::json!({"op": "set_quota", "havips_per_account": n_havips,
+                "havips_per_vpc": n_havips}),
         ];
         ops.extend((0..n_instances).map(|n| {
-            Op::CreateInstance(CreateInstance {
-                id: format!("i-{n}"),
-                vswitch: "vsw".into(),
-            })
+            serde_json::json!({"op": "create_instance", "id": format!("i-{n}"), "vswitch": "vsw"})
         }));
-        ops.extend((0..n_havips).map(|n| {
-            Op::CreateHaVip(CreateHaVip {
-                id: Some(format!("h{n}")),
-                vswitch: "vsw".into(),
-                address: None,
-                ..Default::default()
-            })
-        }));
-        ops
+        ops.extend((0..n_havips).map(
+            |n| serde_json::json!({"op": "create_havip", "id": format!("h{n}"), "vswitch": "vsw"}),
+        ));
+        serde_json::from_value(serde_json::Value::Array(ops)).unwrap()
+    }
+
+    /// Associates then unassociates `member` with `havip`.
+    fn associate_and_back(cp: &ControlPlane, havip: &str, member: &Member) {
+        cp.apply(Op::AssociateHaVip(AssociateHaVip {
+            havip: havip.into(),
+            member: member.clone(),
+        }))
+        .unwrap();
+        cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
+            havip: havip.into(),
+            member: member.clone(),
+            force: false,
+        }))
+        .unwrap();
     }
 
     #[test]
@@ -557,19 +555,14 @@ mod tests {
                 std::thread::spawn(move || {
                     let havip = format!("h{k}");
                     let member = Member::instance(format!("i-{k}"));
+                    let associate = Op::AssociateHaVip(AssociateHaVip {
+                        havip: havip.clone(),
+                        member: member.clone(),
+                    });
                     for _ in 0..25 {
-                        cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                            havip: havip.clone(),
-                            member: member.clone(),
-                        }))
-                        .unwrap();
+                        cp.apply(associate.clone()).unwrap();
                         // A refusal in the same batch changes nothing.
-                        let e = cp
-                            .apply(Op::AssociateHaVip(AssociateHaVip {
-                                havip: havip.clone(),
-                                member: member.clone(),
-                            }))
-                            .unwrap_err();
+                        let e = cp.apply(associate.clone()).unwrap_err();
                         assert_eq!(e.code(), "Conflict.AlreadyBound");
                         cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
                             havip: havip.clone(),
@@ -706,17 +699,7 @@ mod tests {
                             let member = Member::instance(format!("i-{k}"));
                             for r in 0..per {
                                 let havip = format!("h{}", (r * callers + k) % n);
-                                cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                                    havip: havip.clone(),
-                                    member: member.clone(),
-                                }))
-                                .unwrap();
-                                cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-                                    havip,
-                                    member: member.clone(),
-                                    force: false,
-                                }))
-                                .unwrap();
+                                associate_and_back(&cp, &havip, &member);
                             }
                         })
                     })
