@@ -120,7 +120,7 @@ pub fn api_request(code: u16) {
 }
 
 /// One notify command run (or skip) with `result`: `ok`, `failed`,
-/// `timeout`, `skipped`, `spawn_error`.
+/// `timeout`, `skipped`, `spawn_error`, `lagged` (events missed).
 pub fn notify_run(result: &str) {
     RECORDED
         .notify_runs
@@ -370,7 +370,7 @@ fn registry(pin_dir: &Path, cp: Arc<ControlPlane>) -> Registry {
         ),
         (
             "havip_notify_runs",
-            "Runs of the notify command on owner changes, by result (ok, failed, timeout, skipped, spawn_error)",
+            "Runs of the notify command on owner changes, by result (ok, failed, timeout, skipped, spawn_error, lagged)",
             &rec.notify_runs,
         ),
     ] {

@@ -15,7 +15,8 @@
 //! closed, stderr kept for the log), killed after `notify_timeout_ms`, and at
 //! most `notify_max_running` run at once; a change that finds them all busy
 //! is skipped. Each run's result (`ok`, `failed`, `timeout`, `skipped`,
-//! `spawn_error`) is logged and counted (`havip_notify_runs_total`). Runs for
+//! `spawn_error`; `lagged` when this task fell behind the event buffer) is
+//! logged and counted (`havip_notify_runs_total`). Runs for
 //! successive changes may overlap: the epoch orders them.
 
 use std::{
@@ -85,14 +86,11 @@ pub fn spawn(agent: &AgentConfig, cp: &Arc<ControlPlane>) {
             match rx.recv().await {
                 Ok(Event::OwnerChanged(c)) => n.fire(&cp, c),
                 Ok(_) => {}
+                // `missed` counts events of every kind, not only owner
+                // changes: counted once per overrun.
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(
-                        missed,
-                        "notify: owner changes missed (event buffer overrun)"
-                    );
-                    for _ in 0..missed {
-                        metrics::notify_run("skipped");
-                    }
+                    warn!(missed, "notify: events missed (event buffer overrun); owner changes among them were not notified");
+                    metrics::notify_run("lagged");
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
