@@ -462,6 +462,11 @@ impl Conn {
                 r = stop.changed(), if !stopping => {
                     stopping = true;
                     let _ = r;
+                    // An event stream never finishes: it would hold the
+                    // shutdown forever. Close its connection now.
+                    if lock(&activity).streaming > 0 {
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                 }
             }
