@@ -111,7 +111,9 @@ fn reply_for(
 }
 
 /// Applies one operation and replies with its subject (201 for creates),
-/// encoded inside the commit's critical section (see [`reply_for`]).
+/// encoded inside the commit's critical section (see [`reply_for`]). The
+/// operation joins the next group commit through the control plane's
+/// commit worker: no thread waits per request.
 async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
     let status = if op.is_create() {
         StatusCode::CREATED
@@ -119,18 +121,17 @@ async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
         StatusCode::OK
     };
     let deleted = op.is_delete();
-    let body = blocking(move || {
-        let source = Arc::clone(&cp);
-        let (_, reply) = cp.apply_and_read(op, move |s, applied| {
+    let source = Arc::clone(&cp);
+    let (_, reply) = cp
+        .apply_and_read_async(op, move |s, applied| {
             let key = applied
                 .subject
                 .clone()
                 .ok_or_else(|| OpError::Internal("operation without a subject".into()))?;
             reply_for(s, &source, key, deleted)
-        })?;
-        reply
-    })
-    .await?;
+        })
+        .await?;
+    let body = reply?;
     Ok((
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],

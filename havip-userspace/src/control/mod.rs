@@ -20,7 +20,7 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak},
 };
 
 use havip_common::HavipKey;
@@ -34,7 +34,7 @@ mod view;
 pub use view::{havip_view, CountersSource, EipRef, HaVipUsage, HaVipView, HavipCounters};
 
 use self::{
-    commit::{Queue, ReadBack},
+    commit::{Commits, ReadBack},
     history::{Event, EVENT_BUFFER},
 };
 use crate::{
@@ -59,8 +59,7 @@ struct Inner {
 /// from `spawn_blocking` in async code; the API server does).
 pub struct ControlPlane {
     inner: Mutex<Inner>,
-    queue: Mutex<Queue>,
-    queue_cv: Condvar,
+    commits: Arc<Commits>,
     generation: watch::Sender<u64>,
     counters: RwLock<Option<Arc<dyn CountersSource>>>,
     local_host: RwLock<Option<String>>,
@@ -68,6 +67,12 @@ pub struct ControlPlane {
     /// control plane).
     cluster: RwLock<Option<Weak<Cluster>>>,
     events: broadcast::Sender<Event>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.commits.close();
+    }
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -81,6 +86,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // in-memory state is only changed after a successful commit), so a
     // poisoned lock is still usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The applied change and the value its [`ReadBack`] read.
+fn read_back<R: 'static>(outcome: commit::Outcome) -> Result<(Applied, R), OpError> {
+    let (applied, r) = outcome?;
+    let r = r
+        .and_then(|r| r.downcast::<R>().ok())
+        .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
+    Ok((applied, *r))
 }
 
 /// [`OpError::CommitFailed`] naming the store error and its sources.
@@ -118,8 +132,7 @@ impl ControlPlane {
                 store,
                 stale: false,
             }),
-            queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
+            commits: Arc::default(),
             generation,
             counters: RwLock::new(None),
             local_host: RwLock::new(None),
@@ -158,11 +171,34 @@ impl ControlPlane {
         read: impl FnOnce(&State, &Applied) -> R + Send + 'static,
     ) -> Result<(Applied, R), OpError> {
         let read: ReadBack = Box::new(move |s, a| Box::new(read(s, a)));
-        let (applied, r) = self.submit(op, Some(read))?;
-        let r = r
-            .and_then(|r| r.downcast::<R>().ok())
-            .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
-        Ok((applied, *r))
+        read_back(self.submit(op, Some(read)))
+    }
+
+    /// [`ControlPlane::apply_and_read`] for async callers: the operation
+    /// joins the next group commit through the commit worker and this
+    /// awaits its outcome, with no thread parked on it.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::apply`].
+    pub async fn apply_and_read_async<R: Send + 'static>(
+        self: &Arc<Self>,
+        op: Op,
+        read: impl FnOnce(&State, &Applied) -> R + Send + 'static,
+    ) -> Result<(Applied, R), OpError> {
+        let read: ReadBack = Box::new(move |s, a| Box::new(read(s, a)));
+        let outcome = match self.submit_async(op, Some(read)) {
+            Ok(rx) => rx
+                .await
+                .map_err(|_| OpError::Internal("the commit worker dropped the operation".into()))?,
+            Err(back) => {
+                let (op, read) = *back;
+                let cp = Arc::clone(self);
+                tokio::task::spawn_blocking(move || cp.submit(op, read))
+                    .await
+                    .map_err(|e| OpError::Internal(format!("worker failed: {e}")))?
+            }
+        };
+        read_back(outcome)
     }
 
     /// Applies `ops` in order, all or nothing, in one transaction.
