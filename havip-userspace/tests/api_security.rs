@@ -302,3 +302,72 @@ fn agent_refuses_to_start_with_open_tcp_and_no_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("api_token_file"));
 }
+
+/// `GET /v1/events` outlives the idle timeout while the client reads: its
+/// keep-alive lines count as activity (period derived from the timeout),
+/// and an event committed after several timeouts still arrives. An idle
+/// connection opened at the same time is closed as before.
+#[test]
+fn event_stream_is_not_cut_by_the_idle_timeout() {
+    let limits = ApiLimits {
+        idle_timeout: Duration::from_millis(600),
+        ..ApiLimits::default()
+    };
+    let srv = Srv::start(limits, ApiSecurity::default());
+    let mut idle = TcpStream::connect(srv.addr).unwrap();
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let req = format!("GET /v1/events HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr);
+    s.write_all(req.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let mut applied = false;
+    // Read for 5 idle timeouts; commit an operation after 4.
+    while started.elapsed() < limits.idle_timeout * 5 || !got.contains("api_change") {
+        assert!(
+            started.elapsed() < limits.idle_timeout * 10,
+            "no api_change event on the stream: {got:?}"
+        );
+        if !applied && started.elapsed() > limits.idle_timeout * 4 {
+            let op: havip::model::Op = serde_json::from_str(VPC).unwrap();
+            srv.cp.apply(op).unwrap();
+            applied = true;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!(
+                "the stream was closed after {:?}: {got:?}",
+                started.elapsed()
+            ),
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "stream read failed: {e}"
+            ),
+        }
+    }
+    let keepalives = got.matches(r#"{"type":"keep_alive"}"#).count();
+    eprintln!(
+        "stream open {:?}, {keepalives} keep-alive lines",
+        started.elapsed()
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    // At least one keep-alive per 1/3 timeout, minus slack for a loaded host.
+    assert!(keepalives >= 6, "{keepalives} keep-alive lines: {got:?}");
+    assert!(got.contains(r#""op":"create_vpc""#), "{got:?}");
+    // The idle connection beside it was closed by the timeout.
+    idle.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let r = idle.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle connection is still open: {r:?}"
+    );
+    assert!(srv.stats.timed_out.load(Ordering::Relaxed) >= 1);
+}

@@ -67,18 +67,27 @@ fn good_config_is_valid_and_creates_nothing() {
     assert!(out.contains("create havip havip-demo"), "{}", text(&o));
     assert_eq!(listing(dir.path()), before, "check created files");
     assert!(!db.exists());
+    // An executable notify command passes.
+    std::fs::write(
+        &cfg,
+        demo().replace("[agent]\n", "[agent]\nnotify_command = \"/bin/true\"\n"),
+    )
+    .unwrap();
+    let o = check(&cfg, &db);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
 #[test]
 fn bad_configs_exit_1_with_the_reason() {
     let good = demo();
+    // The good config with `line` added to `[agent]`.
+    let agent = |line: &str| good.replace("[agent]\n", &format!("[agent]\n{line}\n"));
+    // A regular file without an execute bit (mode 0600).
+    let plain = tempfile::NamedTempFile::new().unwrap();
+    let plain = format!("notify_command = \"{}\"", plain.path().display());
     let cases: &[(&str, String, &str)] = &[
         ("syntax", "[agent\npin_dir = 1\n".to_owned(), "invalid"),
-        (
-            "unknown key",
-            good.replace("[agent]\n", "[agent]\ncolour = \"blue\"\n"),
-            "colour",
-        ),
+        ("unknown key", agent("colour = \"blue\""), "colour"),
         (
             "bad CIDR",
             good.replace("cidr = \"10.0.0.0/16\"", "cidr = \"10.0.0.0/33\""),
@@ -96,8 +105,23 @@ fn bad_configs_exit_1_with_the_reason() {
         ),
         (
             "remote metrics without metrics_allow_remote",
-            good.replace("[agent]\n", "[agent]\nmetrics_listen = \"0.0.0.0:9464\"\n"),
+            agent("metrics_listen = \"0.0.0.0:9464\""),
             "metrics_allow_remote",
+        ),
+        (
+            "relative notify_command",
+            agent("notify_command = \"notify.sh\""),
+            "notify_command",
+        ),
+        (
+            "missing notify_command",
+            agent("notify_command = \"/nonexistent/x.sh\""),
+            "notify_command",
+        ),
+        (
+            "notify_command not executable",
+            agent(&plain),
+            "not executable",
         ),
     ];
     for (what, body, needle) in cases {

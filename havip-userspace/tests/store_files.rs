@@ -234,3 +234,46 @@ fn disk_full_fails_commits_and_loses_nothing_acknowledged() {
     drop(reopened);
     drop(fs);
 }
+
+/// A version-1 store (written before the bump, possibly with history
+/// records) is migrated to the current version at open, its history kept.
+#[test]
+fn version_1_store_with_history_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let entry = OwnerChange {
+        havip: "h0".into(),
+        epoch: 2,
+        previous_member: None,
+        member: Some("i-0".into()),
+        host: None,
+        time: "2026-12-01T00:00:00Z".into(),
+        trigger: OwnerTrigger::Claim,
+    };
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let mut change = Change::default();
+        change.put(Record::History {
+            havip: "h0".into(),
+            entries: vec![entry.clone()],
+        });
+        store.commit_all(&[change]).unwrap();
+    }
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SCHEMA)
+            .unwrap()
+            .insert("version", 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.load().unwrap().history["h0"], vec![entry]);
+    drop(store);
+    let db = Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let v = txn.open_table(SCHEMA).unwrap().get("version").unwrap();
+    assert_eq!(v.map(|v| v.value()), Some(SCHEMA_VERSION));
+    assert_eq!(SCHEMA_VERSION, 2);
+}

@@ -460,6 +460,20 @@ impl Trio {
         })
     }
 
+    /// `havip-agent status` read inside the lab's host namespace (ports are
+    /// looked up there).
+    ///
+    /// # Panics
+    /// When the namespace thread or the status read fails (tests only).
+    pub fn host_status(&self) -> status::Status {
+        let pin_dir = self.scratch.pin_dir.clone();
+        self.lab
+            .host
+            .run(move || status::read(&pin_dir))
+            .expect("netns thread")
+            .expect("status")
+    }
+
     /// Starts the agent in the host namespace and waits until it is ready.
     pub fn start_agent(&self) -> Result<AgentProcess> {
         let mut agent = AgentProcess::start(

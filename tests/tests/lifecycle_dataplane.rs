@@ -11,7 +11,7 @@ use std::{
 use havip::{
     api::Client,
     model::{DeleteEni, DeleteInstance, Member, ModifyEni, UnassociateHaVip},
-    status::{self, Status},
+    status::Status,
 };
 use havip_tests::{
     frames, lab,
@@ -25,12 +25,7 @@ const RECONCILE: Duration = Duration::from_secs(3);
 const WINDOW: Duration = Duration::from_millis(700);
 
 fn host_status(t: &Trio) -> Status {
-    let pin_dir = t.scratch.pin_dir.clone();
-    t.lab
-        .host
-        .run(move || status::read(&pin_dir))
-        .expect("netns thread")
-        .expect("status")
+    t.host_status()
 }
 
 /// (owner MAC, epoch) of the trio's HaVip in the maps.
@@ -112,13 +107,18 @@ fn start(t: &Trio) -> (AgentProcess, Client) {
 fn trio_owned_by_a(tag: &str, net: u8) -> (Trio, AgentProcess, Client) {
     let t = Trio::new(tag, net, Some("a"), true).expect("topology");
     let (agent, client) = start(&t);
-    garp_from(&t, "a");
+    a_claims(&t, &agent);
+    (t, agent, client)
+}
+
+/// a's GARP makes it the owner (asserted, with the agent's log).
+fn a_claims(t: &Trio, agent: &AgentProcess) {
+    garp_from(t, "a");
     assert!(
-        owner_becomes(&t, Some(t.a.0), Duration::from_secs(2)).is_some(),
+        owner_becomes(t, Some(t.a.0), Duration::from_secs(2)).is_some(),
         "a does not own the HaVip; agent log:\n{}",
         agent.log_text()
     );
-    (t, agent, client)
 }
 
 #[test]
@@ -141,12 +141,7 @@ fn delete_owner_eni_clears_owner_port_and_traffic() {
     ));
     std::fs::write(&t.config, config).expect("config");
     let (agent, client) = start(&t);
-    garp_from(&t, "a");
-    assert!(
-        owner_becomes(&t, Some(t.a.0), Duration::from_secs(2)).is_some(),
-        "a does not own the HaVip; agent log:\n{}",
-        agent.log_text()
-    );
+    a_claims(&t, &agent);
     assert_flows_to(&t, "a", 9400);
     assert_eq!(port_state(&t, "hv-a").as_deref(), Some("attached"));
 

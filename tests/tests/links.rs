@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use havip::status::{self, Status};
+use havip::status::Status;
 use havip_tests::{
     frames, lab,
     scenario::{agent_binary, AgentProcess, Stream, Trio},
@@ -17,12 +17,7 @@ use havip_tests::{
 
 /// Status read inside the lab's host namespace (ports are looked up there).
 fn host_status(t: &Trio) -> Status {
-    let pin_dir = t.scratch.pin_dir.clone();
-    t.lab
-        .host
-        .run(move || status::read(&pin_dir))
-        .expect("netns thread")
-        .expect("status")
+    t.host_status()
 }
 
 fn port_state(t: &Trio, ifname: &str) -> String {

@@ -36,8 +36,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "etcd-client",
     "protobuf-compiler",
     // promtool (`promtool check metrics`) checks the agent's /metrics in the
-    // tests; the package also brings a Prometheus server, which stays off
-    // as the other packaged services do (policy-rc.d during the install).
+    // tests; the package also brings a Prometheus server: kept from starting
+    // by policy-rc.d during the install, then disabled (and stopped if a
+    // policy of the machine let it start) as etcd's is.
     "prometheus",
     // The benchmark's plots draw their labels with DejaVu Sans.
     "fonts-dejavu-core",
@@ -70,7 +71,7 @@ pub fn setup() -> Result<()> {
     let s = step("checking machine set-up");
     let notes = [
         apt_packages()?,
-        etcd_service_off()?,
+        packaged_services_off()?,
         rust_src()?,
         bpf_linker()?,
         bpffs()?,
@@ -148,48 +149,110 @@ fn apt_packages() -> Result<String> {
     Ok(format!("installed {}", missing.join(" ")))
 }
 
-/// Links a systemd `enable` of Debian's etcd unit leaves (the second is the
-/// unit's `Alias=`).
-const ETCD_UNIT_LINKS: &[&str] = &[
-    "/etc/systemd/system/multi-user.target.wants/etcd.service",
-    "/etc/systemd/system/etcd2.service",
-];
-
-/// A SysV start link (`/etc/rc2.d/S01etcd`) left by `update-rc.d etcd defaults`.
-fn etcd_rc_enabled() -> bool {
-    fs::read_dir("/etc/rc2.d").is_ok_and(|d| {
-        d.flatten().any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with('S') && name.ends_with("etcd")
-        })
-    })
+/// A service a Debian package enables on install that havip's tests do not
+/// want: the tests start their own etcd per test on unique ports, and need
+/// only `promtool` from the prometheus package, not a Prometheus server
+/// scraping on :9090. The install runs under a policy-rc.d (nothing starts
+/// then), but the package still enables the unit for the next boot, and a
+/// machine with a policy of its own may have started it.
+struct PackagedService {
+    /// Unit and SysV script name.
+    name: &'static str,
+    /// Links a systemd `enable` leaves (the unit's `WantedBy=` and `Alias=`).
+    unit_links: &'static [&'static str],
+    /// `comm` of its process; the service never runs as root, the tests'
+    /// own processes (etcd) do, so they never match.
+    comm: &'static str,
 }
 
-/// Debian's etcd-server enables (and, without a policy-rc.d, starts) a system
-/// etcd on the default ports. havip's tests start their own etcd per test on
-/// unique ports, so the packaged service is disabled, and stopped if the
-/// install started it. A few path checks when already done.
-fn etcd_service_off() -> Result<String> {
-    let unit_links: Vec<&str> = ETCD_UNIT_LINKS
+const PACKAGED_SERVICES: &[PackagedService] = &[
+    PackagedService {
+        name: "etcd",
+        unit_links: &[
+            "/etc/systemd/system/multi-user.target.wants/etcd.service",
+            "/etc/systemd/system/etcd2.service",
+        ],
+        comm: "etcd",
+    },
+    PackagedService {
+        name: "prometheus",
+        unit_links: &["/etc/systemd/system/multi-user.target.wants/prometheus.service"],
+        comm: "prometheus",
+    },
+];
+
+/// Disables (and stops, if running) every [`PACKAGED_SERVICES`] entry. A
+/// few path checks when already done.
+fn packaged_services_off() -> Result<String> {
+    let mut notes = Vec::new();
+    for svc in PACKAGED_SERVICES {
+        notes.push(service_off(svc)?);
+    }
+    Ok(notes.join(", "))
+}
+
+impl PackagedService {
+    /// A SysV start link (`/etc/rc2.d/S01etcd`) left by `update-rc.d <name> defaults`.
+    fn rc_enabled(&self) -> bool {
+        fs::read_dir("/etc/rc2.d").is_ok_and(|d| {
+            d.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with('S')
+                    && name.trim_start_matches(|c: char| c == 'S' || c.is_ascii_digit())
+                        == self.name
+            })
+        })
+    }
+
+    /// A process of the service (by `comm`, not running as root).
+    fn running(&self) -> bool {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let dir = e.path();
+            let is_it = fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == self.comm);
+            is_it
+                && fs::read_to_string(dir.join("status")).is_ok_and(|st| {
+                    // "Uid: <real> <effective> ...": the service never runs as root.
+                    st.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .is_some_and(|uid| uid != "0")
+                })
+        })
+    }
+}
+
+fn service_off(svc: &PackagedService) -> Result<String> {
+    let name = svc.name;
+    let unit_links: Vec<&str> = svc
+        .unit_links
         .iter()
         .copied()
         .filter(|l| Path::new(l).symlink_metadata().is_ok())
         .collect();
-    let rc_enabled = etcd_rc_enabled();
-    let running = etcd_service_running();
+    let rc_enabled = svc.rc_enabled();
+    let running = svc.running();
     if unit_links.is_empty() && !rc_enabled && !running {
-        return Ok("etcd service disabled".into());
+        return Ok(format!("{name} service disabled"));
     }
-    util::require_root("disabling the packaged etcd service")?;
-    let s = step("disabling the packaged etcd service (tests start their own etcd)");
+    util::require_root(&format!("disabling the packaged {name} service"))?;
+    let s = step(format!(
+        "disabling the packaged {name} service (the tests do not use it)"
+    ));
     if Path::new("/run/systemd/system").is_dir() {
-        let _ = util::run(Command::new("systemctl").args(["disable", "--now", "etcd.service"]));
+        let _ = util::run(Command::new("systemctl").args([
+            "disable",
+            "--now",
+            &format!("{name}.service"),
+        ]));
     } else if running {
-        let _ = util::run(Command::new("service").args(["etcd", "stop"]));
+        let _ = util::run(Command::new("service").args([name, "stop"]));
     }
     if rc_enabled {
-        let _ = util::run(Command::new("update-rc.d").args(["etcd", "disable"]));
+        let _ = util::run(Command::new("update-rc.d").args([name, "disable"]));
     }
     // Without systemd (containers) nobody else removes the unit links.
     for link in unit_links {
@@ -197,31 +260,11 @@ fn etcd_service_off() -> Result<String> {
             fs::remove_file(link).with_context(|| format!("cannot remove {link}"))?;
         }
     }
-    if etcd_service_running() {
-        bail!("the packaged etcd service is still running; stop it (service etcd stop)");
+    if svc.running() {
+        bail!("the packaged {name} service is still running; stop it (service {name} stop)");
     }
     s.done();
-    Ok("disabled the packaged etcd service".into())
-}
-
-/// The packaged service runs as user `etcd` from /usr/bin/etcd; the tests'
-/// etcd runs as root, so its processes never match here.
-fn etcd_service_running() -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let dir = e.path();
-        let is_etcd = fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "etcd");
-        is_etcd
-            && fs::read_to_string(dir.join("status")).is_ok_and(|st| {
-                // "Uid: <real> <effective> ...": the service never runs as root.
-                st.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .is_some_and(|uid| uid != "0")
-            })
-    })
+    Ok(format!("disabled the packaged {name} service"))
 }
 
 fn write_policy_rc_d(path: &Path) -> Result<()> {

@@ -75,6 +75,7 @@ pub struct Recorded {
     claims_refused: Family<Vec<(String, String)>, Counter>,
     reconcile: Histogram,
     api_requests: Family<Vec<(String, String)>, Counter>,
+    notify_runs: Family<Vec<(String, String)>, Counter>,
     /// Scrapes served (for the log only).
     scrapes: AtomicU64,
 }
@@ -88,6 +89,7 @@ pub static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
     // that attaches or checks a veth peer a few ms to a few hundred.
     reconcile: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
     api_requests: Family::default(),
+    notify_runs: Family::default(),
     scrapes: AtomicU64::new(0),
 });
 
@@ -114,6 +116,15 @@ pub fn api_request(code: u16) {
     RECORDED
         .api_requests
         .get_or_create(&vec![("code".to_owned(), code.to_string())])
+        .inc();
+}
+
+/// One notify command run (or skip) with `result`: `ok`, `failed`,
+/// `timeout`, `skipped`, `spawn_error`, `lagged` (events missed).
+pub fn notify_run(result: &str) {
+    RECORDED
+        .notify_runs
+        .get_or_create(&vec![("result".to_owned(), result.to_owned())])
         .inc();
 }
 
@@ -340,22 +351,31 @@ fn registry(pin_dir: &Path, cp: Arc<ControlPlane>) -> Registry {
         "Owner changes reported by the kernel's event ring buffer",
         rec.owner_changes.clone(),
     );
-    r.register(
-        "havip_claims_refused",
-        "Refused ARP claims reported by the kernel's event ring buffer, by reason (rate-limited: see havip_dropped_frames_total)",
-        rec.claims_refused.clone(),
-    );
     r.register_with_unit(
         "havip_reconcile_duration",
         "Duration of the reconciler's passes",
         Unit::Seconds,
         rec.reconcile.clone(),
     );
-    r.register(
-        "havip_api_requests",
-        "API requests served, by HTTP status code",
-        rec.api_requests.clone(),
-    );
+    for (name, help, family) in [
+        (
+            "havip_claims_refused",
+            "Refused ARP claims reported by the kernel's event ring buffer, by reason (rate-limited: see havip_dropped_frames_total)",
+            &rec.claims_refused,
+        ),
+        (
+            "havip_api_requests",
+            "API requests served, by HTTP status code",
+            &rec.api_requests,
+        ),
+        (
+            "havip_notify_runs",
+            "Runs of the notify command on owner changes, by result (ok, failed, timeout, skipped, spawn_error, lagged)",
+            &rec.notify_runs,
+        ),
+    ] {
+        r.register(name, help, family.clone());
+    }
     r.register_collector(Box::new(Pinned {
         pin_dir: pin_dir.to_path_buf(),
         maps: Mutex::new(None),

@@ -7,13 +7,15 @@
 //! - the link watcher (`dataplane::links`): netlink link notifications;
 //! - [`owners`]: the event consumer and the owner recorder;
 //! - [`servers`]: the API servers;
-//! - [`logs`]: the XDP program's log records.
+//! - [`logs`]: the XDP program's log records;
+//! - [`notify`]: the notify command on owner changes (if configured).
 
 pub mod counters;
 pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod multihost;
+pub mod notify;
 pub mod overrides;
 pub mod owners;
 pub mod ports;
@@ -102,6 +104,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     cp.set_counters(Arc::new(counters::PinnedCounters::open(&agent.pin_dir)?));
     logs::spawn(&mut rec.dp);
     owners::spawn(&mut rec.dp, &cp, rec.cluster.clone());
+    notify::spawn(&agent, &cp);
     let shutdown = Arc::new(Notify::new());
     servers::spawn(&agent, security, &cp, &shutdown).await?;
     // systemd (Type=notify): the data plane is ready and the API listens.

@@ -3,6 +3,13 @@
 //! request timeout, the body size limit (in the router) and the checks of
 //! [`super::security`].
 //!
+//! A streamed response (`GET /v1/events`) keeps its connection busy while
+//! its frames go out: each frame taken for writing counts as activity, so a
+//! client that reads is never cut by the idle timeout, and one that stops
+//! reading (its frames no longer go out) is closed after it. The stream's
+//! keep-alive period ([`StreamKeepAlive`], in the request's extensions) is
+//! derived from the idle timeout so that even a quiet stream stays busy.
+//!
 //! Over the cap a new connection is closed at once (counted in
 //! [`ListenerStats::refused`], logged at most once per second). A failing
 //! `accept` (`EMFILE`: out of descriptors) is logged the same way and
@@ -25,6 +32,8 @@ use axum::{
     http::{Method, Request, StatusCode},
     Router,
 };
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -66,6 +75,22 @@ impl ApiLimits {
             idle_timeout: Duration::from_millis(agent.api_idle_timeout_ms.max(1)),
             max_body_bytes: agent.api_max_body_bytes,
         }
+    }
+}
+
+/// How often a streamed response sends a line when it has nothing else
+/// (set by the listener on each request, from its idle timeout).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamKeepAlive(pub Duration);
+
+impl StreamKeepAlive {
+    /// At most 5 s, and a third of the idle timeout.
+    pub fn for_idle_timeout(idle: Duration) -> Self {
+        StreamKeepAlive(
+            (idle / 3)
+                .min(Duration::from_secs(5))
+                .max(Duration::from_millis(10)),
+        )
     }
 }
 
@@ -217,6 +242,10 @@ struct Activity {
     idle_since: Instant,
     /// First byte of the next request's head, while it is being read.
     head_since: Option<Instant>,
+    /// Streamed response bodies being sent.
+    streaming: u32,
+    /// When the last frame of a streamed body was taken for writing.
+    last_frame: Instant,
 }
 
 type Shared = Arc<Mutex<Activity>>;
@@ -271,6 +300,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// A streamed response body (no known length): while open, each frame it
+/// yields counts as activity on its connection; dropped, the connection is
+/// idle from then on.
+struct Streaming {
+    inner: axum::body::Body,
+    activity: Shared,
+}
+
+impl Streaming {
+    fn new(inner: axum::body::Body, activity: &Shared) -> Self {
+        let mut a = lock(activity);
+        a.streaming += 1;
+        a.last_frame = Instant::now();
+        drop(a);
+        Streaming {
+            inner,
+            activity: Arc::clone(activity),
+        }
+    }
+}
+
+impl HttpBody for Streaming {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            lock(&self.activity).last_frame = Instant::now();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let mut g = lock(&self.activity);
+        g.streaming = g.streaming.saturating_sub(1);
+        g.idle_since = Instant::now();
+    }
+}
+
 /// Marks a request in progress; its drop marks the connection idle.
 struct InFlight(Shared);
 
@@ -314,6 +396,8 @@ impl Conn {
             in_flight: 0,
             idle_since: Instant::now(),
             head_since: None,
+            streaming: 0,
+            last_frame: Instant::now(),
         }));
         let io = Watched {
             inner: stream,
@@ -327,8 +411,15 @@ impl Conn {
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let this = Arc::clone(&this);
             let busy = InFlight::start(&act);
+            let act = Arc::clone(&act);
             async move {
                 let r = this.handle(req).await;
+                // A body of unknown length is a stream: it stays activity.
+                let r = if r.body().size_hint().exact().is_none() {
+                    r.map(|b| axum::body::Body::new(Streaming::new(b, &act)))
+                } else {
+                    r
+                };
                 drop(busy);
                 Ok::<_, Infallible>(r)
             }
@@ -353,9 +444,13 @@ impl Conn {
                     let a = lock(&activity);
                     let now = Instant::now();
                     let expired = a.in_flight == 0
-                        && match a.head_since {
-                            Some(t) => now.duration_since(t) > limits.header_timeout,
-                            None => now.duration_since(a.idle_since) > limits.idle_timeout,
+                        && if a.streaming > 0 {
+                            now.duration_since(a.last_frame) > limits.idle_timeout
+                        } else {
+                            match a.head_since {
+                                Some(t) => now.duration_since(t) > limits.header_timeout,
+                                None => now.duration_since(a.idle_since) > limits.idle_timeout,
+                            }
                         };
                     if expired {
                         drop(a);
@@ -367,6 +462,11 @@ impl Conn {
                 r = stop.changed(), if !stopping => {
                     stopping = true;
                     let _ = r;
+                    // An event stream never finishes: it would hold the
+                    // shutdown forever. Close its connection now.
+                    if lock(&activity).streaming > 0 {
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -394,7 +494,9 @@ impl Conn {
         if mutating(req.method()) {
             info!(caller = %caller, method = %req.method(), path = req.uri().path(), "API request");
         }
-        let req = req.map(axum::body::Body::new);
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut()
+            .insert(StreamKeepAlive::for_idle_timeout(self.limits.idle_timeout));
         let mut router = self.router.clone();
         let call = tower_service::Service::call(&mut router, req);
         match tokio::time::timeout(self.limits.idle_timeout, call).await {

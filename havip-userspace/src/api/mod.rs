@@ -61,7 +61,7 @@ mod wire;
 
 pub use client::{Client, ClientError, Endpoint};
 pub use error::{ApiError, ErrorBody};
-pub use listen::{ApiLimits, ApiListener, ListenerStats};
+pub use listen::{ApiLimits, ApiListener, ListenerStats, StreamKeepAlive};
 pub use security::{ApiSecurity, Caller, SecurityError};
 pub use server::{
     bind_unix, bind_unix_group, router, router_with, serve, serve_tcp, serve_unix,

@@ -11,14 +11,14 @@ use axum::{
     http::{Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post, put},
-    Json, Router,
+    Extension, Json, Router,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    listen::{self, ApiLimits, ApiListener, ListenerStats},
+    listen::{self, ApiLimits, ApiListener, ListenerStats, StreamKeepAlive},
     wire::Deleted,
     ApiError, ApiSecurity,
 };
@@ -68,21 +68,21 @@ fn describe_one(cp: &ControlPlane, id: &str) -> Result<HaVipView, OpError> {
         .ok_or_else(|| OpError::Internal(format!("HaVip {id:?} vanished")))
 }
 
-fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
-    serde_json::to_value(v).map_err(|e| OpError::Internal(format!("cannot encode the reply: {e}")))
+fn to_json<T: Serialize>(v: T) -> Result<Vec<u8>, OpError> {
+    serde_json::to_vec(&v).map_err(|e| OpError::Internal(format!("cannot encode the reply: {e}")))
 }
 
 /// The reply of an accepted operation: the resource it created or changed
 /// as the read endpoints show it, or `{"deleted": id}`; read from the state
-/// as committed.
+/// as committed and encoded there (JSON bytes).
 fn reply_for(
     s: &State,
     cp: &ControlPlane,
     key: RecordKey,
     deleted: bool,
-) -> Result<Value, OpError> {
+) -> Result<Vec<u8>, OpError> {
     if deleted {
-        return to_value(Deleted { deleted: key.id });
+        return to_json(Deleted { deleted: key.id });
     }
     let id = key.id.as_str();
     let v = match key.kind {
@@ -93,24 +93,27 @@ fn reply_for(
                 // Live counters and the shared owner (not part of the state).
                 let mut v = havip_view(s, h, None);
                 cp.enrich(&mut v);
-                to_value(v)
+                to_json(v)
             })
             .transpose()?,
-        RecordKind::Vpc => s.vpcs.get(id).map(to_value).transpose()?,
-        RecordKind::VSwitch => s.vswitches.get(id).map(to_value).transpose()?,
-        RecordKind::Instance => s.instances.get(id).map(to_value).transpose()?,
-        RecordKind::Eni => s.enis.get(id).map(to_value).transpose()?,
-        RecordKind::Uplink => s.uplinks.get(id).map(to_value).transpose()?,
-        RecordKind::Eip => s.eips.get(id).map(to_value).transpose()?,
-        RecordKind::Route => s.routes.get(id).map(to_value).transpose()?,
-        RecordKind::Quotas => Some(to_value(s.quotas)?),
-        RecordKind::Owner => s.owners.get(id).map(to_value).transpose()?,
+        RecordKind::Vpc => s.vpcs.get(id).map(to_json).transpose()?,
+        RecordKind::VSwitch => s.vswitches.get(id).map(to_json).transpose()?,
+        RecordKind::Instance => s.instances.get(id).map(to_json).transpose()?,
+        RecordKind::Eni => s.enis.get(id).map(to_json).transpose()?,
+        RecordKind::Uplink => s.uplinks.get(id).map(to_json).transpose()?,
+        RecordKind::Eip => s.eips.get(id).map(to_json).transpose()?,
+        RecordKind::Route => s.routes.get(id).map(to_json).transpose()?,
+        RecordKind::Quotas => Some(to_json(s.quotas)?),
+        RecordKind::Owner => s.owners.get(id).map(to_json).transpose()?,
         RecordKind::Meta | RecordKind::History => None,
     };
     v.ok_or_else(|| OpError::Internal(format!("{} {id:?} vanished after commit", key.kind.name())))
 }
 
-/// Applies one operation and replies with its subject (201 for creates).
+/// Applies one operation and replies with its subject (201 for creates),
+/// encoded inside the commit's critical section (see [`reply_for`]). The
+/// operation joins the next group commit through the control plane's
+/// commit worker: no thread waits per request.
 async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
     let status = if op.is_create() {
         StatusCode::CREATED
@@ -118,19 +121,23 @@ async fn run_op(cp: Arc<ControlPlane>, op: Op) -> Result<Response, ApiError> {
         StatusCode::OK
     };
     let deleted = op.is_delete();
-    let v = blocking(move || {
-        let source = Arc::clone(&cp);
-        let (_, reply) = cp.apply_and_read(op, move |s, applied| {
+    let source = Arc::clone(&cp);
+    let (_, reply) = cp
+        .apply_and_read_async(op, move |s, applied| {
             let key = applied
                 .subject
                 .clone()
                 .ok_or_else(|| OpError::Internal("operation without a subject".into()))?;
             reply_for(s, &source, key, deleted)
-        })?;
-        reply
-    })
-    .await?;
-    Ok((status, Json(v)).into_response())
+        })
+        .await?;
+    let body = reply?;
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 fn decode_op(obj: Map<String, Value>) -> Result<Op, ApiError> {
@@ -202,6 +209,27 @@ macro_rules! id_only {
     };
 }
 
+/// The routes of resource collections: `GET <path>` lists them as stored,
+/// `POST <path>` creates one, `DELETE <path>/{id}` deletes one (the id
+/// filling the named field).
+macro_rules! collections {
+    ($router:expr; $($path:literal => $field:ident: $ty:ty, $create:literal, $delete:literal by $id:literal;)*) => {{
+        let r = $router;
+        $(
+            let r = r
+                .route(
+                    $path,
+                    get(|AxState(cp): Shared| async move {
+                        list(&cp, |s| s.$field.values().cloned().collect::<Vec<$ty>>())
+                    })
+                    .post(with_body!(rest($create, None))),
+                )
+                .route(concat!($path, "/{id}"), delete(id_only!(rest($delete, Some($id)))));
+        )*
+        r
+    }};
+}
+
 const MEMBER: Option<(&str, &[&str])> = Some(("member", &["force"]));
 
 async fn list_havips(AxState(cp): Shared) -> Reply<Vec<HaVipView>> {
@@ -220,16 +248,20 @@ async fn get_history(AxState(cp): Shared, UrlPath(id): UrlPath<String>) -> Reply
     blocking(move || cp.owner_history(&id)).await.map(Json)
 }
 
-/// A line of the event stream is sent at least this often.
-const EVENTS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// `GET /v1/events`: the agent's events as JSON lines, chunked, while the
-/// client reads. A client that falls [`crate::control::history::EVENT_BUFFER`]
-/// events behind gets a `lagged` event naming how many it missed.
-async fn get_events(AxState(cp): Shared) -> Response {
+/// client reads, with a keep-alive line when nothing happened for a while
+/// ([`StreamKeepAlive`], set by the listener from its idle timeout; 5 s
+/// when served without one). A client that falls
+/// [`crate::control::history::EVENT_BUFFER`] events behind gets a `lagged`
+/// event naming how many it missed.
+async fn get_events(
+    AxState(cp): Shared,
+    keepalive: Option<Extension<StreamKeepAlive>>,
+) -> Response {
+    let period = keepalive.map_or(std::time::Duration::from_secs(5), |Extension(k)| k.0);
     let rx = cp.events();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match tokio::time::timeout(EVENTS_KEEPALIVE, rx.recv()).await {
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+        let event = match tokio::time::timeout(period, rx.recv()).await {
             Ok(Ok(e)) => e,
             Ok(Err(broadcast::error::RecvError::Lagged(missed))) => Event::Lagged { missed },
             Ok(Err(broadcast::error::RecvError::Closed)) => return None,
@@ -278,8 +310,9 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
 
 /// The API's routes over `cp`; bodies above `max_body_bytes` get 413.
 pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
-    use axum::routing::delete;
-    Router::new()
+    use axum::routing::{delete, patch};
+    let set_owner = put(id_body!(rest("set_initial_owner", Some("havip"))));
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/ops", post(post_op))
         .route("/v1/state", get(get_state))
@@ -310,25 +343,9 @@ pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
                 ..rest("unassociate_havip", Some("havip"))
             })),
         )
-        .route(
-            "/v1/havips/{id}/master",
-            put(id_body!(rest("set_initial_owner", Some("havip")))),
-        )
-        .route(
-            "/v1/havips/{id}/initial-owner",
-            put(id_body!(rest("set_initial_owner", Some("havip")))),
-        )
-        .route(
-            "/v1/eips",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| s.eips.values().cloned().collect::<Vec<Eip>>())
-            })
-            .post(with_body!(rest("create_eip", None))),
-        )
-        .route(
-            "/v1/eips/{id}",
-            delete(id_only!(rest("delete_eip", Some("id")))),
-        )
+        // `/master` is the old name of `/initial-owner`.
+        .route("/v1/havips/{id}/master", set_owner.clone())
+        .route("/v1/havips/{id}/initial-owner", set_owner)
         .route(
             "/v1/eips/{id}/associate",
             post(id_body!(rest("associate_eip", Some("eip")))),
@@ -338,85 +355,24 @@ pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
             post(id_only!(rest("unassociate_eip", Some("eip")))),
         )
         .route(
-            "/v1/routes",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| {
-                    s.routes.values().cloned().collect::<Vec<RouteEntry>>()
-                })
-            })
-            .post(with_body!(rest("create_route", None))),
-        )
-        .route(
-            "/v1/routes/{id}",
-            delete(id_only!(rest("delete_route", Some("id")))),
-        )
-        .route(
             "/v1/quotas",
             get(|AxState(cp): Shared| async move { Json::<Quotas>(cp.with_state(|s| s.quotas)) })
                 .put(with_body!(rest("set_quota", None))),
         )
         .route(
-            "/v1/vpcs",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| s.vpcs.values().cloned().collect::<Vec<Vpc>>())
-            })
-            .post(with_body!(rest("create_vpc", None))),
-        )
-        .route(
-            "/v1/vpcs/{id}",
-            delete(id_only!(rest("delete_vpc", Some("id")))),
-        )
-        .route(
-            "/v1/vswitches",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| {
-                    s.vswitches.values().cloned().collect::<Vec<VSwitch>>()
-                })
-            })
-            .post(with_body!(rest("create_vswitch", None))),
-        )
-        .route(
-            "/v1/vswitches/{id}",
-            delete(id_only!(rest("delete_vswitch", Some("id")))),
-        )
-        .route(
-            "/v1/instances",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| {
-                    s.instances.values().cloned().collect::<Vec<Instance>>()
-                })
-            })
-            .post(with_body!(rest("create_instance", None))),
-        )
-        .route(
-            "/v1/instances/{id}",
-            delete(id_only!(rest("delete_instance", Some("id")))),
-        )
-        .route(
-            "/v1/enis",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| s.enis.values().cloned().collect::<Vec<Eni>>())
-            })
-            .post(with_body!(rest("create_eni", None))),
-        )
-        .route(
             "/v1/enis/{id}",
-            delete(id_only!(rest("delete_eni", Some("id"))))
-                .patch(id_body!(rest("modify_eni", Some("id")))),
-        )
-        .route(
-            "/v1/uplinks",
-            get(|AxState(cp): Shared| async move {
-                list(&cp, |s| {
-                    s.uplinks.values().cloned().collect::<Vec<Uplink>>()
-                })
-            })
-            .post(with_body!(rest("create_uplink", None))),
-        )
-        .route(
-            "/v1/uplinks/{id}",
-            delete(id_only!(rest("delete_uplink", Some("interface")))),
-        )
+            patch(id_body!(rest("modify_eni", Some("id")))),
+        );
+    let router = collections!(router;
+        "/v1/eips" => eips: Eip, "create_eip", "delete_eip" by "id";
+        "/v1/routes" => routes: RouteEntry, "create_route", "delete_route" by "id";
+        "/v1/vpcs" => vpcs: Vpc, "create_vpc", "delete_vpc" by "id";
+        "/v1/vswitches" => vswitches: VSwitch, "create_vswitch", "delete_vswitch" by "id";
+        "/v1/instances" => instances: Instance, "create_instance", "delete_instance" by "id";
+        "/v1/enis" => enis: Eni, "create_eni", "delete_eni" by "id";
+        "/v1/uplinks" => uplinks: Uplink, "create_uplink", "delete_uplink" by "interface";
+    );
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -470,10 +426,19 @@ pub async fn serve_unix_listener(
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_default(ApiListener::Unix(listener), cp, shutdown).await
+}
+
+/// [`serve`] with the default limits, no tokens and fresh counters.
+async fn serve_default(
+    listener: ApiListener,
+    cp: Arc<ControlPlane>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let limits = ApiLimits::default();
-    listen::serve(
-        ApiListener::Unix(listener),
-        router_with(cp, limits.max_body_bytes),
+    serve(
+        listener,
+        cp,
         limits,
         Arc::default(),
         Arc::default(),
@@ -512,16 +477,7 @@ pub async fn serve_tcp(
         ));
     }
     let l = tokio::net::TcpListener::bind(addr).await?;
-    let limits = ApiLimits::default();
-    listen::serve(
-        ApiListener::Tcp(l),
-        router_with(cp, limits.max_body_bytes),
-        limits,
-        Arc::default(),
-        Arc::default(),
-        shutdown,
-    )
-    .await
+    serve_default(ApiListener::Tcp(l), cp, shutdown).await
 }
 
 /// Serves the API on `listener` with explicit limits and security.

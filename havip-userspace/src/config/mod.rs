@@ -21,6 +21,11 @@
 //! metrics_listen = "127.0.0.1:9464"      # Prometheus GET /metrics (off by default)
 //! metrics_allow_remote = false           # allow a non-loopback metrics_listen
 //! host_id = "hv-1"                       # multi-host: this host's id (default: hostname)
+//! notify_command = "/etc/havip/notify.sh" # run on every owner change (absolute
+//!                                        # path; see agent::notify for its
+//!                                        # arguments and environment)
+//! notify_timeout_ms = 10000              # the command is killed after this
+//! notify_max_running = 4                 # runs at once; a change beyond is skipped
 //!
 //! [agent.etcd]                           # multi-host: shared state on etcd (else redb)
 //! endpoints = ["http://10.99.0.1:2379"]
@@ -162,6 +167,12 @@ pub struct AgentConfig {
     pub etcd: Option<crate::store::EtcdConfig>,
     /// This host's VXLAN tunnel endpoint (multi-host).
     pub vtep: Option<VtepConfig>,
+    /// Command run on every owner change (see [`crate::agent::notify`]).
+    pub notify_command: Option<PathBuf>,
+    /// A notify run is killed after this.
+    pub notify_timeout_ms: u64,
+    /// Notify runs at once; an owner change beyond this is skipped.
+    pub notify_max_running: usize,
 }
 
 /// `[agent.vtep]`: the underlay port and its address.
@@ -195,6 +206,9 @@ impl Default for AgentConfig {
             host_id: None,
             etcd: None,
             vtep: None,
+            notify_command: None,
+            notify_timeout_ms: 10_000,
+            notify_max_running: 4,
         }
     }
 }
@@ -443,6 +457,15 @@ impl Config {
                     reason: e.to_string(),
                 },
             )?;
+        }
+        if let Some(cmd) = &self.agent.notify_command {
+            if !cmd.is_absolute() {
+                return Err(ConfigError::Agent {
+                    key: "notify_command",
+                    value: cmd.display().to_string(),
+                    reason: "not an absolute path".into(),
+                });
+            }
         }
         if self.agent.hold_time_ms > u64::MAX / 1_000_000 {
             return Err(ConfigError::Agent {

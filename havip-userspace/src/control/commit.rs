@@ -19,13 +19,26 @@
 //!
 //! Why not a copy of the state per batch: with 10,000 HaVips a deep copy
 //! costs more than the fsync it would protect, and a batch is one fsync.
+//!
+//! # Blocking and asynchronous callers
+//! A blocking caller ([`ControlPlane::apply`]) queues its job and, when no
+//! batch is running, leads the next one itself. An asynchronous caller (the
+//! API: [`ControlPlane::apply_and_read_async`]) queues its job and awaits a
+//! oneshot; one dedicated commit worker thread per control plane leads the
+//! batches no blocking caller leads. So requests from every API connection
+//! share one queue and one batch, with no blocking-pool thread parked per
+//! request. The worker holds only a weak reference between batches: it ends
+//! when the control plane is dropped. (On a host whose CPUs are
+//! oversubscribed, this one thread waits in the run queue like any other:
+//! give the agent CPU weight there.)
 
 use std::{
     any::Any,
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
 };
 
+use tokio::sync::oneshot;
 use tracing::error;
 
 use super::{
@@ -50,25 +63,120 @@ pub(super) struct Queue {
     jobs: Vec<Arc<Job>>,
     /// A caller is validating and committing a batch right now.
     leader: bool,
+    /// The control plane is gone: the commit worker ends.
+    closed: bool,
+}
+
+/// The queue and its wake-ups, shared by the control plane and its commit
+/// worker (which must not keep the control plane alive).
+#[derive(Default)]
+pub(super) struct Commits {
+    queue: Mutex<Queue>,
+    /// Blocking callers wait here for their result or their turn to lead.
+    queue_cv: Condvar,
+    /// The commit worker waits here for jobs nobody leads.
+    worker_cv: Condvar,
+    /// Whether the commit worker thread started (set once).
+    worker: OnceLock<bool>,
+}
+
+impl Commits {
+    /// Ends the commit worker (the control plane is being dropped).
+    pub(super) fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.worker_cv.notify_all();
+    }
 }
 
 pub(super) struct Job {
     op: Op,
     read: Mutex<Option<ReadBack>>,
     result: Mutex<Option<Outcome>>,
+    /// Where an asynchronous caller awaits the result.
+    reply: Mutex<Option<oneshot::Sender<Outcome>>>,
 }
 
-/// Resets the leader flag and wakes the waiting callers when the leader is
-/// done with its batch, whether it returned or unwound.
+impl Job {
+    fn new(op: Op, read: Option<ReadBack>, reply: Option<oneshot::Sender<Outcome>>) -> Arc<Self> {
+        Arc::new(Job {
+            op,
+            read: Mutex::new(read),
+            result: Mutex::new(None),
+            reply: Mutex::new(reply),
+        })
+    }
+}
+
+/// Hands the asynchronous callers of a finished batch their results (a
+/// caller that went away is ignored: its operation was still applied).
+fn deliver(jobs: &[Arc<Job>]) {
+    // Read-backs of refused jobs may hold the control plane: let go first.
+    for job in jobs {
+        drop(lock(&job.read).take());
+    }
+    for job in jobs {
+        if let Some(tx) = lock(&job.reply).take() {
+            if let Some(r) = lock(&job.result).take() {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// Resets the leader flag and wakes the waiting callers (and the worker,
+/// when jobs are queued) when the leader is done with its batch, whether it
+/// returned or unwound.
 struct Leader<'a> {
-    cp: &'a ControlPlane,
+    commits: &'a Commits,
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        let mut q = lock(&self.cp.queue);
+        let mut q = lock(&self.commits.queue);
         q.leader = false;
-        self.cp.queue_cv.notify_all();
+        self.commits.queue_cv.notify_all();
+        if !q.jobs.is_empty() {
+            self.commits.worker_cv.notify_one();
+        }
+    }
+}
+
+/// The commit worker: leads the batches of queued jobs while no blocking
+/// caller does, until the control plane is dropped.
+fn worker(commits: &Commits, cp: &Weak<ControlPlane>) {
+    loop {
+        let jobs = {
+            let mut q = lock(&commits.queue);
+            loop {
+                if q.closed {
+                    return;
+                }
+                if !q.leader && !q.jobs.is_empty() {
+                    break;
+                }
+                q = commits
+                    .worker_cv
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            q.leader = true;
+            std::mem::take(&mut q.jobs)
+        };
+        {
+            let _leader = Leader { commits };
+            match cp.upgrade() {
+                // Dropped before the replies go out, so a caller that got
+                // its reply never waits for this thread to let go.
+                Some(cp) => cp.lead(&jobs),
+                None => {
+                    for job in &jobs {
+                        *lock(&job.result) =
+                            Some(Err(OpError::Internal("the control plane is closed".into())));
+                    }
+                }
+            }
+        }
+        deliver(&jobs);
     }
 }
 
@@ -120,12 +228,9 @@ impl ControlPlane {
                 e.host = self.local_host();
             }
         }
-        let job = Arc::new(Job {
-            op,
-            read: Mutex::new(read),
-            result: Mutex::new(None),
-        });
-        let mut q = lock(&self.queue);
+        let job = Job::new(op, read, None);
+        let commits = &*self.commits;
+        let mut q = lock(&commits.queue);
         q.jobs.push(Arc::clone(&job));
         loop {
             if let Some(r) = lock(&job.result).take() {
@@ -133,7 +238,7 @@ impl ControlPlane {
             }
             if q.leader {
                 // Someone is committing: wait for the batch after it.
-                q = self
+                q = commits
                     .queue_cv
                     .wait(q)
                     .unwrap_or_else(PoisonError::into_inner);
@@ -144,11 +249,56 @@ impl ControlPlane {
             let jobs = std::mem::take(&mut q.jobs);
             drop(q);
             {
-                let _leader = Leader { cp: self };
+                let _leader = Leader { commits };
                 self.lead(&jobs);
             }
-            q = lock(&self.queue);
+            deliver(&jobs);
+            q = lock(&commits.queue);
         }
+    }
+
+    /// Queues `op` for the commit worker; the receiver gets its outcome.
+    /// If the worker thread cannot start, `op` and `read` come back (the
+    /// caller then uses [`ControlPlane::submit`] on a blocking thread).
+    pub(super) fn submit_async(
+        self: &Arc<Self>,
+        mut op: Op,
+        read: Option<ReadBack>,
+    ) -> Result<oneshot::Receiver<Outcome>, Box<(Op, Option<ReadBack>)>> {
+        if !self.start_worker() {
+            return Err(Box::new((op, read)));
+        }
+        if let Op::CreateEni(e) = &mut op {
+            if e.host.is_none() {
+                e.host = self.local_host();
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let job = Job::new(op, read, Some(tx));
+        let mut q = lock(&self.commits.queue);
+        q.jobs.push(job);
+        if !q.leader {
+            self.commits.worker_cv.notify_one();
+        }
+        Ok(rx)
+    }
+
+    /// Starts the commit worker once; false if the thread cannot start.
+    fn start_worker(self: &Arc<Self>) -> bool {
+        *self.commits.worker.get_or_init(|| {
+            let commits = Arc::clone(&self.commits);
+            let cp = Arc::downgrade(self);
+            match std::thread::Builder::new()
+                .name("havip-commit".into())
+                .spawn(move || worker(&commits, &cp))
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    error!(error = %e, "cannot start the commit worker; API operations use the blocking pool");
+                    false
+                }
+            }
+        })
     }
 
     /// Runs one batch; whatever happens, every job of it gets a result.

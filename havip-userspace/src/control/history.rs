@@ -54,16 +54,9 @@ impl Event {
     /// One line of text for `havipctl events`.
     pub fn text(&self) -> String {
         match self {
-            Event::OwnerChanged(c) => format!(
-                "{} owner_changed havip={} epoch={} {} -> {} host={} trigger={}",
-                c.time,
-                c.havip,
-                c.epoch,
-                c.previous_member.as_deref().unwrap_or("-"),
-                c.member.as_deref().unwrap_or("-"),
-                c.host.as_deref().unwrap_or("-"),
-                c.trigger.name()
-            ),
+            Event::OwnerChanged(c) => {
+                format!("{} owner_changed havip={} {}", c.time, c.havip, c.summary())
+            }
             Event::ClaimRefused {
                 time,
                 address,

@@ -20,7 +20,7 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak},
 };
 
 use havip_common::HavipKey;
@@ -34,7 +34,7 @@ mod view;
 pub use view::{havip_view, CountersSource, EipRef, HaVipUsage, HaVipView, HavipCounters};
 
 use self::{
-    commit::{Queue, ReadBack},
+    commit::{Commits, ReadBack},
     history::{Event, EVENT_BUFFER},
 };
 use crate::{
@@ -59,8 +59,7 @@ struct Inner {
 /// from `spawn_blocking` in async code; the API server does).
 pub struct ControlPlane {
     inner: Mutex<Inner>,
-    queue: Mutex<Queue>,
-    queue_cv: Condvar,
+    commits: Arc<Commits>,
     generation: watch::Sender<u64>,
     counters: RwLock<Option<Arc<dyn CountersSource>>>,
     local_host: RwLock<Option<String>>,
@@ -68,6 +67,12 @@ pub struct ControlPlane {
     /// control plane).
     cluster: RwLock<Option<Weak<Cluster>>>,
     events: broadcast::Sender<Event>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.commits.close();
+    }
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -81,6 +86,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // in-memory state is only changed after a successful commit), so a
     // poisoned lock is still usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The applied change and the value its [`ReadBack`] read.
+fn read_back<R: 'static>(outcome: commit::Outcome) -> Result<(Applied, R), OpError> {
+    let (applied, r) = outcome?;
+    let r = r
+        .and_then(|r| r.downcast::<R>().ok())
+        .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
+    Ok((applied, *r))
 }
 
 /// [`OpError::CommitFailed`] naming the store error and its sources.
@@ -118,8 +132,7 @@ impl ControlPlane {
                 store,
                 stale: false,
             }),
-            queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
+            commits: Arc::default(),
             generation,
             counters: RwLock::new(None),
             local_host: RwLock::new(None),
@@ -158,11 +171,34 @@ impl ControlPlane {
         read: impl FnOnce(&State, &Applied) -> R + Send + 'static,
     ) -> Result<(Applied, R), OpError> {
         let read: ReadBack = Box::new(move |s, a| Box::new(read(s, a)));
-        let (applied, r) = self.submit(op, Some(read))?;
-        let r = r
-            .and_then(|r| r.downcast::<R>().ok())
-            .ok_or_else(|| OpError::Internal("reply not read back".into()))?;
-        Ok((applied, *r))
+        read_back(self.submit(op, Some(read)))
+    }
+
+    /// [`ControlPlane::apply_and_read`] for async callers: the operation
+    /// joins the next group commit through the commit worker and this
+    /// awaits its outcome, with no thread parked on it.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::apply`].
+    pub async fn apply_and_read_async<R: Send + 'static>(
+        self: &Arc<Self>,
+        op: Op,
+        read: impl FnOnce(&State, &Applied) -> R + Send + 'static,
+    ) -> Result<(Applied, R), OpError> {
+        let read: ReadBack = Box::new(move |s, a| Box::new(read(s, a)));
+        let outcome = match self.submit_async(op, Some(read)) {
+            Ok(rx) => rx
+                .await
+                .map_err(|_| OpError::Internal("the commit worker dropped the operation".into()))?,
+            Err(back) => {
+                let (op, read) = *back;
+                let cp = Arc::clone(self);
+                tokio::task::spawn_blocking(move || cp.submit(op, read))
+                    .await
+                    .map_err(|e| OpError::Internal(format!("worker failed: {e}")))?
+            }
+        };
+        read_back(outcome)
     }
 
     /// Applies `ops` in order, all or nothing, in one transaction.
@@ -510,40 +546,38 @@ mod tests {
     use super::*;
     use crate::model::*;
 
+    /// VPC `vpc`, vSwitch `vsw` (10.0.0.0/16), quota `n_havips`, instances
+    /// `i-0..`, HaVips `h0..` with allocated addresses.
     fn setup_ops(n_havips: usize, n_instances: usize) -> Vec<Op> {
-        let mut ops = vec![
-            Op::CreateVpc(CreateVpc {
-                id: "vpc".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
-            }),
-            Op::CreateVSwitch(CreateVSwitch {
-                vni: None,
-                id: "vsw".into(),
-                vpc: "vpc".into(),
-                cidr: "10.0.0.0/16".parse().unwrap(),
-                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-            }),
-            Op::SetQuota(SetQuota {
-                havips_per_account: Some(n_havips),
-                havips_per_vpc: Some(n_havips),
-                havip_routes_per_vpc: None,
-            }),
+        let mut ops: Vec<serde_json::Value> = vec![
+            serde_json::json!({"op": "create_vpc", "id": "vpc", "cidr": "10.0.0.0/8"}),
+            serde_json::json!({"op": "create_vswitch", "id": "vsw", "vpc": "vpc",
+                "cidr": "10.0.0.0/16", "gateway_mac": "02:00:00:00:00:01"}),
+            serde_json::json!({"op": "set_quota", "havips_per_account": n_havips,
+                "havips_per_vpc": n_havips}),
         ];
         ops.extend((0..n_instances).map(|n| {
-            Op::CreateInstance(CreateInstance {
-                id: format!("i-{n}"),
-                vswitch: "vsw".into(),
-            })
+            serde_json::json!({"op": "create_instance", "id": format!("i-{n}"), "vswitch": "vsw"})
         }));
-        ops.extend((0..n_havips).map(|n| {
-            Op::CreateHaVip(CreateHaVip {
-                id: Some(format!("h{n}")),
-                vswitch: "vsw".into(),
-                address: None,
-                ..Default::default()
-            })
-        }));
-        ops
+        ops.extend((0..n_havips).map(
+            |n| serde_json::json!({"op": "create_havip", "id": format!("h{n}"), "vswitch": "vsw"}),
+        ));
+        serde_json::from_value(serde_json::Value::Array(ops)).unwrap()
+    }
+
+    /// Associates then unassociates `member` with `havip`.
+    fn associate_and_back(cp: &ControlPlane, havip: &str, member: &Member) {
+        cp.apply(Op::AssociateHaVip(AssociateHaVip {
+            havip: havip.into(),
+            member: member.clone(),
+        }))
+        .unwrap();
+        cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
+            havip: havip.into(),
+            member: member.clone(),
+            force: false,
+        }))
+        .unwrap();
     }
 
     #[test]
@@ -557,19 +591,14 @@ mod tests {
                 std::thread::spawn(move || {
                     let havip = format!("h{k}");
                     let member = Member::instance(format!("i-{k}"));
+                    let associate = Op::AssociateHaVip(AssociateHaVip {
+                        havip: havip.clone(),
+                        member: member.clone(),
+                    });
                     for _ in 0..25 {
-                        cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                            havip: havip.clone(),
-                            member: member.clone(),
-                        }))
-                        .unwrap();
+                        cp.apply(associate.clone()).unwrap();
                         // A refusal in the same batch changes nothing.
-                        let e = cp
-                            .apply(Op::AssociateHaVip(AssociateHaVip {
-                                havip: havip.clone(),
-                                member: member.clone(),
-                            }))
-                            .unwrap_err();
+                        let e = cp.apply(associate.clone()).unwrap_err();
                         assert_eq!(e.code(), "Conflict.AlreadyBound");
                         cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
                             havip: havip.clone(),
@@ -706,17 +735,7 @@ mod tests {
                             let member = Member::instance(format!("i-{k}"));
                             for r in 0..per {
                                 let havip = format!("h{}", (r * callers + k) % n);
-                                cp.apply(Op::AssociateHaVip(AssociateHaVip {
-                                    havip: havip.clone(),
-                                    member: member.clone(),
-                                }))
-                                .unwrap();
-                                cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-                                    havip,
-                                    member: member.clone(),
-                                    force: false,
-                                }))
-                                .unwrap();
+                                associate_and_back(&cp, &havip, &member);
                             }
                         })
                     })

@@ -211,6 +211,21 @@ pub enum OwnerTrigger {
     Adoption,
 }
 
+impl OwnerChange {
+    /// `epoch=E <previous> -> <member> host=H trigger=T` (`-` when absent):
+    /// the text form shared by `havipctl havip history` and `havipctl events`.
+    pub fn summary(&self) -> String {
+        format!(
+            "epoch={} {} -> {} host={} trigger={}",
+            self.epoch,
+            self.previous_member.as_deref().unwrap_or("-"),
+            self.member.as_deref().unwrap_or("-"),
+            self.host.as_deref().unwrap_or("-"),
+            self.trigger.name()
+        )
+    }
+}
+
 impl OwnerTrigger {
     /// Stable name (as serialized).
     pub const fn name(self) -> &'static str {

@@ -39,10 +39,19 @@ const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources"
 const SCHEMA: TableDefinition<&str, u32> = TableDefinition::new("schema");
 const SCHEMA_KEY: &str = "version";
 
-/// Layout version this build reads and writes. Version 1: `resources`
-/// holds `kind/id` -> JSON. Stores from before the version record are
-/// version 0 (same layout) and are migrated by writing the record.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Layout version this build reads and writes.
+/// - 0: stores from before the version record (same layout as 1).
+/// - 1: `resources` holds `kind/id` -> JSON.
+/// - 2: `resources` may also hold `history/<havip>` records (owner
+///   history). A havip built before history knows no such kind and would
+///   fail on the first one with an unknown-key error; at version 2 it
+///   refuses the store at open with [`StoreError::SchemaTooNew`] instead,
+///   naming the versions (upgrade havip, or restore a backup).
+///
+/// Older stores are migrated at open by writing the version record (no
+/// record changes: 0 -> 1 -> 2 are the same layout, 2 only adds a kind).
+/// `havip-agent check` reads an older store as it is, without migrating.
+pub const SCHEMA_VERSION: u32 = 2;
 
 enum Db {
     Rw(Database),
@@ -80,6 +89,8 @@ fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
     const STEPS: [Step; SCHEMA_VERSION as usize] = [
         // 0 -> 1: same layout, only the version record is new.
+        |_| Ok(()),
+        // 1 -> 2: history records may now appear; nothing to rewrite.
         |_| Ok(()),
     ];
     for step in STEPS.iter().skip(from as usize) {

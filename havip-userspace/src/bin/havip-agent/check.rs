@@ -38,6 +38,12 @@ pub fn run(path: &Path, state_db: Option<PathBuf>, quiet: bool) -> i32 {
         eprintln!("invalid: API settings: {}", chain(&e));
         return INVALID;
     }
+    if let Some(cmd) = &cfg.agent.notify_command {
+        if let Err(e) = havip::agent::notify::check_command(cmd) {
+            eprintln!("invalid: [agent] notify_command: {e}");
+            return INVALID;
+        }
+    }
     let db = state_db.unwrap_or_else(|| cfg.agent.state_db.clone());
     let (state, against) = match RedbStore::load_read_only(&db) {
         Ok(Some(s)) => (s, format!("the store {}", db.display())),

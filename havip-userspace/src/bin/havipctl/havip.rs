@@ -104,17 +104,7 @@ pub fn run(client: &Client, out: Output, cmd: HavipCmd) -> Result<(), ClientErro
             let h = client.history(&id)?;
             out.show(&h, |h| {
                 h.iter()
-                    .map(|c| {
-                        format!(
-                            "{} epoch={} {} -> {} host={} trigger={}\n",
-                            c.time,
-                            c.epoch,
-                            c.previous_member.as_deref().unwrap_or("-"),
-                            c.member.as_deref().unwrap_or("-"),
-                            c.host.as_deref().unwrap_or("-"),
-                            c.trigger.name()
-                        )
-                    })
+                    .map(|c| format!("{} {}\n", c.time, c.summary()))
                     .collect()
             });
             return Ok(());

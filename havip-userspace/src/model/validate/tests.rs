@@ -491,39 +491,21 @@ fn eips_and_routes() {
 #[test]
 fn setup_conflicts() {
     let s = base();
-    refused(
-        &s,
-        Op::CreateVSwitch(CreateVSwitch {
+    // (CIDR, gateway MAC, refusal) of a new vSwitch in vpc-1.
+    for (cidr, mac, code) in [
+        ("10.0.1.128/25", "02:00:00:00:00:01", "Conflict.CidrOverlap"),
+        ("10.1.0.0/24", "02:00:00:00:00:01", "InvalidParameter.Cidr"),
+        ("10.0.3.0/24", "ff:ff:ff:ff:ff:ff", "InvalidParameter.Mac"),
+    ] {
+        let op = Op::CreateVSwitch(CreateVSwitch {
             vni: None,
             id: "vsw-3".into(),
             vpc: "vpc-1".into(),
-            cidr: "10.0.1.128/25".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-        }),
-        "Conflict.CidrOverlap",
-    );
-    refused(
-        &s,
-        Op::CreateVSwitch(CreateVSwitch {
-            vni: None,
-            id: "vsw-3".into(),
-            vpc: "vpc-1".into(),
-            cidr: "10.1.0.0/24".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-        }),
-        "InvalidParameter.Cidr",
-    );
-    refused(
-        &s,
-        Op::CreateVSwitch(CreateVSwitch {
-            vni: None,
-            id: "vsw-3".into(),
-            vpc: "vpc-1".into(),
-            cidr: "10.0.3.0/24".parse().unwrap(),
-            gateway_mac: "ff:ff:ff:ff:ff:ff".parse().unwrap(),
-        }),
-        "InvalidParameter.Mac",
-    );
+            cidr: cidr.parse().unwrap(),
+            gateway_mac: mac.parse().unwrap(),
+        });
+        refused(&s, op, code);
+    }
     let eni = |id: &str, mac: &str, ifname: &str, primary: bool| {
         Op::CreateEni(CreateEni {
             host: None,
