@@ -146,6 +146,12 @@ catalogue! {
     EIP_SNAT: Hash, HavipKey => EipSnatEntry, MAX_EIPS, NO_PREALLOC;
 }
 
+/// Maps indexed by an outcome (`Handled`, `DropReason`): they grow when a
+/// version adds outcomes. A pinned one that differs only in length is
+/// replaced at start-up (its counts restart) instead of refusing the
+/// upgrade; the program is their only writer.
+pub const OUTCOME_COUNTERS: &[MapSpec] = &[HANDLED, DROPS];
+
 /// The spec of the map called `name`.
 pub fn find(name: &str) -> Option<&'static MapSpec> {
     ALL.iter().find(|spec| spec.name == name)

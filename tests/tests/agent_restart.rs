@@ -175,6 +175,18 @@ impl Drop for OldPins {
 /// Creates a map with raw bpf(2) and pins it at `path`: how the previous
 /// version's `HAVIPS`/`OWNERS` (and `BINDINGS`) looked, made by hand.
 fn pin_map(path: &std::path::Path, key: u32, value: u32, entries: u32, flags: u32) {
+    pin_map_of(1, path, key, value, entries, flags); // BPF_MAP_TYPE_HASH
+}
+
+/// As [`pin_map`], of map type `map_type` (`enum bpf_map_type`).
+fn pin_map_of(
+    map_type: u32,
+    path: &std::path::Path,
+    key: u32,
+    value: u32,
+    entries: u32,
+    flags: u32,
+) {
     use std::os::unix::ffi::OsStrExt;
     #[repr(C)]
     struct Create {
@@ -193,7 +205,7 @@ fn pin_map(path: &std::path::Path, key: u32, value: u32, entries: u32, flags: u3
         rest: [u8; 112],
     }
     let create = Create {
-        map_type: 1, // BPF_MAP_TYPE_HASH
+        map_type,
         key_size: key,
         value_size: value,
         max_entries: entries,
@@ -381,4 +393,59 @@ fn previous_layout_of_unknown_shape_is_refused_and_left_untouched() {
     assert!(!pins.0.join("HAVIP_TABLE").exists());
     assert!(!pins.0.join("HAVIP_MEMBERS").exists());
     assert!(pins.0.join("OWNERS").exists() && pins.0.join("HAVIPS").exists());
+}
+
+/// An upgrade that adds outcomes: the previous version's `HANDLED` and
+/// `DROPS` are shorter. They are replaced (counts restart), not refused.
+#[test]
+fn shorter_outcome_counters_of_the_previous_version_are_replaced() {
+    use havip_common::{DropReason, Handled, TrafficCounter};
+    let pins = OldPins::new("counters");
+    let value = size_of::<TrafficCounter>() as u32;
+    let per_cpu_array = 6;
+    pin_map_of(
+        per_cpu_array,
+        &pins.0.join("HANDLED"),
+        4,
+        value,
+        Handled::COUNT as u32 - 3,
+        0,
+    );
+    pin_map_of(
+        per_cpu_array,
+        &pins.0.join("DROPS"),
+        4,
+        value,
+        DropReason::COUNT as u32 - 1,
+        0,
+    );
+    let dp = match Dataplane::load(&pins.0) {
+        Ok(dp) => dp,
+        Err(e) => panic!("shorter outcome counters refused: {e}"),
+    };
+    drop(dp);
+    for (name, want) in [("HANDLED", Handled::COUNT), ("DROPS", DropReason::COUNT)] {
+        let info = aya::maps::MapData::from_pin(pins.0.join(name))
+            .and_then(|m| m.info())
+            .expect("pinned counter");
+        assert_eq!(
+            info.max_entries(),
+            want as u32,
+            "{name} replaced at its new length"
+        );
+    }
+}
+
+/// A counter of another value size is no shorter table of the same thing:
+/// refused with the teardown advice, nothing created.
+#[test]
+fn outcome_counters_of_another_shape_are_refused() {
+    let pins = OldPins::new("counters-shape");
+    pin_map_of(6, &pins.0.join("HANDLED"), 4, 8, 4, 0);
+    let err = match Dataplane::load(&pins.0) {
+        Ok(_) => panic!("a HANDLED of another value size was adopted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("HANDLED") && err.contains("teardown"), "{err}");
+    assert!(!pins.0.join("HAVIP_TABLE").exists(), "nothing created");
 }

@@ -486,8 +486,13 @@ pub fn pinned_link_ifindex(pin: &Path) -> Option<u32> {
 }
 
 /// Refuses a pinned map whose type, key/value size or capacity differs
-/// from the catalogue (left by an incompatible version).
+/// from the catalogue (left by an incompatible version). An outcome counter
+/// (`catalogue::OUTCOME_COUNTERS`) that differs only in length (a version
+/// with fewer outcomes) is unpinned instead, once nothing else differs, and
+/// created anew by the load: its counts restart, forwarding goes on (the
+/// running program keeps its own reference until its link is updated).
 fn check_pinned_shapes(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let mut replace = Vec::new();
     for spec in catalogue::ALL {
         let path = pin_dir.join(spec.name);
         if !path.exists() {
@@ -496,21 +501,36 @@ fn check_pinned_shapes(pin_dir: &Path) -> Result<(), DataplaneError> {
         let Ok(info) = MapData::from_pin(&path).and_then(|m| m.info()) else {
             continue;
         };
-        let type_differs = info.map_type().ok() != Some(map_type(spec.kind));
-        if type_differs
-            || (info.key_size(), info.value_size(), info.max_entries())
-                != (spec.key_size, spec.value_size, spec.max_entries)
-        {
-            return Err(DataplaneError::IncompatiblePin {
-                path,
-                found_key: info.key_size(),
-                found_value: info.value_size(),
-                found_entries: info.max_entries(),
-                want_key: spec.key_size,
-                want_value: spec.value_size,
-                want_entries: spec.max_entries,
-            });
+        let same_type = info.map_type().ok() == Some(map_type(spec.kind));
+        let same_kv = (info.key_size(), info.value_size()) == (spec.key_size, spec.value_size);
+        if same_type && same_kv && info.max_entries() == spec.max_entries {
+            continue;
         }
+        if same_type && same_kv && catalogue::OUTCOME_COUNTERS.contains(spec) {
+            replace.push((path, info.max_entries(), spec.max_entries));
+            continue;
+        }
+        return Err(DataplaneError::IncompatiblePin {
+            path,
+            found_key: info.key_size(),
+            found_value: info.value_size(),
+            found_entries: info.max_entries(),
+            want_key: spec.key_size,
+            want_value: spec.value_size,
+            want_entries: spec.max_entries,
+        });
+    }
+    for (path, found, want) in replace {
+        fs::remove_file(&path).map_err(|source| DataplaneError::PinDir {
+            path: path.clone(),
+            source,
+        })?;
+        warn!(
+            map = %path.display(),
+            found,
+            want,
+            "outcome counters of the previous version replaced (outcomes added): their counts restart"
+        );
     }
     Ok(())
 }
