@@ -184,7 +184,7 @@ impl Section for Failover {
                  | | p50 | p99 | max |\n| --- | --- | --- | --- |\n\
                  | claim → first frame to new owner, userspace clock (µs) | **{p50:.1}** | **{p99:.1}** | {:.1} |\n\
                  | in kernel: claim + forward program runs (ns) | {:.0} | {:.0} | {:.0} |\n\
-                 | claim syscall start → `OWNERS.changed_ns` (µs) | {:.1} | {:.1} | {:.1} |\n",
+                 | claim syscall start → the slot's `changed_ns` (µs) | {:.1} | {:.1} | {:.1} |\n",
                 wall.len(),
                 percentile(&wall, 100.0),
                 percentile(&kernel, 50.0),
