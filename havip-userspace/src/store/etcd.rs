@@ -22,6 +22,15 @@
 //! ([`StoreError::Conflict`]). So every commit was validated against the
 //! state it replaces: no lost update, quotas hold across hosts.
 //!
+//! # Fair turns after a conflict
+//! A host that loses a commit re-reads the whole state; a host committing
+//! back to back would win every time meanwhile and starve it. So a host
+//! that lost puts `<prefix>/turn` = its id (if absent, under a lease of
+//! [`TURN_TTL_S`] seconds): while it is there, every other host's commit
+//! also requires `turn` to be absent and fails, and the turn's holder
+//! commits next (requiring `turn` = its id, and deleting it in the same
+//! txn). A holder that dies frees the turn when its lease expires.
+//!
 //! Observed owners (`Record::Owner`: the kernel's owner with a host-local
 //! ifindex) are host-local: they are not written to etcd.
 //!
@@ -35,12 +44,15 @@ use std::{
     future::Future,
     sync::{
         atomic::{AtomicBool, AtomicI64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, Store, StoreError};
@@ -209,9 +221,16 @@ fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError
     StoreError::Backend(e.into())
 }
 
+/// Lease of a commit turn (etcd's minimum is about 2 s by default).
+pub const TURN_TTL_S: i64 = 2;
+
 /// The etcd store. See the module docs.
 pub struct EtcdStore {
     handle: EtcdHandle,
+    /// This store's id in `turn` (unique per process and connection).
+    id: String,
+    /// Whether this store holds the commit turn.
+    holds_turn: Mutex<bool>,
     /// Owned runtime; shut down in the background on drop (dropping a
     /// runtime inside another one's async context would panic).
     runtime: Option<tokio::runtime::Runtime>,
@@ -272,8 +291,13 @@ impl EtcdStore {
             runtime: runtime.handle().clone(),
             timeout,
         };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Ok(Self {
             handle,
+            id: format!("{}-{nanos:x}", std::process::id()),
+            holds_turn: Mutex::new(false),
             runtime: Some(runtime),
         })
     }
@@ -281,6 +305,54 @@ impl EtcdStore {
     /// What the cluster side (watcher, registry, owners) uses.
     pub fn handle(&self) -> EtcdHandle {
         self.handle.clone()
+    }
+
+    fn turn_key(&self) -> String {
+        format!("{}/turn", self.handle.prefix)
+    }
+
+    /// After a lost commit: takes the turn if nobody holds it; true also
+    /// when this store holds it already. Errors count as not taken (the
+    /// turn is an aid to fairness, not to safety: the `seq` fence is).
+    fn take_turn(&self) -> bool {
+        let h = &self.handle;
+        let (key, id) = (self.turn_key(), self.id.clone());
+        let mut client = h.client.clone();
+        let taken = h.block_on(async move {
+            let lease = client.lease_grant(TURN_TTL_S, None).await?;
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    id.clone(),
+                    Some(PutOptions::new().with_lease(lease.id())),
+                )])
+                .or_else([TxnOp::get(key, None)]);
+            let resp = client.txn(txn).await?;
+            if resp.succeeded() {
+                return Ok(true);
+            }
+            let mine = resp.op_responses().into_iter().any(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().iter().any(|kv| kv.value() == id.as_bytes()),
+                _ => false,
+            });
+            Ok::<_, etcd_client::Error>(mine)
+        });
+        matches!(taken, Ok(true))
+    }
+
+    /// Gives the turn back (a batch that ended with nothing to write, or
+    /// a failed commit); best effort, its lease frees it anyway.
+    fn release_turn(&self) {
+        let h = &self.handle;
+        let (key, id) = (self.turn_key(), self.id.clone());
+        let mut client = h.client.clone();
+        let _ = h.block_on(async move {
+            let txn = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Equal, id)])
+                .and_then([TxnOp::delete(key, None)]);
+            client.txn(txn).await
+        });
     }
 }
 
@@ -345,22 +417,49 @@ impl Store for EtcdStore {
                 None => TxnOp::delete(k, None),
             })
             .collect();
+        let mut holds_turn = self.holds_turn.lock().unwrap_or_else(|p| p.into_inner());
         if ops.is_empty() {
+            if std::mem::take(&mut *holds_turn) {
+                self.release_turn();
+            }
             return Ok(());
         }
         let seq = h.seq_key();
         let seq_rev = h.shared.seq_rev.load(Ordering::SeqCst);
         ops.push(TxnOp::put(seq.clone(), Vec::new(), None));
+        let turn = self.turn_key();
+        let turn_compare = if *holds_turn {
+            ops.push(TxnOp::delete(turn.clone(), None));
+            Compare::value(turn, CompareOp::Equal, self.id.clone())
+        } else {
+            Compare::create_revision(turn, CompareOp::Equal, 0)
+        };
         let txn = Txn::new()
-            .when([Compare::mod_revision(seq, CompareOp::Equal, seq_rev)])
+            .when([
+                Compare::mod_revision(seq, CompareOp::Equal, seq_rev),
+                turn_compare,
+            ])
             .and_then(ops);
         let mut client = h.client.clone();
-        let mut resp = h.block_on(async move { client.txn(txn).await })?;
+        let mut resp = match h.block_on(async move { client.txn(txn).await }) {
+            Ok(resp) => resp,
+            Err(e) => {
+                if std::mem::take(&mut *holds_turn) {
+                    self.release_turn();
+                }
+                return Err(e);
+            }
+        };
         let rev = resp.take_header().map_or(0, |x| x.revision());
         h.shared.seen(rev);
         if !resp.succeeded() {
+            // Lost to another host (or to the turn's holder): ask for the
+            // turn, so the retry is not overtaken again. A holder whose turn
+            // expired (lease) takes it again here.
+            *holds_turn = self.take_turn();
             return Err(StoreError::Conflict);
         }
+        *holds_turn = false;
         // The state was at seq_rev and nothing else was committed since:
         // with this change it is at `rev`.
         h.shared.seq_rev.store(rev, Ordering::SeqCst);
