@@ -17,11 +17,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
-    thread::JoinHandle,
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -30,7 +26,7 @@ use havip_common::port_flags;
 
 use crate::{
     lab::{self, Netns},
-    spawn_in, HaLab, LAB_GATEWAY_MAC, LAB_HAVIP_ID, LAB_VSWITCH,
+    spawn_in, EchoServer, HaLab, LAB_GATEWAY_MAC, LAB_HAVIP_ID, LAB_VSWITCH,
 };
 
 /// The EIP in front of the lab's HaVip.
@@ -204,62 +200,26 @@ impl EipLab {
 
 /// UDP echo server on `0.0.0.0:port` in a namespace thread: answers every
 /// datagram to its sender and records the senders.
-pub struct UdpEcho {
-    peers: Arc<Mutex<Vec<SocketAddrV4>>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
+pub type UdpEcho = EchoServer<SocketAddrV4>;
 
-impl UdpEcho {
+impl EchoServer<SocketAddrV4> {
     /// Returns once the socket is bound.
     pub fn start(ns: &Netns, port: u16) -> Self {
-        let peers = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (p, s, name) = (peers.clone(), stop.clone(), ns.name().to_owned());
-        let handle = spawn_in(ns, move || {
+        let name = ns.name().to_owned();
+        Self::spawn(ns, "UDP", move |t| {
             let socket = UdpSocket::bind(("0.0.0.0", port))
                 .unwrap_or_else(|e| panic!("binding UDP :{port} in {name}: {e}"));
             socket
                 .set_read_timeout(Some(Duration::from_millis(20)))
                 .expect("read timeout");
-            let _ = ready_tx.send(());
+            let _ = t.ready.send(());
             let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
+            while !t.stop.load(Ordering::Relaxed) {
                 if let Ok((n, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf) {
-                    p.lock().expect("peers lock").push(from);
+                    t.peers.lock().expect("peers lock").push(from);
                     let _ = socket.send_to(&buf[..n], from);
                 }
             }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("UDP echo server in {} did not start", ns.name()));
-        Self {
-            peers,
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops the server; returns the senders it answered.
-    pub fn stop(mut self) -> Vec<SocketAddrV4> {
-        self.finish();
-        self.peers.lock().expect("peers lock").clone()
-    }
-
-    fn finish(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() && !std::thread::panicking() {
-                panic!("UDP echo thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.finish();
+        })
     }
 }

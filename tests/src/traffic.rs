@@ -164,32 +164,94 @@ pub fn send_udp(
     .unwrap_or_else(|_| panic!("UDP sender in {} panicked", ns.name()));
 }
 
-/// TCP echo server on `0.0.0.0:port` in a namespace thread: echoes what each
-/// connection sends until it closes, and records the peers it accepted.
-pub struct TcpEcho {
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
+/// An echo server in a namespace thread that records its peers (`P`):
+/// stopped and joined by [`EchoServer::stop`] or on drop.
+pub struct EchoServer<P> {
+    peers: Arc<Mutex<Vec<P>>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    what: &'static str,
 }
 
-impl TcpEcho {
-    /// Returns once the socket listens.
-    pub fn start(ns: &Netns, port: u16) -> Self {
+/// What a server thread gets: where to record peers, when to stop, and
+/// whom to tell that its socket is ready.
+pub struct EchoThread<P> {
+    pub peers: Arc<Mutex<Vec<P>>>,
+    pub stop: Arc<AtomicBool>,
+    pub ready: mpsc::Sender<()>,
+}
+
+impl<P: Clone + Send + 'static> EchoServer<P> {
+    /// Runs `serve` in `ns`; returns once it has sent `ready` (panics after
+    /// 5 s without).
+    pub fn spawn(
+        ns: &Netns,
+        what: &'static str,
+        serve: impl FnOnce(EchoThread<P>) + Send + 'static,
+    ) -> Self {
         let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (p, s, name) = (peers.clone(), stop.clone(), ns.name().to_owned());
-        let handle = spawn_in(ns, move || {
+        let (ready, ready_rx) = mpsc::channel();
+        let thread = EchoThread {
+            peers: peers.clone(),
+            stop: stop.clone(),
+            ready,
+        };
+        let handle = spawn_in(ns, move || serve(thread));
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} echo server in {} did not start", ns.name()));
+        Self {
+            peers,
+            stop,
+            handle: Some(handle),
+            what,
+        }
+    }
+
+    /// Stops the server; returns the peers it served.
+    pub fn stop(mut self) -> Vec<P> {
+        self.finish();
+        self.peers.lock().expect("peers lock").clone()
+    }
+}
+
+impl<P> EchoServer<P> {
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() && !std::thread::panicking() {
+                panic!("{} echo thread panicked", self.what);
+            }
+        }
+    }
+}
+
+impl<P> Drop for EchoServer<P> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// TCP echo server on `0.0.0.0:port` in a namespace thread: echoes what each
+/// connection sends until it closes, and records the peers it accepted.
+pub type TcpEcho = EchoServer<SocketAddr>;
+
+impl EchoServer<SocketAddr> {
+    /// Returns once the socket listens.
+    pub fn start(ns: &Netns, port: u16) -> Self {
+        let name = ns.name().to_owned();
+        Self::spawn(ns, "TCP", move |t| {
             let listener = TcpListener::bind(("0.0.0.0", port))
                 .unwrap_or_else(|e| panic!("listening on TCP :{port} in {name}: {e}"));
             listener
                 .set_nonblocking(true)
                 .expect("non-blocking listener");
-            let _ = ready_tx.send(());
-            while !s.load(Ordering::Relaxed) {
+            let _ = t.ready.send(());
+            while !t.stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut conn, peer)) => {
-                        p.lock().expect("peers lock").push(peer);
+                        t.peers.lock().expect("peers lock").push(peer);
                         let _ = conn.set_nonblocking(false);
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                         let mut buf = [0u8; 4096];
@@ -202,36 +264,7 @@ impl TcpEcho {
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("TCP echo server in {} did not start", ns.name()));
-        Self {
-            peers,
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops the server; returns the peers of the accepted connections.
-    pub fn stop(mut self) -> Vec<SocketAddr> {
-        self.finish();
-        self.peers.lock().expect("peers lock").clone()
-    }
-
-    fn finish(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() && !std::thread::panicking() {
-                panic!("TCP echo thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for TcpEcho {
-    fn drop(&mut self) {
-        self.finish();
+        })
     }
 }
 
