@@ -18,6 +18,18 @@ use crate::{
     scenario::{owner_mac, Scratch, Stream, Trio},
 };
 
+/// Panics unless the `keepalived` binary runs (`cargo xtask setup`
+/// installs it): a missing peer is a failed test, never a skipped one.
+pub fn require_keepalived() {
+    assert!(
+        std::process::Command::new("keepalived")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "keepalived is not installed (cargo xtask setup installs it)"
+    );
+}
+
 /// VRRP settings of one run.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Vrrp {

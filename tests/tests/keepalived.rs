@@ -1,20 +1,10 @@
 //! Real keepalived (Debian's, unicast VRRP) in two instances: the HaVip
 //! follows the VRRP master through a link failure and back.
 
-use havip_tests::keepalived::{failover, Vrrp};
-
-fn keepalived_present() -> bool {
-    std::process::Command::new("keepalived")
-        .arg("--version")
-        .output()
-        .is_ok()
-}
+use havip_tests::keepalived::{failover, require_keepalived, Vrrp};
 
 fn check(vrrp: Vrrp) -> havip_tests::keepalived::FailoverReport {
-    assert!(
-        keepalived_present(),
-        "keepalived is not installed (cargo xtask setup installs it)"
-    );
+    require_keepalived();
     let r = failover(vrrp).expect("keepalived failover scenario");
     println!("{r:#?}");
     assert_eq!(

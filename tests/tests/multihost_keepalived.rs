@@ -13,7 +13,7 @@ use std::{
 
 use havip::api::Client;
 use havip_tests::{
-    keepalived::{Keepalived, Vrrp},
+    keepalived::{require_keepalived, Keepalived, Vrrp},
     lab,
     multihost::{MultiHost, GUESTS, VIP},
     scenario::{agent_binary, Stream},
@@ -127,13 +127,7 @@ fn wait_kernel_owner(mh: &MultiHost, hosts: &[usize], mac: [u8; 6], timeout: Dur
 
 #[test]
 fn multihost_keepalived_host_failure_moves_the_havip() {
-    assert!(
-        std::process::Command::new("keepalived")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "keepalived is not installed (cargo xtask setup installs it)"
-    );
+    require_keepalived();
     let mut mh = MultiHost::new("a").expect("3 hosts with agents");
     mh.converged(Some(guest("a").2), CONVERGE)
         .unwrap_or_else(|e| panic!("{e:#}\nh1:\n{}", mh.log(1)));

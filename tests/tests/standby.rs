@@ -20,7 +20,7 @@ use std::{
 
 use havip::status;
 use havip_tests::{
-    keepalived::{Keepalived, Vrrp},
+    keepalived::{require_keepalived, Keepalived, Vrrp},
     lab::{self, Netns},
     scenario::{owner_mac, Scratch, Stream, Trio},
     spawn_in, tcp_exchange, wait_until, TcpEcho,
@@ -293,13 +293,7 @@ fn check(
 
 #[test]
 fn standby_reaches_master_before_and_after_failover() {
-    assert!(
-        std::process::Command::new("keepalived")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "keepalived is not installed (cargo xtask setup installs it)"
-    );
+    require_keepalived();
     let vrrp = Vrrp {
         version: 3,
         advert_int: 0.5,
