@@ -68,15 +68,22 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Resu
     bail!("timed out waiting for {what}")
 }
 
-/// UDP from the client to the HaVip; returns what a and b received.
-fn udp_round(lab: &Lab, count: u64) -> Result<(u64, u64)> {
+/// `count` UDP datagrams from `client` to `vip`:9000; returns how many
+/// were sent and what `a` and `b` received.
+fn udp_to_pair(
+    client: &lab::Netns,
+    a: &lab::Netns,
+    b: &lab::Netns,
+    vip: Ipv4Addr,
+    count: u64,
+) -> Result<(u64, u64, u64)> {
     let quiet = Duration::from_millis(500);
     let limit = Duration::from_secs(10);
-    let ra = lab::udp_receiver(&lab.guests[1].ns, 9000, quiet, limit)?;
-    let rb = lab::udp_receiver(&lab.guests[2].ns, 9000, quiet, limit)?;
+    let ra = lab::udp_receiver(a, 9000, quiet, limit)?;
+    let rb = lab::udp_receiver(b, 9000, quiet, limit)?;
     let sent = lab::udp_send(
-        &lab.guests[0].ns,
-        SocketAddrV4::new(HAVIP, 9000),
+        client,
+        SocketAddrV4::new(vip, 9000),
         count,
         64,
         Duration::from_micros(200),
@@ -87,6 +94,18 @@ fn udp_round(lab: &Lab, count: u64) -> Result<(u64, u64)> {
     let b = rb
         .join()
         .map_err(|_| anyhow::anyhow!("receiver b panicked"))??;
+    Ok((sent, a, b))
+}
+
+/// UDP from the client to the HaVip; returns what a and b received.
+fn udp_round(lab: &Lab, count: u64) -> Result<(u64, u64)> {
+    let (sent, a, b) = udp_to_pair(
+        &lab.guests[0].ns,
+        &lab.guests[1].ns,
+        &lab.guests[2].ns,
+        HAVIP,
+        count,
+    )?;
     println!("    client sent {sent} UDP datagrams to {HAVIP}: instance a received {a}, instance b received {b}");
     Ok((a, b))
 }
@@ -232,27 +251,17 @@ pub fn run(hold: bool) -> Result<()> {
 
 /// UDP from `c` to the HaVip of a multi-host lab; returns what a and b got.
 fn udp_round_mh(mh: &MultiHost, count: u64) -> Result<(u64, u64)> {
-    let quiet = Duration::from_millis(500);
-    let limit = Duration::from_secs(10);
     let guest = |name: &str| -> Result<&lab::Guest> {
         let n = host_of(name, mh.n_hosts).context("unknown guest")?;
         mh.fabric.guest(n, name)
     };
-    let ra = lab::udp_receiver(&guest("a")?.ns, 9000, quiet, limit)?;
-    let rb = lab::udp_receiver(&guest("b")?.ns, 9000, quiet, limit)?;
-    let sent = lab::udp_send(
+    let (sent, a, b) = udp_to_pair(
         &guest("c")?.ns,
-        SocketAddrV4::new(MH_VIP, 9000),
+        &guest("a")?.ns,
+        &guest("b")?.ns,
+        MH_VIP,
         count,
-        64,
-        Duration::from_micros(200),
     )?;
-    let a = ra
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver a panicked"))??;
-    let b = rb
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver b panicked"))??;
     println!(
         "    client c (h{}) sent {sent} UDP datagrams to {MH_VIP}: a (h1) received {a}, b (h2) received {b}",
         host_of("c", mh.n_hosts).unwrap_or(0)
