@@ -5,9 +5,9 @@
 //!   addressed to the HaVip's virtual MAC (the uplink's proxy ARP answer for
 //!   the EIP, stable across failovers) or to the vSwitch gateway MAC.
 //! - Outbound: IPv4 from the HaVip's *current* owner (port and MAC of the
-//!   member its owner word names), source the HaVip, sent to the vSwitch gateway MAC (so not to
-//!   a neighbour of the vSwitch) and to an address that is no HaVip of the
-//!   vSwitch. Whether the destination is outside the VPC is the host's
+//!   member its owner word names), source the HaVip, sent to the vSwitch
+//!   gateway MAC (so not to a neighbour of the vSwitch) and to an address
+//!   that is no HaVip of the vSwitch. Whether the destination is outside the VPC is the host's
 //!   routing's call (`act::nat::outbound` translates only when the route
 //!   leaves by an uplink).
 
