@@ -440,13 +440,7 @@ impl Fabric {
             all.extend(h.lab.guests.iter().map(|g| &g.ns));
         }
         for ns in all {
-            for knob in ["all", "default"] {
-                ns.exec(&[
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{knob}.disable_ipv6=1"),
-                ])?;
-            }
+            ns.disable_ipv6()?;
         }
         Ok(())
     }

@@ -98,6 +98,25 @@ impl Netns {
             .map_err(|_| anyhow::anyhow!("thread in netns {} panicked", self.name))?
     }
 
+    /// Turns IPv6 off in the namespace (`all` and `default`): no router or
+    /// neighbour solicitations among frames a test or benchmark counts.
+    pub fn disable_ipv6(&self) -> Result<()> {
+        for knob in ["all", "default"] {
+            self.exec(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{knob}.disable_ipv6=1"),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Sets the MAC address of `ifname` inside the namespace.
+    pub fn set_mac(&self, ifname: &str, mac: [u8; 6]) -> Result<()> {
+        self.exec(&["ip", "link", "set", ifname, "address", &mac_string(mac)])?;
+        Ok(())
+    }
+
     /// ifindex of `ifname` inside the namespace.
     pub fn ifindex(&self, ifname: &str) -> Result<u32> {
         let out = self.exec(&["cat", &format!("/sys/class/net/{ifname}/ifindex")])?;

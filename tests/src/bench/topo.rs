@@ -71,41 +71,14 @@ impl BenchLab {
         let owner_b = Netns::create(&ns_name('b'))?;
         // No IPv6 autoconfiguration chatter: the receiver counts every frame.
         for ns in [&client, &host, &owner_a, &owner_b] {
-            for knob in ["all", "default"] {
-                ns.exec(&[
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{knob}.disable_ipv6=1"),
-                ])?;
-            }
+            ns.disable_ipv6()?;
         }
         lab::veth(&client, "c0", &host, "hc0")?;
         lab::veth(&host, "ho0", &owner_a, "o0")?;
         lab::veth(&host, "ho1", &owner_b, "o1")?;
-        client.exec(&[
-            "ip",
-            "link",
-            "set",
-            "c0",
-            "address",
-            &mac_string(CLIENT_MAC),
-        ])?;
-        owner_a.exec(&[
-            "ip",
-            "link",
-            "set",
-            "o0",
-            "address",
-            &mac_string(OWNER_A_MAC),
-        ])?;
-        owner_b.exec(&[
-            "ip",
-            "link",
-            "set",
-            "o1",
-            "address",
-            &mac_string(OWNER_B_MAC),
-        ])?;
+        client.set_mac("c0", CLIENT_MAC)?;
+        owner_a.set_mac("o0", OWNER_A_MAC)?;
+        owner_b.set_mac("o1", OWNER_B_MAC)?;
         // Frames XDP-transmitted by the generator on c0 are only accepted by
         // hc0 with GRO on (or an XDP program on it).
         host.exec(&["ethtool", "-K", "hc0", "gro", "on"])?;

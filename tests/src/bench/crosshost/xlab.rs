@@ -91,33 +91,13 @@ impl XLab {
         let host_b = Netns::create(&ns_name('b'))?;
         let owner = Netns::create(&ns_name('o'))?;
         for ns in [&client, &host_a, &host_b, &owner] {
-            for knob in ["all", "default"] {
-                ns.exec(&[
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{knob}.disable_ipv6=1"),
-                ])?;
-            }
+            ns.disable_ipv6()?;
         }
         lab::veth(&client, "c0", &host_a, "hc0")?;
         lab::veth(&host_a, "ua", &host_b, "ub")?;
         lab::veth(&host_b, "ho0", &owner, "o0")?;
-        client.exec(&[
-            "ip",
-            "link",
-            "set",
-            "c0",
-            "address",
-            &mac_string(CLIENT_MAC),
-        ])?;
-        owner.exec(&[
-            "ip",
-            "link",
-            "set",
-            "o0",
-            "address",
-            &mac_string(OWNER_A_MAC),
-        ])?;
+        client.set_mac("c0", CLIENT_MAC)?;
+        owner.set_mac("o0", OWNER_A_MAC)?;
         for (ns, ifname, mac, addr) in [
             (&host_a, "ua", UA_MAC, VTEP_A),
             (&host_b, "ub", UB_MAC, VTEP_B),
