@@ -87,6 +87,16 @@ pub fn now_rfc3339() -> String {
 
 /// `secs` since the epoch (UTC) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn rfc3339(secs: u64, millis: u32) -> String {
+    format!("{}.{millis:03}Z", utc_date_time(secs))
+}
+
+/// `secs` since the epoch (UTC) as `YYYY-MM-DDTHH:MM:SSZ` (whole seconds).
+pub fn rfc3339_secs(secs: u64) -> String {
+    format!("{}Z", utc_date_time(secs))
+}
+
+/// `secs` since the epoch (UTC) as `YYYY-MM-DDTHH:MM:SS`.
+fn utc_date_time(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant's algorithm), days since 1970-01-01.
@@ -100,7 +110,7 @@ fn rfc3339(secs: u64, millis: u32) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -215,5 +225,6 @@ mod tests {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(1_767_225_599, 999), "2025-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_secs(1_767_225_599), "2025-12-31T23:59:59Z");
     }
 }
