@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use havip::model::{
     AssociateEip, AssociateHaVip, CreateEip, CreateEni, CreateHaVip, CreateInstance, CreateRoute,
     CreateUplink, CreateVSwitch, CreateVpc, DeleteEip, DeleteEni, DeleteHaVip, DeleteInstance,
-    DeleteRoute, DeleteUplink, DeleteVSwitch, DeleteVpc, ModifyEni, ModifyHaVipAttribute,
+    DeleteRoute, DeleteUplink, DeleteVSwitch, DeleteVpc, ModifyEni, ModifyHaVipAttribute, Op,
     SetInitialOwner, SetQuota, UnassociateEip, UnassociateHaVip,
 };
 
@@ -212,6 +212,31 @@ pub enum UplinkCmd {
     Delete(DeleteUplink),
     /// List them.
     List,
+}
+
+/// `into_op` of the commands that either carry an operation or list
+/// (`List`): the operation, or `None` to list.
+macro_rules! op_or_list {
+    ($($cmd:ident: $($variant:ident),+;)*) => {$(
+        impl $cmd {
+            pub fn into_op(self) -> Option<Op> {
+                match self {
+                    $($cmd::$variant(op) => Some(op.into()),)+
+                    $cmd::List => None,
+                }
+            }
+        }
+    )*};
+}
+
+op_or_list! {
+    EipCmd: Create, Delete, Associate, Unassociate;
+    RouteCmd: Create, Delete;
+    VpcCmd: Create, Delete;
+    VswitchCmd: Create, Delete;
+    InstanceCmd: Create, Delete;
+    EniCmd: Create, Delete, Modify;
+    UplinkCmd: Create, Delete;
 }
 
 #[cfg(test)]

@@ -1,45 +1,25 @@
 //! `havipctl eip ...`: EIPs and their association with HaVips.
 
 use havip::{
-    api::{Client, ClientError, Deleted},
+    api::{Client, ClientError},
     model::Eip,
 };
 
 use crate::{
     args::EipCmd,
-    output::{or_dash, table, Output},
+    output::{apply_or_list, or_dash, table_of, Output},
 };
 
 fn rows(eips: &[Eip]) -> String {
-    let rows: Vec<Vec<String>> = eips
-        .iter()
-        .map(|e| {
-            vec![
-                e.id.clone(),
-                e.address.to_string(),
-                or_dash(e.havip.as_ref()),
-            ]
-        })
-        .collect();
-    table(&["ID", "ADDRESS", "HAVIP"], &rows)
+    table_of(&["ID", "ADDRESS", "HAVIP"], eips, |e| {
+        vec![
+            e.id.clone(),
+            e.address.to_string(),
+            or_dash(e.havip.as_ref()),
+        ]
+    })
 }
 
 pub fn run(client: &Client, out: Output, cmd: EipCmd) -> Result<(), ClientError> {
-    let e: Eip = match cmd {
-        EipCmd::Delete(op) => {
-            let d: Deleted = client.apply(op)?;
-            out.show(&d, |d| format!("deleted EIP {}", d.deleted));
-            return Ok(());
-        }
-        EipCmd::List => {
-            let e = client.list_eips()?;
-            out.show(&e, |e| rows(e));
-            return Ok(());
-        }
-        EipCmd::Create(op) => client.apply(op)?,
-        EipCmd::Associate(op) => client.apply(op)?,
-        EipCmd::Unassociate(op) => client.apply(op)?,
-    };
-    out.show(&e, |e| rows(std::slice::from_ref(e)));
-    Ok(())
+    apply_or_list::<Eip>(client, out, cmd.into_op(), "EIP", "eips", rows)
 }

@@ -7,7 +7,7 @@ use havip::{
 
 use crate::{
     args::HavipCmd,
-    output::{list, or_dash, table, Output},
+    output::{list, or_dash, table_of, Output},
 };
 
 fn status(s: HaVipUsage) -> &'static str {
@@ -18,9 +18,12 @@ fn status(s: HaVipUsage) -> &'static str {
 }
 
 fn rows(views: &[HaVipView]) -> String {
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
+    table_of(
+        &[
+            "ID", "ADDRESS", "VSWITCH", "STATUS", "KIND", "BINDINGS", "OWNER", "EPOCH", "EIP",
+        ],
+        views,
+        |v| {
             vec![
                 v.id.clone(),
                 v.address.to_string(),
@@ -32,13 +35,7 @@ fn rows(views: &[HaVipView]) -> String {
                 v.epoch.to_string(),
                 or_dash(v.eip.as_ref().map(|e| e.address)),
             ]
-        })
-        .collect();
-    table(
-        &[
-            "ID", "ADDRESS", "VSWITCH", "STATUS", "KIND", "BINDINGS", "OWNER", "EPOCH", "EIP",
-        ],
-        &rows,
+        },
     )
 }
 

@@ -1,6 +1,10 @@
 //! Output of `havipctl`: aligned tables for people, JSON with `--json`.
 
-use serde::Serialize;
+use havip::{
+    api::{Client, ClientError, Deleted},
+    model::Op,
+};
+use serde::{de::DeserializeOwned, Serialize};
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +55,43 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(r.clone()));
     }
     out
+}
+
+/// A table of `items`, one row each as `row` makes it.
+pub fn table_of<T>(header: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(header, &rows)
+}
+
+/// Runs a create / delete / modify operation and shows its reply (the
+/// deleted id, or the resource as a one-row `table`), or with no operation
+/// lists every `list` resource (`GET /v1/<list>`).
+///
+/// # Errors
+/// As [`Client::apply`] and [`Client::list`].
+pub fn apply_or_list<T: DeserializeOwned + Serialize>(
+    client: &Client,
+    out: Output,
+    op: Option<Op>,
+    kind: &str,
+    list: &str,
+    table: fn(&[T]) -> String,
+) -> Result<(), ClientError> {
+    match op {
+        Some(op) if op.is_delete() => {
+            let d: Deleted = client.apply(op)?;
+            out.show(&d, |d| format!("deleted {kind} {}", d.deleted));
+        }
+        Some(op) => {
+            let v: T = client.apply(op)?;
+            out.show(&v, |v| table(std::slice::from_ref(v)));
+        }
+        None => {
+            let v: Vec<T> = client.list(list)?;
+            out.show(&v, |v| table(v));
+        }
+    }
+    Ok(())
 }
 
 /// `-` for nothing.
