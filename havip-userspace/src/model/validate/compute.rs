@@ -1,7 +1,7 @@
 //! Instances, ENIs and uplinks: create, delete (bindings go with the
 //! member, the owner is cleared if it was the member) and ModifyEni.
 
-use super::{check_interface, check_mac, havip::unbind_cleanup, Cx};
+use super::{check_interface, check_mac, find, havip::unbind_cleanup, Cx};
 use crate::model::{
     error::{OpError, ResourceKind},
     op::{
@@ -21,9 +21,7 @@ impl Cx<'_> {
             id,
             vswitch: op.vswitch.clone(),
         };
-        let key = Record::Instance(inst.clone()).key();
-        self.change.put(Record::Instance(inst));
-        Ok(key)
+        Ok(self.put(Record::Instance(inst)))
     }
 
     /// Deletes an instance: every HaVip binding of the instance goes, and
@@ -72,8 +70,7 @@ impl Cx<'_> {
                 self.change.put(Record::Eni(detached));
             }
         }
-        self.change.delete(RecordKind::Instance, &inst.id);
-        Ok(RecordKey::new(RecordKind::Instance, &inst.id))
+        Ok(self.delete(RecordKind::Instance, &inst.id))
     }
 
     pub(super) fn create_eni(&mut self, op: &CreateEni) -> Result<RecordKey, OpError> {
@@ -132,9 +129,7 @@ impl Cx<'_> {
             primary: op.primary,
             host: op.host.clone(),
         };
-        let key = Record::Eni(eni.clone()).key();
-        self.change.put(Record::Eni(eni));
-        Ok(key)
+        Ok(self.put(Record::Eni(eni)))
     }
 
     /// Deletes an ENI: its HaVip bindings go, and an observed owner on it
@@ -169,8 +164,7 @@ impl Cx<'_> {
                 self.change.put(Record::HaVip(next));
             }
         }
-        self.change.delete(RecordKind::Eni, &eni.id);
-        Ok(RecordKey::new(RecordKind::Eni, &eni.id))
+        Ok(self.delete(RecordKind::Eni, &eni.id))
     }
 
     /// Changes an ENI's host interface. The data plane derives ports from
@@ -216,19 +210,11 @@ impl Cx<'_> {
             interface: interface.to_owned(),
             vswitch: op.vswitch.clone(),
         };
-        let key = Record::Uplink(up.clone()).key();
-        self.change.put(Record::Uplink(up));
-        Ok(key)
+        Ok(self.put(Record::Uplink(up)))
     }
 
     pub(super) fn delete_uplink(&mut self, op: &DeleteUplink) -> Result<RecordKey, OpError> {
-        if !self.state.uplinks.contains_key(&op.interface) {
-            return Err(OpError::NotFound {
-                kind: ResourceKind::Uplink,
-                id: op.interface.clone(),
-            });
-        }
-        self.change.delete(RecordKind::Uplink, &op.interface);
-        Ok(RecordKey::new(RecordKind::Uplink, &op.interface))
+        find(&self.state.uplinks, ResourceKind::Uplink, &op.interface)?;
+        Ok(self.delete(RecordKind::Uplink, &op.interface))
     }
 }

@@ -45,9 +45,7 @@ impl Cx<'_> {
             address,
             havip: None,
         };
-        let key = Record::Eip(eip.clone()).key();
-        self.change.put(Record::Eip(eip));
-        Ok(key)
+        Ok(self.put(Record::Eip(eip)))
     }
 
     pub(super) fn delete_eip(&mut self, op: &DeleteEip) -> Result<RecordKey, OpError> {
@@ -58,8 +56,7 @@ impl Cx<'_> {
                 havip: h.clone(),
             });
         }
-        self.change.delete(RecordKind::Eip, &e.id);
-        Ok(RecordKey::new(RecordKind::Eip, &e.id))
+        Ok(self.delete(RecordKind::Eip, &e.id))
     }
 
     pub(super) fn associate_eip(&mut self, op: &AssociateEip) -> Result<RecordKey, OpError> {

@@ -135,9 +135,7 @@ impl<'a> Cx<'a> {
             name,
             description,
         };
-        let key = Record::HaVip(h.clone()).key();
-        self.change.put(Record::HaVip(h));
-        Ok(key)
+        Ok(self.put(Record::HaVip(h)))
     }
 
     pub(super) fn delete_havip(&mut self, op: &DeleteHaVip) -> Result<RecordKey, OpError> {

@@ -29,7 +29,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use havip_common::MAX_HAVIPS;
 
@@ -38,7 +38,7 @@ use super::{
     net::{Ipv4Cidr, MacAddr},
     op::Op,
     resource::{Eip, Eni, HaVip, Instance, Meta, ObservedOwner, VSwitch, Vpc},
-    state::{Change, Record, RecordKey, State},
+    state::{Change, Record, RecordKey, RecordKind, State},
 };
 
 /// Longest vSwitch/VPC prefix: leaves at least 5 addresses for HaVips.
@@ -103,6 +103,15 @@ fn not_found(kind: ResourceKind, id: &str) -> OpError {
         kind,
         id: id.to_owned(),
     }
+}
+
+/// The `kind` resource `id` of `map`, or `NotFound`.
+fn find<'m, T>(
+    map: &'m BTreeMap<String, T>,
+    kind: ResourceKind,
+    id: &str,
+) -> Result<&'m T, OpError> {
+    map.get(id).ok_or_else(|| not_found(kind, id))
 }
 
 /// Checks a resource id.
@@ -239,45 +248,41 @@ impl<'a> Cx<'a> {
     }
 
     fn vpc(&self, id: &str) -> Result<&'a Vpc, OpError> {
-        self.state
-            .vpcs
-            .get(id)
-            .ok_or_else(|| not_found(ResourceKind::Vpc, id))
+        find(&self.state.vpcs, ResourceKind::Vpc, id)
     }
 
     fn vswitch(&self, id: &str) -> Result<&'a VSwitch, OpError> {
-        self.state
-            .vswitches
-            .get(id)
-            .ok_or_else(|| not_found(ResourceKind::VSwitch, id))
+        find(&self.state.vswitches, ResourceKind::VSwitch, id)
     }
 
     fn havip(&self, id: &str) -> Result<&'a HaVip, OpError> {
-        self.state
-            .havips
-            .get(id)
-            .ok_or_else(|| not_found(ResourceKind::HaVip, id))
+        find(&self.state.havips, ResourceKind::HaVip, id)
     }
 
     fn eip(&self, id: &str) -> Result<&'a Eip, OpError> {
-        self.state
-            .eips
-            .get(id)
-            .ok_or_else(|| not_found(ResourceKind::Eip, id))
+        find(&self.state.eips, ResourceKind::Eip, id)
     }
 
     fn instance(&self, id: &str) -> Result<&'a Instance, OpError> {
-        self.state
-            .instances
-            .get(id)
-            .ok_or_else(|| not_found(ResourceKind::Instance, id))
+        find(&self.state.instances, ResourceKind::Instance, id)
     }
 
     fn eni(&self, id: &str) -> Result<&'a Eni, OpError> {
-        self.state
-            .enis
-            .get(id)
-            .ok_or_else(|| not_found(ResourceKind::Eni, id))
+        find(&self.state.enis, ResourceKind::Eni, id)
+    }
+
+    /// Puts `record` in the change; returns its key (the subject).
+    fn put(&mut self, record: Record) -> RecordKey {
+        let key = record.key();
+        self.change.put(record);
+        key
+    }
+
+    /// Deletes record `kind` `id` in the change; returns its key (the
+    /// subject).
+    fn delete(&mut self, kind: RecordKind, id: &str) -> RecordKey {
+        self.change.delete(kind, id);
+        RecordKey::new(kind, id)
     }
 
     /// Checks an explicit id is valid and free, or names a new resource

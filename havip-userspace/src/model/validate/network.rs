@@ -16,9 +16,7 @@ impl Cx<'_> {
         })?;
         check_prefix("VPC", op.cidr)?;
         let vpc = Vpc { id, cidr: op.cidr };
-        let key = Record::Vpc(vpc.clone()).key();
-        self.change.put(Record::Vpc(vpc));
-        Ok(key)
+        Ok(self.put(Record::Vpc(vpc)))
     }
 
     pub(super) fn delete_vpc(&mut self, op: &DeleteVpc) -> Result<RecordKey, OpError> {
@@ -35,8 +33,7 @@ impl Cx<'_> {
         if let Some(r) = self.state.routes.values().find(|r| r.vpc == vpc.id) {
             return Err(dependency(ResourceKind::Route, &r.id));
         }
-        self.change.delete(RecordKind::Vpc, &vpc.id);
-        Ok(RecordKey::new(RecordKind::Vpc, &vpc.id))
+        Ok(self.delete(RecordKind::Vpc, &vpc.id))
     }
 
     pub(super) fn create_vswitch(&mut self, op: &CreateVSwitch) -> Result<RecordKey, OpError> {
@@ -81,9 +78,7 @@ impl Cx<'_> {
             dp_id,
             vni: op.vni,
         };
-        let key = Record::VSwitch(vsw.clone()).key();
-        self.change.put(Record::VSwitch(vsw));
-        Ok(key)
+        Ok(self.put(Record::VSwitch(vsw)))
     }
 
     pub(super) fn delete_vswitch(&mut self, op: &DeleteVSwitch) -> Result<RecordKey, OpError> {
@@ -120,7 +115,6 @@ impl Cx<'_> {
                 dependent,
             });
         }
-        self.change.delete(RecordKind::VSwitch, &vsw.id);
-        Ok(RecordKey::new(RecordKind::VSwitch, &vsw.id))
+        Ok(self.delete(RecordKind::VSwitch, &vsw.id))
     }
 }

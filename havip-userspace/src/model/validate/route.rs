@@ -2,7 +2,7 @@
 //! the destination is outside every vSwitch of the VPC and unique in it,
 //! within the per-VPC quota.
 
-use super::Cx;
+use super::{find, Cx};
 use crate::model::{
     error::{OpError, ResourceKind},
     op::{CreateRoute, DeleteRoute},
@@ -60,19 +60,11 @@ impl Cx<'_> {
             destination,
             next_hop_havip: h.id.clone(),
         };
-        let key = Record::Route(r.clone()).key();
-        self.change.put(Record::Route(r));
-        Ok(key)
+        Ok(self.put(Record::Route(r)))
     }
 
     pub(super) fn delete_route(&mut self, op: &DeleteRoute) -> Result<RecordKey, OpError> {
-        if !self.state.routes.contains_key(&op.id) {
-            return Err(OpError::NotFound {
-                kind: ResourceKind::Route,
-                id: op.id.clone(),
-            });
-        }
-        self.change.delete(RecordKind::Route, &op.id);
-        Ok(RecordKey::new(RecordKind::Route, &op.id))
+        find(&self.state.routes, ResourceKind::Route, &op.id)?;
+        Ok(self.delete(RecordKind::Route, &op.id))
     }
 }

@@ -54,17 +54,18 @@ fn base() -> State {
     s
 }
 
+/// CreateHaVip in `vswitch`, `id` and `addr` allocated when `None`.
+fn create_havip(vswitch: &str, id: Option<&str>, addr: Option<&str>) -> Op {
+    Op::CreateHaVip(CreateHaVip {
+        id: id.map(str::to_owned),
+        vswitch: vswitch.into(),
+        address: addr.map(|a| a.parse().unwrap()),
+        ..Default::default()
+    })
+}
+
 fn havip(s: &mut State, id: &str, addr: Option<&str>) {
-    *s = apply_to(
-        s,
-        &Op::CreateHaVip(CreateHaVip {
-            id: Some(id.into()),
-            vswitch: "vsw-1".into(),
-            address: addr.map(|a| a.parse().unwrap()),
-            ..Default::default()
-        }),
-    )
-    .expect("create havip");
+    *s = apply_to(s, &create_havip("vsw-1", Some(id), addr)).expect("create havip");
 }
 
 fn refused(s: &State, op: Op, code: &str) -> OpError {
@@ -73,10 +74,38 @@ fn refused(s: &State, op: Op, code: &str) -> OpError {
     e
 }
 
+/// Every `(op, code)`: `op` is refused on `s` with `code`.
+fn refusals(s: &State, table: Vec<(Op, &str)>) {
+    for (op, code) in table {
+        refused(s, op, code);
+    }
+}
+
 fn assoc(h: &str, m: Member) -> Op {
     Op::AssociateHaVip(AssociateHaVip {
         havip: h.into(),
         member: m,
+    })
+}
+
+fn unassoc(h: &str, m: Member, force: bool) -> Op {
+    Op::UnassociateHaVip(UnassociateHaVip {
+        havip: h.into(),
+        member: m,
+        force,
+    })
+}
+
+fn delete_havip(id: &str) -> Op {
+    Op::DeleteHaVip(DeleteHaVip { id: id.into() })
+}
+
+/// SetQuota of the three quotas (`None` keeps one).
+fn set_quota(account: Option<usize>, vpc: Option<usize>, routes: Option<usize>) -> Op {
+    Op::SetQuota(SetQuota {
+        havips_per_account: account,
+        havips_per_vpc: vpc,
+        havip_routes_per_vpc: routes,
     })
 }
 
@@ -93,45 +122,16 @@ fn allocation_skips_reserved_and_used() {
     for a in ["10.0.1.0", "10.0.1.1", "10.0.1.255"] {
         refused(
             &s,
-            Op::CreateHaVip(CreateHaVip {
-                id: None,
-                vswitch: "vsw-1".into(),
-                address: Some(a.parse().unwrap()),
-                ..Default::default()
-            }),
+            create_havip("vsw-1", None, Some(a)),
             "InvalidParameter.AddressReserved",
         );
     }
-    refused(
-        &s,
-        Op::CreateHaVip(CreateHaVip {
-            id: None,
-            vswitch: "vsw-1".into(),
-            address: Some("10.0.2.9".parse().unwrap()),
-            ..Default::default()
-        }),
-        "InvalidParameter.AddressOutsideVSwitch",
-    );
-    refused(
-        &s,
-        Op::CreateHaVip(CreateHaVip {
-            id: None,
-            vswitch: "vsw-1".into(),
-            address: Some("10.0.1.3".parse().unwrap()),
-            ..Default::default()
-        }),
-        "Conflict.AddressInUse",
-    );
-    refused(
-        &s,
-        Op::CreateHaVip(CreateHaVip {
-            id: Some("h1".into()),
-            vswitch: "vsw-1".into(),
-            address: None,
-            ..Default::default()
-        }),
-        "Conflict.AlreadyExists",
-    );
+    #[rustfmt::skip]
+    refusals(&s, vec![
+        (create_havip("vsw-1", None, Some("10.0.2.9")), "InvalidParameter.AddressOutsideVSwitch"),
+        (create_havip("vsw-1", None, Some("10.0.1.3")), "Conflict.AddressInUse"),
+        (create_havip("vsw-1", Some("h1"), None), "Conflict.AlreadyExists"),
+    ]);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn slots_are_stable_and_reused() {
     havip(&mut s, "a", None);
     havip(&mut s, "b", None);
     havip(&mut s, "c", None);
-    s = apply_to(&s, &Op::DeleteHaVip(DeleteHaVip { id: "b".into() })).unwrap();
+    s = apply_to(&s, &delete_havip("b")).unwrap();
     havip(&mut s, "d", None);
     assert_eq!(s.havips["a"].slot, 0);
     assert_eq!(s.havips["c"].slot, 2);
@@ -153,41 +153,16 @@ fn quotas_per_vpc_and_account() {
     for i in 0..5 {
         havip(&mut s, &format!("h{i}"), None);
     }
-    let create = Op::CreateHaVip(CreateHaVip {
-        id: None,
-        vswitch: "vsw-2".into(),
-        address: None,
-        ..Default::default()
-    });
+    let create = create_havip("vsw-2", None, None);
     refused(&s, create.clone(), "QuotaExceeded.HaVipsPerVpc");
-    s = apply_to(
-        &s,
-        &Op::SetQuota(SetQuota {
-            havips_per_account: None,
-            havips_per_vpc: Some(10),
-            havip_routes_per_vpc: None,
-        }),
-    )
-    .unwrap();
+    s = apply_to(&s, &set_quota(None, Some(10), None)).unwrap();
     let e = refused(&s, create.clone(), "QuotaExceeded.HaVipsPerAccount");
     assert!(e.to_string().contains("havips_per_account = 5"), "{e}");
-    s = apply_to(
-        &s,
-        &Op::SetQuota(SetQuota {
-            havips_per_account: Some(6),
-            havips_per_vpc: None,
-            havip_routes_per_vpc: None,
-        }),
-    )
-    .unwrap();
+    s = apply_to(&s, &set_quota(Some(6), None, None)).unwrap();
     apply(&s, &create).expect("quota raised");
     refused(
         &s,
-        Op::SetQuota(SetQuota {
-            havips_per_account: Some(usize::MAX),
-            havips_per_vpc: None,
-            havip_routes_per_vpc: None,
-        }),
+        set_quota(Some(usize::MAX), None, None),
         "InvalidParameter.Quota",
     );
 }
@@ -195,52 +170,23 @@ fn quotas_per_vpc_and_account() {
 #[test]
 fn binding_limits_and_conflicts() {
     let mut s = base();
-    s = apply_to(
-        &s,
-        &Op::SetQuota(SetQuota {
-            havips_per_account: Some(20),
-            havips_per_vpc: Some(20),
-            havip_routes_per_vpc: None,
-        }),
-    )
-    .unwrap();
+    s = apply_to(&s, &set_quota(Some(20), Some(20), None)).unwrap();
     havip(&mut s, "h", None);
     for i in 0..10 {
         s = apply_to(&s, &assoc("h", Member::instance(format!("i-{i}")))).unwrap();
     }
     assert_eq!(s.havips["h"].bindings.len(), 10);
-    refused(
-        &s,
-        assoc("h", Member::instance("i-10")),
-        "LimitExceeded.BindingsPerHaVip",
-    );
-    refused(
-        &s,
-        assoc("h", Member::instance("i-0")),
-        "Conflict.AlreadyBound",
-    );
-    refused(
-        &s,
-        assoc("h", Member::eni("eni-11")),
-        "Conflict.MixedBindingKinds",
-    );
-    refused(
-        &s,
-        assoc("h", Member::instance("i-x")),
-        "Conflict.DifferentVSwitch",
-    );
-    refused(&s, assoc("nope", Member::instance("i-0")), "NotFound.HaVip");
-    refused(
-        &s,
-        assoc("h", Member::instance("i-nope")),
-        "NotFound.Instance",
-    );
-    refused(&s, assoc("h", Member::eni("eni-nope")), "NotFound.Eni");
-    refused(
-        &s,
-        Op::DeleteHaVip(DeleteHaVip { id: "h".into() }),
-        "Conflict.HaVipBound",
-    );
+    #[rustfmt::skip]
+    refusals(&s, vec![
+        (assoc("h", Member::instance("i-10")), "LimitExceeded.BindingsPerHaVip"),
+        (assoc("h", Member::instance("i-0")), "Conflict.AlreadyBound"),
+        (assoc("h", Member::eni("eni-11")), "Conflict.MixedBindingKinds"),
+        (assoc("h", Member::instance("i-x")), "Conflict.DifferentVSwitch"),
+        (assoc("nope", Member::instance("i-0")), "NotFound.HaVip"),
+        (assoc("h", Member::instance("i-nope")), "NotFound.Instance"),
+        (assoc("h", Member::eni("eni-nope")), "NotFound.Eni"),
+        (delete_havip("h"), "Conflict.HaVipBound"),
+    ]);
 
     // HaVips per instance: i-11 gets 5 HaVips, the 6th is refused, also
     // through its ENI.
@@ -250,16 +196,11 @@ fn binding_limits_and_conflicts() {
         s = apply_to(&s, &assoc(&id, Member::instance("i-11"))).unwrap();
     }
     havip(&mut s, "p5", None);
-    refused(
-        &s,
-        assoc("p5", Member::instance("i-11")),
-        "LimitExceeded.HaVipsPerInstance",
-    );
-    refused(
-        &s,
-        assoc("p5", Member::eni("eni-11")),
-        "LimitExceeded.HaVipsPerInstance",
-    );
+    #[rustfmt::skip]
+    refusals(&s, vec![
+        (assoc("p5", Member::instance("i-11")), "LimitExceeded.HaVipsPerInstance"),
+        (assoc("p5", Member::eni("eni-11")), "LimitExceeded.HaVipsPerInstance"),
+    ]);
     // ENI bindings count against the instance: i-10 holds 5 via eni-10.
     for n in 0..5 {
         let id = format!("q{n}");
@@ -312,60 +253,42 @@ fn unassociate_clears_owner_and_master() {
     .unwrap();
     assert_eq!(s.member_with_mac(&s.havips["h"], owner.mac), Some("i-0"));
     // Unbinding the standby keeps the owner.
-    let s1 = apply_to(
-        &s,
-        &Op::UnassociateHaVip(UnassociateHaVip {
-            havip: "h".into(),
-            member: Member::instance("i-1"),
-            force: false,
-        }),
-    )
-    .unwrap();
+    let s1 = apply_to(&s, &unassoc("h", Member::instance("i-1"), false)).unwrap();
     assert_eq!(s1.owners["h"], owner);
     // The owner is unassociated only with force ...
     refused(
         &s,
-        Op::UnassociateHaVip(UnassociateHaVip {
-            havip: "h".into(),
-            member: Member::instance("i-0"),
-            force: false,
-        }),
+        unassoc("h", Member::instance("i-0"), false),
         "Conflict.MemberIsOwner",
     );
     // ... which clears it (epoch kept) and the initial owner.
-    let s2 = apply_to(
-        &s,
-        &Op::UnassociateHaVip(UnassociateHaVip {
-            havip: "h".into(),
-            member: Member::instance("i-0"),
-            force: true,
-        }),
-    )
-    .unwrap();
+    let s2 = apply_to(&s, &unassoc("h", Member::instance("i-0"), true)).unwrap();
     assert!(!s2.owners["h"].has_owner());
     assert_eq!(s2.owners["h"].epoch, 3);
     assert_eq!(s2.havips["h"].initial_owner, None);
     refused(
         &s2,
-        Op::UnassociateHaVip(UnassociateHaVip {
-            havip: "h".into(),
-            member: Member::instance("i-0"),
-            force: false,
-        }),
+        unassoc("h", Member::instance("i-0"), false),
         "NotFound.Binding",
     );
-    let s3 = apply_to(
-        &s2,
-        &Op::UnassociateHaVip(UnassociateHaVip {
-            havip: "h".into(),
-            member: Member::instance("i-1"),
-            force: false,
-        }),
-    )
-    .unwrap();
+    let s3 = apply_to(&s2, &unassoc("h", Member::instance("i-1"), false)).unwrap();
     assert_eq!(s3.havips["h"].binding_kind, None);
     // Now ENIs may be bound.
     apply(&s3, &assoc("h", Member::eni("eni-3"))).unwrap();
+}
+
+fn create_eip(id: Option<&str>, address: &str) -> Op {
+    Op::CreateEip(CreateEip {
+        id: id.map(str::to_owned),
+        address: address.parse().unwrap(),
+    })
+}
+
+fn associate_eip(eip: &str, havip: &str) -> Op {
+    Op::AssociateEip(AssociateEip {
+        eip: eip.into(),
+        havip: havip.into(),
+    })
 }
 
 #[test]
@@ -373,62 +296,22 @@ fn eips_and_routes() {
     let mut s = base();
     havip(&mut s, "h", None);
     havip(&mut s, "g", None);
-    s = apply_to(
-        &s,
-        &Op::CreateEip(CreateEip {
-            id: Some("e".into()),
-            address: "203.0.113.1".parse().unwrap(),
-        }),
-    )
-    .unwrap();
-    refused(
-        &s,
-        Op::CreateEip(CreateEip {
-            id: None,
-            address: "203.0.113.1".parse().unwrap(),
-        }),
-        "Conflict.AddressInUse",
-    );
-    refused(
-        &s,
-        Op::CreateEip(CreateEip {
-            id: None,
-            address: "255.255.255.255".parse().unwrap(),
-        }),
-        "InvalidParameter.Address",
-    );
-    s = apply_to(
-        &s,
-        &Op::AssociateEip(AssociateEip {
-            eip: "e".into(),
-            havip: "h".into(),
-        }),
-    )
-    .unwrap();
-    refused(
-        &s,
-        Op::DeleteHaVip(DeleteHaVip { id: "h".into() }),
-        "Conflict.HaVipHasEip",
-    );
-    refused(
-        &s,
-        Op::DeleteEip(DeleteEip { id: "e".into() }),
-        "Conflict.EipAssociated",
-    );
-    refused(
-        &s,
-        Op::AssociateEip(AssociateEip {
-            eip: "e".into(),
-            havip: "g".into(),
-        }),
-        "Conflict.EipAssociated",
-    );
-    s = apply_to(&s, &Op::UnassociateEip(UnassociateEip { eip: "e".into() })).unwrap();
-    refused(
-        &s,
-        Op::UnassociateEip(UnassociateEip { eip: "e".into() }),
-        "Conflict.EipNotAssociated",
-    );
+    s = apply_to(&s, &create_eip(Some("e"), "203.0.113.1")).unwrap();
+    #[rustfmt::skip]
+    refusals(&s, vec![
+        (create_eip(None, "203.0.113.1"), "Conflict.AddressInUse"),
+        (create_eip(None, "255.255.255.255"), "InvalidParameter.Address"),
+    ]);
+    s = apply_to(&s, &associate_eip("e", "h")).unwrap();
+    #[rustfmt::skip]
+    refusals(&s, vec![
+        (delete_havip("h"), "Conflict.HaVipHasEip"),
+        (Op::DeleteEip(DeleteEip { id: "e".into() }), "Conflict.EipAssociated"),
+        (associate_eip("e", "g"), "Conflict.EipAssociated"),
+    ]);
+    let unassociate = Op::UnassociateEip(UnassociateEip { eip: "e".into() });
+    s = apply_to(&s, &unassociate).unwrap();
+    refused(&s, unassociate, "Conflict.EipNotAssociated");
 
     let route = |n: u32| {
         Op::CreateRoute(CreateRoute {
@@ -442,24 +325,12 @@ fn eips_and_routes() {
         s = apply_to(&s, &route(n)).unwrap();
     }
     refused(&s, route(5), "QuotaExceeded.HaVipRoutesPerVpc");
-    refused(
-        &s,
-        Op::DeleteHaVip(DeleteHaVip { id: "h".into() }),
-        "Conflict.HaVipIsRouteNextHop",
-    );
+    refused(&s, delete_havip("h"), "Conflict.HaVipIsRouteNextHop");
     let mut dup = route(0);
     if let Op::CreateRoute(CreateRoute { id, .. }) = &mut dup {
         *id = Some("r-dup".into());
     }
-    s = apply_to(
-        &s,
-        &Op::SetQuota(SetQuota {
-            havips_per_account: None,
-            havips_per_vpc: None,
-            havip_routes_per_vpc: Some(10),
-        }),
-    )
-    .unwrap();
+    s = apply_to(&s, &set_quota(None, None, Some(10))).unwrap();
     refused(&s, dup, "Conflict.RouteDestinationExists");
     refused(
         &s,
@@ -485,7 +356,7 @@ fn eips_and_routes() {
         Op::DeleteRoute(DeleteRoute { id: "r0".into() }),
         "NotFound.Route",
     );
-    apply(&s, &Op::DeleteHaVip(DeleteHaVip { id: "h".into() })).unwrap();
+    apply(&s, &delete_havip("h")).unwrap();
 }
 
 #[test]
@@ -517,31 +388,14 @@ fn setup_conflicts() {
             primary,
         })
     };
-    refused(
-        &s,
-        eni("e2", "02:00:00:00:01:00", "hv-new", false),
-        "Conflict.MacInUse",
-    );
-    refused(
-        &s,
-        eni("e2", "02:00:00:00:09:00", "hv-0", false),
-        "Conflict.InterfaceInUse",
-    );
-    refused(
-        &s,
-        eni("e2", "02:00:00:00:09:00", "hv-new", true),
-        "Conflict.PrimaryEniExists",
-    );
-    refused(
-        &s,
-        eni("e 2", "02:00:00:00:09:00", "hv-new", false),
-        "InvalidParameter.Id",
-    );
-    refused(
-        &s,
-        eni("e2", "02:00:00:00:09:00", "this-name-is-too-long", false),
-        "InvalidParameter.Interface",
-    );
+    #[rustfmt::skip]
+    refusals(&s, vec![
+        (eni("e2", "02:00:00:00:01:00", "hv-new", false), "Conflict.MacInUse"),
+        (eni("e2", "02:00:00:00:09:00", "hv-0", false), "Conflict.InterfaceInUse"),
+        (eni("e2", "02:00:00:00:09:00", "hv-new", true), "Conflict.PrimaryEniExists"),
+        (eni("e 2", "02:00:00:00:09:00", "hv-new", false), "InvalidParameter.Id"),
+        (eni("e2", "02:00:00:00:09:00", "this-name-is-too-long", false), "InvalidParameter.Interface"),
+    ]);
     apply(&s, &eni("e2", "02:00:00:00:09:00", "hv-new", false)).unwrap();
 }
 
@@ -618,14 +472,9 @@ fn interface_names_are_per_host() {
     );
     // Single host (no hosts anywhere): unchanged, names are unique.
     let s1 = apply_to(&base(), &eni("e-a", "02:00:00:00:09:07", "tap9", None)).unwrap();
-    refused(
-        &s1,
-        eni("e-b", "02:00:00:00:09:08", "tap9", None),
-        "Conflict.InterfaceInUse",
-    );
-    refused(
-        &s1,
-        eni("e-b", "02:00:00:00:09:08", "tap9", Some("h1")),
-        "Conflict.InterfaceInUse",
-    );
+    #[rustfmt::skip]
+    refusals(&s1, vec![
+        (eni("e-b", "02:00:00:00:09:08", "tap9", None), "Conflict.InterfaceInUse"),
+        (eni("e-b", "02:00:00:00:09:08", "tap9", Some("h1")), "Conflict.InterfaceInUse"),
+    ]);
 }
