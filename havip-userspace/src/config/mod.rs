@@ -300,30 +300,29 @@ impl<'de> Deserialize<'de> for EipEntry {
     }
 }
 
-/// The whole config file (see the module docs for the schema).
+/// The whole config file (see the module docs for the schema); a missing
+/// section is empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub agent: AgentConfig,
-    #[serde(default, rename = "vpc")]
+    #[serde(rename = "vpc")]
     pub vpcs: Vec<CreateVpc>,
-    #[serde(default, rename = "vswitch")]
+    #[serde(rename = "vswitch")]
     pub vswitches: Vec<CreateVSwitch>,
-    #[serde(default, rename = "instance")]
+    #[serde(rename = "instance")]
     pub instances: Vec<CreateInstance>,
-    #[serde(default, rename = "eni")]
+    #[serde(rename = "eni")]
     pub enis: Vec<CreateEni>,
-    #[serde(default, rename = "uplink")]
+    #[serde(rename = "uplink")]
     pub uplinks: Vec<CreateUplink>,
-    #[serde(default, rename = "havip")]
+    #[serde(rename = "havip")]
     pub havips: Vec<HavipEntry>,
-    #[serde(default, rename = "eip")]
+    #[serde(rename = "eip")]
     pub eips: Vec<EipEntry>,
-    #[serde(default, rename = "route")]
+    #[serde(rename = "route")]
     pub routes: Vec<CreateRoute>,
     /// `[quotas]`: keys present are set at every start.
-    #[serde(default)]
     pub quotas: SetQuota,
 }
 

@@ -12,52 +12,53 @@ use super::{
     validate::MAX_ID_LEN,
 };
 
-/// Kind of resource named in an error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ResourceKind {
-    Vpc,
-    VSwitch,
-    Instance,
-    Eni,
-    Uplink,
-    HaVip,
-    Eip,
-    Route,
-    /// A binding of a HaVip to an instance or ENI.
-    Binding,
-}
-
-impl ResourceKind {
-    /// Name used in error codes (`NotFound.<name>`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            ResourceKind::Vpc => "Vpc",
-            ResourceKind::VSwitch => "VSwitch",
-            ResourceKind::Instance => "Instance",
-            ResourceKind::Eni => "Eni",
-            ResourceKind::Uplink => "Uplink",
-            ResourceKind::HaVip => "HaVip",
-            ResourceKind::Eip => "Eip",
-            ResourceKind::Route => "Route",
-            ResourceKind::Binding => "Binding",
+/// Declares [`ResourceKind`] from one table: variant (its name in error
+/// codes, `NotFound.<name>`) and the word used in messages.
+macro_rules! resource_kinds {
+    ($($(#[$doc:meta])* $variant:ident => $label:literal,)*) => {
+        /// Kind of resource named in an error.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum ResourceKind {
+            $($(#[$doc])* $variant,)*
         }
-    }
+
+        impl ResourceKind {
+            /// Name used in error codes (`NotFound.<name>`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ResourceKind::$variant => stringify!($variant),)*
+                }
+            }
+
+            /// The code of a `NotFound` error for this kind.
+            pub const fn not_found_code(self) -> &'static str {
+                match self {
+                    $(ResourceKind::$variant => concat!("NotFound.", stringify!($variant)),)*
+                }
+            }
+        }
+
+        impl fmt::Display for ResourceKind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $(ResourceKind::$variant => $label,)*
+                })
+            }
+        }
+    };
 }
 
-impl fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ResourceKind::Vpc => "VPC",
-            ResourceKind::VSwitch => "vSwitch",
-            ResourceKind::Instance => "instance",
-            ResourceKind::Eni => "ENI",
-            ResourceKind::Uplink => "uplink",
-            ResourceKind::HaVip => "HaVip",
-            ResourceKind::Eip => "EIP",
-            ResourceKind::Route => "route entry",
-            ResourceKind::Binding => "binding",
-        })
-    }
+resource_kinds! {
+    Vpc => "VPC",
+    VSwitch => "vSwitch",
+    Instance => "instance",
+    Eni => "ENI",
+    Uplink => "uplink",
+    HaVip => "HaVip",
+    Eip => "EIP",
+    Route => "route entry",
+    /// A binding of a HaVip to an instance or ENI.
+    Binding => "binding",
 }
 
 impl From<BindingKind> for ResourceKind {
@@ -257,17 +258,7 @@ impl OpError {
     pub fn code(&self) -> &'static str {
         use OpError::*;
         match self {
-            NotFound { kind, .. } => match kind {
-                ResourceKind::Vpc => "NotFound.Vpc",
-                ResourceKind::VSwitch => "NotFound.VSwitch",
-                ResourceKind::Instance => "NotFound.Instance",
-                ResourceKind::Eni => "NotFound.Eni",
-                ResourceKind::Uplink => "NotFound.Uplink",
-                ResourceKind::HaVip => "NotFound.HaVip",
-                ResourceKind::Eip => "NotFound.Eip",
-                ResourceKind::Route => "NotFound.Route",
-                ResourceKind::Binding => "NotFound.Binding",
-            },
+            NotFound { kind, .. } => kind.not_found_code(),
             AlreadyExists { .. } => "Conflict.AlreadyExists",
             InvalidId { .. } => "InvalidParameter.Id",
             InvalidInterface { .. } => "InvalidParameter.Interface",

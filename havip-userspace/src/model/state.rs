@@ -39,32 +39,22 @@ pub struct State {
     idx: Index,
 }
 
-/// Wire form of [`State`]: deserializing rebuilds the indexes.
-#[derive(Deserialize)]
+/// Wire form of [`State`]: deserializing rebuilds the indexes. A missing
+/// field is empty (default).
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct StateRepr {
-    #[serde(default)]
     vpcs: BTreeMap<String, Vpc>,
-    #[serde(default)]
     vswitches: BTreeMap<String, VSwitch>,
-    #[serde(default)]
     instances: BTreeMap<String, Instance>,
-    #[serde(default)]
     enis: BTreeMap<String, Eni>,
-    #[serde(default)]
     uplinks: BTreeMap<String, Uplink>,
-    #[serde(default)]
     havips: BTreeMap<String, HaVip>,
-    #[serde(default)]
     eips: BTreeMap<String, Eip>,
-    #[serde(default)]
     routes: BTreeMap<String, RouteEntry>,
-    #[serde(default)]
     quotas: Quotas,
-    #[serde(default)]
     owners: BTreeMap<String, ObservedOwner>,
-    #[serde(default)]
     history: BTreeMap<String, Vec<OwnerChange>>,
-    #[serde(default)]
     meta: Meta,
 }
 
