@@ -24,6 +24,14 @@ fn base_ops() -> Vec<Op> {
     seed_ops(0, 4000)
 }
 
+/// The schema version the file at `path` records.
+fn stored_version(path: &Path) -> Option<u32> {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let v = txn.open_table(SCHEMA).unwrap().get("version").unwrap();
+    v.map(|v| v.value())
+}
+
 /// A HaVip with a long description (fills the disk faster).
 fn create_havip(id: &str) -> Op {
     Op::CreateHaVip(CreateHaVip {
@@ -40,10 +48,7 @@ fn file_is_created_0600_with_the_schema_version() {
     drop(RedbStore::open(&path).unwrap());
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
-    let db = Database::open(&path).unwrap();
-    let txn = db.begin_read().unwrap();
-    let v = txn.open_table(SCHEMA).unwrap().get("version").unwrap();
-    assert_eq!(v.map(|v| v.value()), Some(SCHEMA_VERSION));
+    assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
 }
 
 #[test]
@@ -94,10 +99,7 @@ fn store_without_version_is_migrated() {
     let store = RedbStore::open(&path).unwrap();
     assert!(store.load().unwrap().vpcs.contains_key("vpc-old"));
     drop(store);
-    let db = Database::open(&path).unwrap();
-    let txn = db.begin_read().unwrap();
-    let v = txn.open_table(SCHEMA).unwrap().get("version").unwrap();
-    assert_eq!(v.map(|v| v.value()), Some(SCHEMA_VERSION));
+    assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
 }
 
 #[test]
@@ -271,9 +273,6 @@ fn version_1_store_with_history_is_migrated() {
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.load().unwrap().history["h0"], vec![entry]);
     drop(store);
-    let db = Database::open(&path).unwrap();
-    let txn = db.begin_read().unwrap();
-    let v = txn.open_table(SCHEMA).unwrap().get("version").unwrap();
-    assert_eq!(v.map(|v| v.value()), Some(SCHEMA_VERSION));
+    assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
     assert_eq!(SCHEMA_VERSION, 2);
 }

@@ -55,7 +55,7 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode_keyed, Store, StoreError};
 use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
 
 /// `[agent.etcd]` of the agent config.
@@ -395,11 +395,7 @@ impl Store for EtcdStore {
             match m {
                 Mutation::Put(Record::Owner { .. }) => {}
                 Mutation::Put(r) => {
-                    let key = r.key().encode();
-                    let bytes = encode(r).map_err(|source| StoreError::Encode {
-                        key: key.clone(),
-                        source,
-                    })?;
+                    let (key, bytes) = encode_keyed(r)?;
                     writes.insert(format!("{}{key}", h.records_prefix()), Some(bytes));
                 }
                 Mutation::Delete(k) if k.kind == RecordKind::Owner => {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use self::etcd::{EtcdConfig, EtcdHandle, EtcdShared, EtcdStore};
-pub(crate) use self::redb::{decode, encode};
+pub(crate) use self::redb::{decode, encode_keyed};
 pub use self::redb::{RedbStore, SCHEMA_VERSION};
 use crate::model::{Change, State};
 

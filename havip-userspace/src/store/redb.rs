@@ -284,11 +284,7 @@ impl RedbStore {
             for m in changes.iter().flat_map(|c| &c.mutations) {
                 match m {
                     Mutation::Put(r) => {
-                        let key = r.key().encode();
-                        let bytes = encode(r).map_err(|source| StoreError::Encode {
-                            key: key.clone(),
-                            source,
-                        })?;
+                        let (key, bytes) = encode_keyed(r)?;
                         table.insert(key.as_str(), bytes.as_slice())?;
                     }
                     Mutation::Delete(k) => {
@@ -363,6 +359,19 @@ pub fn encode(r: &Record) -> Result<Vec<u8>, serde_json::Error> {
         Record::Meta(v) => serde_json::to_vec(v),
         Record::History { entries, .. } => serde_json::to_vec(entries),
     }
+}
+
+/// A record's key (encoded) and its JSON, as a store writes them.
+///
+/// # Errors
+/// [`StoreError::Encode`] when the record does not serialise.
+pub fn encode_keyed(r: &Record) -> Result<(String, Vec<u8>), StoreError> {
+    let key = r.key().encode();
+    let bytes = encode(r).map_err(|source| StoreError::Encode {
+        key: key.clone(),
+        source,
+    })?;
+    Ok((key, bytes))
 }
 
 /// Inverse of [`encode`] for the record at `k`.
