@@ -4,13 +4,20 @@
 
 use std::net::Ipv4Addr;
 
-use havip::dataplane::events::DataplaneEvent;
+use havip::dataplane::{
+    events::DataplaneEvent,
+    reconcile::{self, Installed},
+    RemoteOwner,
+};
 
 use crate::frames;
-use havip_common::{virtual_mac, DropReason, Event, HavipKey, OwnerEntry};
+use havip_common::{virtual_mac, DropReason, Event, Handled, HavipKey, OwnerEntry};
 
 use crate::{
-    bed::{CLIENT_IP, CLIENT_MAC, GATEWAY_MAC, HAVIP_A, OWNER_MAC},
+    bed::{
+        CLIENT_IP, CLIENT_MAC, GATEWAY_MAC, HAVIP_A, HAVIP_A_ID, LOCAL_VTEP, LOCAL_VTEP_MAC,
+        OWNER_MAC, REMOTE_OWNER_MAC, REMOTE_VTEP, REMOTE_VTEP_MAC, STANDBY_MAC, VNI, VSWITCH,
+    },
     Case, Port, TestBed,
 };
 
@@ -81,6 +88,41 @@ pub fn redirect_to_owner(name: &str, ingress: Port, frame: frames::Frame) -> Cas
     Case::redirect(name, ingress, frame.bytes(), out)
 }
 
+/// `inner` as the bed encapsulates it for HaVip A's remote owner: outer
+/// `LOCAL_VTEP` → `REMOTE_VTEP` from UDP source port `sport` to 4789, VNI of
+/// vSwitch 1, inner MACs rewritten to `REMOTE_OWNER_MAC` ← gateway.
+pub fn encapsulated_to_remote_owner(inner: &frames::Frame, sport: u16) -> Vec<u8> {
+    crate::vxlan_frame(
+        REMOTE_VTEP_MAC,
+        LOCAL_VTEP_MAC,
+        LOCAL_VTEP,
+        REMOTE_VTEP,
+        sport,
+        4789,
+        VNI,
+        &rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC),
+    )
+}
+
+/// HaVip A owned on another host: `REMOTE_OWNER_MAC` behind `vtep`, at
+/// `epoch`.
+pub fn a_owned_remotely(vtep: Ipv4Addr, epoch: u64) -> RemoteOwner {
+    RemoteOwner {
+        vtep: vtep.octets(),
+        mac: REMOTE_OWNER_MAC,
+        epoch,
+        havip_id: HAVIP_A_ID,
+    }
+}
+
+/// Installs [`a_owned_remotely`] in the bed's `OWNERS`; returns what the
+/// install did.
+pub fn install_remote_owner_of_a(bed: &mut TestBed, vtep: Ipv4Addr, epoch: u64) -> Installed {
+    let owner = a_owned_remotely(vtep, epoch);
+    reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
+        .expect("installing a remote owner")
+}
+
 pub fn owner_changes(events: &[DataplaneEvent]) -> Vec<Event> {
     events
         .iter()
@@ -140,6 +182,19 @@ pub fn proxy_reply(to_mac: [u8; 6], to_ip: Ipv4Addr, havip: Ipv4Addr) -> frames:
         frames::ETH_P_ARP,
         frames::arp(frames::ARP_REPLY, vmac(havip), havip, to_mac, to_ip),
     )
+}
+
+/// The standby claims HaVip A with a GARP from its bound MAC: the claim is
+/// absorbed and counted as accepted, and the standby owns A at epoch 2 (the
+/// bed's initial owner has epoch 1). Returns the new `OWNERS` entry.
+pub fn standby_claims_a(bed: &mut TestBed) -> OwnerEntry {
+    bed.check(&[Case::drop(
+        "the standby's GARP for HaVip A",
+        Port::Standby,
+        garp(STANDBY_MAC, HAVIP_A),
+        Handled::ClaimAccepted,
+    )]);
+    assert_owner(bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2)
 }
 
 /// Asserts `OWNERS[(vSwitch 1, addr)]` is `port`/`mac` at `epoch`.

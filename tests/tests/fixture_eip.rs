@@ -49,6 +49,22 @@ fn ip(args: &[&str]) {
     lab::run("ip", args).unwrap_or_else(|e| panic!("ip {}: {e:#}", args.join(" ")));
 }
 
+/// A permanent neighbour entry `addr` → `mac` on `dev` (no ARP needed).
+fn permanent_neighbour(addr: Ipv4Addr, mac: [u8; 6], dev: &str) {
+    let (addr, mac) = (addr.to_string(), lab::mac_string(mac));
+    ip(&[
+        "neigh",
+        "replace",
+        &addr,
+        "lladdr",
+        &mac,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ]);
+}
+
 /// The standard bed with EIP → HaVip A, the uplink at 203.0.113.1/24 with
 /// `INTERNET` resolved, 198.18.0.0/24 on the client port, and IPv4
 /// forwarding on (`bpf_fib_lookup` refuses ports that do not forward).
@@ -63,34 +79,10 @@ fn eip_bed() -> (TestBed, [u8; 6]) {
         "dev",
         Port::Uplink.ifname(),
     ]);
-    let mac = lab::mac_string(INTERNET_MAC);
-    let internet = INTERNET.to_string();
-    ip(&[
-        "neigh",
-        "replace",
-        &internet,
-        "lladdr",
-        &mac,
-        "dev",
-        "uplink",
-        "nud",
-        "permanent",
-    ]);
+    permanent_neighbour(INTERNET, INTERNET_MAC, "uplink");
     ip(&["route", "add", "blackhole", "192.0.2.128/25"]);
     ip(&["addr", "add", "198.18.0.1/24", "dev", Port::Client.ifname()]);
-    let mac = lab::mac_string(VIA_INSTANCE_MAC);
-    let via = VIA_INSTANCE.to_string();
-    ip(&[
-        "neigh",
-        "replace",
-        &via,
-        "lladdr",
-        &mac,
-        "dev",
-        "client",
-        "nud",
-        "permanent",
-    ]);
+    permanent_neighbour(VIA_INSTANCE, VIA_INSTANCE_MAC, "client");
     lab::run("sysctl", &["-qw", "net.ipv4.conf.all.forwarding=1"])
         .unwrap_or_else(|e| panic!("enabling forwarding: {e:#}"));
     // (/sys shows the mount namespace's devices, not this thread's netns.)
@@ -300,78 +292,30 @@ fn owner_replies_from_the_havip_leave_by_the_uplink_from_the_eip() {
 fn frames_outside_the_nat_rules_are_left_alone_or_dropped_and_counted() {
     let (mut bed, _) = eip_bed();
     let udp_frame = |dst_mac, src_mac, src, dst| udp(dst_mac, src_mac, src, dst).bytes();
+    // From the owner, from the HaVip, to the gateway MAC.
+    let out_of_owner = |dst| udp_frame(GATEWAY_MAC, OWNER_MAC, HAVIP_A, dst);
     let truncated_tcp = ipv4_frame(
         vmac(HAVIP_A),
         INTERNET_MAC,
         frames::ipv4(INTERNET, EIP, 6, &[], &[0u8; 12]),
     )
     .bytes();
+    #[rustfmt::skip]
     bed.check(&[
-        Case::untouched(
-            "to the EIP with a foreign destination MAC (flooded)",
-            Port::Uplink,
-            udp_frame(OTHER_MAC, INTERNET_MAC, INTERNET, EIP),
-            Handled::PassedUplinkForeignMac,
-        ),
-        Case::pass(
-            "to an EIP associated with nothing",
-            Port::Uplink,
-            udp_frame(vmac(HAVIP_A), INTERNET_MAC, INTERNET, EIP_FREE),
-        ),
-        Case::pass(
-            "to the EIP from an instance port (only uplinks translate)",
-            Port::Client,
-            udp_frame(GATEWAY_MAC, CLIENT_MAC, CLIENT_IP, EIP),
-        ),
-        Case::drop(
-            "TCP to the EIP whose header is cut before the checksum",
-            Port::Uplink,
-            truncated_tcp,
-            DropReason::EipTruncated,
-        ),
-        Case::pass(
-            "from the HaVip by the standby (not the owner)",
-            Port::Standby,
-            udp_frame(GATEWAY_MAC, STANDBY_MAC, HAVIP_A, INTERNET),
-        ),
-        Case::pass(
-            "from the HaVip to a neighbour's MAC (inside the vSwitch)",
-            Port::Owner,
-            udp_frame(CLIENT_MAC, OWNER_MAC, HAVIP_A, INTERNET),
-        ),
-        Case::drop(
-            "from the HaVip to another HaVip through the gateway: forwarded, not translated",
-            Port::Owner,
-            udp_frame(GATEWAY_MAC, OWNER_MAC, HAVIP_A, HAVIP_NO_OWNER),
-            DropReason::NoOwner,
-        ),
-        Case::pass(
-            "from a HaVip without an EIP",
-            Port::Other,
-            udp_frame(GATEWAY2_MAC, OTHER_MAC, HAVIP_VS2, INTERNET),
-        ),
-        Case::pass(
-            "routed out of an instance port, not an uplink",
-            Port::Owner,
-            udp_frame(GATEWAY_MAC, OWNER_MAC, HAVIP_A, VIA_INSTANCE),
-        ),
-        Case::pass(
-            "no route to the destination: not forwarded by the host, not ours",
-            Port::Owner,
-            udp_frame(GATEWAY_MAC, OWNER_MAC, HAVIP_A, UNROUTED),
-        ),
-        Case::drop(
-            "blackhole route to the destination",
-            Port::Owner,
-            udp_frame(GATEWAY_MAC, OWNER_MAC, HAVIP_A, BLACKHOLED),
-            DropReason::EipNoRoute,
-        ),
-        Case::drop(
-            "next hop on the uplink not resolved",
-            Port::Owner,
-            udp_frame(GATEWAY_MAC, OWNER_MAC, HAVIP_A, UNRESOLVED),
-            DropReason::EipNoNeighbour,
-        ),
+        Case::untouched("to the EIP with a foreign destination MAC (flooded)", Port::Uplink,
+            udp_frame(OTHER_MAC, INTERNET_MAC, INTERNET, EIP), Handled::PassedUplinkForeignMac),
+        Case::pass("to an EIP associated with nothing", Port::Uplink, udp_frame(vmac(HAVIP_A), INTERNET_MAC, INTERNET, EIP_FREE)),
+        Case::pass("to the EIP from an instance port (only uplinks translate)", Port::Client, udp_frame(GATEWAY_MAC, CLIENT_MAC, CLIENT_IP, EIP)),
+        Case::drop("TCP to the EIP whose header is cut before the checksum", Port::Uplink, truncated_tcp, DropReason::EipTruncated),
+        Case::pass("from the HaVip by the standby (not the owner)", Port::Standby, udp_frame(GATEWAY_MAC, STANDBY_MAC, HAVIP_A, INTERNET)),
+        Case::pass("from the HaVip to a neighbour's MAC (inside the vSwitch)", Port::Owner, udp_frame(CLIENT_MAC, OWNER_MAC, HAVIP_A, INTERNET)),
+        Case::drop("from the HaVip to another HaVip through the gateway: forwarded, not translated", Port::Owner,
+            out_of_owner(HAVIP_NO_OWNER), DropReason::NoOwner),
+        Case::pass("from a HaVip without an EIP", Port::Other, udp_frame(GATEWAY2_MAC, OTHER_MAC, HAVIP_VS2, INTERNET)),
+        Case::pass("routed out of an instance port, not an uplink", Port::Owner, out_of_owner(VIA_INSTANCE)),
+        Case::pass("no route to the destination: not forwarded by the host, not ours", Port::Owner, out_of_owner(UNROUTED)),
+        Case::drop("blackhole route to the destination", Port::Owner, out_of_owner(BLACKHOLED), DropReason::EipNoRoute),
+        Case::drop("next hop on the uplink not resolved", Port::Owner, out_of_owner(UNRESOLVED), DropReason::EipNoNeighbour),
     ]);
 }
 
@@ -415,9 +359,7 @@ fn arp_for_an_eip_on_the_uplink_is_answered_with_the_havips_virtual_mac() {
     ]);
     // After a failover the answer is the same: the virtual MAC is the
     // HaVip's, not the owner's, so the internet side never needs an ARP.
-    let (verdict, _) = bed.run(Port::Standby, &garp(STANDBY_MAC, HAVIP_A));
-    assert_eq!(verdict, action::DROP, "the standby's claim is absorbed");
-    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2);
+    standby_claims_a(&mut bed);
     bed.check(&[Case::proxy_reply(
         "who-has EIP after the failover",
         Port::Uplink,
@@ -429,9 +371,7 @@ fn arp_for_an_eip_on_the_uplink_is_answered_with_the_havips_virtual_mac() {
 #[test]
 fn after_a_claim_the_eip_follows_the_new_owner() {
     let (mut bed, uplink_mac) = eip_bed();
-    let (verdict, _) = bed.run(Port::Standby, &garp(STANDBY_MAC, HAVIP_A));
-    assert_eq!(verdict, action::DROP, "the standby's claim is absorbed");
-    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2);
+    standby_claims_a(&mut bed);
     let build = |s, d| packet(s, d, 17, &udp_l4(40000, PAYLOAD));
     bed.check(&[
         nat_case(

@@ -9,6 +9,28 @@ use havip_common::{DropReason, Handled};
 use havip_tests::frames;
 use havip_tests::{bed::*, fixtures::*, Case, Port, TestBed};
 
+/// `who-has havip` from `mac`/`ip`, answered with the HaVip's virtual MAC.
+fn answered(name: &str, port: Port, mac: [u8; 6], ip: Ipv4Addr, havip: Ipv4Addr) -> Case {
+    let request = frames::arp_request(mac, ip, havip);
+    Case::proxy_reply(
+        name,
+        port,
+        request.bytes(),
+        proxy_reply(mac, ip, havip).bytes(),
+    )
+}
+
+/// `who-has target` from `mac`/`ip`, left to the kernel.
+fn not_answered(name: &str, port: Port, mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Case {
+    Case::pass(name, port, frames::arp_request(mac, ip, target).bytes())
+}
+
+/// A probe (sender 0.0.0.0) for HaVip A from `mac`, answered to 0.0.0.0.
+fn probe_answered(name: &str, port: Port, mac: [u8; 6]) -> Case {
+    let reply = proxy_reply(mac, Ipv4Addr::UNSPECIFIED, HAVIP_A);
+    Case::proxy_reply(name, port, arp_probe(mac, HAVIP_A).bytes(), reply.bytes())
+}
+
 #[test]
 fn proxy_arp_answers_for_havips_with_the_virtual_mac() {
     let mut bed = TestBed::new();
@@ -18,67 +40,28 @@ fn proxy_arp_answers_for_havips_with_the_virtual_mac() {
         [0x02, 0x48, 10, 0, 1, 100],
         "virtual MAC is 02:48:a.b.c.d"
     );
+    let revalidation = frames::Frame {
+        dst: vmac(HAVIP_A),
+        ..request.clone()
+    };
+    let client_reply = frames::Frame::new(
+        OWNER_MAC,
+        CLIENT_MAC,
+        frames::ETH_P_ARP,
+        frames::arp(frames::ARP_REPLY, CLIENT_MAC, CLIENT_IP, OWNER_MAC, HAVIP_A),
+    );
+    let to_client = proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes();
+    #[rustfmt::skip]
     bed.check(&[
-        Case::proxy_reply(
-            "client asks for the HaVip",
-            Port::Client,
-            request.bytes(),
-            proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
-        ),
-        Case::proxy_reply(
-            "unicast re-validation of the neighbour entry",
-            Port::Client,
-            frames::Frame {
-                dst: vmac(HAVIP_A),
-                ..request.clone()
-            }
-            .bytes(),
-            proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes(),
-        ),
-        Case::proxy_reply(
-            "remote client behind the uplink asks for the HaVip",
-            Port::Uplink,
-            frames::arp_request(REMOTE_MAC, REMOTE_IP, HAVIP_A).bytes(),
-            proxy_reply(REMOTE_MAC, REMOTE_IP, HAVIP_A).bytes(),
-        ),
-        Case::proxy_reply(
-            "a HaVip without owner still answers (stable MAC)",
-            Port::Client,
-            frames::arp_request(CLIENT_MAC, CLIENT_IP, HAVIP_NO_OWNER).bytes(),
-            proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_NO_OWNER).bytes(),
-        ),
-        Case::proxy_reply(
-            "a non-member's probe for the HaVip learns it is in use",
-            Port::Client,
-            arp_probe(CLIENT_MAC, HAVIP_A).bytes(),
-            proxy_reply(CLIENT_MAC, Ipv4Addr::UNSPECIFIED, HAVIP_A).bytes(),
-        ),
-        Case::pass(
-            "client's reply to the owner's request",
-            Port::Client,
-            frames::Frame::new(
-                OWNER_MAC,
-                CLIENT_MAC,
-                frames::ETH_P_ARP,
-                frames::arp(frames::ARP_REPLY, CLIENT_MAC, CLIENT_IP, OWNER_MAC, HAVIP_A),
-            )
-            .bytes(),
-        ),
-        Case::pass(
-            "ARP request for an ordinary address",
-            Port::Client,
-            frames::arp_request(CLIENT_MAC, CLIENT_IP, PLAIN_IP).bytes(),
-        ),
-        Case::pass(
-            "vSwitch 2 port asks for vSwitch 1's HaVip",
-            Port::Other,
-            frames::arp_request(OTHER_MAC, OTHER_IP, HAVIP_A).bytes(),
-        ),
-        Case::pass(
-            "unconfigured port asks for the HaVip",
-            Port::Unknown,
-            request.bytes(),
-        ),
+        Case::proxy_reply("client asks for the HaVip", Port::Client, request.bytes(), to_client.clone()),
+        Case::proxy_reply("unicast re-validation of the neighbour entry", Port::Client, revalidation.bytes(), to_client),
+        answered("remote client behind the uplink asks for the HaVip", Port::Uplink, REMOTE_MAC, REMOTE_IP, HAVIP_A),
+        answered("a HaVip without owner still answers (stable MAC)", Port::Client, CLIENT_MAC, CLIENT_IP, HAVIP_NO_OWNER),
+        probe_answered("a non-member's probe for the HaVip learns it is in use", Port::Client, CLIENT_MAC),
+        Case::pass("client's reply to the owner's request", Port::Client, client_reply.bytes()),
+        not_answered("ARP request for an ordinary address", Port::Client, CLIENT_MAC, CLIENT_IP, PLAIN_IP),
+        not_answered("vSwitch 2 port asks for vSwitch 1's HaVip", Port::Other, OTHER_MAC, OTHER_IP, HAVIP_A),
+        Case::pass("unconfigured port asks for the HaVip", Port::Unknown, request.bytes()),
     ]);
     assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
     assert!(bed.events().is_empty(), "proxy ARP emits no events");
@@ -87,85 +70,33 @@ fn proxy_arp_answers_for_havips_with_the_virtual_mac() {
 #[test]
 fn standbys_reach_their_havip_and_never_see_a_conflict() {
     let mut bed = TestBed::new();
+    let absorbed = Handled::MemberArpAbsorbed;
+    #[rustfmt::skip]
     bed.check(&[
-        Case::proxy_reply(
-            "standby resolves its HaVip from its own address",
-            Port::Standby,
-            frames::arp_request(STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(),
-            proxy_reply(STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(),
-        ),
-        Case::proxy_reply(
-            "owner resolves its HaVip from its own address",
-            Port::Owner,
-            frames::arp_request(OWNER_MAC, OWNER_IP, HAVIP_A).bytes(),
-            proxy_reply(OWNER_MAC, OWNER_IP, HAVIP_A).bytes(),
-        ),
-        Case::drop(
-            "standby's probe for its HaVip (SPA 0.0.0.0) is absorbed",
-            Port::Standby,
-            arp_probe(STANDBY_MAC, HAVIP_A).bytes(),
-            Handled::MemberArpAbsorbed,
-        ),
-        Case::drop(
-            "owner's probe for its HaVip is absorbed",
-            Port::Owner,
-            arp_probe(OWNER_MAC, HAVIP_A).bytes(),
-            Handled::MemberArpAbsorbed,
-        ),
-        Case::drop(
-            "standby's probe for an owner-less HaVip is absorbed",
-            Port::Standby,
-            arp_probe(STANDBY_MAC, HAVIP_NO_OWNER).bytes(),
-            Handled::MemberArpAbsorbed,
-        ),
-        Case::proxy_reply(
-            "probe from a member's port with a foreign MAC is answered",
-            Port::Standby,
-            arp_probe(SPOOF_MAC, HAVIP_A).bytes(),
-            proxy_reply(SPOOF_MAC, Ipv4Addr::UNSPECIFIED, HAVIP_A).bytes(),
-        ),
-        Case::untouched(
-            "owner resolving a client from the HaVip (not a claim)",
-            Port::Owner,
-            frames::arp_request(OWNER_MAC, HAVIP_A, CLIENT_IP).bytes(),
-            Handled::PassedMemberArp,
-        ),
-        redirect_to_owner(
-            "standby's IPv4 to the HaVip goes to the owner",
-            Port::Standby,
-            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A),
-        ),
-        Case::drop(
-            "owner's IPv4 to its own HaVip never goes back out of its port",
-            Port::Owner,
-            udp(vmac(HAVIP_A), OWNER_MAC, OWNER_IP, HAVIP_A).bytes(),
-            DropReason::HairpinToOwner,
-        ),
+        answered("standby resolves its HaVip from its own address", Port::Standby, STANDBY_MAC, STANDBY_IP, HAVIP_A),
+        answered("owner resolves its HaVip from its own address", Port::Owner, OWNER_MAC, OWNER_IP, HAVIP_A),
+        Case::drop("standby's probe for its HaVip (SPA 0.0.0.0) is absorbed", Port::Standby, arp_probe(STANDBY_MAC, HAVIP_A).bytes(), absorbed),
+        Case::drop("owner's probe for its HaVip is absorbed", Port::Owner, arp_probe(OWNER_MAC, HAVIP_A).bytes(), absorbed),
+        Case::drop("standby's probe for an owner-less HaVip is absorbed", Port::Standby, arp_probe(STANDBY_MAC, HAVIP_NO_OWNER).bytes(), absorbed),
+        probe_answered("probe from a member's port with a foreign MAC is answered", Port::Standby, SPOOF_MAC),
+        Case::untouched("owner resolving a client from the HaVip (not a claim)", Port::Owner,
+            frames::arp_request(OWNER_MAC, HAVIP_A, CLIENT_IP).bytes(), Handled::PassedMemberArp),
+        redirect_to_owner("standby's IPv4 to the HaVip goes to the owner", Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A)),
+        Case::drop("owner's IPv4 to its own HaVip never goes back out of its port", Port::Owner,
+            udp(vmac(HAVIP_A), OWNER_MAC, OWNER_IP, HAVIP_A).bytes(), DropReason::HairpinToOwner),
     ]);
     assert!(bed.events().is_empty(), "member ARP emits no events");
 
     // A gratuitous request (SPA == TPA) is a claim, never answered.
-    bed.check(&[Case::drop(
-        "standby's GARP takes the HaVip",
-        Port::Standby,
-        garp(STANDBY_MAC, HAVIP_A),
-        Handled::ClaimAccepted,
-    )]);
-    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2);
+    standby_claims_a(&mut bed);
     assert_eq!(owner_changes(&bed.events()).len(), 1);
     let data = udp(vmac(HAVIP_A), OWNER_MAC, OWNER_IP, HAVIP_A);
+    #[rustfmt::skip]
     bed.check(&[
-        Case::redirect(
-            "the former owner, now a standby, reaches the HaVip",
-            Port::Owner,
-            data.bytes(),
-            rewritten(&data, STANDBY_MAC, GATEWAY_MAC),
-        ),
-        Case::drop(
-            "the new owner's IPv4 to its HaVip is not hairpinned",
-            Port::Standby,
-            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(),
-            DropReason::HairpinToOwner,
-        ),
+        Case::redirect("the former owner, now a standby, reaches the HaVip", Port::Owner,
+            data.bytes(), rewritten(&data, STANDBY_MAC, GATEWAY_MAC)),
+        Case::drop("the new owner's IPv4 to its HaVip is not hairpinned", Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, STANDBY_IP, HAVIP_A).bytes(), DropReason::HairpinToOwner),
     ]);
 }

@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use havip::dataplane::{reconcile, DesiredRoute, RemoteOwner};
+use havip::dataplane::{reconcile::Installed, DesiredRoute};
 use havip_common::{DropReason, Handled, TrafficCounter};
 use havip_tests::{action, bed::*, fixtures::*, frames, vxlan_frame, Case, Counter, Port, TestBed};
 
@@ -39,12 +39,27 @@ fn route(
     }
 }
 
+/// 203.0.113.0/24 → HaVip A in `VPC`.
+fn route_24() -> DesiredRoute {
+    route(VPC, [203, 0, 113, 0], 24, VSWITCH, HAVIP_A, HAVIP_A_ID)
+}
+
+/// Makes HaVip A's owner the one at `REMOTE_VTEP` (epoch 5).
+fn own_a_remotely(bed: &mut TestBed) {
+    let got = install_remote_owner_of_a(bed, REMOTE_VTEP, 5);
+    assert_eq!(
+        got,
+        Installed::Installed,
+        "epoch 5 over the initial epoch 1"
+    );
+}
+
 /// /24 → HaVip A (owner: `Port::Owner`), /32 → vSwitch 2's HaVip (owner:
 /// `Port::Other`), and in the other VPC 192.0.2.0/24 → HaVip A.
 fn with_routes(bed: &mut TestBed) {
     bed.reconcile_with(|d| {
         d.routes = vec![
-            route(VPC, [203, 0, 113, 0], 24, VSWITCH, HAVIP_A, HAVIP_A_ID),
+            route_24(),
             route(VPC, HOST_32.octets(), 32, VSWITCH2, HAVIP_VS2, HAVIP_VS2_ID),
             route(OTHER_VPC, [192, 0, 2, 0], 24, VSWITCH, HAVIP_A, HAVIP_A_ID),
         ];
@@ -54,6 +69,16 @@ fn with_routes(bed: &mut TestBed) {
 /// A UDP datagram from the client to `dst`, sent to `dst_mac`.
 fn from_client(dst_mac: [u8; 6], dst: Ipv4Addr) -> frames::Frame {
     udp(dst_mac, CLIENT_MAC, CLIENT_IP, dst)
+}
+
+/// An IPv4 packet of `protocol` from the client to `IN_24`, sent to the
+/// gateway MAC.
+fn client_ipv4_via_gateway(protocol: u8, l4: &[u8]) -> frames::Frame {
+    frames::ipv4_frame(
+        GATEWAY_MAC,
+        CLIENT_MAC,
+        frames::ipv4(CLIENT_IP, IN_24, protocol, &[], l4),
+    )
 }
 
 /// Routed to `owner`'s port: dst MAC `owner`, src MAC the gateway's.
@@ -72,52 +97,26 @@ fn routed(name: &str, ingress: Port, frame: &frames::Frame, owner: [u8; 6]) -> C
 fn routed_frames_reach_the_owner_with_the_ip_packet_unchanged() {
     let mut bed = TestBed::new();
     with_routes(&mut bed);
-    let tcp = frames::ipv4_frame(
-        GATEWAY_MAC,
-        CLIENT_MAC,
-        frames::ipv4(
+    let tcp = client_ipv4_via_gateway(
+        6,
+        &havip_tests::tcp(
             CLIENT_IP,
             IN_24,
-            6,
+            40001,
+            443,
+            havip_tests::tcp_flags::SYN,
             &[],
-            &havip_tests::tcp(
-                CLIENT_IP,
-                IN_24,
-                40001,
-                443,
-                havip_tests::tcp_flags::SYN,
-                &[],
-            ),
         ),
     );
-    let icmp = frames::ipv4_frame(
-        GATEWAY_MAC,
-        CLIENT_MAC,
-        frames::ipv4(
-            CLIENT_IP,
-            IN_24,
-            1,
-            &[],
-            &havip_tests::icmp_echo(3, 1, PAYLOAD),
-        ),
-    );
+    let icmp = client_ipv4_via_gateway(1, &havip_tests::icmp_echo(3, 1, PAYLOAD));
     let udp_24 = from_client(GATEWAY_MAC, IN_24);
+    #[rustfmt::skip]
     bed.check(&[
         routed("UDP into the /24", Port::Client, &udp_24, OWNER_MAC),
         routed("TCP SYN into the /24", Port::Client, &tcp, OWNER_MAC),
         routed("ICMP echo into the /24", Port::Client, &icmp, OWNER_MAC),
-        routed(
-            "from the standby (a member, not the owner)",
-            Port::Standby,
-            &udp(GATEWAY_MAC, STANDBY_MAC, STANDBY_IP, IN_24),
-            OWNER_MAC,
-        ),
-        routed(
-            "/32 next hop in vSwitch 2",
-            Port::Client,
-            &from_client(GATEWAY_MAC, HOST_32),
-            OTHER_MAC,
-        ),
+        routed("from the standby (a member, not the owner)", Port::Standby, &udp(GATEWAY_MAC, STANDBY_MAC, STANDBY_IP, IN_24), OWNER_MAC),
+        routed("/32 next hop in vSwitch 2", Port::Client, &from_client(GATEWAY_MAC, HOST_32), OTHER_MAC),
     ]);
     // The IPv4 packet, TTL and checksum included, is byte for byte the same.
     let input = udp_24.bytes();
@@ -142,24 +141,11 @@ fn the_most_specific_route_wins() {
     let mut bed = TestBed::new();
     with_routes(&mut bed);
     // /32 beats /24 (a neighbour of HOST_32 takes the /24).
+    #[rustfmt::skip]
     bed.check(&[
-        routed(
-            "/32 over /24",
-            Port::Client,
-            &from_client(GATEWAY_MAC, HOST_32),
-            OTHER_MAC,
-        ),
-        routed(
-            "/24 next to the /32",
-            Port::Client,
-            &from_client(GATEWAY_MAC, Ipv4Addr::new(203, 0, 113, 8)),
-            OWNER_MAC,
-        ),
-        Case::pass(
-            "no default route yet",
-            Port::Client,
-            from_client(GATEWAY_MAC, ELSEWHERE).bytes(),
-        ),
+        routed("/32 over /24", Port::Client, &from_client(GATEWAY_MAC, HOST_32), OTHER_MAC),
+        routed("/24 next to the /32", Port::Client, &from_client(GATEWAY_MAC, Ipv4Addr::new(203, 0, 113, 8)), OWNER_MAC),
+        Case::pass("no default route yet", Port::Client, from_client(GATEWAY_MAC, ELSEWHERE).bytes()),
     ]);
     // A default route to the HaVip without an owner: the /24 and /32 still
     // win, everything else takes /0 (and is dropped: no owner).
@@ -173,30 +159,14 @@ fn the_most_specific_route_wins() {
             HAVIP_NO_OWNER_ID,
         ));
     });
+    #[rustfmt::skip]
     bed.check(&[
-        routed(
-            "/32 over /24 and /0",
-            Port::Client,
-            &from_client(GATEWAY_MAC, HOST_32),
-            OTHER_MAC,
-        ),
-        routed(
-            "/24 over /0",
-            Port::Client,
-            &from_client(GATEWAY_MAC, IN_24),
-            OWNER_MAC,
-        ),
-        Case::drop(
-            "/0 to a HaVip without an owner",
-            Port::Client,
-            from_client(GATEWAY_MAC, ELSEWHERE).bytes(),
-            DropReason::NoOwner,
-        ),
+        routed("/32 over /24 and /0", Port::Client, &from_client(GATEWAY_MAC, HOST_32), OTHER_MAC),
+        routed("/24 over /0", Port::Client, &from_client(GATEWAY_MAC, IN_24), OWNER_MAC),
+        Case::drop("/0 to a HaVip without an owner", Port::Client, from_client(GATEWAY_MAC, ELSEWHERE).bytes(), DropReason::NoOwner),
     ]);
     // The /24's next hop moves to the standby by a claim: routes follow.
-    let garp = garp(STANDBY_MAC, HAVIP_A);
-    let (verdict, _) = bed.run(Port::Standby, &garp);
-    assert_eq!(verdict, action::DROP, "the claim is absorbed");
+    standby_claims_a(&mut bed);
     bed.check(&[routed(
         "/24 after the standby's claim",
         Port::Client,
@@ -213,65 +183,21 @@ fn frames_no_route_applies_to_pass_or_take_the_havip_path() {
         vlan: Some(10),
         ..from_client(GATEWAY_MAC, IN_24)
     };
+    #[rustfmt::skip]
     bed.check(&[
-        Case::pass(
-            "another VPC's route does not match",
-            Port::Client,
-            from_client(GATEWAY_MAC, OTHER_VPC_NET).bytes(),
-        ),
-        Case::pass(
-            "not addressed to the gateway MAC",
-            Port::Client,
-            from_client(REMOTE_MAC, IN_24).bytes(),
-        ),
-        Case::pass(
-            "broadcast destination MAC",
-            Port::Client,
-            from_client(frames::BROADCAST, IN_24).bytes(),
-        ),
-        Case::pass(
-            "vSwitch 2's gateway MAC on a vSwitch 1 port",
-            Port::Client,
-            from_client(GATEWAY2_MAC, IN_24).bytes(),
-        ),
-        Case::pass(
-            "no route",
-            Port::Client,
-            from_client(GATEWAY_MAC, ELSEWHERE).bytes(),
-        ),
-        Case::pass(
-            "an address of the vSwitch that is no HaVip",
-            Port::Client,
-            from_client(GATEWAY_MAC, PLAIN_IP).bytes(),
-        ),
-        Case::pass(
-            "from the uplink (routed where it came from)",
-            Port::Uplink,
-            udp(GATEWAY_MAC, REMOTE_MAC, REMOTE_IP, IN_24).bytes(),
-        ),
-        Case::untouched(
-            "VLAN-tagged",
-            Port::Client,
-            tagged.bytes(),
-            Handled::PassedTagged,
-        ),
-        redirect_to_owner(
-            "a HaVip sent to the gateway MAC is the HaVip path",
-            Port::Client,
-            from_client(GATEWAY_MAC, HAVIP_A),
-        ),
-        Case::drop(
-            "the owner's own traffic on its route (never hairpinned)",
-            Port::Owner,
-            udp(GATEWAY_MAC, OWNER_MAC, OWNER_IP, IN_24).bytes(),
-            DropReason::HairpinToOwner,
-        ),
-        Case::drop(
-            "source check first: a HaVip as source from an unbound port",
-            Port::Client,
-            udp(GATEWAY_MAC, CLIENT_MAC, HAVIP_A, IN_24).bytes(),
-            DropReason::SrcHavipUnbound,
-        ),
+        Case::pass("another VPC's route does not match", Port::Client, from_client(GATEWAY_MAC, OTHER_VPC_NET).bytes()),
+        Case::pass("not addressed to the gateway MAC", Port::Client, from_client(REMOTE_MAC, IN_24).bytes()),
+        Case::pass("broadcast destination MAC", Port::Client, from_client(frames::BROADCAST, IN_24).bytes()),
+        Case::pass("vSwitch 2's gateway MAC on a vSwitch 1 port", Port::Client, from_client(GATEWAY2_MAC, IN_24).bytes()),
+        Case::pass("no route", Port::Client, from_client(GATEWAY_MAC, ELSEWHERE).bytes()),
+        Case::pass("an address of the vSwitch that is no HaVip", Port::Client, from_client(GATEWAY_MAC, PLAIN_IP).bytes()),
+        Case::pass("from the uplink (routed where it came from)", Port::Uplink, udp(GATEWAY_MAC, REMOTE_MAC, REMOTE_IP, IN_24).bytes()),
+        Case::untouched("VLAN-tagged", Port::Client, tagged.bytes(), Handled::PassedTagged),
+        redirect_to_owner("a HaVip sent to the gateway MAC is the HaVip path", Port::Client, from_client(GATEWAY_MAC, HAVIP_A)),
+        Case::drop("the owner's own traffic on its route (never hairpinned)", Port::Owner,
+            udp(GATEWAY_MAC, OWNER_MAC, OWNER_IP, IN_24).bytes(), DropReason::HairpinToOwner),
+        Case::drop("source check first: a HaVip as source from an unbound port", Port::Client,
+            udp(GATEWAY_MAC, CLIENT_MAC, HAVIP_A, IN_24).bytes(), DropReason::SrcHavipUnbound),
     ]);
 }
 
@@ -296,14 +222,7 @@ fn deleting_a_route_stops_it_at_once() {
     // Deleting the next-hop HaVip (its route still listed, as during the
     // pass that removes both) leaves the frame to the kernel.
     bed.reconcile_with(|d| {
-        d.routes = vec![route(
-            VPC,
-            [203, 0, 113, 0],
-            24,
-            VSWITCH,
-            HAVIP_A,
-            HAVIP_A_ID,
-        )];
+        d.routes = vec![route_24()];
         d.havips.retain(|h| h.id != HAVIP_A_ID);
     });
     bed.check(&[Case::pass(
@@ -317,14 +236,7 @@ fn deleting_a_route_stops_it_at_once() {
 fn routed_frames_to_a_remote_owner_are_encapsulated() {
     let mut bed = TestBed::with_vxlan();
     with_routes(&mut bed);
-    let owner = RemoteOwner {
-        vtep: REMOTE_VTEP.octets(),
-        mac: REMOTE_OWNER_MAC,
-        epoch: 5,
-        havip_id: HAVIP_A_ID,
-    };
-    reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
-        .expect("installing a remote owner");
+    own_a_remotely(&mut bed);
     let inner = from_client(GATEWAY_MAC, IN_24);
     let input = inner.bytes();
     let before = bed.counters();
@@ -342,17 +254,11 @@ fn routed_frames_to_a_remote_owner_are_encapsulated() {
     );
     assert_eq!(out.len(), input.len() + 50, "50 bytes of VXLAN pushed");
     let sport = u16::from_be_bytes([out[34], out[35]]);
-    let want = vxlan_frame(
-        REMOTE_VTEP_MAC,
-        LOCAL_VTEP_MAC,
-        LOCAL_VTEP,
-        REMOTE_VTEP,
-        sport,
-        4789,
-        VNI,
-        &rewritten(&inner, REMOTE_OWNER_MAC, GATEWAY_MAC),
+    assert_eq!(
+        out,
+        encapsulated_to_remote_owner(&inner, sport),
+        "whole encapsulated frame, inner IPv4 untouched"
     );
-    assert_eq!(out, want, "whole encapsulated frame, inner IPv4 untouched");
 }
 
 /// A routed frame as the sending host encapsulates it for a local owner:
@@ -389,37 +295,15 @@ fn routed_vxlan_for_a_local_owner_is_decapsulated() {
     let to_24 = udp(OWNER_MAC, GATEWAY_MAC, FAR_CLIENT_IP, IN_24);
     let to_32 = udp(OTHER_MAC, GATEWAY_MAC, FAR_CLIENT_IP, HOST_32);
     let elsewhere = udp(OWNER_MAC, GATEWAY_MAC, FAR_CLIENT_IP, ELSEWHERE);
+    #[rustfmt::skip]
     bed.check(&[
-        decapsulated(
-            "/24 to HaVip A, owner here",
-            routed_from_remote(VNI, &to_24),
-            rewritten(&to_24, OWNER_MAC, GATEWAY_MAC),
-        ),
-        decapsulated(
-            "/32 to vSwitch 2's HaVip under vSwitch 2's VNI",
-            routed_from_remote(VNI2, &to_32),
-            rewritten(&to_32, OTHER_MAC, GATEWAY2_MAC),
-        ),
-        Case::pass(
-            "no route here for the destination",
-            Port::Vtep,
-            routed_from_remote(VNI, &elsewhere),
-        ),
-        Case::pass(
-            "the /24 is not a route of vSwitch 2's next hops",
-            Port::Vtep,
-            routed_from_remote(VNI2, &to_24),
-        ),
+        decapsulated("/24 to HaVip A, owner here", routed_from_remote(VNI, &to_24), rewritten(&to_24, OWNER_MAC, GATEWAY_MAC)),
+        decapsulated("/32 to vSwitch 2's HaVip under vSwitch 2's VNI", routed_from_remote(VNI2, &to_32), rewritten(&to_32, OTHER_MAC, GATEWAY2_MAC)),
+        Case::pass("no route here for the destination", Port::Vtep, routed_from_remote(VNI, &elsewhere)),
+        Case::pass("the /24 is not a route of vSwitch 2's next hops", Port::Vtep, routed_from_remote(VNI2, &to_24)),
     ]);
     // The route's HaVip owned elsewhere: never re-encapsulated.
-    let owner = RemoteOwner {
-        vtep: REMOTE_VTEP.octets(),
-        mac: REMOTE_OWNER_MAC,
-        epoch: 5,
-        havip_id: HAVIP_A_ID,
-    };
-    reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
-        .expect("installing a remote owner");
+    own_a_remotely(&mut bed);
     bed.check(&[Case::drop(
         "/24 whose owner is remote",
         Port::Vtep,

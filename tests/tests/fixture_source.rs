@@ -17,65 +17,23 @@ fn ipv4_from_a_havip_needs_a_binding() {
             DropReason::SrcHavipUnbound,
         )
     };
+    // From `src` to the client: passed to the kernel.
+    let allowed = |name, port, src_mac, src| {
+        Case::pass(name, port, udp(CLIENT_MAC, src_mac, src, CLIENT_IP).bytes())
+    };
+    #[rustfmt::skip]
     bed.check(&[
-        spoof(
-            "unbound client sends from the HaVip",
-            Port::Client,
-            CLIENT_MAC,
-            HAVIP_A,
-            PLAIN_IP,
-        ),
-        spoof(
-            "unbound client sends from the HaVip with the owner's MAC",
-            Port::Client,
-            OWNER_MAC,
-            HAVIP_A,
-            PLAIN_IP,
-        ),
-        spoof(
-            "member's port with a foreign MAC sends from the HaVip",
-            Port::Standby,
-            SPOOF_MAC,
-            HAVIP_A,
-            PLAIN_IP,
-        ),
-        spoof(
-            "unbound client sends from one HaVip to another (checked first)",
-            Port::Client,
-            CLIENT_MAC,
-            HAVIP_NO_OWNER,
-            HAVIP_A,
-        ),
-        Case::pass(
-            "owner answers a client from the HaVip",
-            Port::Owner,
-            udp(CLIENT_MAC, OWNER_MAC, HAVIP_A, CLIENT_IP).bytes(),
-        ),
-        Case::pass(
-            "standby sends from the HaVip (bound)",
-            Port::Standby,
-            udp(CLIENT_MAC, STANDBY_MAC, HAVIP_A, CLIENT_IP).bytes(),
-        ),
-        redirect_to_owner(
-            "bound member sends from one HaVip to another: forwarded",
-            Port::Standby,
-            udp(vmac(HAVIP_A), STANDBY_MAC, HAVIP_NO_OWNER, HAVIP_A),
-        ),
-        Case::pass(
-            "remote owner answers from the HaVip through the uplink",
-            Port::Uplink,
-            udp(CLIENT_MAC, REMOTE_MAC, HAVIP_A, CLIENT_IP).bytes(),
-        ),
-        Case::pass(
-            "vSwitch 2 port sends from vSwitch 1's HaVip address",
-            Port::Other,
-            udp(OTHER_MAC, OTHER_MAC, HAVIP_A, OTHER_IP).bytes(),
-        ),
-        Case::pass(
-            "client sends from its own address",
-            Port::Client,
-            udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, STANDBY_IP).bytes(),
-        ),
+        spoof("unbound client sends from the HaVip", Port::Client, CLIENT_MAC, HAVIP_A, PLAIN_IP),
+        spoof("unbound client sends from the HaVip with the owner's MAC", Port::Client, OWNER_MAC, HAVIP_A, PLAIN_IP),
+        spoof("member's port with a foreign MAC sends from the HaVip", Port::Standby, SPOOF_MAC, HAVIP_A, PLAIN_IP),
+        spoof("unbound client sends from one HaVip to another (checked first)", Port::Client, CLIENT_MAC, HAVIP_NO_OWNER, HAVIP_A),
+        allowed("owner answers a client from the HaVip", Port::Owner, OWNER_MAC, HAVIP_A),
+        allowed("standby sends from the HaVip (bound)", Port::Standby, STANDBY_MAC, HAVIP_A),
+        redirect_to_owner("bound member sends from one HaVip to another: forwarded", Port::Standby,
+            udp(vmac(HAVIP_A), STANDBY_MAC, HAVIP_NO_OWNER, HAVIP_A)),
+        allowed("remote owner answers from the HaVip through the uplink", Port::Uplink, REMOTE_MAC, HAVIP_A),
+        Case::pass("vSwitch 2 port sends from vSwitch 1's HaVip address", Port::Other, udp(OTHER_MAC, OTHER_MAC, HAVIP_A, OTHER_IP).bytes()),
+        Case::pass("client sends from its own address", Port::Client, udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, STANDBY_IP).bytes()),
     ]);
     assert_eq!(
         bed.counters().get(DropReason::SrcHavipUnbound).packets,
@@ -97,41 +55,19 @@ fn uplink_forwards_only_frames_addressed_to_us() {
             Handled::PassedUplinkForeignMac,
         )
     };
+    #[rustfmt::skip]
     bed.check(&[
-        redirect_to_owner(
-            "to the virtual MAC",
-            Port::Uplink,
-            from_uplink(vmac(HAVIP_A), HAVIP_A),
-        ),
-        redirect_to_owner(
-            "to the gateway MAC (routed)",
-            Port::Uplink,
-            from_uplink(GATEWAY_MAC, HAVIP_A),
-        ),
-        redirect_to_owner(
-            "to the owner's MAC",
-            Port::Uplink,
-            from_uplink(OWNER_MAC, HAVIP_A),
-        ),
+        redirect_to_owner("to the virtual MAC", Port::Uplink, from_uplink(vmac(HAVIP_A), HAVIP_A)),
+        redirect_to_owner("to the gateway MAC (routed)", Port::Uplink, from_uplink(GATEWAY_MAC, HAVIP_A)),
+        redirect_to_owner("to the owner's MAC", Port::Uplink, from_uplink(OWNER_MAC, HAVIP_A)),
         foreign("to the standby's MAC", STANDBY_MAC, HAVIP_A),
         foreign("to another host's MAC", REMOTE_MAC, HAVIP_A),
-        foreign(
-            "to the virtual MAC of another HaVip",
-            vmac(HAVIP_NO_OWNER),
-            HAVIP_A,
-        ),
+        foreign("to the virtual MAC of another HaVip", vmac(HAVIP_NO_OWNER), HAVIP_A),
         foreign("owner-less HaVip, foreign MAC", STANDBY_MAC, HAVIP_NO_OWNER),
-        Case::drop(
-            "owner-less HaVip, its virtual MAC",
-            Port::Uplink,
-            from_uplink(vmac(HAVIP_NO_OWNER), HAVIP_NO_OWNER).bytes(),
-            DropReason::NoOwner,
-        ),
-        redirect_to_owner(
-            "from an instance port the destination MAC is not checked",
-            Port::Client,
-            udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, HAVIP_A),
-        ),
+        Case::drop("owner-less HaVip, its virtual MAC", Port::Uplink,
+            from_uplink(vmac(HAVIP_NO_OWNER), HAVIP_NO_OWNER).bytes(), DropReason::NoOwner),
+        redirect_to_owner("from an instance port the destination MAC is not checked", Port::Client,
+            udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, HAVIP_A)),
     ]);
     assert_eq!(
         havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,

@@ -6,10 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use havip::dataplane::{
-    reconcile::{self, Installed},
-    RemoteOwner,
-};
+use havip::dataplane::reconcile::{self, Installed};
 use havip_common::{owner_flags, DropReason, Handled, TrafficCounter};
 use havip_tests::{
     bed::*, fixtures::*, frames, icmp_echo, tcp_flags, vxlan_frame, Case, Counter, Port, TestBed,
@@ -21,14 +18,7 @@ const FAR_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 77);
 
 /// Makes the owner of `HAVIP_A` a remote one at `vtep` with epoch 5.
 fn remote_owner_of_a(bed: &mut TestBed, vtep: Ipv4Addr) {
-    let owner = RemoteOwner {
-        vtep: vtep.octets(),
-        mac: REMOTE_OWNER_MAC,
-        epoch: 5,
-        havip_id: HAVIP_A_ID,
-    };
-    let got = reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
-        .expect("installing a remote owner");
+    let got = install_remote_owner_of_a(bed, vtep, 5);
     assert_eq!(
         got,
         Installed::Installed,
@@ -95,16 +85,7 @@ fn check_encap(bed: &mut TestBed, name: &str, inner: &frames::Frame) -> u16 {
         "[{name}] UDP length"
     );
     assert_eq!(&udp[6..8], &[0, 0], "[{name}] UDP checksum 0");
-    let want = vxlan_frame(
-        REMOTE_VTEP_MAC,
-        LOCAL_VTEP_MAC,
-        LOCAL_VTEP,
-        REMOTE_VTEP,
-        sport,
-        4789,
-        VNI,
-        &rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC),
-    );
+    let want = encapsulated_to_remote_owner(inner, sport);
     assert_eq!(out, want, "[{name}] whole encapsulated frame");
     sport
 }
@@ -179,14 +160,7 @@ fn encap_that_cannot_be_done_is_dropped_and_counted() {
 /// Points the (already remote) owner of `HAVIP_A` at `REMOTE_VTEP` with a
 /// higher epoch.
 fn remote_owner_of_a_again(bed: &mut TestBed) {
-    let owner = RemoteOwner {
-        vtep: REMOTE_VTEP.octets(),
-        mac: REMOTE_OWNER_MAC,
-        epoch: 6,
-        havip_id: HAVIP_A_ID,
-    };
-    let got = reconcile::install_remote_owner(&mut bed.dp.maps, key(VSWITCH, HAVIP_A), owner)
-        .expect("installing a remote owner");
+    let got = install_remote_owner_of_a(bed, REMOTE_VTEP, 6);
     assert_eq!(got, Installed::Installed);
 }
 
@@ -328,12 +302,7 @@ fn vxlan_for_a_local_owner_is_decapsulated_and_the_rest_passes() {
 fn remote_owners_replace_only_older_epochs() {
     let mut bed = TestBed::with_vxlan();
     let k = key(VSWITCH, HAVIP_A);
-    let remote = |epoch| RemoteOwner {
-        vtep: REMOTE_VTEP.octets(),
-        mac: REMOTE_OWNER_MAC,
-        epoch,
-        havip_id: HAVIP_A_ID,
-    };
+    let remote = |epoch| a_owned_remotely(REMOTE_VTEP, epoch);
     let install = |bed: &mut TestBed, epoch| {
         reconcile::install_remote_owner(&mut bed.dp.maps, k, remote(epoch))
             .expect("install_remote_owner")
