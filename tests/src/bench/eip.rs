@@ -14,8 +14,8 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{bail, Context, Result};
-use havip::dataplane::{self, stats, DesiredEip};
+use anyhow::{Context, Result};
+use havip::dataplane::DesiredEip;
 use havip_common::{port_flags, Handled};
 use serde_json::json;
 
@@ -173,19 +173,7 @@ fn configure_eip(env: &mut Env) -> Result<()> {
         havip: Env::havip0_key(),
         havip_id: 0,
     }];
-    let dp = &mut env.dp;
-    topo::in_ns(&env.lab.host, || {
-        dataplane::reconcile(&mut dp.maps, &desired).map_err(anyhow::Error::from)
-    })
-    .context("reconciling the EIP")?;
-    Ok(())
-}
-
-fn eip_dnat_count(env: &Env) -> u64 {
-    stats::handled(&env.maps)
-        .into_iter()
-        .find(|(h, _)| *h == Handled::EipDnat)
-        .map_or(0, |(_, c)| c.packets)
+    env.reconcile(&desired).context("reconciling the EIP")
 }
 
 fn measure(env: &mut Env, path: EipPath, params: &Params) -> Result<Sample> {
@@ -202,21 +190,10 @@ fn measure(env: &mut Env, path: EipPath, params: &Params) -> Result<Sample> {
         EipPath::Havip => {
             env.ensure_owner_a()?;
             configure_eip(env)?;
-            env.attach_havip()?;
-            let before = eip_dnat_count(env);
-            let sample = env.measure(&to_eip, packets);
-            let translated = eip_dnat_count(env).saturating_sub(before);
-            let detached = env.detach_havip();
+            let sample = env.measure_havip(&to_eip, packets, Handled::EipDnat);
             let reset = env.configure(1);
             let sample = sample?;
-            detached?;
             reset?;
-            if sample.delivered > 0 && translated < sample.delivered {
-                bail!(
-                    "havip translated {translated} frames but {} arrived: another path delivered them",
-                    sample.delivered
-                );
-            }
             Ok(sample)
         }
         EipPath::BareRedirect => {
@@ -268,25 +245,9 @@ impl Section for EipNat {
         let (env, progress, params) = bench.env_and_progress()?;
         let params = params.clone();
         env.configure(1)?;
-        for rep in 0..params.reps {
-            for path in EipPath::ALL {
-                progress.step(format!("eip {}/{}: {}", rep + 1, params.reps, path.label()));
-                let sample = measure(env, path, &params)?;
-                if sample.delivered == 0 {
-                    bail!("{}: nothing arrived at o0", path.label());
-                }
-                progress.log(format!(
-                    "  {:<20} rep {}: {:>6.2} Mpps ({:.1} % of {} frames delivered)",
-                    path.label(),
-                    rep + 1,
-                    sample.pps() / 1e6,
-                    100.0 * sample.delivered as f64 / sample.sent as f64,
-                    sample.sent,
-                ));
-                self.samples.entry(path).or_default().push(sample);
-                progress.inc();
-            }
-        }
+        let paths = EipPath::ALL.map(|p| (p, p.label()));
+        self.samples =
+            progress.interleaved("eip", params.reps, &paths, |p| measure(env, p, &params))?;
         let mut table = String::from(
             "| path | median Mpps | min | max | delivered | what |\n\
              | --- | --- | --- | --- | --- | --- |\n",

@@ -230,14 +230,21 @@ impl Env {
     /// entries resolve ifindexes there). Returns how long it took.
     pub fn configure(&mut self, n: u32) -> Result<Duration> {
         let desired = self.desired(n);
-        let dp = &mut self.dp;
         let start = Instant::now();
-        topo::in_ns(&self.lab.host, || {
-            dataplane::reconcile(&mut dp.maps, &desired).map_err(anyhow::Error::from)
-        })
-        .with_context(|| format!("reconciling {n} HaVips"))?;
+        self.reconcile(&desired)
+            .with_context(|| format!("reconciling {n} HaVips"))?;
         self.havip_count = n;
         Ok(start.elapsed())
+    }
+
+    /// Reconciles the maps to `desired`, in the host namespace (DEVMAP
+    /// entries resolve ifindexes there).
+    pub fn reconcile(&mut self, desired: &Desired) -> Result<()> {
+        let dp = &mut self.dp;
+        topo::in_ns(&self.lab.host, || {
+            dataplane::reconcile(&mut dp.maps, desired).map_err(anyhow::Error::from)
+        })?;
+        Ok(())
     }
 
     pub fn havip0_key() -> HavipKey {
@@ -300,12 +307,38 @@ impl Env {
         Ok(())
     }
 
-    /// Frames counted as forwarded by the product so far.
-    pub fn havip_forwarded(&self) -> u64 {
+    /// Frames the product counted as `handled` so far.
+    pub fn handled_count(&self, handled: Handled) -> u64 {
         stats::handled(&self.maps)
             .into_iter()
-            .find(|(h, _)| *h == Handled::Forwarded)
+            .find(|(h, _)| *h == handled)
             .map_or(0, |(_, c)| c.packets)
+    }
+
+    /// One measurement ([`Env::measure`]) with the product attached to every
+    /// host port. Fails when the product counted fewer frames as `handled`
+    /// than arrived: another path delivered them.
+    pub fn measure_havip(
+        &mut self,
+        traffic: &Traffic,
+        packets: u32,
+        handled: Handled,
+    ) -> Result<Sample> {
+        self.attach_havip()?;
+        let before = self.handled_count(handled);
+        let sample = self.measure(traffic, packets);
+        let counted = self.handled_count(handled).saturating_sub(before);
+        let detached = self.detach_havip();
+        let sample = sample?;
+        detached?;
+        if sample.delivered > 0 && counted < sample.delivered {
+            bail!(
+                "havip counted {counted} frames {} but {} arrived: another path delivered them",
+                handled.name(),
+                sample.delivered
+            );
+        }
+        Ok(sample)
     }
 
     /// Traffic from the client to the first `n` HaVips (dst MAC: HaVip 0's

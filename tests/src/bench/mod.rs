@@ -28,6 +28,7 @@ pub mod throughput;
 pub mod topo;
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::IsTerminal,
     path::PathBuf,
@@ -181,6 +182,42 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+
+    /// Measures every `(path, label)` of `paths` `reps` times, the paths
+    /// interleaved within each repetition (so drift hits them all alike),
+    /// and logs each sample; returns the samples by path. `section` names
+    /// the steps; a path that delivered nothing fails the run.
+    ///
+    /// # Errors
+    /// From `measure`, or nothing arrived.
+    pub fn interleaved<P: Copy + Ord>(
+        &self,
+        section: &str,
+        reps: usize,
+        paths: &[(P, &str)],
+        mut measure: impl FnMut(P) -> Result<env::Sample>,
+    ) -> Result<BTreeMap<P, Vec<env::Sample>>> {
+        let mut samples: BTreeMap<P, Vec<env::Sample>> = BTreeMap::new();
+        for rep in 1..=reps {
+            for &(path, label) in paths {
+                self.step(format!("{section} {rep}/{reps}: {label}"));
+                let sample = measure(path)?;
+                if sample.delivered == 0 {
+                    anyhow::bail!("{label}: nothing arrived");
+                }
+                self.log(format!(
+                    "  {label:<22} rep {rep}: {:>6.2} Mpps ({:.1} % of {} frames delivered; other CPU {:.0} % busy)",
+                    sample.pps() / 1e6,
+                    100.0 * sample.delivered as f64 / sample.sent as f64,
+                    sample.sent,
+                    100.0 * sample.others_busy
+                ));
+                samples.entry(path).or_default().push(sample);
+                self.inc();
+            }
+        }
+        Ok(samples)
+    }
 }
 
 /// Shared by the sections of one run.
@@ -310,29 +347,12 @@ fn loadavg() -> Vec<f64> {
         .collect()
 }
 
-/// UTC `YYYY-MM-DDTHH:MM:SSZ` of now (no date crate needed).
+/// UTC `YYYY-MM-DDTHH:MM:SSZ` of now.
 fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    havip::control::history::rfc3339_secs(secs)
 }
 
 /// Runs the bench and writes the outputs. Returns the report.

@@ -15,11 +15,11 @@ use super::{
     progs::Traffic,
     report::{summary_value, Report},
     stats::Summary,
-    topo::{self, BenchLab, GATEWAY_MAC, OWNER_A_MAC},
+    topo::{BenchLab, GATEWAY_MAC, OWNER_A_MAC},
     Bench, Params, Section,
 };
 use crate::{frames, lab::mac_string};
-use havip::dataplane::{self, stats, DesiredRoute};
+use havip::dataplane::DesiredRoute;
 use havip_common::Handled;
 
 /// The routed prefix (outside the vSwitch) and the address the traffic goes to.
@@ -63,19 +63,8 @@ fn configure_route(env: &mut Env) -> Result<()> {
         next_hop: Env::havip0_key(),
         havip_id: 0,
     }];
-    let dp = &mut env.dp;
-    topo::in_ns(&env.lab.host, || {
-        dataplane::reconcile(&mut dp.maps, &desired).map_err(anyhow::Error::from)
-    })
-    .context("reconciling the bench route")?;
-    Ok(())
-}
-
-fn routed_count(env: &Env) -> u64 {
-    stats::handled(&env.maps)
-        .into_iter()
-        .find(|(h, _)| *h == Handled::Routed)
-        .map_or(0, |(_, c)| c.packets)
+    env.reconcile(&desired)
+        .context("reconciling the bench route")
 }
 
 /// The host namespace as a router: addresses on hc0 and ho0, a route to
@@ -167,20 +156,7 @@ impl Drop for KernelRouter {
 }
 
 fn measure_xdp(env: &mut Env, packets: u32) -> Result<Sample> {
-    env.attach_havip()?;
-    let before = routed_count(env);
-    let sample = env.measure(&routed_traffic(GATEWAY_MAC), packets);
-    let routed = routed_count(env).saturating_sub(before);
-    let detached = env.detach_havip();
-    let sample = sample?;
-    detached?;
-    if sample.delivered > 0 && routed < sample.delivered {
-        bail!(
-            "havip counted {routed} frames routed but {} arrived: another path delivered them",
-            sample.delivered
-        );
-    }
-    Ok(sample)
+    env.measure_havip(&routed_traffic(GATEWAY_MAC), packets, Handled::Routed)
 }
 
 fn measure_kernel(env: &mut Env, packets: u32) -> Result<Sample> {
@@ -210,11 +186,20 @@ impl Section for Routes {
         env.configure(1)?;
         env.ensure_owner_a()?;
         configure_route(env)?;
-        let result = self.measure_all(env, progress, &params);
+        let paths = [(false, "havip XDP route"), (true, "kernel IPv4 forwarding")];
+        let result = progress.interleaved("routes", params.reps, &paths, |kernel| {
+            if kernel {
+                measure_kernel(env, params.packets_slow)
+            } else {
+                measure_xdp(env, params.packets_fast)
+            }
+        });
         // Back to the other sections' configuration (no route).
         let reset = env.configure(1);
-        result?;
+        let mut samples = result?;
         reset?;
+        self.xdp = samples.remove(&false).unwrap_or_default();
+        self.kernel = samples.remove(&true).unwrap_or_default();
 
         let xdp = pps_summary(&self.xdp);
         let kernel = pps_summary(&self.kernel);
@@ -263,48 +248,6 @@ impl Section for Routes {
             table.push_str(&format!("\nhavip route ÷ kernel forwarding: **{r:.2}×**\n"));
         }
         report.md("Route path (VPC route with a HaVip next hop)", table);
-        Ok(())
-    }
-}
-
-impl Routes {
-    fn measure_all(
-        &mut self,
-        env: &mut Env,
-        progress: &super::Progress,
-        params: &Params,
-    ) -> Result<()> {
-        for rep in 0..params.reps {
-            for kernel in [false, true] {
-                let label = if kernel {
-                    "kernel IPv4 forwarding"
-                } else {
-                    "havip XDP route"
-                };
-                progress.step(format!("routes {}/{}: {label}", rep + 1, params.reps));
-                let sample = if kernel {
-                    measure_kernel(env, params.packets_slow)?
-                } else {
-                    measure_xdp(env, params.packets_fast)?
-                };
-                if sample.delivered == 0 {
-                    bail!("{label}: nothing arrived");
-                }
-                progress.log(format!(
-                    "  {label:<22} rep {}: {:>6.2} Mpps ({:.1} % of {} frames delivered)",
-                    rep + 1,
-                    sample.pps() / 1e6,
-                    100.0 * sample.delivered as f64 / sample.sent as f64,
-                    sample.sent
-                ));
-                if kernel {
-                    self.kernel.push(sample);
-                } else {
-                    self.xdp.push(sample);
-                }
-                progress.inc();
-            }
-        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
+use havip_common::Handled;
 use serde_json::json;
 
 use super::{
@@ -110,20 +111,7 @@ fn measure_path(env: &mut Env, path: Path, params: &Params) -> Result<super::env
         }
         Path::Havip => {
             env.ensure_owner_a()?;
-            env.attach_havip()?;
-            let forwarded = env.havip_forwarded();
-            let sample = env.measure(&Env::havip_traffic(1), packets);
-            let forwarded = env.havip_forwarded().saturating_sub(forwarded);
-            let detached = env.detach_havip();
-            let sample = sample?;
-            detached?;
-            if sample.delivered > 0 && forwarded < sample.delivered {
-                bail!(
-                    "havip counted {forwarded} frames forwarded but {} arrived: another path delivered them",
-                    sample.delivered
-                );
-            }
-            Ok(sample)
+            env.measure_havip(&Env::havip_traffic(1), packets, Handled::Forwarded)
         }
         Path::Tc => {
             let tc = env.progs.attach_tc(&env.lab.host, "hc0")?;
@@ -161,31 +149,10 @@ impl Section for Throughput {
         let (env, progress, params) = bench.env_and_progress()?;
         let params = params.clone();
         env.configure(1)?;
-        for rep in 0..params.reps {
-            for path in Path::ALL {
-                progress.step(format!(
-                    "throughput {}/{}: {}",
-                    rep + 1,
-                    params.reps,
-                    path.label()
-                ));
-                let sample = measure_path(env, path, &params)?;
-                if sample.delivered == 0 {
-                    bail!("{}: nothing arrived", path.label());
-                }
-                progress.log(format!(
-                    "  {:<20} rep {}: {:>6.2} Mpps ({:.1} % of {} frames delivered; other CPU {:.0} % busy)",
-                    path.label(),
-                    rep + 1,
-                    sample.pps() / 1e6,
-                    100.0 * sample.delivered as f64 / sample.sent as f64,
-                    sample.sent,
-                    100.0 * sample.others_busy
-                ));
-                self.samples.entry(path).or_default().push(sample);
-                progress.inc();
-            }
-        }
+        let paths = Path::ALL.map(|p| (p, p.label()));
+        self.samples = progress.interleaved("throughput", params.reps, &paths, |p| {
+            measure_path(env, p, &params)
+        })?;
         let medians: BTreeMap<Path, f64> = self
             .samples
             .iter()
