@@ -41,12 +41,6 @@ fn exchange(lab: &EipLab, rounds: usize) -> (usize, usize, usize, usize) {
             "UDP answer from {EIP}:{UDP_PORT}, round {i}"
         );
     }
-    let from_internet = |peers: Vec<std::net::SocketAddr>| {
-        peers
-            .iter()
-            .filter(|p| p.ip() == std::net::IpAddr::V4(INTERNET_IP))
-            .count()
-    };
     let udp_from = |peers: Vec<std::net::SocketAddrV4>| {
         peers.iter().filter(|p| *p.ip() == INTERNET_IP).count()
     };
@@ -56,6 +50,23 @@ fn exchange(lab: &EipLab, rounds: usize) -> (usize, usize, usize, usize) {
         udp_from(udp_a.stop()),
         udp_from(udp_b.stop()),
     )
+}
+
+/// How many of the TCP `peers` are the internet host.
+fn from_internet(peers: Vec<std::net::SocketAddr>) -> usize {
+    peers
+        .iter()
+        .filter(|p| p.ip() == std::net::IpAddr::V4(INTERNET_IP))
+        .count()
+}
+
+/// The internet host pings the EIP 5 times: returns the echo requests (a,
+/// b) received meanwhile. Panics unless every ping was answered.
+fn ping_eip(lab: &EipLab) -> (u64, u64) {
+    let (a, b) = (&lab.ha.guest("a").ns, &lab.ha.guest("b").ns);
+    let (a0, b0) = (icmp_in_echos(a), icmp_in_echos(b));
+    ping(&lab.internet, EIP, 5);
+    (icmp_in_echos(a) - a0, icmp_in_echos(b) - b0)
 }
 
 #[test]
@@ -69,11 +80,8 @@ fn internet_reaches_the_owner_through_the_eip_and_follows_a_claim() {
     let (tcp_a, tcp_b, udp_a, udp_b) = exchange(&lab, rounds);
     assert_eq!((tcp_a, tcp_b), (rounds, 0), "TCP connections (a, b)");
     assert_eq!((udp_a, udp_b), (rounds, 0), "UDP datagrams answered (a, b)");
-    let (a, b) = (&lab.ha.guest("a").ns, &lab.ha.guest("b").ns);
-    let (a0, b0) = (icmp_in_echos(a), icmp_in_echos(b));
-    ping(&lab.internet, EIP, 5);
     assert_eq!(
-        (icmp_in_echos(a) - a0, icmp_in_echos(b) - b0),
+        ping_eip(&lab),
         (5, 0),
         "echo requests to the EIP received by (a, b)"
     );
@@ -102,10 +110,8 @@ fn internet_reaches_the_owner_through_the_eip_and_follows_a_claim() {
     let (tcp_a, tcp_b, udp_a, udp_b) = exchange(&lab, rounds);
     assert_eq!((tcp_a, tcp_b), (0, rounds), "TCP after the claim (a, b)");
     assert_eq!((udp_a, udp_b), (0, rounds), "UDP after the claim (a, b)");
-    let (a0, b0) = (icmp_in_echos(a), icmp_in_echos(b));
-    ping(&lab.internet, EIP, 5);
     assert_eq!(
-        (icmp_in_echos(a) - a0, icmp_in_echos(b) - b0),
+        ping_eip(&lab),
         (0, 5),
         "echo requests after the claim (a, b)"
     );
@@ -163,16 +169,8 @@ fn tcp_and_ping(lab: &EipLab, rounds: usize) -> ((usize, usize), (u64, u64)) {
         let msg = format!("tcp round {i}").into_bytes();
         assert_eq!(tcp_exchange(&lab.internet, EIP, TCP_PORT, &msg), msg);
     }
-    let count = |peers: Vec<std::net::SocketAddr>| {
-        peers
-            .iter()
-            .filter(|p| p.ip() == std::net::IpAddr::V4(INTERNET_IP))
-            .count()
-    };
-    let tcp = (count(tcp_a.stop()), count(tcp_b.stop()));
-    let (a0, b0) = (icmp_in_echos(a), icmp_in_echos(b));
-    ping(&lab.internet, EIP, 5);
-    (tcp, (icmp_in_echos(a) - a0, icmp_in_echos(b) - b0))
+    let tcp = (from_internet(tcp_a.stop()), from_internet(tcp_b.stop()));
+    (tcp, ping_eip(lab))
 }
 
 #[test]

@@ -73,22 +73,15 @@ fn fabric_kernel_vxlan_carries_guest_traffic_between_hosts() {
     for n in 1..=3 {
         let h = fabric.host(n).expect("host");
         assert_eq!(h.vtep, Ipv4Addr::new(10, 99, 0, 10 + n as u8));
-        let mtu = h
-            .ns()
-            .exec(&["cat", "/sys/class/net/eth0/mtu"])
-            .expect("eth0 mtu");
-        assert_eq!(
-            String::from_utf8_lossy(&mtu.stdout).trim(),
-            UNDERLAY_MTU.to_string()
-        );
-        let mac = h
-            .ns()
-            .exec(&["cat", "/sys/class/net/eth0/address"])
-            .expect("eth0 address");
-        assert_eq!(
-            String::from_utf8_lossy(&mac.stdout).trim(),
-            lab::mac_string(h.underlay_mac)
-        );
+        let eth0 = |attr: &str| {
+            let out = h
+                .ns()
+                .exec(&["cat", &format!("/sys/class/net/eth0/{attr}")])
+                .unwrap_or_else(|e| panic!("eth0 {attr}: {e:#}"));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        assert_eq!(eth0("mtu"), UNDERLAY_MTU.to_string());
+        assert_eq!(eth0("address"), lab::mac_string(h.underlay_mac));
     }
     assert_eq!(fabric.port(2, "b").expect("port"), "hv-b");
     assert!(fabric.host(4).is_err(), "h4 does not exist");

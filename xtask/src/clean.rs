@@ -106,44 +106,13 @@ pub fn clean_host(dry_run: bool) -> Result<()> {
     }
 
     // 4. Pinned maps, programs and links (unpinning a link detaches its XDP program).
-    let mut n = 0;
-    for dir in pin_dirs() {
-        if !act(&format!("remove {}", dir.display())) {
-            n += 1;
-            continue;
-        }
-        let result = if dir.is_dir() {
-            fs::remove_dir_all(&dir)
-        } else {
-            fs::remove_file(&dir)
-        };
-        match result {
-            Ok(()) => {
-                println!("    removed {}", dir.display());
-                n += 1;
-            }
-            Err(e) => println!("    warning: cannot remove {}: {e}", dir.display()),
-        }
-    }
+    let n = remove_paths(pin_dirs(), &act);
     if n > 0 {
         removed.push(format!("{n} pinned dir(s)"));
     }
 
     // 5. Data dirs of the tests' etcd (their processes were stopped in 1.).
-    let mut n = 0;
-    for dir in etcd_dirs() {
-        if !act(&format!("remove {}", dir.display())) {
-            n += 1;
-            continue;
-        }
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                println!("    removed {}", dir.display());
-                n += 1;
-            }
-            Err(e) => println!("    warning: cannot remove {}: {e}", dir.display()),
-        }
-    }
+    let n = remove_paths(etcd_dirs(), &act);
     if n > 0 {
         removed.push(format!("{n} etcd data dir(s)"));
     }
@@ -155,6 +124,32 @@ pub fn clean_host(dry_run: bool) -> Result<()> {
         s.done_with(format!("{verb} {}", removed.join(", ")));
     }
     Ok(())
+}
+
+/// Removes each path (a directory with its contents), or with `act`
+/// refusing (dry run) only says so. Returns how many were (or would be)
+/// removed.
+fn remove_paths(paths: impl IntoIterator<Item = PathBuf>, act: &impl Fn(&str) -> bool) -> usize {
+    let mut n = 0;
+    for path in paths {
+        if !act(&format!("remove {}", path.display())) {
+            n += 1;
+            continue;
+        }
+        let result = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => {
+                println!("    removed {}", path.display());
+                n += 1;
+            }
+            Err(e) => println!("    warning: cannot remove {}: {e}", path.display()),
+        }
+    }
+    n
 }
 
 fn quiet(cmd: &mut Command) -> bool {
