@@ -29,9 +29,7 @@ impl CountersSource for FakeCounters {
 
 #[test]
 fn describe_status_master_epoch_counters() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     let mut changes = srv.cp().subscribe();
     let g0 = *changes.borrow_and_update();
     let v = c
@@ -223,9 +221,7 @@ fn cli_setup_and_listing() {
 
 #[test]
 fn state_survives_restart() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     c.associate_havip("h", Member::instance("i-3")).unwrap();
     let before = srv.state();
@@ -239,9 +235,7 @@ fn state_survives_restart() {
 
 #[test]
 fn concurrent_clients_are_group_committed() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     raise_quotas(&c);
     for n in 0..8 {
         create_havip(&c, &format!("h{n}"), "vsw-1");

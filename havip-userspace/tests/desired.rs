@@ -87,31 +87,28 @@ fn desired_instance_bindings_use_enis_in_the_havip_vswitch_primary_first() {
     let mut s = demo_state();
     // A secondary ENI of i-b in the same vSwitch, one in another vSwitch.
     let ops = [
-        Op::CreateVSwitch(CreateVSwitch {
-            vni: None,
-            id: "vsw-other".into(),
-            vpc: "vpc-demo".into(),
-            cidr: "10.0.2.0/24".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:02".parse().unwrap(),
-        }),
-        Op::CreateEni(CreateEni {
-            host: None,
-            id: "eni-b0".into(),
-            vswitch: "vsw-demo".into(),
-            mac: "02:00:00:00:0b:02".parse().unwrap(),
-            interface: "hv-b2".into(),
-            instance: Some("i-b".into()),
-            primary: false,
-        }),
-        Op::CreateEni(CreateEni {
-            host: None,
-            id: "eni-b9".into(),
-            vswitch: "vsw-other".into(),
-            mac: "02:00:00:00:0b:09".parse().unwrap(),
-            interface: "hv-b9".into(),
-            instance: Some("i-b".into()),
-            primary: false,
-        }),
+        Op::CreateVSwitch(vswitch_op(
+            "vsw-other",
+            "vpc-demo",
+            "10.0.2.0/24",
+            "02:00:00:00:00:02",
+        )),
+        Op::CreateEni(eni_op(
+            "eni-b0",
+            "vsw-demo",
+            "02:00:00:00:0b:02",
+            "hv-b2",
+            Some("i-b"),
+            false,
+        )),
+        Op::CreateEni(eni_op(
+            "eni-b9",
+            "vsw-other",
+            "02:00:00:00:0b:09",
+            "hv-b9",
+            Some("i-b"),
+            false,
+        )),
         Op::SetInitialOwner(SetInitialOwner {
             havip: "havip-demo".into(),
             member: Some("i-b".into()),

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use havip::{
-    api::{Client, Deleted},
+    api::Deleted,
     control::{desired::desired, HaVipView},
     model::*,
 };
@@ -38,9 +38,7 @@ fn ifindex(name: &str) -> Option<u32> {
 
 #[test]
 fn delete_vswitch_and_vpc_refused_while_in_use() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     let vswitch = |id: &str| DeleteVSwitch { id: id.into() }.into();
     #[rustfmt::skip]
     refusals(&srv, &[
@@ -58,13 +56,12 @@ fn delete_vswitch_and_vpc_refused_while_in_use() {
     assert!(!srv.state().vswitches.contains_key("vsw-2"));
     // A new vSwitch reuses the free data-plane id, never a used one.
     let v: VSwitch = c
-        .apply(CreateVSwitch {
-            vni: None,
-            id: "vsw-3".into(),
-            vpc: "vpc-1".into(),
-            cidr: "10.0.3.0/24".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:03".parse().unwrap(),
-        })
+        .apply(vswitch_op(
+            "vsw-3",
+            "vpc-1",
+            "10.0.3.0/24",
+            "02:00:00:00:00:03",
+        ))
         .unwrap();
     let used: Vec<u32> = srv
         .state()
@@ -78,9 +75,7 @@ fn delete_vswitch_and_vpc_refused_while_in_use() {
 
 #[test]
 fn delete_bound_instance_drops_bindings_and_owner() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     c.associate_havip("h", Member::instance("i-0")).unwrap();
     c.associate_havip("h", Member::instance("i-1")).unwrap();
@@ -113,9 +108,7 @@ fn delete_bound_instance_drops_bindings_and_owner() {
 
 #[test]
 fn delete_bound_eni_drops_binding_port_and_owner() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     c.associate_havip("h", Member::eni("eni-0b")).unwrap();
     c.associate_havip("h", Member::eni("eni-1")).unwrap();
@@ -143,9 +136,7 @@ fn delete_bound_eni_drops_binding_port_and_owner() {
 
 #[test]
 fn delete_uplink() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     let _: Uplink = c
         .apply(CreateUplink {
             interface: "hv-up".into(),
@@ -169,9 +160,7 @@ fn delete_uplink() {
 
 #[test]
 fn modify_eni_interface_and_reuse_of_the_old_name() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     let rename = |interface: &str| {
         let op = ModifyEni {
             id: "eni-0".into(),
@@ -194,15 +183,14 @@ fn modify_eni_interface_and_reuse_of_the_old_name() {
         .unwrap();
     assert_eq!(e.interface, "hv-x2");
     let _: Eni = c
-        .apply(CreateEni {
-            host: None,
-            id: "eni-n".into(),
-            vswitch: "vsw-1".into(),
-            mac: "02:00:00:00:01:77".parse().unwrap(),
-            interface: "hv-x".into(),
-            instance: None,
-            primary: false,
-        })
+        .apply(eni_op(
+            "eni-n",
+            "vsw-1",
+            "02:00:00:00:01:77",
+            "hv-x",
+            None,
+            false,
+        ))
         .unwrap();
     let s = srv.state();
     let d = desired(&s, &ifindex, DataplaneConfig::default()).unwrap();
@@ -216,9 +204,7 @@ fn modify_eni_interface_and_reuse_of_the_old_name() {
 
 #[test]
 fn modify_havip_attribute() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     let v: HaVipView = c
         .apply(ModifyHaVipAttribute {
@@ -257,9 +243,7 @@ fn modify_havip_attribute() {
 
 #[test]
 fn unassociate_owner_needs_force() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     c.associate_havip("h", Member::instance("i-2")).unwrap();
     c.associate_havip("h", Member::instance("i-3")).unwrap();
@@ -292,9 +276,7 @@ fn unassociate_owner_needs_force() {
 
 #[test]
 fn generic_op_endpoint_and_client_reuse_one_connection() {
-    let srv = Server::start();
-    let c: Client = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     let (status, body) = c
         .raw(
             "POST",

@@ -12,9 +12,7 @@ use havip::{api, model::*};
 
 #[test]
 fn quota_havips_per_vpc() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     c.set_quotas(&SetQuota {
         havips_per_account: Some(50),
         ..Default::default()
@@ -40,22 +38,19 @@ fn quota_havips_per_vpc() {
 
 #[test]
 fn quota_havips_per_account() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     // A second VPC so the per-VPC quota is not what stops us.
     c.create_vpc(&CreateVpc {
         id: "vpc-2".into(),
         cidr: "172.16.0.0/16".parse().unwrap(),
     })
     .unwrap();
-    c.create_vswitch(&CreateVSwitch {
-        vni: None,
-        id: "vsw-b".into(),
-        vpc: "vpc-2".into(),
-        cidr: "172.16.1.0/24".parse().unwrap(),
-        gateway_mac: "02:00:00:00:00:02".parse().unwrap(),
-    })
+    c.create_vswitch(&vswitch_op(
+        "vsw-b",
+        "vpc-2",
+        "172.16.1.0/24",
+        "02:00:00:00:00:02",
+    ))
     .unwrap();
     for (prefix, n, vswitch) in [("a", 3, "vsw-1"), ("b", 2, "vsw-b")] {
         for n in 0..n {
@@ -91,9 +86,7 @@ fn quota_havips_per_account() {
 
 #[test]
 fn quota_havip_routes_per_vpc() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     for n in 0..5 {
         c.create_route(&CreateRoute {
@@ -116,9 +109,7 @@ fn quota_havip_routes_per_vpc() {
 
 #[test]
 fn bindings_per_havip() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     // The 11th binding is refused, for instances and for ENIs alike.
     let instance = |i: usize| Member::instance(format!("i-{i}"));
     let eni = |i: usize| Member::eni(format!("eni-{i}"));
@@ -144,9 +135,7 @@ fn bindings_per_havip() {
 
 #[test]
 fn havips_per_instance_counts_eni_bindings() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     raise_quotas(&c);
     // i-0 holds 3 HaVips directly and 2 through its ENIs (eni-0, eni-0b).
     for n in 0..3 {
@@ -179,9 +168,7 @@ fn havips_per_instance_counts_eni_bindings() {
 
 #[test]
 fn binding_conflicts() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     create_havip(&c, "g", "vsw-1");
     c.associate_havip("h", Member::instance("i-1")).unwrap();
@@ -202,9 +189,7 @@ fn binding_conflicts() {
 
 #[test]
 fn delete_refusals() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     create_havip(&c, "g", "vsw-1");
     let delete = |id: &str| Op::from(DeleteHaVip { id: id.into() });
@@ -252,9 +237,7 @@ fn delete_refusals() {
 
 #[test]
 fn address_rules() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     // CreateHaVip at `addr` in vsw-1 refused with `code`, as a table row.
     let at = |code: &'static str, addr: &str| {
         let op = CreateHaVip {
@@ -297,9 +280,7 @@ fn address_rules() {
 
 #[test]
 fn route_conflicts() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     create_havip(&c, "h", "vsw-1");
     c.create_vpc(&CreateVpc {
         id: "vpc-2".into(),
@@ -328,25 +309,16 @@ fn route_conflicts() {
 
 #[test]
 fn setup_conflicts() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
-    let vswitch = CreateVSwitch {
-        vni: None,
-        id: "vsw-3".into(),
-        vpc: "vpc-1".into(),
-        cidr: "10.0.1.0/25".parse().unwrap(),
-        gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-    };
-    let eni = CreateEni {
-        host: None,
-        id: "eni-new".into(),
-        vswitch: "vsw-1".into(),
-        mac: "02:00:00:00:01:00".parse().unwrap(),
-        interface: "hv-new".into(),
-        instance: None,
-        primary: false,
-    };
+    let (srv, _) = Server::with_fixture();
+    let vswitch = vswitch_op("vsw-3", "vpc-1", "10.0.1.0/25", "02:00:00:00:00:01");
+    let eni = eni_op(
+        "eni-new",
+        "vsw-1",
+        "02:00:00:00:01:00",
+        "hv-new",
+        None,
+        false,
+    );
     let vpc = CreateVpc {
         id: "vpc-1".into(),
         cidr: "10.0.0.0/16".parse().unwrap(),
@@ -361,9 +333,7 @@ fn setup_conflicts() {
 
 #[test]
 fn malformed_requests_are_400_not_panics() {
-    let srv = Server::start();
-    let c = srv.client();
-    fixture(&c);
+    let (srv, c) = Server::with_fixture();
     let before = srv.state();
     for (method, path, body) in [
         ("POST", "/v1/havips", "{not json"),

@@ -197,6 +197,14 @@ impl Server {
         Client::unix(&self.socket)
     }
 
+    /// A started server with the [`fixture`] resources, and a client.
+    pub fn with_fixture() -> (Self, Client) {
+        let srv = Self::start();
+        let c = srv.client();
+        fixture(&c);
+        (srv, c)
+    }
+
     pub fn cp(&self) -> &ControlPlane {
         self.cp.as_ref().expect("control plane")
     }
@@ -288,6 +296,38 @@ pub fn refusals(srv: &Server, rows: &[(&str, Op, impl AsRef<str>)]) {
     }
 }
 
+/// CreateVSwitch `id` in `vpc` with `cidr` and gateway MAC `mac`, no VNI.
+pub fn vswitch_op(id: &str, vpc: &str, cidr: &str, mac: &str) -> CreateVSwitch {
+    CreateVSwitch {
+        vni: None,
+        id: id.into(),
+        vpc: vpc.into(),
+        cidr: cidr.parse().unwrap(),
+        gateway_mac: mac.parse().unwrap(),
+    }
+}
+
+/// CreateEni `id` in `vswitch` with `mac` on `interface`, attached to
+/// `instance` (none: detached), on the API's own host.
+pub fn eni_op(
+    id: &str,
+    vswitch: &str,
+    mac: &str,
+    interface: &str,
+    instance: Option<&str>,
+    primary: bool,
+) -> CreateEni {
+    CreateEni {
+        host: None,
+        id: id.into(),
+        vswitch: vswitch.into(),
+        mac: mac.parse().unwrap(),
+        interface: interface.into(),
+        instance: instance.map(str::to_owned),
+        primary,
+    }
+}
+
 /// VPC `vpc-1` (10.0.0.0/16) with `vsw-1` (10.0.1.0/24) and `vsw-2`
 /// (10.0.2.0/24); instances `i-0..i-11` in vsw-1, each with primary ENI
 /// `eni-N` on `hv-N`; instance `i-x` in vsw-2 with `eni-x`; secondary ENI
@@ -299,13 +339,12 @@ pub fn fixture(c: &Client) {
     })
     .unwrap();
     for (n, id) in ["vsw-1", "vsw-2"].iter().enumerate() {
-        c.create_vswitch(&CreateVSwitch {
-            vni: None,
-            id: (*id).into(),
-            vpc: "vpc-1".into(),
-            cidr: format!("10.0.{}.0/24", n + 1).parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-        })
+        c.create_vswitch(&vswitch_op(
+            id,
+            "vpc-1",
+            &format!("10.0.{}.0/24", n + 1),
+            "02:00:00:00:00:01",
+        ))
         .unwrap();
     }
     let inst = |id: &str, vsw: &str, eni: &str, mac: &str, ifname: &str| {
@@ -314,16 +353,8 @@ pub fn fixture(c: &Client) {
             vswitch: vsw.into(),
         })
         .unwrap();
-        c.create_eni(&CreateEni {
-            host: None,
-            id: eni.into(),
-            vswitch: vsw.into(),
-            mac: mac.parse().unwrap(),
-            interface: ifname.into(),
-            instance: Some(id.into()),
-            primary: true,
-        })
-        .unwrap();
+        c.create_eni(&eni_op(eni, vsw, mac, ifname, Some(id), true))
+            .unwrap();
     };
     for i in 0..12 {
         inst(
@@ -335,15 +366,14 @@ pub fn fixture(c: &Client) {
         );
     }
     inst("i-x", "vsw-2", "eni-x", "02:00:00:00:02:01", "hv-x");
-    c.create_eni(&CreateEni {
-        host: None,
-        id: "eni-0b".into(),
-        vswitch: "vsw-1".into(),
-        mac: "02:00:00:00:01:b0".parse().unwrap(),
-        interface: "hv-0b".into(),
-        instance: Some("i-0".into()),
-        primary: false,
-    })
+    c.create_eni(&eni_op(
+        "eni-0b",
+        "vsw-1",
+        "02:00:00:00:01:b0",
+        "hv-0b",
+        Some("i-0"),
+        false,
+    ))
     .unwrap();
 }
 
@@ -373,13 +403,7 @@ pub fn seed_ops(n_instances: usize, quota: usize) -> Vec<Op> {
             id: "vpc".into(),
             cidr: "10.0.0.0/8".parse().unwrap(),
         }),
-        Op::CreateVSwitch(CreateVSwitch {
-            vni: None,
-            id: "vsw".into(),
-            vpc: "vpc".into(),
-            cidr: "10.0.0.0/16".parse().unwrap(),
-            gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
-        }),
+        Op::CreateVSwitch(vswitch_op("vsw", "vpc", "10.0.0.0/16", "02:00:00:00:00:01")),
         Op::SetQuota(SetQuota {
             havips_per_account: Some(quota),
             havips_per_vpc: Some(quota),
