@@ -142,23 +142,20 @@ impl StoreError {
     }
 }
 
-impl From<::redb::TransactionError> for StoreError {
-    fn from(e: ::redb::TransactionError) -> Self {
-        StoreError::Transaction(Box::new(e))
-    }
+/// `From` each redb error into its (boxed) [`StoreError`] variant.
+macro_rules! from_redb {
+    ($($error:ident => $variant:ident),* $(,)?) => {$(
+        impl From<::redb::$error> for StoreError {
+            fn from(e: ::redb::$error) -> Self {
+                StoreError::$variant(Box::new(e))
+            }
+        }
+    )*};
 }
-impl From<::redb::TableError> for StoreError {
-    fn from(e: ::redb::TableError) -> Self {
-        StoreError::Table(Box::new(e))
-    }
-}
-impl From<::redb::StorageError> for StoreError {
-    fn from(e: ::redb::StorageError) -> Self {
-        StoreError::Storage(Box::new(e))
-    }
-}
-impl From<::redb::CommitError> for StoreError {
-    fn from(e: ::redb::CommitError) -> Self {
-        StoreError::Commit(Box::new(e))
-    }
+
+from_redb! {
+    TransactionError => Transaction,
+    TableError => Table,
+    StorageError => Storage,
+    CommitError => Commit,
 }
