@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{
     report::{Cmp, Report},
-    Bench, Params, Section,
+    Bench, Section,
 };
 use crate::control_bench;
 
@@ -17,10 +17,6 @@ pub struct ControlPlaneSection;
 impl Section for ControlPlaneSection {
     fn name(&self) -> &'static str {
         "control_plane"
-    }
-
-    fn steps(&self, _: &Params) -> u64 {
-        1
     }
 
     fn run(&mut self, bench: &mut Bench, report: &mut Report) -> Result<()> {

@@ -25,7 +25,7 @@ use super::{
     report::{Cmp, Report},
     stats::percentile,
     topo::{self, OWNER_A_MAC, OWNER_B_MAC},
-    Bench, Params, Section,
+    Bench, Section,
 };
 use crate::frames;
 
@@ -46,10 +46,6 @@ pub struct Failover;
 impl Section for Failover {
     fn name(&self) -> &'static str {
         "failover"
-    }
-
-    fn steps(&self, _: &Params) -> u64 {
-        1
     }
 
     fn run(&mut self, bench: &mut Bench, report: &mut Report) -> Result<()> {

@@ -258,8 +258,11 @@ impl Bench {
 pub trait Section {
     /// Stable name, for `--only`.
     fn name(&self) -> &'static str;
-    /// Progress units this section will report with [`Progress::inc`].
-    fn steps(&self, params: &Params) -> u64;
+    /// Progress units this section will report with [`Progress::inc`]
+    /// (default: one).
+    fn steps(&self, _params: &Params) -> u64 {
+        1
+    }
     /// Measures and writes its keys into `report`.
     fn run(&mut self, bench: &mut Bench, report: &mut Report) -> Result<()>;
 }

@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::{
@@ -18,7 +18,10 @@ use super::{
     topo::{BenchLab, GATEWAY_MAC, OWNER_A_MAC},
     Bench, Params, Section,
 };
-use crate::{frames, lab::mac_string};
+use crate::{
+    frames,
+    lab::{self, mac_string},
+};
 use havip::dataplane::DesiredRoute;
 use havip_common::Handled;
 
@@ -76,20 +79,9 @@ struct KernelRouter {
 
 impl KernelRouter {
     fn exec(&self, cmd: &[&str]) -> Result<Vec<u8>> {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.host])
-            .args(cmd)
-            .output()
-            .with_context(|| format!("running {}", cmd.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "{} in {}: {}",
-                cmd.join(" "),
-                self.host,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(out.stdout)
+        let mut args = vec!["netns", "exec", self.host.as_str()];
+        args.extend_from_slice(cmd);
+        Ok(lab::run("ip", &args)?.stdout)
     }
 
     fn setup(lab: &BenchLab) -> Result<Self> {
