@@ -56,6 +56,7 @@ pub mod limits {
 
 pub mod catalogue;
 mod outcome;
+pub mod vxlan;
 
 pub use catalogue::{names, DevMapValue, MapKind, MapSpec};
 pub use outcome::{DropReason, Handled};
