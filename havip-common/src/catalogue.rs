@@ -6,13 +6,13 @@
 
 use core::mem::size_of;
 
+use crate::vxlan::{self, VniSlot, VtepSlot};
 use crate::{
     BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipKey,
     HavipSlot, Member, PortInfo, RouteKey, RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig,
     VtepEntry, EVENTS_BYTES, MAX_BINDINGS, MAX_EIPS, MAX_HAVIPS, MAX_PORTS, MAX_ROUTES,
     MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
-use crate::vxlan::{self, VniSlot, VtepSlot};
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
 /// after an RCU grace period (maps written only by the agent).

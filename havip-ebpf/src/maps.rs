@@ -20,13 +20,13 @@ use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use havip_common::vxlan::{self, Slot, VniSlot, VtepSlot};
 use havip_common::{
     catalogue, owner_word, slot_state, table_hash, virtual_mac, BindingEntry, BindingKey,
     DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry, HavipKey, HavipSlot, Member,
     OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
     VtepEntry, MAX_PORTS, MAX_PROBES, MAX_VSWITCHES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
-use havip_common::vxlan::{self, Slot, VniSlot, VtepSlot};
 
 pub use crate::counter::count;
 

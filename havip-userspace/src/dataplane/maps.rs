@@ -5,12 +5,12 @@ use std::{path::Path, sync::Arc};
 use aya::maps::{
     Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
 };
+use havip_common::vxlan::{VniSlot, VtepSlot};
 use havip_common::{
     names, BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget,
     HavipKey, MapKind, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
     VtepEntry,
 };
-use havip_common::vxlan::{VniSlot, VtepSlot};
 
 use super::table::{HavipMap, HavipTable, OwnerMap, TableError};
 
