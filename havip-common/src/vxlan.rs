@@ -72,35 +72,29 @@ pub struct VtepSlot {
     pub state: u32,
 }
 
-impl Slot for VniSlot {
-    #[inline(always)]
-    fn with_state(self, state: u32) -> Self {
-        Self { state, ..self }
-    }
-    #[inline(always)]
-    fn key(&self) -> u32 {
-        self.vni
-    }
-    #[inline(always)]
-    fn state(&self) -> u32 {
-        self.state
-    }
+/// `Slot` for a slot type with a `state` field, keyed by `$key`.
+macro_rules! slot {
+    ($t:ty, |$s:ident| $key:expr) => {
+        impl Slot for $t {
+            #[inline(always)]
+            fn key(&self) -> u32 {
+                let $s = self;
+                $key
+            }
+            #[inline(always)]
+            fn state(&self) -> u32 {
+                self.state
+            }
+            #[inline(always)]
+            fn with_state(self, state: u32) -> Self {
+                Self { state, ..self }
+            }
+        }
+    };
 }
 
-impl Slot for VtepSlot {
-    #[inline(always)]
-    fn with_state(self, state: u32) -> Self {
-        Self { state, ..self }
-    }
-    #[inline(always)]
-    fn key(&self) -> u32 {
-        vtep_key(self.addr)
-    }
-    #[inline(always)]
-    fn state(&self) -> u32 {
-        self.state
-    }
-}
+slot!(VniSlot, |s| s.vni);
+slot!(VtepSlot, |s| vtep_key(s.addr));
 
 /// The table key of a VTEP address (network order bytes, read big-endian so
 /// both sides hash the same number).
@@ -115,16 +109,4 @@ const _: () = {
 };
 
 #[cfg(feature = "user")]
-mod user {
-    use super::{VniSlot, VtepSlot};
-
-    // SAFETY: repr(C), only integer fields and byte arrays, no padding
-    // (checked by the size asserts above).
-    unsafe impl aya::Pod for VniSlot {}
-    unsafe impl bytemuck::Zeroable for VniSlot {}
-    unsafe impl bytemuck::Pod for VniSlot {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for VtepSlot {}
-    unsafe impl bytemuck::Zeroable for VtepSlot {}
-    unsafe impl bytemuck::Pod for VtepSlot {}
-}
+pod!(VniSlot, VtepSlot);
