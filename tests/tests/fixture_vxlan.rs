@@ -10,11 +10,7 @@ use havip::dataplane::{
     reconcile::{self, Installed},
     RemoteOwner,
 };
-use havip_common::{
-    owner_flags,
-    vxlan::{VniSlot, VtepSlot},
-    DropReason, Handled, TrafficCounter,
-};
+use havip_common::{owner_flags, DropReason, Handled, TrafficCounter};
 use havip_tests::{
     bed::*, fixtures::*, frames, icmp_echo, tcp_flags, vxlan_frame, Case, Counter, Port, TestBed,
 };
@@ -402,6 +398,8 @@ fn remote_owners_replace_only_older_epochs() {
     );
 }
 
+use havip_common::vxlan::{state, VniSlot, VtepSlot, SLOTS, VNI_PRESENT};
+
 /// Empties the inlined VXLAN tables (`VSWITCH_VNI_ARRAY`, `VNI_TABLE`,
 /// `VTEP_TABLE`), as pins adopted from a version without them would be.
 fn clear_vxlan_tables(bed: &mut TestBed) {
@@ -413,7 +411,7 @@ fn clear_vxlan_tables(bed: &mut TestBed) {
                 .expect("VSWITCH_VNI_ARRAY");
         }
     }
-    for i in 0..havip_common::vxlan::SLOTS {
+    for i in 0..SLOTS {
         if maps.vni_table.get(&i, 0).ok() != Some(VniSlot::default()) {
             maps.vni_table
                 .set(i, VniSlot::default(), 0)
@@ -462,13 +460,13 @@ fn the_inlined_vxlan_tables_and_their_hash_maps_each_serve_alone() {
     let maps = &bed.dp.maps;
     assert_eq!(
         maps.vswitch_vni_array.get(&VSWITCH, 0).ok(),
-        Some(VNI | havip_common::vxlan::VNI_PRESENT),
+        Some(VNI | VNI_PRESENT),
         "VSWITCH_VNI_ARRAY refilled"
     );
     let used = |t: &aya::maps::Array<aya::maps::MapData, VtepSlot>| {
-        (0..havip_common::vxlan::SLOTS)
+        (0..SLOTS)
             .filter_map(|i| t.get(&i, 0).ok())
-            .filter(|s| s.state == havip_common::vxlan::state::USED)
+            .filter(|s| s.state == state::USED)
             .map(|s| (Ipv4Addr::from(s.addr), s.mac))
             .collect::<Vec<_>>()
     };
