@@ -6,6 +6,7 @@
 
 use core::mem::size_of;
 
+use crate::vxlan::{self, VniSlot, VtepSlot};
 use crate::{
     BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipKey,
     HavipSlot, Member, PortInfo, RouteKey, RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig,
@@ -134,6 +135,15 @@ catalogue! {
     VSWITCH_VNIS: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
     /// VNI → vSwitch id (decapsulation). Written by the agent.
     VNI_VSWITCHES: Hash, u32 => u32, MAX_VSWITCHES, NO_PREALLOC;
+    /// vSwitch id (< `MAX_VSWITCHES`) → VNI | `vxlan::VNI_PRESENT`: the
+    /// encapsulation's inlined copy of `VSWITCH_VNIS`. Written by the agent.
+    VSWITCH_VNI_ARRAY: Array, u32 => u32, MAX_VSWITCHES, 0;
+    /// Open addressing over the VNI → `VniSlot`: the decapsulation's inlined
+    /// copy of `VNI_VSWITCHES` (see `vxlan`). Written by the agent.
+    VNI_TABLE: Array, u32 => VniSlot, vxlan::SLOTS, 0;
+    /// Open addressing over the remote VTEP address → `VtepSlot`: the
+    /// encapsulation's inlined copy of `VTEPS`. Written by the agent.
+    VTEP_TABLE: Array, u32 => VtepSlot, vxlan::SLOTS, 0;
     /// (VPC, destination prefix) → next-hop HaVip: the VPC's route entries
     /// with a HaVip next hop, longest prefix first (an LPM trie; the kernel
     /// requires `NO_PREALLOC`). Written by the agent.

@@ -54,8 +54,21 @@ pub mod limits {
     pub const DEFAULT_HAVIP_ROUTES_PER_VPC: usize = 5;
 }
 
+/// `aya::Pod` and `bytemuck::Pod` for map keys and values (userspace).
+#[cfg(feature = "user")]
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: repr(C), only integer fields and byte arrays, no padding
+        // (checked by the size asserts next to each type).
+        unsafe impl aya::Pod for $t {}
+        unsafe impl bytemuck::Zeroable for $t {}
+        unsafe impl bytemuck::Pod for $t {}
+    )*};
+}
+
 pub mod catalogue;
 mod outcome;
+pub mod vxlan;
 
 pub use catalogue::{names, DevMapValue, MapKind, MapSpec};
 pub use outcome::{DropReason, Handled};
@@ -369,15 +382,6 @@ const _: () = {
 mod user {
     use super::*;
 
-    macro_rules! pod {
-        ($($t:ty),*) => {$(
-            // SAFETY: repr(C), only integer fields and byte arrays, no padding
-            // (checked by the size asserts above).
-            unsafe impl aya::Pod for $t {}
-            unsafe impl bytemuck::Zeroable for $t {}
-            unsafe impl bytemuck::Pod for $t {}
-        )*};
-    }
     pod!(
         PortInfo,
         HavipKey,

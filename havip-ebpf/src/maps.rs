@@ -20,11 +20,12 @@ use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use havip_common::vxlan::{self, Slot, VniSlot, VtepSlot};
 use havip_common::{
     catalogue, owner_word, slot_state, table_hash, virtual_mac, BindingEntry, BindingKey,
     DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry, HavipKey, HavipSlot, Member,
     OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
-    VtepEntry, MAX_PORTS, MAX_PROBES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
+    VtepEntry, MAX_PORTS, MAX_PROBES, MAX_VSWITCHES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
 };
 
 pub use crate::counter::count;
@@ -62,6 +63,9 @@ catalogued!(VTEP_CONFIG: Array<VtepConfig> = Array, u32 => VtepConfig);
 catalogued!(VTEPS: HashMap<[u8; 4], VtepEntry> = HashMap, [u8; 4] => VtepEntry);
 catalogued!(VSWITCH_VNIS: HashMap<u32, u32> = HashMap, u32 => u32);
 catalogued!(VNI_VSWITCHES: HashMap<u32, u32> = HashMap, u32 => u32);
+catalogued!(VSWITCH_VNI_ARRAY: Array<u32> = Array, u32 => u32);
+catalogued!(VNI_TABLE: Array<VniSlot> = Array, u32 => VniSlot);
+catalogued!(VTEP_TABLE: Array<VtepSlot> = Array, u32 => VtepSlot);
 catalogued!(ROUTES: LpmTrie<RoutePrefix, RouteNextHop> = LpmTrie, Key<RoutePrefix> => RouteNextHop);
 catalogued!(EIPS: HashMap<[u8; 4], EipEntry> = HashMap, [u8; 4] => EipEntry);
 catalogued!(EIP_SNAT: HashMap<HavipKey, EipSnatEntry> = HashMap, HavipKey => EipSnatEntry);
@@ -218,23 +222,64 @@ pub fn local_vtep() -> Option<VtepConfig> {
     (u32::from_ne_bytes(cfg.addr) != 0).then_some(cfg)
 }
 
-/// Underlay MAC of the remote VTEP `addr`, if known.
+/// The entry for `key` in the open-addressed `table` (see
+/// `havip_common::vxlan`): every probe is an array lookup the verifier
+/// inlines. A slot is copied once per probe; the agent writes a new entry's
+/// key and value before its state, so a frame racing an insert misses (and
+/// takes the hash map) rather than matching half an entry.
+#[inline(always)]
+fn probe<T: Slot>(table: &Array<T>, key: u32) -> Option<T> {
+    let home = vxlan::home(key);
+    let mut i = 0;
+    while i < vxlan::PROBES {
+        let slot = *table.get(home.wrapping_add(i) & (vxlan::SLOTS - 1))?;
+        let state = slot.state();
+        if state == vxlan::state::EMPTY {
+            return None;
+        }
+        if state == vxlan::state::USED && slot.key() == key {
+            return Some(slot);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Underlay MAC of the remote VTEP `addr`, if known: `VTEP_TABLE`, else
+/// `VTEPS` (agent-written, copied at once: a racing MAC change can at worst
+/// give this one frame the old MAC).
 #[inline(always)]
 pub fn remote_vtep_mac(addr: &[u8; 4]) -> Option<[u8; 6]> {
+    if let Some(slot) = probe(&VTEP_TABLE, vxlan::vtep_key(*addr)) {
+        return Some(slot.mac);
+    }
     // SAFETY: agent-written, copied at once (see `havip`).
     unsafe { VTEPS.get(addr) }.map(|v| v.mac)
 }
 
-/// VNI of the vSwitch `vswitch_id`, if it has one.
+/// VNI of the vSwitch `vswitch_id`, if it has one: `VSWITCH_VNI_ARRAY`
+/// (one 4-byte word), else `VSWITCH_VNIS`.
 #[inline(always)]
 pub fn vni_of(vswitch_id: u32) -> Option<u32> {
+    if vswitch_id < MAX_VSWITCHES {
+        if let Some(word) = VSWITCH_VNI_ARRAY.get(vswitch_id) {
+            let word = *word;
+            if word & vxlan::VNI_PRESENT != 0 {
+                return Some(word & !vxlan::VNI_PRESENT);
+            }
+        }
+    }
     // SAFETY: agent-written, copied at once (see `havip`).
     unsafe { VSWITCH_VNIS.get(&vswitch_id) }.copied()
 }
 
-/// vSwitch of the VNI `vni`, if it is one of this host's.
+/// vSwitch of the VNI `vni`, if it is one of this host's: `VNI_TABLE`, else
+/// `VNI_VSWITCHES`.
 #[inline(always)]
 pub fn vswitch_of(vni: u32) -> Option<u32> {
+    if let Some(slot) = probe(&VNI_TABLE, vni) {
+        return Some(slot.vswitch_id);
+    }
     // SAFETY: agent-written, copied at once (see `havip`).
     unsafe { VNI_VSWITCHES.get(&vni) }.copied()
 }

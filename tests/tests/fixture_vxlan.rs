@@ -366,3 +366,100 @@ fn remote_owners_replace_only_older_epochs() {
         "one claim event: {events:?}"
     );
 }
+
+use havip_common::vxlan::{state, VniSlot, VtepSlot, SLOTS, VNI_PRESENT};
+
+/// Empties the inlined VXLAN tables (`VSWITCH_VNI_ARRAY`, `VNI_TABLE`,
+/// `VTEP_TABLE`), as pins adopted from a version without them would be.
+fn clear_vxlan_tables(bed: &mut TestBed) {
+    let maps = &mut bed.dp.maps;
+    for i in 0..havip_common::MAX_VSWITCHES {
+        if maps.vswitch_vni_array.get(&i, 0).ok() != Some(0) {
+            maps.vswitch_vni_array
+                .set(i, 0, 0)
+                .expect("VSWITCH_VNI_ARRAY");
+        }
+    }
+    for i in 0..SLOTS {
+        if maps.vni_table.get(&i, 0).ok() != Some(VniSlot::default()) {
+            maps.vni_table
+                .set(i, VniSlot::default(), 0)
+                .expect("VNI_TABLE");
+        }
+        if maps.vtep_table.get(&i, 0).ok() != Some(VtepSlot::default()) {
+            maps.vtep_table
+                .set(i, VtepSlot::default(), 0)
+                .expect("VTEP_TABLE");
+        }
+    }
+}
+
+#[test]
+fn the_inlined_vxlan_tables_and_their_hash_maps_each_serve_alone() {
+    let mut bed = TestBed::with_vxlan();
+    remote_owner_of_a(&mut bed, REMOTE_VTEP);
+    let udp_a = udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A);
+    let to_a = udp(vmac(HAVIP_A), FAR_CLIENT_MAC, FAR_CLIENT_IP, HAVIP_A);
+    let to_vs2 = udp(vmac(HAVIP_VS2), FAR_CLIENT_MAC, OTHER_IP, HAVIP_VS2);
+    let decap = || {
+        decapsulated(
+            "vSwitch 2 by its VNI (owner local)",
+            from_remote(LOCAL_VTEP, 4789, VNI2, &to_vs2.bytes()),
+            rewritten(&to_vs2, OTHER_MAC, GATEWAY2_MAC),
+        )
+    };
+
+    // The tables alone: the hash maps lose the entries.
+    let maps = &mut bed.dp.maps;
+    maps.vteps.remove(&REMOTE_VTEP.octets()).expect("VTEPS");
+    maps.vswitch_vnis.remove(&VSWITCH).expect("VSWITCH_VNIS");
+    maps.vni_vswitches.remove(&VNI2).expect("VNI_VSWITCHES");
+    check_encap(&mut bed, "UDP, tables only", &udp_a);
+    bed.check(&[decap()]);
+
+    // The hash maps alone (reconciled back), the tables empty.
+    bed.reconcile();
+    clear_vxlan_tables(&mut bed);
+    check_encap(&mut bed, "UDP, hash maps only", &udp_a);
+    bed.check(&[decap()]);
+
+    // Reconciling fills the tables again; removing the VNI and the VTEP
+    // removes them from both.
+    bed.reconcile();
+    let maps = &bed.dp.maps;
+    assert_eq!(
+        maps.vswitch_vni_array.get(&VSWITCH, 0).ok(),
+        Some(VNI | VNI_PRESENT),
+        "VSWITCH_VNI_ARRAY refilled"
+    );
+    let used = |t: &aya::maps::Array<aya::maps::MapData, VtepSlot>| {
+        (0..SLOTS)
+            .filter_map(|i| t.get(&i, 0).ok())
+            .filter(|s| s.state == state::USED)
+            .map(|s| (Ipv4Addr::from(s.addr), s.mac))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        used(&maps.vtep_table),
+        vec![(REMOTE_VTEP, REMOTE_VTEP_MAC)],
+        "VTEP_TABLE refilled"
+    );
+    bed.check(&[decap()]);
+    bed.reconcile_with(|d| {
+        d.vxlan.vnis.retain(|(s, _)| *s != VSWITCH);
+        d.vxlan.remote_vteps.clear();
+    });
+    assert_eq!(used(&bed.dp.maps.vtep_table), vec![], "VTEP_TABLE emptied");
+    bed.check(&[Case::pass(
+        "VNI of vSwitch 1 removed: to the stack",
+        Port::Vtep,
+        from_remote(LOCAL_VTEP, 4789, VNI, &to_a.bytes()),
+    )]);
+    remote_owner_of_a_again(&mut bed);
+    bed.check(&[Case::drop(
+        "VTEP and VNI removed: no encapsulation",
+        Port::Client,
+        udp_a.bytes(),
+        DropReason::NoVtep,
+    )]);
+}

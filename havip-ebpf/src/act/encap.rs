@@ -41,6 +41,12 @@ const FRAG_DF: u16 = 0x4000;
 const SPORT_BASE: u16 = 49152;
 /// `BPF_MTU_CHK_RET_FRAG_NEEDED`: the frame exceeds the device MTU.
 const MTU_FRAG_NEEDED: i64 = 1;
+/// The smallest VTEP port MTU havip supports (docs/design.md, MTU; the
+/// underlay needs 1550 for 1500-byte guests): an encapsulated frame whose
+/// outer IPv4 packet is at most this long fits every supported underlay,
+/// so only longer ones pay the `bpf_check_mtu` helper (a device lookup by
+/// ifindex per frame). As an Ethernet frame length: MTU + 14.
+const FITS_ANY_UNDERLAY: u32 = 1280 + 14;
 
 /// The owner on another host, as read from `OWNERS` (copied once).
 pub struct RemoteOwner {
@@ -67,6 +73,31 @@ pub fn source_port(saddr: [u8; 4], daddr: [u8; 4], protocol: u8, ports: [u8; 4])
     SPORT_BASE | (h as u16 & 0x3fff)
 }
 
+/// Would the encapsulated frame (current length + 50) fit the VTEP port
+/// `ifindex`? The kernel compares it with the device MTU + its L2 header
+/// (14), i.e. the outer IPv4 packet with the MTU (bpf_xdp_check_mtu, Linux
+/// 5.12, commit 34b2021cc616).
+#[inline(always)]
+fn check_mtu(ctx: &XdpContext, ifindex: u32) -> Result<(), DropReason> {
+    let mut mtu_len: u32 = 0;
+    // SAFETY: `ctx.ctx` is the program's context; `mtu_len` is on the stack.
+    let mtu = unsafe {
+        bpf_check_mtu(
+            ctx.ctx.cast(),
+            ifindex,
+            &raw mut mtu_len,
+            VXLAN_OVERHEAD as i32,
+            0,
+        )
+    };
+    match mtu {
+        0 => Ok(()),
+        MTU_FRAG_NEEDED => Err(DropReason::EncapTooBig),
+        // No such device: the VTEP port is gone.
+        _ => Err(DropReason::PortNotRedirectable),
+    }
+}
+
 /// `frame` is untagged IPv4 (`saddr` → `daddr`) from `port`, to a HaVip of
 /// its vSwitch whose owner is `owner`.
 #[inline(always)]
@@ -90,27 +121,9 @@ pub fn to_remote(
     let (protocol, ports) = ipv4::flow_ports(ctx, frame.l3_offset).unwrap_or((0, [0; 4]));
     let sport = source_port(saddr, daddr, protocol, ports);
 
-    // Would the encapsulated frame fit the VTEP port? The kernel compares
-    // frame length + 50 with the device MTU + its L2 header (14), i.e. the
-    // outer IPv4 packet with the MTU (bpf_xdp_check_mtu, Linux 5.12,
-    // commit 34b2021cc616).
-    let mut mtu_len: u32 = 0;
-    // SAFETY: `ctx.ctx` is the program's context; `mtu_len` is on the stack.
-    let mtu = unsafe {
-        bpf_check_mtu(
-            ctx.ctx.cast(),
-            local.ifindex,
-            &raw mut mtu_len,
-            VXLAN_OVERHEAD as i32,
-            0,
-        )
-    };
-    if mtu == MTU_FRAG_NEEDED {
-        return Err(DropReason::EncapTooBig);
-    }
-    if mtu != 0 {
-        // No such device: the VTEP port is gone.
-        return Err(DropReason::PortNotRedirectable);
+    let inner_len = (ctx.data_end() - ctx.data()) as u16;
+    if u32::from(inner_len) + VXLAN_OVERHEAD as u32 > FITS_ANY_UNDERLAY {
+        check_mtu(ctx, local.ifindex)?;
     }
 
     // The inner frame as the owner must see it (before the head moves:
@@ -120,7 +133,6 @@ pub fn to_remote(
         write_mac(&raw mut (*frame.eth).dst, &owner.mac);
         write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
     }
-    let inner_len = (ctx.data_end() - ctx.data()) as u16;
     // SAFETY: `ctx.ctx` is the program's context. A negative delta grows
     // the frame at the front (needs headroom; every XDP driver gives 256
     // bytes, generic XDP too).
@@ -151,33 +163,51 @@ pub fn to_remote(
     } else {
         local.port
     };
-    // SAFETY: `outer` (50 bytes) was bounds-checked after the move.
-    unsafe {
-        write_mac(&raw mut (*outer).eth.dst, &vtep_mac);
-        write_mac(&raw mut (*outer).eth.src, &local.mac);
-        (*outer).eth.ether_type = ETH_P_IP;
-        let ip = &raw mut (*outer).ip;
-        (*ip).version_ihl = 0x45;
-        (*ip).tos = 0;
-        (*ip).tot_len = ip_len.to_be_bytes();
-        (*ip).id = [0; 2];
-        (*ip).frag_off = FRAG_DF.to_be_bytes();
-        (*ip).ttl = TTL;
-        (*ip).protocol = IPPROTO_UDP;
-        (*ip).check = check.to_be_bytes();
-        (*ip).saddr = local.addr;
-        (*ip).daddr = owner.vtep;
-        let udp = &raw mut (*outer).udp;
-        (*udp).source = sport.to_be_bytes();
-        (*udp).dest = dport;
-        (*udp).len = (inner_len + UDP_VXLAN_LEN).to_be_bytes();
-        // Zero: no UDP checksum over IPv4 (RFC 7348 section 5).
-        (*udp).check = [0; 2];
-        let vx = &raw mut (*outer).vxlan;
-        (*vx).flags = FLAG_VNI;
-        (*vx).reserved = [0; 3];
-        (*vx).vni = [(vni >> 16) as u8, (vni >> 8) as u8, vni as u8];
-        (*vx).reserved2 = 0;
+    let (m, l, v) = (vtep_mac, local.mac, vni.to_be_bytes());
+    let (sa, da) = (local.addr, owner.vtep);
+    // The 50 bytes as 25 16-bit words (each as on the wire): one store
+    // each. Field-by-field byte assignments cost twice the stores and a
+    // `memset` call for the VXLAN reserved bytes.
+    let words: [[u8; 2]; 25] = [
+        // Ethernet: remote VTEP's MAC, ours, IPv4.
+        [m[0], m[1]],
+        [m[2], m[3]],
+        [m[4], m[5]],
+        [l[0], l[1]],
+        [l[2], l[3]],
+        [l[4], l[5]],
+        ETH_P_IP,
+        // IPv4: version/IHL, TOS; length; id; DF; TTL, UDP; checksum;
+        // source and destination VTEP.
+        [0x45, 0],
+        ip_len.to_be_bytes(),
+        [0, 0],
+        FRAG_DF.to_be_bytes(),
+        [TTL, IPPROTO_UDP],
+        check.to_be_bytes(),
+        [sa[0], sa[1]],
+        [sa[2], sa[3]],
+        [da[0], da[1]],
+        [da[2], da[3]],
+        // UDP: ports, length, no checksum over IPv4 (RFC 7348 section 5).
+        sport.to_be_bytes(),
+        dport,
+        (inner_len + UDP_VXLAN_LEN).to_be_bytes(),
+        [0, 0],
+        // VXLAN: flags (I), reserved, 24-bit VNI, reserved.
+        [FLAG_VNI, 0],
+        [0, 0],
+        [v[1], v[2]],
+        [v[3], 0],
+    ];
+    let dst = outer.cast::<u16>();
+    let mut i = 0;
+    while i < words.len() {
+        // SAFETY: `outer` (50 bytes, 25 words) was bounds-checked after the
+        // move; packet data is 2-byte aligned (see `packet::write_mac`) and
+        // the header is 50 bytes, so every word stays 2-byte aligned.
+        unsafe { dst.add(i).write_volatile(u16::from_ne_bytes(words[i])) };
+        i += 1;
     }
     match TX_PORTS.redirect(local.ifindex, 0) {
         Ok(_) => {

@@ -5,6 +5,7 @@ use std::{path::Path, sync::Arc};
 use aya::maps::{
     Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
 };
+use havip_common::vxlan::{VniSlot, VtepSlot};
 use havip_common::{
     names, BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget,
     HavipKey, MapKind, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
@@ -50,6 +51,10 @@ pub struct Maps {
     pub vteps: HashMap<MapData, [u8; 4], VtepEntry>,
     pub vswitch_vnis: HashMap<MapData, u32, u32>,
     pub vni_vswitches: HashMap<MapData, u32, u32>,
+    /// Inlined copies of the three maps above (`havip_common::vxlan`).
+    pub vswitch_vni_array: Array<MapData, u32>,
+    pub vni_table: Array<MapData, VniSlot>,
+    pub vtep_table: Array<MapData, VtepSlot>,
     pub routes: LpmTrie<MapData, RoutePrefix, RouteNextHop>,
     pub eips: HashMap<MapData, [u8; 4], EipEntry>,
     pub eip_snat: HashMap<MapData, HavipKey, EipSnatEntry>,
@@ -130,6 +135,9 @@ impl Maps {
             vteps: typed!(names::VTEPS),
             vswitch_vnis: typed!(names::VSWITCH_VNIS),
             vni_vswitches: typed!(names::VNI_VSWITCHES),
+            vswitch_vni_array: typed!(names::VSWITCH_VNI_ARRAY),
+            vni_table: typed!(names::VNI_TABLE),
+            vtep_table: typed!(names::VTEP_TABLE),
             routes: typed!(names::ROUTES),
             eips: typed!(names::EIPS),
             eip_snat: typed!(names::EIP_SNAT),

@@ -1,11 +1,19 @@
 //! The multi-host part of the reconciler: `VTEP_CONFIG`, `VTEPS`, the VNI
-//! maps, and remote owners in the HaVip table (installed only over an older
+//! maps and their inlined copies (`havip_common::vxlan`), and remote owners in the HaVip table (installed only over an older
 //! epoch, by compare-and-swap of the owner word, so a newer local claim is
 //! never undone).
 
 use std::collections::BTreeMap;
 
-use havip_common::{names, owner_flags, HavipKey, OwnerEntry, VtepConfig, VtepEntry};
+use aya::{
+    maps::{Array, MapData, MapError},
+    Pod,
+};
+use havip_common::{
+    names, owner_flags,
+    vxlan::{self, state, Slot, VniSlot, VtepSlot},
+    HavipKey, OwnerEntry, VtepConfig, VtepEntry, MAX_VSWITCHES,
+};
 
 use super::{err, table_err, ReconcileError, ReconcileReport};
 use crate::dataplane::{
@@ -116,7 +124,10 @@ pub fn local_owner(maps: &Maps, key: &HavipKey) -> Result<Option<OwnerEntry>, Re
 }
 
 /// Makes `VTEP_CONFIG`, `VTEPS`, `VSWITCH_VNIS` and `VNI_VSWITCHES` equal
-/// to `want`.
+/// to `want`, and their inlined copies (`VTEP_TABLE`, `VSWITCH_VNI_ARRAY`,
+/// `VNI_TABLE`) agree with them. An entry is added to its hash map before
+/// its table and removed from its table before its hash map, so a table
+/// never holds a key its hash map lacks for longer than one reconcile.
 pub(super) fn reconcile_tables(
     maps: &mut Maps,
     want: &DesiredVxlan,
@@ -148,8 +159,18 @@ pub(super) fn reconcile_tables(
             )
         })
         .collect();
+    let vtep_slot = |addr: [u8; 4], mac: [u8; 6]| {
+        move |state| VtepSlot {
+            addr,
+            mac,
+            _pad: [0; 2],
+            state,
+        }
+    };
+    let table_err = err(names::VTEP_TABLE);
     let have: Vec<[u8; 4]> = maps.vteps.keys().filter_map(Result::ok).collect();
     for addr in have.iter().filter(|a| !want_vteps.contains_key(*a)) {
+        slot_remove(&mut maps.vtep_table, vxlan::vtep_key(*addr)).map_err(&table_err)?;
         maps.vteps.remove(addr).map_err(err(names::VTEPS))?;
         report.vxlan_removed += 1;
     }
@@ -160,6 +181,12 @@ pub(super) fn reconcile_tables(
                 .map_err(err(names::VTEPS))?;
             report.vxlan_set += 1;
         }
+        slot_set(
+            &mut maps.vtep_table,
+            vxlan::vtep_key(*addr),
+            vtep_slot(*addr, entry.mac),
+        )
+        .map_err(&table_err)?;
     }
 
     let by_vswitch: BTreeMap<u32, u32> = want.vnis.iter().copied().collect();
@@ -170,6 +197,11 @@ pub(super) fn reconcile_tables(
     ] {
         let have: Vec<u32> = map.keys().filter_map(Result::ok).collect();
         for k in have.iter().filter(|k| !want_map.contains_key(*k)) {
+            if name == names::VSWITCH_VNIS {
+                vni_array_set(&mut maps.vswitch_vni_array, *k, 0)?;
+            } else {
+                slot_remove(&mut maps.vni_table, *k).map_err(err(names::VNI_TABLE))?;
+            }
             map.remove(k).map_err(err(name))?;
             report.vxlan_removed += 1;
         }
@@ -178,7 +210,94 @@ pub(super) fn reconcile_tables(
                 map.insert(k, v, 0).map_err(err(name))?;
                 report.vxlan_set += 1;
             }
+            if name == names::VSWITCH_VNIS {
+                vni_array_set(&mut maps.vswitch_vni_array, *k, *v | vxlan::VNI_PRESENT)?;
+            } else {
+                let (vni, vswitch_id) = (*k, *v);
+                slot_set(&mut maps.vni_table, vni, move |state| VniSlot {
+                    vni,
+                    vswitch_id,
+                    state,
+                })
+                .map_err(err(names::VNI_TABLE))?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Sets `VSWITCH_VNI_ARRAY[vswitch_id]` to `word` if the id fits the array
+/// (larger ids live in `VSWITCH_VNIS` only).
+fn vni_array_set(
+    array: &mut Array<MapData, u32>,
+    vswitch_id: u32,
+    word: u32,
+) -> Result<(), ReconcileError> {
+    if vswitch_id >= MAX_VSWITCHES || array.get(&vswitch_id, 0).ok() == Some(word) {
+        return Ok(());
+    }
+    array
+        .set(vswitch_id, word, 0)
+        .map_err(err(names::VSWITCH_VNI_ARRAY))
+}
+
+/// Where a key is in an open-addressed table, or where it would go.
+enum Probed<T> {
+    Found(u32, T),
+    /// Not there; the first reusable slot of its probe sequence.
+    Free(u32),
+    /// Not there, and no slot within `vxlan::PROBES` of its home.
+    Full,
+}
+
+/// Probes `table` for `key` as the program does (see `havip_common::vxlan`).
+fn slot_probe<T: Slot + Pod>(table: &Array<MapData, T>, key: u32) -> Result<Probed<T>, MapError> {
+    let home = vxlan::home(key);
+    let mut free = None;
+    for i in 0..vxlan::PROBES {
+        let index = home.wrapping_add(i) & (vxlan::SLOTS - 1);
+        let slot = table.get(&index, 0)?;
+        match slot.state() {
+            state::EMPTY => return Ok(Probed::Free(free.unwrap_or(index))),
+            state::USED if slot.key() == key => return Ok(Probed::Found(index, slot)),
+            state::USED => {}
+            _ => {
+                free.get_or_insert(index);
+            }
+        }
+    }
+    Ok(free.map_or(Probed::Full, Probed::Free))
+}
+
+/// Makes `key`'s slot `make(USED)`. A new entry is written first as a
+/// tombstone (key and value, never matched), then as used, so a frame never
+/// matches half an entry. A key with no free slot near its home is left to
+/// the hash map the program falls back to.
+fn slot_set<T: Slot + Pod + PartialEq>(
+    table: &mut Array<MapData, T>,
+    key: u32,
+    make: impl Fn(u32) -> T,
+) -> Result<(), MapError> {
+    match slot_probe(table, key)? {
+        Probed::Found(index, old) => {
+            let new = make(state::USED);
+            if old != new {
+                table.set(index, new, 0)?;
+            }
+        }
+        Probed::Free(index) => {
+            table.set(index, make(state::TOMBSTONE), 0)?;
+            table.set(index, make(state::USED), 0)?;
+        }
+        Probed::Full => {}
+    }
+    Ok(())
+}
+
+/// Marks `key`'s slot a tombstone, if it has one.
+fn slot_remove<T: Slot + Pod>(table: &mut Array<MapData, T>, key: u32) -> Result<(), MapError> {
+    if let Probed::Found(index, slot) = slot_probe(table, key)? {
+        table.set(index, slot.with_state(state::TOMBSTONE), 0)?;
     }
     Ok(())
 }

@@ -169,7 +169,8 @@ fn throughput(bench: &mut Bench, report: &mut Report) -> Result<()> {
             "client ns -> host A (havip encap in XDP) -> veth underlay (MTU 1600) -> host B \
                (decap in XDP) -> owner ns; generator and counter as in the single-host \
                throughput; paths interleaved in every repetition; kernel path: bridge + vxlan \
-               device per host, static FDB, bridge-nf-call off"
+               device per host, static FDB, bridge-nf-call off; frames on the underlay are \
+               50 bytes longer on the havip and kernel paths (VXLAN) than on the bare one"
         ),
     );
     report.set(KEY_THROUGHPUT, serde_json::Value::Object(paths));
@@ -187,13 +188,19 @@ fn throughput(bench: &mut Bench, report: &mut Report) -> Result<()> {
         3.0,
         vs_kernel,
     );
+    let frame_len = Env::havip_traffic(1).frame().len();
     report.md(
         "Cross-host throughput (client on host A, owner on host B)",
         format!(
             "| path | min pps | median pps | max pps |\n| --- | --- | --- | --- |\n{rows}\n\
-             havip / bare: **{}**, havip / kernel VXLAN bridge: **{}** (medians of this run).\n",
+             havip / bare: **{}**, havip / kernel VXLAN bridge: **{}** (medians of this run).\n\n\
+             Same two XDP hops (hc0 on A, ub on B) and the same {frame_len}-byte frames from the \
+             client; on the underlay wire the havip and kernel VXLAN paths carry {} bytes \
+             (+50: outer Ethernet, IPv4, UDP, VXLAN), the bare redirect {frame_len} (it \
+             encapsulates nothing: the floor of any XDP forwarder on these hops).\n",
             vs_bare.map_or("-".into(), |v| format!("{v:.2}x")),
             vs_kernel.map_or("-".into(), |v| format!("{v:.2}x")),
+            frame_len + havip_common::VXLAN_OVERHEAD,
         ),
     );
     bench.progress.log(format!(
