@@ -306,6 +306,8 @@ pub fn reconcile_with(
                     report.owners_fixed += 1;
                 }
                 sync_members(&table, &view, h, &mut report)?;
+                // Members may have moved or been freed in place.
+                table.refresh_copy(view.pos);
                 settle_owner(maps, &table, h, remote, &mut report)?;
             }
         }
