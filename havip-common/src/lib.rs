@@ -86,6 +86,22 @@ pub struct PortInfo {
     /// Source MAC written on frames forwarded to a HaVip owner.
     pub gateway_mac: [u8; 6],
     pub _pad: [u8; 2],
+    pub _pad2: u32,
+    /// Summary of the HaVip addresses of the port's vSwitch: the OR of
+    /// [`havip_filter_bits`] over them (a 64-bit Bloom filter). An address
+    /// whose bits are not all set is no HaVip of the vSwitch, so the source
+    /// check needs no table probe for it. Always a superset: the agent sets
+    /// a HaVip's bits before it places the HaVip and clears them only after
+    /// it removed it.
+    pub havip_filter: u64,
+}
+
+/// The two bits of `addr` in [`PortInfo::havip_filter`] (a multiplicative
+/// hash of the address: the top 6 bits and the 6 below them).
+#[inline(always)]
+pub const fn havip_filter_bits(addr: [u8; 4]) -> u64 {
+    let h = u32::from_ne_bytes(addr).wrapping_mul(0x9E37_79B1);
+    (1u64 << (h >> 26)) | (1u64 << ((h >> 20) & 63))
 }
 
 /// A HaVip address inside one vSwitch (the key of `HAVIP_TABLE`).
@@ -391,7 +407,7 @@ pub const fn virtual_mac(addr: [u8; 4]) -> [u8; 6] {
 
 // No hidden padding: every size is the sum of its fields.
 const _: () = {
-    assert!(core::mem::size_of::<PortInfo>() == 20);
+    assert!(core::mem::size_of::<PortInfo>() == 32);
     assert!(core::mem::size_of::<HavipKey>() == 8);
     assert!(core::mem::size_of::<HavipEntry>() == 16);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
