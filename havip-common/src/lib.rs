@@ -269,7 +269,7 @@ pub mod owner_copy {
         if member == 0 || member > 0xf || ifindex == 0 || ifindex >= MAX_PORTS {
             return 0;
         }
-        let low = ((member as u16) << 12) | ifindex as u16;
+        let low = (member << 12) | ifindex as u16;
         let l = low.to_le_bytes();
         u64::from_le_bytes([l[0], l[1], mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
     }
