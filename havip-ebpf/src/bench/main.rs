@@ -503,17 +503,19 @@ fn find_slot(key: &HavipKey) -> Option<&'static Slot> {
     None
 }
 
-/// The array sketch's forward path; `source_probe`: also probe the table
+/// The array sketch's forward path; `SOURCE_PROBE`: also probe the table
 /// for the source address first, as the product's source check does for
 /// every frame from an instance port (the client is no HaVip: the probe
-/// ends at an empty slot); `handled`: also count `HANDLED[Forwarded]`.
+/// ends at an empty slot); `HANDLED`: also count `HANDLED[Forwarded]`.
+/// Const parameters, so each program gets its own inlined copy (runtime
+/// flags made LLVM share the body as one BPF-to-BPF subprogram).
 #[inline(always)]
-fn array_forward(ctx: &XdpContext, source_probe: bool, handled: bool) -> u32 {
+fn array_forward<const SOURCE_PROBE: bool, const HANDLED: bool>(ctx: &XdpContext) -> u32 {
     let len = frame_len(ctx);
     run(|| {
         let (frame, ip) = ipv4(ctx)?;
         let port = array_port(ctx)?;
-        if source_probe && find_slot(&havip_key(port, ip.saddr)).is_some() {
+        if SOURCE_PROBE && find_slot(&havip_key(port, ip.saddr)).is_some() {
             return Err(xdp_action::XDP_DROP);
         }
         let slot = find_slot(&havip_key(port, ip.daddr)).ok_or(xdp_action::XDP_PASS)?;
@@ -525,7 +527,7 @@ fn array_forward(ctx: &XdpContext, source_probe: bool, handled: bool) -> u32 {
             return Err(xdp_action::XDP_DROP);
         }
         rewrite(&frame, &member.mac, &port.gateway_mac);
-        Ok(redirect_counted(member.ifindex, havip_id, len, handled))
+        Ok(redirect_counted(member.ifindex, havip_id, len, HANDLED))
     })
 }
 
@@ -536,20 +538,20 @@ fn array_forward(ctx: &XdpContext, source_probe: bool, handled: bool) -> u32 {
 /// capacity); the owner is an index into a members array.
 #[xdp]
 pub fn lad_sketch_array(ctx: XdpContext) -> u32 {
-    array_forward(&ctx, false, false)
+    array_forward::<false, false>(&ctx)
 }
 
 /// The array sketch + the source check's table probe on the source address.
 #[xdp]
 pub fn lad6_source_probe(ctx: XdpContext) -> u32 {
-    array_forward(&ctx, true, false)
+    array_forward::<true, false>(&ctx)
 }
 
 /// The array sketch + source probe + `HANDLED[Forwarded]` (the product
 /// counts every frame by its outcome).
 #[xdp]
 pub fn lad7_handled(ctx: XdpContext) -> u32 {
-    array_forward(&ctx, true, true)
+    array_forward::<true, true>(&ctx)
 }
 
 #[cfg(not(test))]
