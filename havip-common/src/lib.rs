@@ -99,6 +99,22 @@ pub struct PortInfo {
     /// Source MAC written on frames forwarded to a HaVip owner.
     pub gateway_mac: [u8; 6],
     pub _pad: [u8; 2],
+    pub _pad2: u32,
+    /// Summary of the HaVip addresses of the port's vSwitch: the OR of
+    /// [`havip_filter_bits`] over them (a 64-bit Bloom filter). An address
+    /// whose bits are not all set is no HaVip of the vSwitch, so the source
+    /// check needs no table probe for it. Always a superset: the agent sets
+    /// a HaVip's bits before it places the HaVip and clears them only after
+    /// it removed it.
+    pub havip_filter: u64,
+}
+
+/// The two bits of `addr` in [`PortInfo::havip_filter`] (a multiplicative
+/// hash of the address: the top 6 bits and the 6 below them).
+#[inline(always)]
+pub const fn havip_filter_bits(addr: [u8; 4]) -> u64 {
+    let h = u32::from_ne_bytes(addr).wrapping_mul(0x9E37_79B1);
+    (1u64 << (h >> 26)) | (1u64 << ((h >> 20) & 63))
 }
 
 /// A HaVip address inside one vSwitch (the key of `HAVIP_TABLE`).
@@ -219,8 +235,11 @@ pub struct BindingEntry {
 }
 
 /// `HAVIP_TABLE` slot: one HaVip, placed by the agent by open addressing
-/// from [`table_hash`] of its key. 32 bytes, two per cache line; the owner
-/// is one aligned 8-byte word, so a reader sees one whole owner.
+/// from [`table_hash`] of its key. 64 bytes, one cache line (the array's
+/// value area is page aligned): the forward path to a local owner reads
+/// this line only. The owner is one aligned 8-byte word, so a reader sees
+/// one whole owner; `owner_copy` caches that owner's port and MAC in one
+/// more aligned word (see [`owner_copy`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HavipSlot {
@@ -236,6 +255,48 @@ pub struct HavipSlot {
     /// `bpf_ktime_get_ns` of the last claim (hold time); 0 if set by the
     /// control plane.
     pub changed_ns: u64,
+    /// [`owner_copy`]: port and MAC of a local member, tagged with its
+    /// member index. Written (one store) before the owner word by whoever
+    /// switches the owner to that member, and by the agent when it
+    /// rewrites that member.
+    pub owner_copy: u64,
+    pub _reserved: [u64; 3],
+}
+
+/// [`HavipSlot::owner_copy`]: `mac << 16 | member << 12 | ifindex` in
+/// little-endian byte order (so the MAC is bytes 2..8 of the word):
+/// `member` is the member index + 1 (1..=15, as in the owner word),
+/// `ifindex` a local port below [`MAX_PORTS`]. 0 = no copy.
+///
+/// A reader takes the copy only if its member equals the member of the
+/// owner word it read: then the port and MAC come from one store of that
+/// member's data, never two members mixed. Otherwise (no copy, another
+/// member's, a remote owner, a port at or above `MAX_PORTS`) it reads the
+/// member from `HAVIP_MEMBERS` as before.
+pub mod owner_copy {
+    use crate::MAX_PORTS;
+
+    /// The copy of member `member` (index + 1) at `ifindex` with `mac`; 0
+    /// when it cannot be expressed (no member, port out of range).
+    pub const fn pack(member: u16, ifindex: u32, mac: [u8; 6]) -> u64 {
+        if member == 0 || member > 0xf || ifindex == 0 || ifindex >= MAX_PORTS {
+            return 0;
+        }
+        let low = (member << 12) | ifindex as u16;
+        let l = low.to_le_bytes();
+        u64::from_le_bytes([l[0], l[1], mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+    }
+    /// Member index + 1 the copy is of; 0 = no copy.
+    pub const fn member(copy: u64) -> u16 {
+        ((copy >> 12) & 0xf) as u16
+    }
+    pub const fn ifindex(copy: u64) -> u32 {
+        (copy & 0xfff) as u32
+    }
+    pub const fn mac(copy: u64) -> [u8; 6] {
+        let b = copy.to_le_bytes();
+        [b[2], b[3], b[4], b[5], b[6], b[7]]
+    }
 }
 
 /// [`HavipSlot::state`].
@@ -359,7 +420,7 @@ pub const fn virtual_mac(addr: [u8; 4]) -> [u8; 6] {
 
 // No hidden padding: every size is the sum of its fields.
 const _: () = {
-    assert!(core::mem::size_of::<PortInfo>() == 20);
+    assert!(core::mem::size_of::<PortInfo>() == 32);
     assert!(core::mem::size_of::<HavipKey>() == 8);
     assert!(core::mem::size_of::<HavipEntry>() == 16);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
@@ -373,7 +434,8 @@ const _: () = {
     assert!(core::mem::size_of::<Event>() == 64);
     assert!(core::mem::size_of::<VpcAddrKey>() == 8);
     assert!(core::mem::size_of::<DevMapValue>() == 8);
-    assert!(core::mem::size_of::<HavipSlot>() == 32);
+    assert!(core::mem::size_of::<HavipSlot>() == 64);
+    assert!(MAX_PORTS <= 1 << 12 && MEMBERS_PER_HAVIP <= 0xf);
     assert!(core::mem::size_of::<Member>() == 16);
     assert!(TABLE_SLOTS.is_power_of_two());
 };

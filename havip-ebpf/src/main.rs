@@ -25,7 +25,10 @@ use crate::{
 };
 
 /// Runs on every host port (instance taps and the uplink) before the bridge.
+/// Inlined into the entry point the macro generates (else every frame pays
+/// a BPF-to-BPF call into this body).
 #[xdp]
+#[inline(always)]
 pub fn havip_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match try_havip_xdp(&ctx) {

@@ -22,10 +22,11 @@ use aya_ebpf::{
 };
 use havip_common::vxlan::{self, Slot, VniSlot, VtepSlot};
 use havip_common::{
-    catalogue, owner_word, slot_state, table_hash, virtual_mac, BindingEntry, BindingKey,
-    DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry, HavipKey, HavipSlot, Member,
-    OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter, VpcAddrKey, VtepConfig,
-    VtepEntry, MAX_PORTS, MAX_PROBES, MAX_VSWITCHES, MEMBERS_PER_HAVIP, TABLE_SLOTS,
+    catalogue, owner_copy, owner_flags, owner_word, slot_state, table_hash, virtual_mac,
+    BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry,
+    HavipKey, HavipSlot, Member, OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter,
+    VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS, MAX_PROBES, MAX_VSWITCHES, MEMBERS_PER_HAVIP,
+    TABLE_SLOTS,
 };
 
 pub use crate::counter::count;
@@ -144,15 +145,43 @@ impl Havip {
         unsafe { read_volatile(&raw const (*self.slot).changed_ns) }
     }
 
-    /// Switches the owner: `changed_ns` first, then the word with one
-    /// aligned 8-byte store (a reader sees the old owner or the new one).
+    /// Switches the owner: `changed_ns` and the owner copy `copy` first
+    /// (see [`owner_copy`]), then the word with one aligned 8-byte store (a
+    /// reader sees the old owner or the new one).
     #[inline(always)]
-    pub fn set_owner(&self, word: u64, changed_ns: u64) {
+    pub fn set_owner(&self, word: u64, changed_ns: u64, copy: u64) {
         // SAFETY: as `owner_word`.
         unsafe {
             write_volatile(&raw mut (*self.slot).changed_ns, changed_ns);
+            write_volatile(&raw mut (*self.slot).owner_copy, copy);
             write_volatile(&raw mut (*self.slot).owner, word);
         }
+    }
+
+    /// The current owner's port and MAC for the forward path: the owner
+    /// word (one load), then the owner copy in the same cache line (one
+    /// load), used only if it is of the member the word names (so port and
+    /// MAC are one member's, from one store); else the member is read
+    /// from `HAVIP_MEMBERS` ([`Havip::owner_from`]).
+    #[inline(always)]
+    pub fn owner(&self) -> OwnerEntry {
+        let word = self.owner_word();
+        // SAFETY: as `owner_word`.
+        let copy = unsafe { read_volatile(&raw const (*self.slot).owner_copy) };
+        let member = owner_word::member(word);
+        if member != 0 && owner_copy::member(copy) == member {
+            return OwnerEntry {
+                epoch: u64::from(owner_word::epoch(word)),
+                changed_ns: 0,
+                havip_id: self.id,
+                ifindex: owner_copy::ifindex(copy),
+                mac: owner_copy::mac(copy),
+                flags: owner_word::flags(word) & !owner_flags::REMOTE,
+                vtep: [0; 4],
+                _pad: [0; 4],
+            };
+        }
+        self.owner_from(word)
     }
 
     /// Member `index` of this HaVip (copied).

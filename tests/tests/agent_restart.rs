@@ -451,3 +451,35 @@ fn outcome_counters_of_another_shape_are_refused() {
     assert!(err.contains("HANDLED") && err.contains("teardown"), "{err}");
     assert!(!pins.0.join("HAVIP_TABLE").exists(), "nothing created");
 }
+
+/// The HaVip table of the previous slot layout (32-byte slots, no owner
+/// copy) left pinned by an older agent: refused with the teardown advice,
+/// never adopted (its owner words would be read with garbage copies), and
+/// nothing else created or removed.
+#[test]
+fn havip_table_of_the_32_byte_slot_layout_is_refused() {
+    use havip_common::{catalogue, TABLE_SLOTS};
+    let pins = OldPins::new("slots32");
+    let array = 2;
+    pin_map_of(
+        array,
+        &pins.0.join("HAVIP_TABLE"),
+        4,
+        32,
+        TABLE_SLOTS,
+        catalogue::MMAPABLE,
+    );
+    let err = match Dataplane::load(&pins.0) {
+        Ok(_) => panic!("a HAVIP_TABLE of 32-byte slots was adopted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("HAVIP_TABLE") && err.contains("value 32") && err.contains("teardown"),
+        "{err}"
+    );
+    assert!(
+        pins.0.join("HAVIP_TABLE").exists(),
+        "the old table left as it was"
+    );
+    assert!(!pins.0.join("HAVIP_MEMBERS").exists(), "nothing created");
+}

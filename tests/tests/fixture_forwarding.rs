@@ -188,3 +188,62 @@ fn redirect_to_a_port_missing_from_tx_ports_is_dropped() {
         "a refused redirect is not a forwarded frame"
     );
 }
+
+/// The slot's owner copy (port and MAC cached beside the owner word, so a
+/// forwarded frame reads one cache line) is the owner's member's after the
+/// agent set the owner and after a claim; a copy of another member than
+/// the word names is never used (the member is read instead).
+#[test]
+fn the_owner_copy_is_used_only_for_the_member_the_word_names() {
+    use havip_common::{owner_copy, owner_word};
+    let mut bed = TestBed::new();
+    let table = std::sync::Arc::clone(&bed.dp.maps.table);
+    let copy_of = || {
+        let view = table
+            .find(&key(VSWITCH, HAVIP_A))
+            .expect("HaVip A in the table");
+        let copy = table.owner_copy(view.pos);
+        assert_eq!(
+            owner_copy::member(copy),
+            owner_word::member(view.word),
+            "the copy names the owner word's member"
+        );
+        (view, owner_copy::ifindex(copy), owner_copy::mac(copy))
+    };
+    let (view, ifindex, mac) = copy_of();
+    assert_eq!((ifindex, mac), (bed.ifindex(Port::Owner), OWNER_MAC));
+
+    // A foreign copy (another member index, a port and MAC of nobody's).
+    let other = if owner_word::member(view.word) == 1 {
+        2
+    } else {
+        1
+    };
+    let foreign = owner_copy::pack(other, bed.ifindex(Port::Unknown), MULTICAST_MAC);
+    table.set_owner_copy(view.pos, foreign);
+    bed.check(&[redirect_to_owner(
+        "a copy of another member is ignored",
+        Port::Client,
+        udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A),
+    )]);
+
+    // A claim by the standby writes its own copy before the owner word.
+    let claim = garp(STANDBY_MAC, HAVIP_A);
+    bed.run(Port::Standby, &claim);
+    let owner = bed.owner(HAVIP_A);
+    assert_eq!(
+        (owner.ifindex, owner.mac),
+        (bed.ifindex(Port::Standby), STANDBY_MAC),
+        "the standby's claim is accepted"
+    );
+    let (_, ifindex, mac) = copy_of();
+    assert_eq!((ifindex, mac), (bed.ifindex(Port::Standby), STANDBY_MAC));
+    let to_a = udp(vmac(HAVIP_A), CLIENT_MAC, CLIENT_IP, HAVIP_A);
+    let out = rewritten(&to_a, STANDBY_MAC, GATEWAY_MAC);
+    bed.check(&[Case::redirect(
+        "after the claim, to the standby",
+        Port::Client,
+        to_a.bytes(),
+        out,
+    )]);
+}

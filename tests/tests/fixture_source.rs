@@ -3,7 +3,10 @@
 //! bound member (port and bound MAC); on the uplink, IPv4 to a HaVip is
 //! forwarded only when addressed to us (virtual, gateway or owner MAC).
 
-use havip_common::{DropReason, Handled};
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use havip::dataplane::DesiredHavip;
+use havip_common::{havip_filter_bits, DropReason, Handled, MAX_PORTS};
 use havip_tests::{bed::*, fixtures::*, Case, Port, TestBed};
 
 #[test]
@@ -74,4 +77,72 @@ fn uplink_forwards_only_frames_addressed_to_us() {
         4,
         "HAVIP_STATS counts the redirected frames only"
     );
+}
+
+/// The ports' HaVip filter (`PortInfo::havip_filter`) clears most sources
+/// with no table probe, so it must hold the bits of every HaVip of the
+/// port's vSwitch: after the bed's reconcile, after a HaVip is added (its
+/// spoof is refused right away) and after one is removed (its bits go, and
+/// its address is anyone's again).
+#[test]
+fn port_filters_hold_exactly_the_havips_of_their_vswitch() {
+    const NEW: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 77);
+    let mut bed = TestBed::new();
+    let expect_filters = |bed: &TestBed| {
+        let mut want = BTreeMap::<u32, u64>::new();
+        for h in &bed.desired.havips {
+            *want.entry(h.key.vswitch_id).or_default() |= havip_filter_bits(h.key.addr);
+        }
+        for p in &bed.desired.ports {
+            let info = if p.ifindex < MAX_PORTS {
+                bed.dp.maps.ports.get(&p.ifindex, 0)
+            } else {
+                bed.dp.maps.ports_high.get(&p.ifindex, 0)
+            }
+            .expect("the port's PORTS entry");
+            assert_eq!(
+                info.havip_filter,
+                want.get(&p.vswitch_id).copied().unwrap_or(0),
+                "HaVip filter of port {} (vSwitch {})",
+                p.ifindex,
+                p.vswitch_id
+            );
+        }
+    };
+    expect_filters(&bed);
+    assert!(
+        bed.desired
+            .havips
+            .iter()
+            .any(|h| h.key.vswitch_id == VSWITCH),
+        "the bed has HaVips in vSwitch 1: its filter is not empty"
+    );
+
+    let standby = bed.binding(Port::Standby, STANDBY_MAC);
+    bed.reconcile_with(|d| {
+        d.havips.push(DesiredHavip {
+            key: key(VSWITCH, NEW),
+            vpc_id: 1,
+            id: 9,
+            virtual_mac: vmac(NEW),
+            bindings: vec![standby],
+            initial_owner: None,
+        })
+    });
+    expect_filters(&bed);
+    let from_new = || udp(STANDBY_MAC, CLIENT_MAC, NEW, STANDBY_IP).bytes();
+    bed.check(&[Case::drop(
+        "unbound client sends from the HaVip just added",
+        Port::Client,
+        from_new(),
+        DropReason::SrcHavipUnbound,
+    )]);
+
+    bed.reconcile_with(|d| d.havips.retain(|h| h.key.addr != NEW.octets()));
+    expect_filters(&bed);
+    bed.check(&[Case::pass(
+        "the removed HaVip's address is no HaVip any more",
+        Port::Client,
+        from_new(),
+    )]);
 }

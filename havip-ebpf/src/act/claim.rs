@@ -1,12 +1,13 @@
 //! An authorised claim: switch the owner in the kernel, then tell the agent.
 
 use aya_ebpf::programs::XdpContext;
-use havip_common::{DropReason, Handled, HavipKey, OwnerEntry};
+use havip_common::{owner_copy, owner_word, DropReason, Handled, HavipKey, OwnerEntry};
 
 use crate::{events, maps::Havip};
 
 /// Stores the owner word `word` (decided by `policy::claim`, decoded as
-/// `next`) in the HaVip's slot: one aligned 8-byte store, so a forward-path
+/// `next`) in the HaVip's slot, after the copy of the claimer's port and
+/// MAC (`owner_copy`): one aligned 8-byte store each, so a forward-path
 /// reader on another CPU sees the old owner or the new one, whole. No
 /// compare-and-swap here: two claims for one HaVip on two CPUs in the same
 /// instant both write epoch + 1 and the last store wins (both reported);
@@ -20,7 +21,11 @@ pub fn take_over(
     current: &OwnerEntry,
     next: &OwnerEntry,
 ) -> Result<Handled, DropReason> {
-    havip.set_owner(word, next.changed_ns);
+    havip.set_owner(
+        word,
+        next.changed_ns,
+        owner_copy::pack(owner_word::member(word), next.ifindex, next.mac),
+    );
     events::owner_changed(ctx, key, current, next);
     Ok(Handled::ClaimAccepted)
 }

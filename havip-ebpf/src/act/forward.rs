@@ -43,11 +43,12 @@ pub fn to_havip(
     daddr: [u8; 4],
 ) -> Result<Handled, DropReason> {
     // The owner word is read with one load: one whole owner, never two
-    // mixed (see `maps::find_havip`). Its member is copied at once.
+    // mixed (see `maps::find_havip`); its port and MAC from the slot's
+    // owner copy or its member, copied at once (`Havip::owner`).
     let Some(havip) = find_havip(key) else {
         return Ok(Handled::Passed);
     };
-    let owner = havip.owner_from(havip.owner_word());
+    let owner = havip.owner();
     let (owner_ifindex, owner_mac, havip_id) = (owner.ifindex, owner.mac, owner.havip_id);
     let (remote, vtep) = (owner.is_remote(), owner.vtep);
     if frame.dst_is_group() {

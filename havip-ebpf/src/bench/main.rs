@@ -234,15 +234,21 @@ const FORWARDED: u32 = 2;
 type Verdict = u32;
 
 /// The product's parse of an IPv4 frame: the Ethernet header (one optional
-/// tag) and the destination address; `XDP_PASS` for anything else.
+/// tag) and the addresses; `XDP_PASS` for anything else.
 #[inline(always)]
-fn ipv4_daddr(ctx: &XdpContext) -> Result<(Frame, [u8; 4]), Verdict> {
+fn ipv4(ctx: &XdpContext) -> Result<(Frame, parse::ipv4::Addrs), Verdict> {
     let frame = parse::eth::parse(ctx).ok_or(xdp_action::XDP_PASS)?;
     if frame.ether_type != parse::eth::ETH_P_IP {
         return Err(xdp_action::XDP_PASS);
     }
     let ip = parse::ipv4::addresses(ctx, frame.l3_offset).ok_or(xdp_action::XDP_PASS)?;
-    Ok((frame, ip.daddr))
+    Ok((frame, ip))
+}
+
+/// [`ipv4`], destination address only.
+#[inline(always)]
+fn ipv4_daddr(ctx: &XdpContext) -> Result<(Frame, [u8; 4]), Verdict> {
+    ipv4(ctx).map(|(frame, ip)| (frame, ip.daddr))
 }
 
 /// The ingress port from the `PORTS`-like hash (the product's lookup);
@@ -478,33 +484,41 @@ fn slot_hash(key: &HavipKey) -> u32 {
     h ^ (h >> 15)
 }
 
-/// A forward path with no hash-map helper call at all (a proposal, not the
-/// product): `PORTS` and a HaVip table both in arrays, whose lookups the
-/// verifier inlines; the HaVip table is open addressing on a multiplicative
-/// hash computed in the program (at most 4 probes, table twice the HaVip
-/// capacity); the owner is an index into a members array.
-#[xdp]
-pub fn lad_sketch_array(ctx: XdpContext) -> u32 {
-    let len = frame_len(&ctx);
-    run(|| {
-        let (frame, port, key) = array_path(&ctx)?;
-        let h = slot_hash(&key);
-        let mut found: Option<&Slot> = None;
-        for i in 0..PROBES {
-            let Some(slot) = LAD_SLOTS.get(h.wrapping_add(i) & SLOT_MASK) else {
-                break;
-            };
-            if slot.key.vswitch_id == key.vswitch_id
-                && u32::from_ne_bytes(slot.key.addr) == u32::from_ne_bytes(key.addr)
-            {
-                found = Some(slot);
-                break;
-            }
-            if slot.key.vswitch_id == 0 {
-                break;
-            }
+/// The slot of `key` in `LAD_SLOTS` (at most `PROBES` probes, stopping at
+/// an empty slot).
+#[inline(always)]
+fn find_slot(key: &HavipKey) -> Option<&'static Slot> {
+    let h = slot_hash(key);
+    for i in 0..PROBES {
+        let slot = LAD_SLOTS.get(h.wrapping_add(i) & SLOT_MASK)?;
+        if slot.key.vswitch_id == key.vswitch_id
+            && u32::from_ne_bytes(slot.key.addr) == u32::from_ne_bytes(key.addr)
+        {
+            return Some(slot);
         }
-        let slot = found.ok_or(xdp_action::XDP_PASS)?;
+        if slot.key.vswitch_id == 0 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The array sketch's forward path; `SOURCE_PROBE`: also probe the table
+/// for the source address first, as the product's source check does for
+/// every frame from an instance port (the client is no HaVip: the probe
+/// ends at an empty slot); `HANDLED`: also count `HANDLED[Forwarded]`.
+/// Const parameters, so each program gets its own inlined copy (runtime
+/// flags made LLVM share the body as one BPF-to-BPF subprogram).
+#[inline(always)]
+fn array_forward<const SOURCE_PROBE: bool, const HANDLED: bool>(ctx: &XdpContext) -> u32 {
+    let len = frame_len(ctx);
+    run(|| {
+        let (frame, ip) = ipv4(ctx)?;
+        let port = array_port(ctx)?;
+        if SOURCE_PROBE && find_slot(&havip_key(port, ip.saddr)).is_some() {
+            return Err(xdp_action::XDP_DROP);
+        }
+        let slot = find_slot(&havip_key(port, ip.daddr)).ok_or(xdp_action::XDP_PASS)?;
         // SAFETY: one aligned 4-byte load: a concurrent claim is seen whole.
         let member_index = unsafe { core::ptr::read_volatile(&slot.member) };
         let havip_id = slot.havip_id;
@@ -513,8 +527,31 @@ pub fn lad_sketch_array(ctx: XdpContext) -> u32 {
             return Err(xdp_action::XDP_DROP);
         }
         rewrite(&frame, &member.mac, &port.gateway_mac);
-        Ok(redirect_counted(member.ifindex, havip_id, len, false))
+        Ok(redirect_counted(member.ifindex, havip_id, len, HANDLED))
     })
+}
+
+/// A forward path with no hash-map helper call at all (a proposal, not the
+/// product): `PORTS` and a HaVip table both in arrays, whose lookups the
+/// verifier inlines; the HaVip table is open addressing on a multiplicative
+/// hash computed in the program (at most 4 probes, table twice the HaVip
+/// capacity); the owner is an index into a members array.
+#[xdp]
+pub fn lad_sketch_array(ctx: XdpContext) -> u32 {
+    array_forward::<false, false>(&ctx)
+}
+
+/// The array sketch + the source check's table probe on the source address.
+#[xdp]
+pub fn lad6_source_probe(ctx: XdpContext) -> u32 {
+    array_forward::<true, false>(&ctx)
+}
+
+/// The array sketch + source probe + `HANDLED[Forwarded]` (the product
+/// counts every frame by its outcome).
+#[xdp]
+pub fn lad7_handled(ctx: XdpContext) -> u32 {
+    array_forward::<true, true>(&ctx)
 }
 
 #[cfg(not(test))]

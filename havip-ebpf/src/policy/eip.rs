@@ -67,7 +67,7 @@ pub fn outbound(
     let snat = maps::eip_of(&key)?;
     // One load of the owner word: one whole owner (see `maps::find_havip`).
     let havip = maps::find_havip(&key)?;
-    let owner = havip.owner_from(havip.owner_word());
+    let owner = havip.owner();
     let (owner_ifindex, owner_mac, remote) = (owner.ifindex, owner.mac, owner.is_remote());
     if remote || owner_ifindex != ifindex || !mac_eq(&owner_mac, &frame.src()) {
         return None;

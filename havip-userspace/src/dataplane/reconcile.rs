@@ -14,8 +14,8 @@ pub use vxlan::{install_remote_owner, local_owner, Installed};
 use std::collections::{BTreeMap, BTreeSet};
 
 use havip_common::{
-    names, owner_flags, owner_word, BindingEntry, BindingKey, HavipKey, Member, PortInfo,
-    TrafficCounter, VpcAddrKey, MAX_PORTS, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
+    havip_filter_bits, names, owner_flags, owner_word, BindingEntry, BindingKey, HavipKey, Member,
+    PortInfo, TrafficCounter, VpcAddrKey, MAX_PORTS, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
 };
 
 use super::{
@@ -122,23 +122,16 @@ pub fn reconcile_with(
 ) -> Result<ReconcileReport, ReconcileError> {
     let mut report = ReconcileReport::default();
 
+    // The HaVip table as it is now: until the table pass below is done, the
+    // ports' HaVip filters cover these and the wanted HaVips (a superset of
+    // what the program can find at any moment of the pass).
+    let table = std::sync::Arc::clone(&maps.table);
+    let used = table.used();
+    let want_keys: BTreeSet<HavipKey> = desired.havips.iter().map(|h| h.key).collect();
+    let filters = havip_filters(want_keys.iter().chain(used.iter().map(|v| &v.key)));
+
     // Ports and redirect targets.
-    let want_ports: BTreeMap<u32, PortInfo> = desired
-        .ports
-        .iter()
-        .map(|p| {
-            (
-                p.ifindex,
-                PortInfo {
-                    vswitch_id: p.vswitch_id,
-                    vpc_id: p.vpc_id,
-                    flags: p.flags,
-                    gateway_mac: p.gateway_mac,
-                    _pad: [0; 2],
-                },
-            )
-        })
-        .collect();
+    let want_ports = port_infos(desired, &filters);
     // Ports below MAX_PORTS live in the PORTS array (an all-zero entry is
     // no port), the rest in PORTS_HIGH.
     let have_low: Vec<(u32, PortInfo)> = maps
@@ -165,21 +158,7 @@ pub fn reconcile_with(
             report.ports_removed += 1;
         }
     }
-    for (ifindex, info) in &want_ports {
-        if *ifindex < MAX_PORTS {
-            if maps.ports.get(ifindex, 0).ok().as_ref() != Some(info) {
-                maps.ports
-                    .set(*ifindex, info, 0)
-                    .map_err(err(names::PORTS))?;
-                report.ports_set += 1;
-            }
-        } else if maps.ports_high.get(ifindex, 0).ok().as_ref() != Some(info) {
-            maps.ports_high
-                .insert(ifindex, info, 0)
-                .map_err(err(names::PORTS_HIGH))?;
-            report.ports_set += 1;
-        }
-    }
+    set_ports(maps, &want_ports, &mut report)?;
     let want_tx: BTreeSet<u32> = want_ports
         .keys()
         .filter(|i| !no_redirect.contains(i))
@@ -268,9 +247,7 @@ pub fn reconcile_with(
     let vtep_ifindex = desired.vxlan.local.map_or(0, |l| l.ifindex);
 
     // The HaVip table: slots, members, owner words.
-    let want_keys: BTreeSet<HavipKey> = desired.havips.iter().map(|h| h.key).collect();
-    let table = std::sync::Arc::clone(&maps.table);
-    for view in table.used() {
+    for view in &used {
         if !want_keys.contains(&view.key) {
             table.remove(view.pos);
             for i in 0..MEMBERS_PER_HAVIP {
@@ -306,9 +283,17 @@ pub fn reconcile_with(
                     report.owners_fixed += 1;
                 }
                 sync_members(&table, &view, h, &mut report)?;
+                // Members may have moved or been freed in place.
+                table.refresh_copy(view.pos);
                 settle_owner(maps, &table, h, remote, &mut report)?;
             }
         }
+    }
+
+    // The table holds the wanted HaVips only now: the filters narrow.
+    let narrowed = havip_filters(want_keys.iter());
+    if narrowed != filters {
+        set_ports(maps, &port_infos(desired, &narrowed), &mut report)?;
     }
 
     // Bindings last: a port is a member before a claim from it can pass
@@ -327,6 +312,61 @@ pub fn reconcile_with(
         .set(0, desired.config, 0)
         .map_err(err(names::CONFIG))?;
     Ok(report)
+}
+
+/// Each vSwitch's HaVip filter (`PortInfo::havip_filter`) over `keys`.
+fn havip_filters<'a>(keys: impl Iterator<Item = &'a HavipKey>) -> BTreeMap<u32, u64> {
+    let mut filters = BTreeMap::new();
+    for key in keys {
+        *filters.entry(key.vswitch_id).or_insert(0) |= havip_filter_bits(key.addr);
+    }
+    filters
+}
+
+/// The `PORTS` values of the desired ports, with their vSwitch's filter.
+fn port_infos(desired: &Desired, filters: &BTreeMap<u32, u64>) -> BTreeMap<u32, PortInfo> {
+    desired
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                p.ifindex,
+                PortInfo {
+                    vswitch_id: p.vswitch_id,
+                    vpc_id: p.vpc_id,
+                    flags: p.flags,
+                    gateway_mac: p.gateway_mac,
+                    havip_filter: filters.get(&p.vswitch_id).copied().unwrap_or(0),
+                    ..PortInfo::default()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Writes the entries of `want` that differ from `PORTS`/`PORTS_HIGH`
+/// (below `MAX_PORTS` in the array, the rest in the hash).
+fn set_ports(
+    maps: &mut Maps,
+    want: &BTreeMap<u32, PortInfo>,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
+    for (ifindex, info) in want {
+        if *ifindex < MAX_PORTS {
+            if maps.ports.get(ifindex, 0).ok().as_ref() != Some(info) {
+                maps.ports
+                    .set(*ifindex, info, 0)
+                    .map_err(err(names::PORTS))?;
+                report.ports_set += 1;
+            }
+        } else if maps.ports_high.get(ifindex, 0).ok().as_ref() != Some(info) {
+            maps.ports_high
+                .insert(ifindex, info, 0)
+                .map_err(err(names::PORTS_HIGH))?;
+            report.ports_set += 1;
+        }
+    }
+    Ok(())
 }
 
 /// A HaVip new to the table: its stats slot zeroed (it may have served a

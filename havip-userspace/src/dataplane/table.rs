@@ -1,5 +1,5 @@
 //! The HaVip table as the agent sees it: `HAVIP_TABLE` (open addressing over
-//! (vSwitch, address), 32-byte slots with the owner word) and
+//! (vSwitch, address), 64-byte slots with the owner word and its copy) and
 //! `HAVIP_MEMBERS` (members by HaVip id), both `BPF_F_MMAPABLE` arrays
 //! mapped into the agent's memory.
 //!
@@ -10,6 +10,11 @@
 //! ([`HavipTable::cas_owner`]): it moves an owner only from the word its
 //! decision was made on, and a claim stored meanwhile makes the swap fail.
 //! Member and binding updates never touch the owner word.
+//!
+//! The slot's owner copy (`owner_copy`: port and MAC of the member the word
+//! names, tagged with its index) is written before every owner word the
+//! agent stores, and again ([`HavipTable::refresh_copy`]) after members are
+//! rewritten, so a copy naming member `i` always holds member `i`'s data.
 //!
 //! [`HavipMap`] and [`OwnerMap`] give the table the shape of the two hash
 //! maps it replaced (`HAVIPS`, `OWNERS`): `get`, `iter`, `keys` by key.
@@ -26,8 +31,8 @@ use std::{
 
 use aya::maps::{MapData, MapError};
 use havip_common::{
-    owner_flags, owner_word, slot_state, table_hash, virtual_mac, HavipEntry, HavipKey, HavipSlot,
-    Member, OwnerEntry, MAX_HAVIPS, MAX_PROBES, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
+    owner_copy, owner_flags, owner_word, slot_state, table_hash, virtual_mac, HavipEntry, HavipKey,
+    HavipSlot, Member, OwnerEntry, MAX_HAVIPS, MAX_PROBES, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
     TABLE_SLOTS,
 };
 
@@ -156,8 +161,46 @@ impl HavipTable {
     }
 
     fn word(&self, pos: u32) -> &AtomicU64 {
-        // SAFETY: aligned u64 (slots are 32 bytes from a page boundary).
+        // SAFETY: aligned u64 (slots are 64 bytes from a page boundary).
         unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(pos)).owner) }
+    }
+
+    fn copy(&self, pos: u32) -> &AtomicU64 {
+        // SAFETY: as `word`.
+        unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(pos)).owner_copy) }
+    }
+
+    /// The owner copy for `word` of HaVip `id`: its local member's port
+    /// and MAC; 0 for no owner, a remote owner or a port beyond the copy.
+    fn copy_for(&self, id: u32, word: u64) -> u64 {
+        let index = owner_word::member(word);
+        if index == 0 {
+            return 0;
+        }
+        let m = self.member(id, u32::from(index) - 1);
+        if m.flags & owner_flags::REMOTE != 0 {
+            return 0;
+        }
+        owner_copy::pack(index, m.ifindex, m.mac)
+    }
+
+    /// Rewrites the owner copy of `pos` from its current owner word and
+    /// members (after members were rewritten in place or freed).
+    pub fn refresh_copy(&self, pos: u32) {
+        // SAFETY: aligned field inside the mapping.
+        let id = unsafe { ptr::read_volatile(&raw const (*self.slot(pos)).id) };
+        let copy = self.copy_for(id, self.owner_word(pos));
+        self.copy(pos).store(copy, Ordering::Release);
+    }
+
+    /// The owner copy of `pos` now (tests, diagnostics).
+    pub fn owner_copy(&self, pos: u32) -> u64 {
+        self.copy(pos).load(Ordering::Acquire)
+    }
+
+    /// Overwrites the owner copy of `pos` (tests: a stale or foreign copy).
+    pub fn set_owner_copy(&self, pos: u32, copy: u64) {
+        self.copy(pos).store(copy, Ordering::Release);
     }
 
     fn read(&self, pos: u32) -> Option<SlotView> {
@@ -224,6 +267,8 @@ impl HavipTable {
             ptr::write_volatile(&raw mut (*p).changed_ns, 0);
             ptr::write_volatile(&raw mut (*p).key, key);
         }
+        self.copy(pos)
+            .store(self.copy_for(id, word), Ordering::Release);
         self.word(pos).store(word, Ordering::Release);
         fence(Ordering::Release);
         self.state(pos).store(slot_state::USED, Ordering::Release);
@@ -236,6 +281,7 @@ impl HavipTable {
         self.state(pos)
             .store(slot_state::TOMBSTONE, Ordering::Release);
         self.word(pos).store(0, Ordering::Release);
+        self.copy(pos).store(0, Ordering::Release);
     }
 
     /// Changes the id of the HaVip in `pos` in place (the owner word stays).
@@ -251,10 +297,22 @@ impl HavipTable {
 
     /// Compare-and-swap of the owner word: `new` only if it still holds
     /// `expected`. A claim stored since `expected` was read makes it fail.
+    /// The owner copy for `new` is written first; if the swap fails, it is
+    /// rewritten for the word that won (a reader meanwhile finds a copy of
+    /// another member than its word names and reads the member instead).
     pub fn cas_owner(&self, pos: u32, expected: u64, new: u64) -> bool {
-        self.word(pos)
+        // SAFETY: aligned field inside the mapping.
+        let id = unsafe { ptr::read_volatile(&raw const (*self.slot(pos)).id) };
+        self.copy(pos)
+            .store(self.copy_for(id, new), Ordering::Release);
+        let swapped = self
+            .word(pos)
             .compare_exchange(expected, new, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if !swapped {
+            self.refresh_copy(pos);
+        }
+        swapped
     }
 
     fn member_ptr(&self, id: u32, index: u32) -> Result<*mut Member, TableError> {

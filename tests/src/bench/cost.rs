@@ -165,7 +165,7 @@ impl Section for NsPerPacket {
         let sketch = env.progs.xdp(progs::PROG_SKETCH)?;
         let sketch_array = env.progs.xdp(progs::PROG_SKETCH_ARRAY)?;
         let mut ladder = BTreeMap::new();
-        for (prog, _, _) in progs::LADDER {
+        for &(prog, _, _) in progs::LADDER.iter().chain(&progs::ARRAY_LADDER) {
             ladder.insert(prog, env.progs.xdp(prog)?);
         }
         let maps = &env.maps;
@@ -267,7 +267,7 @@ impl Section for NsPerPacket {
                         "havip refused claim",
                     )?,
                 );
-                for (prog, key, _) in progs::LADDER {
+                for &(prog, key, _) in progs::LADDER.iter().chain(&progs::ARRAY_LADDER) {
                     m.insert(
                         key,
                         repeated(ladder[prog], &f.forward, hc0, n, xdp_action::REDIRECT, prog)?,
@@ -460,6 +460,21 @@ impl Section for NsPerPacket {
                 if !key.starts_with("sketch") {
                     previous = Some(s.median);
                 }
+            }
+        }
+        // The product's pieces beyond the array sketch, each over the
+        // previous step.
+        let mut previous = summary("sketch_array_forward").map(|s| s.median);
+        for (_, key, what) in progs::ARRAY_LADDER {
+            if let Some(s) = summary(key) {
+                value[key] = summary_value("ns", &s);
+                value[key]["label"] = Value::from(what);
+                let delta = previous.map_or_else(String::new, |p| format!("{:+.1}", s.median - p));
+                ladder_md.push_str(&format!(
+                    "| {what} (`{key}`) | {:.1} | {delta} |\n",
+                    s.median
+                ));
+                previous = Some(s.median);
             }
         }
         if let Some(p) = summary("havip_forward") {

@@ -135,7 +135,7 @@ impl Env {
             vpc_id: 1,
             flags: port_flags::INSTANCE,
             gateway_mac: GATEWAY_MAC,
-            _pad: [0; 2],
+            ..PortInfo::default()
         };
         let owner = OwnerEntry {
             epoch: 1,

@@ -61,7 +61,21 @@ pub const LADDER: [(&str, &str, &str); 5] = [
 ];
 pub const PROG_SKETCH: &str = "lad_sketch";
 pub const PROG_SKETCH_ARRAY: &str = "lad_sketch_array";
-const XDP_PROGS: [&str; 11] = [
+/// Steps on top of the array sketch (the product's layout): the pieces the
+/// product's forward path does beyond it, each priced alone.
+pub const ARRAY_LADDER: [(&str, &str, &str); 2] = [
+    (
+        "lad6_source_probe",
+        "ladder_source_probe",
+        "array sketch + the source check as a table probe on the source address (no filter)",
+    ),
+    (
+        "lad7_handled",
+        "ladder_handled",
+        "+ HANDLED[Forwarded] (the second per-CPU counter)",
+    ),
+];
+const XDP_PROGS: [&str; 13] = [
     PROG_GEN,
     PROG_COUNT,
     PROG_PASS,
@@ -73,6 +87,8 @@ const XDP_PROGS: [&str; 11] = [
     LADDER[4].0,
     PROG_SKETCH,
     PROG_SKETCH_ARRAY,
+    ARRAY_LADDER[0].0,
+    ARRAY_LADDER[1].0,
 ];
 
 /// Mirror of `Slot` in havip-ebpf/src/bench/main.rs.
