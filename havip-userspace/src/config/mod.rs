@@ -183,6 +183,15 @@ pub struct VtepConfig {
     pub interface: String,
     /// VTEP IPv4 address (an address of that interface).
     pub address: std::net::Ipv4Addr,
+    /// UDP port of the direct owner notices between agents, the same on
+    /// every host (see `crate::cluster::notice`); 0 turns them off (owners
+    /// then follow etcd's watch only).
+    #[serde(default = "default_notice_port")]
+    pub notice_port: u16,
+}
+
+fn default_notice_port() -> u16 {
+    crate::cluster::notice::DEFAULT_PORT
 }
 
 impl Default for AgentConfig {
