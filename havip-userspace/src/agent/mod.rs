@@ -141,11 +141,14 @@ async fn reconcile_loop(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
+            // Remote owners first: one is a failover in progress, and a full
+            // pass (lookups, netlink) can take milliseconds.
+            biased;
+            f = next(&mut fast) => rec.install_fast(f),
             r = changes.changed() => {
                 if r.is_err() { break; }
                 rec.pass(Recheck::Doubtful).await;
             }
-            f = next(&mut fast) => rec.install_fast(f),
             event = next(&mut link_events) => {
                 tracing::debug!(?event, "link notification");
                 if let Some(rx) = link_events.as_deref_mut() {

@@ -186,7 +186,7 @@ pub fn log_installed(havip: Ipv4Addr, f: &FastOwner) {
     info!(
         havip = %havip,
         epoch = f.owner.epoch,
-        via = f.source.name(),
+        via = %f.source.name(),
         seen_ns = f.seen_ns,
         installed_ns = monotonic_ns(),
         "remote owner installed"
