@@ -557,6 +557,12 @@ impl Store for EtcdStore {
                 }
             }
         }
+        // Which writes are records (an owner key is not): for the count.
+        let records_prefix = h.records_prefix();
+        let is_record: Vec<bool> = writes
+            .keys()
+            .map(|k| k.starts_with(&records_prefix))
+            .collect();
         let mut ops: Vec<TxnOp> = writes
             .into_iter()
             .map(|(k, v)| match v {
@@ -597,7 +603,7 @@ impl Store for EtcdStore {
         // catch up: the records changed since the state's revision, their
         // count, and `seq`.
         let base = h.shared.state_rev.load(Ordering::SeqCst);
-        let records = h.records_prefix();
+        let records = records_prefix;
         let txn = Txn::new()
             .when([
                 Compare::mod_revision(seq.clone(), CompareOp::Equal, seq_rev),
@@ -646,14 +652,16 @@ impl Store for EtcdStore {
         }
         *losses = 0;
         *holds_turn = false;
-        let (created, deleted) =
-            resp.op_responses()
-                .into_iter()
-                .fold((0, 0), |(c, d), r| match r {
-                    TxnOpResponse::Put(p) if p.prev_key().is_none() => (c + 1, d),
-                    TxnOpResponse::Delete(x) => (c, d + x.deleted()),
-                    _ => (c, d),
-                });
+        let (created, deleted) = resp
+            .op_responses()
+            .into_iter()
+            .zip(is_record)
+            .filter(|(_, record)| *record)
+            .fold((0, 0), |(c, d), (r, _)| match r {
+                TxnOpResponse::Put(p) if p.prev_key().is_none() => (c + 1, d),
+                TxnOpResponse::Delete(x) => (c, d + x.deleted()),
+                _ => (c, d),
+            });
         h.shared
             .records
             .fetch_add(created - deleted, Ordering::SeqCst);
