@@ -13,9 +13,10 @@
 //!
 //! # The fencing rule
 //! `<prefix>/owners/<havip>` = {host, eni, mac, epoch}. A host publishes a
-//! local claim of epoch `e` only over a stored epoch `< e` (read, then a
-//! txn comparing the key's mod revision with the one read: a concurrent
-//! publish makes it fail and it is decided again). Every agent installs
+//! local claim of epoch `e` only over a stored epoch `< e` (a txn comparing
+//! the key's mod revision with the one known from the watch; on a mismatch
+//! it reads the key and it is decided again). Direct notices ([`notice`])
+//! only install an owner earlier; at an equal epoch the stored one wins. Every agent installs
 //! the stored owner unless its kernel holds a higher epoch; at an equal
 //! epoch the stored owner wins over a local claim (two hosts claimed at
 //! once from the same base: the first publish won). So all hosts end on

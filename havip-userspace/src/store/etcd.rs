@@ -44,7 +44,7 @@ use std::{
     future::Future,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -177,6 +177,9 @@ pub struct EtcdShared {
     /// catches up from what changed only when no record was deleted
     /// meanwhile, which this count proves ([`EtcdStore`]'s `catch_up`).
     pub records: AtomicI64,
+    /// Whole-state loads, and lost commits caught up without one.
+    pub loads: AtomicU64,
+    pub catch_ups: AtomicU64,
 }
 
 impl EtcdShared {
@@ -488,6 +491,7 @@ impl Store for EtcdStore {
         sh.seq_rev.store(seq_rev, Ordering::SeqCst);
         sh.records
             .store(self.handle.count_records(resp.kvs()), Ordering::SeqCst);
+        sh.loads.fetch_add(1, Ordering::Relaxed);
         sh.seen(rev);
         Ok(state)
     }
@@ -524,6 +528,7 @@ impl Store for EtcdStore {
         sh.state_rev.store(d.rev, Ordering::SeqCst);
         sh.seq_rev.store(d.seq_rev, Ordering::SeqCst);
         sh.records.store(d.count, Ordering::SeqCst);
+        sh.catch_ups.fetch_add(1, Ordering::Relaxed);
         true
     }
 
