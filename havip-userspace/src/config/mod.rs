@@ -32,10 +32,17 @@
 //! prefix = "/havip"
 //! dial_timeout_ms = 2000
 //! request_timeout_ms = 2000
+//! max_txn_ops = 128                      # etcd's --max-txn-ops: larger commits refused
+//! # user = "havip"                       # etcd auth, with the password in a file
+//! # password_file = "/etc/havip/etcd.password"
+//! # ca_file = "/etc/havip/etcd-ca.pem"   # TLS (endpoints then https://)
+//! # cert_file = "/etc/havip/etcd-client.pem" # client certificate and key
+//! # key_file = "/etc/havip/etcd-client.key"
 //!
 //! [agent.vtep]                           # multi-host: this host's VXLAN endpoint
 //! interface = "eth0"
 //! address = "10.99.0.11"
+//! notice_port = 4790                     # direct owner notices (UDP); 0 = off
 //!
 //! [[vpc]]
 //! id = "vpc-demo"
