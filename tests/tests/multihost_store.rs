@@ -10,7 +10,8 @@ use std::{
 use havip::{
     control::ControlPlane,
     model::{
-        AssociateHaVip, CreateHaVip, CreateInstance, CreateVSwitch, CreateVpc, Member, Op, SetQuota,
+        AssociateHaVip, CreateHaVip, CreateInstance, CreateVSwitch, CreateVpc, DeleteInstance,
+        Member, Op, SetQuota,
     },
     store::{EtcdConfig, EtcdStore},
 };
@@ -171,4 +172,61 @@ fn two_control_planes_race_on_one_etcd() {
         std::thread::sleep(Duration::from_millis(20));
     }
     rt.shutdown_background();
+}
+
+/// A control plane that lost a commit race catches up from what its failed
+/// txn read (no whole-state load) unless a record was deleted meanwhile.
+#[test]
+fn lost_race_catches_up_from_the_changes() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let etcd = Etcd::start_local().expect("etcd");
+    let prefix = format!("/{}", lab::unique_name("hvcatch"));
+    let (cp1, _) = control_plane(&etcd, &prefix);
+    // cp2 follows nobody: every commit of cp1 leaves it behind.
+    let (cp2, h2) = control_plane(&etcd, &prefix);
+    let vpc = |id: &str, cidr: &str| {
+        Op::CreateVpc(CreateVpc {
+            id: id.into(),
+            cidr: cidr.parse().expect("cidr"),
+        })
+    };
+    cp1.apply_all(&[
+        vpc("vpc", "10.0.0.0/16"),
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw".into(),
+            vpc: "vpc".into(),
+            cidr: "10.0.1.0/24".parse().expect("cidr"),
+            gateway_mac: "02:00:00:00:00:01".parse().expect("mac"),
+            vni: None,
+        }),
+        Op::CreateInstance(CreateInstance {
+            id: "i-0".into(),
+            vswitch: "vsw".into(),
+        }),
+    ])
+    .expect("setup through cp1");
+    let loads = h2.shared.loads.load(Relaxed);
+    cp2.apply(vpc("vpc2", "10.2.0.0/16"))
+        .expect("cp2 commits after catching up");
+    assert_eq!(h2.shared.catch_ups.load(Relaxed), 1, "caught up once");
+    assert_eq!(h2.shared.loads.load(Relaxed), loads, "no whole-state load");
+    let fresh = control_plane(&etcd, &prefix).0.snapshot();
+    let s2 = cp2.snapshot();
+    assert_eq!(s2.records(), fresh.records(), "cp2 holds etcd's state");
+    assert!(s2.vswitches.contains_key("vsw") && s2.vpcs.contains_key("vpc2"));
+
+    // A delete leaves no key to read: the loser loads the whole state.
+    cp1.apply(Op::DeleteInstance(DeleteInstance { id: "i-0".into() }))
+        .expect("delete through cp1");
+    cp2.apply(vpc("vpc3", "10.3.0.0/16"))
+        .expect("cp2 commits after a reload");
+    assert_eq!(
+        h2.shared.loads.load(Relaxed),
+        loads + 1,
+        "a whole-state load"
+    );
+    let fresh = control_plane(&etcd, &prefix).0.snapshot();
+    let s2 = cp2.snapshot();
+    assert!(!s2.instances.contains_key("i-0"), "the delete is seen");
+    assert_eq!(s2.records(), fresh.records(), "cp2 holds etcd's state");
 }

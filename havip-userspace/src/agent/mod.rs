@@ -135,15 +135,21 @@ async fn reconcile_loop(
     mut link_events: Option<&mut mpsc::UnboundedReceiver<links::LinkEvent>>,
 ) -> Result<()> {
     let mut changes = cp.subscribe();
+    let mut fast_rx = rec.cluster.as_ref().and_then(|c| c.take_fast());
+    let mut fast = fast_rx.as_mut();
     let mut tick = tokio::time::interval(RESYNC);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
+            // Remote owners first: one is a failover in progress, and a full
+            // pass (lookups, netlink) can take milliseconds.
+            biased;
+            f = next(&mut fast) => rec.install_fast(f),
             r = changes.changed() => {
                 if r.is_err() { break; }
                 rec.pass(Recheck::Doubtful).await;
             }
-            event = next_link_event(&mut link_events) => {
+            event = next(&mut link_events) => {
                 tracing::debug!(?event, "link notification");
                 if let Some(rx) = link_events.as_deref_mut() {
                     reconciler::settle(rx).await;
@@ -161,11 +167,10 @@ async fn reconcile_loop(
     Ok(())
 }
 
-/// The next link notification; pending forever without a watcher (or once
-/// it ended, so a dead watcher does not spin the loop).
-async fn next_link_event(
-    rx: &mut Option<&mut mpsc::UnboundedReceiver<links::LinkEvent>>,
-) -> links::LinkEvent {
+/// The next message of `rx` (link notifications, remote owners); pending
+/// forever without a receiver (or once it ended, so a dead sender does not
+/// spin the loop).
+async fn next<T>(rx: &mut Option<&mut mpsc::UnboundedReceiver<T>>) -> T {
     match rx {
         Some(rx) => match rx.recv().await {
             Some(e) => e,

@@ -106,7 +106,7 @@ pub fn interface_mac(ifname: &str) -> Result<MacAddr> {
 }
 
 /// Builds the cluster view and spawns its tasks (sync, registration,
-/// publisher).
+/// publisher, owner notices).
 ///
 /// # Errors
 /// No `[agent.vtep]`, or its interface has no MAC.
@@ -132,6 +132,17 @@ pub fn start(
         cp.clone(),
     );
     cp.set_cluster(&c);
+    if let Some(socket) = cluster::notice::bind(&c, vtep.notice_port) {
+        // Sent from the VTEP address: receivers check the sender is the
+        // VTEP of the host a notice names.
+        match std::net::UdpSocket::bind((address, 0))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        {
+            Ok(sender) => c.enable_notices(sender, vtep.notice_port),
+            Err(e) => warn!(error = %e, "owner notices not sent: no socket"),
+        }
+        tokio::spawn(cluster::notice::run(c.clone(), socket));
+    }
     tokio::spawn(cluster::sync::run(c.clone()));
     tokio::spawn(cluster::registry::run(c.clone()));
     tokio::spawn(cluster::owners::run(c.clone()));

@@ -43,8 +43,9 @@ fn open_owners(dp: &Dataplane) -> Result<Owners, MapError> {
 /// owner recorder. Owner changes are recorded in batches: a flapping pair
 /// cannot turn into one durable write per claim.
 ///
-/// Multi-host (`cluster`): each local claim is also queued for publishing
-/// at once (see `crate::cluster::owners`).
+/// Multi-host (`cluster`): each local claim is sent to the other hosts as
+/// a direct notice and queued for publishing at once (see
+/// `crate::cluster::notice` and `crate::cluster::owners`).
 pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Cluster>>) {
     let pending: Pending = Arc::default();
     let flush = Arc::new(Notify::new());
@@ -69,6 +70,7 @@ pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Clu
                         crate::cluster::owners::local_claim(s, &c.local.id, e.key, e.mac, e.epoch)
                     });
                     if let Some((havip, owner)) = claim {
+                        c.notify_peers(&havip, &owner);
                         c.queue_publish(havip, owner);
                     }
                 }
@@ -167,6 +169,8 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
                 owner_mac = %mac_string(e.mac),
                 previous_ifindex = e.prev_ifindex,
                 previous_mac = %mac_string(e.prev_mac),
+                claim_ns = e.ts_ns,
+                read_ns = crate::cluster::monotonic_ns(),
                 "owner changed by ARP claim"
             );
             let owner = ObservedOwner {

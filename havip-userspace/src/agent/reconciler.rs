@@ -15,13 +15,16 @@ use super::{
 use havip_common::port_flags;
 
 use crate::{
-    cluster::{owners as cluster_owners, Cluster},
+    cluster::{
+        notice::{self, FastOwner},
+        owners as cluster_owners, Cluster,
+    },
     control::{desired, ControlPlane},
     dataplane::desired::DesiredPort,
     dataplane::{
         links::{self, LinkEvent, Redirect},
         loader::lookup_ifindex,
-        reconcile::reconcile_with,
+        reconcile::{install_remote_owner, reconcile_with, Installed},
         AttachMode, Dataplane,
     },
 };
@@ -315,6 +318,25 @@ impl Reconciler {
             let maps = &mut self.dp.maps;
             self.cp
                 .with_state(|s| cluster_owners::settle_kernel(c, maps, s, &want.vxlan));
+        }
+    }
+
+    /// Writes a remote owner at once (a notice or a watch event), over a
+    /// lower kernel epoch only; ties are left to the next pass.
+    pub fn install_fast(&mut self, f: FastOwner) {
+        match install_remote_owner(&mut self.dp.maps, f.key, f.owner) {
+            Ok(Installed::Installed) => {
+                notice::log_installed(std::net::Ipv4Addr::from(f.key.addr), &f);
+            }
+            Ok(Installed::Stale { kernel_epoch }) => {
+                tracing::debug!(
+                    epoch = f.owner.epoch,
+                    kernel_epoch,
+                    via = f.source.name(),
+                    "remote owner not newer than the kernel's"
+                );
+            }
+            Err(e) => warn!(error = %e, "installing a remote owner failed; the next pass retries"),
         }
     }
 

@@ -7,18 +7,22 @@
 //! - [`registry`]: registers this host (id, VTEP address, underlay MAC)
 //!   under a lease kept alive, so a dead host's record expires;
 //! - [`owners`]: publishes local claims with the epoch fence and decides
-//!   which shared owner the kernel should hold.
+//!   which shared owner the kernel should hold;
+//! - [`notice`]: direct owner notices between agents (UDP over the
+//!   underlay), so the other hosts switch before etcd's watch reaches them.
 //!
 //! # The fencing rule
 //! `<prefix>/owners/<havip>` = {host, eni, mac, epoch}. A host publishes a
-//! local claim of epoch `e` only over a stored epoch `< e` (read, then a
-//! txn comparing the key's mod revision with the one read: a concurrent
-//! publish makes it fail and it is decided again). Every agent installs
+//! local claim of epoch `e` only over a stored epoch `< e` (a txn comparing
+//! the key's mod revision with the one known from the watch; on a mismatch
+//! it reads the key and it is decided again). Direct notices ([`notice`])
+//! only install an owner earlier; at an equal epoch the stored one wins. Every agent installs
 //! the stored owner unless its kernel holds a higher epoch; at an equal
 //! epoch the stored owner wins over a local claim (two hosts claimed at
 //! once from the same base: the first publish won). So all hosts end on
 //! the owner with the highest epoch that reached etcd.
 
+pub mod notice;
 pub mod owners;
 pub mod registry;
 pub mod sync;
@@ -30,7 +34,9 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
+
+use self::notice::FastOwner;
 
 use crate::{control::ControlPlane, model::MacAddr, store::EtcdHandle};
 
@@ -79,6 +85,25 @@ pub struct Cluster {
     pending: Mutex<BTreeMap<String, SharedOwner>>,
     /// Wakes the publisher.
     pub publish: Notify,
+    /// Remote owners for the reconciler to write at once (notices, watch).
+    fast_tx: mpsc::UnboundedSender<FastOwner>,
+    fast_rx: Mutex<Option<mpsc::UnboundedReceiver<FastOwner>>>,
+    /// The socket and port owner notices are sent with (none: off).
+    notices: std::sync::OnceLock<(std::net::UdpSocket, u16)>,
+}
+
+/// `CLOCK_MONOTONIC` now, in ns (the clock of `bpf_ktime_get_ns`, so the
+/// kernel's claim times and the agent's compare).
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: plain syscall writing into a local.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts
+    };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 impl std::fmt::Debug for Cluster {
@@ -108,6 +133,7 @@ pub struct SyncStatus {
 
 impl Cluster {
     pub fn new(etcd: EtcdHandle, local: LocalHost, cp: Arc<ControlPlane>) -> Arc<Self> {
+        let (fast_tx, fast_rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             etcd,
             local,
@@ -117,7 +143,35 @@ impl Cluster {
             owners: RwLock::default(),
             pending: Mutex::default(),
             publish: Notify::new(),
+            fast_tx,
+            fast_rx: Mutex::new(Some(fast_rx)),
+            notices: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands a remote owner to the reconciler (written without a full pass).
+    pub fn install_fast(&self, f: FastOwner) {
+        let _ = self.fast_tx.send(f);
+    }
+
+    /// The reconciler's end of [`Cluster::install_fast`] (once).
+    pub fn take_fast(&self) -> Option<mpsc::UnboundedReceiver<FastOwner>> {
+        self.fast_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Sends owner notices with `socket` to `port` of every other host.
+    pub fn enable_notices(&self, socket: std::net::UdpSocket, port: u16) {
+        let _ = self.notices.set((socket, port));
+    }
+
+    /// Tells the other hosts at once of a local claim (if notices are on).
+    pub fn notify_peers(&self, havip: &str, owner: &SharedOwner) {
+        if let Some((socket, port)) = self.notices.get() {
+            notice::send(self, socket, *port, havip, owner);
+        }
     }
 
     /// Registered hosts (this one included once registered).

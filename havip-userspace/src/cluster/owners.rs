@@ -3,14 +3,14 @@
 //! and what the plain reconcile cannot decide ([`settle_kernel`]): a tie lost
 //! to another host's published claim, and local claims not yet published.
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use havip_common::{owner_flags, HavipKey, OwnerEntry};
 use tracing::{debug, info, warn};
 
-use super::{Cluster, SharedOwner};
+use super::{monotonic_ns, Cluster, HostRecord, SharedOwner};
 use crate::{
     dataplane::{
         desired::{DesiredVxlan, LocalVtep, RemoteOwner, RemoteVtep},
@@ -59,7 +59,13 @@ pub async fn run(c: Arc<Cluster>) {
         for (havip, owner) in c.take_pending() {
             match publish(&c, &havip, &owner).await {
                 Ok(Published::Stored(rev)) => {
-                    debug!(havip, epoch = owner.epoch, "claim published");
+                    // The failover bench reads `published_ns`.
+                    info!(
+                        havip,
+                        epoch = owner.epoch,
+                        published_ns = monotonic_ns(),
+                        "claim published"
+                    );
                     c.update_owner(&havip, Some((owner, rev)));
                 }
                 Ok(Published::Lost(winner, rev)) => {
@@ -88,33 +94,36 @@ pub async fn run(c: Arc<Cluster>) {
 }
 
 /// Compare-and-set loop: store `owner` only over a lower stored epoch.
+/// One round trip when the cached owner (from the watch) is current: the
+/// txn compares its mod revision, and on a mismatch reads the key in the
+/// same txn; the decision is taken again on what it read.
 async fn publish(c: &Cluster, havip: &str, owner: &SharedOwner) -> Result<Published> {
     let key = format!("{}{havip}", c.etcd.owners_prefix());
     let value = serde_json::to_vec(owner)?;
     let mut client = c.etcd.client.clone();
     let t = c.etcd.timeout;
+    // (stored owner, or None if it does not decode; its mod revision).
+    let mut stored: Option<(Option<SharedOwner>, i64)> =
+        c.owner(havip).map(|(s, rev)| (Some(s), rev));
     loop {
-        let resp = tokio::time::timeout(t, client.get(key.clone(), None))
-            .await
-            .context("read timed out")??;
-        let cmp = match resp.kvs().first() {
-            Some(kv) => {
-                let stored: Option<SharedOwner> = serde_json::from_slice(kv.value()).ok();
-                if let Some(s) = stored {
-                    if s == *owner {
-                        return Ok(Published::Stored(kv.mod_revision()));
+        let cmp = match &stored {
+            Some((s, rev)) => {
+                if let Some(s) = s {
+                    if s == owner {
+                        return Ok(Published::Stored(*rev));
                     }
                     if s.epoch >= owner.epoch {
-                        return Ok(Published::Lost(s, kv.mod_revision()));
+                        return Ok(Published::Lost(s.clone(), *rev));
                     }
                 }
-                Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())
+                Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)
             }
             None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
         };
         let txn = Txn::new()
             .when([cmp])
-            .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+            .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
         let mut r = tokio::time::timeout(t, client.txn(txn))
             .await
             .context("publish timed out")??;
@@ -123,7 +132,16 @@ async fn publish(c: &Cluster, havip: &str, owner: &SharedOwner) -> Result<Publis
         if r.succeeded() {
             return Ok(Published::Stored(rev));
         }
-        // Someone published in between: decide again on the new value.
+        // Someone published in between (or the cache was behind).
+        stored = r.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| {
+                (
+                    serde_json::from_slice::<SharedOwner>(kv.value()).ok(),
+                    kv.mod_revision(),
+                )
+            }),
+            _ => None,
+        });
     }
 }
 
@@ -150,23 +168,7 @@ pub fn desired_vxlan(c: &Cluster, state: &State, vtep_ifindex: Option<u32>) -> D
         .owners()
         .into_iter()
         .filter(|(_, o)| o.host != c.local.id)
-        .filter_map(|(id, o)| {
-            let h = state.havips.get(&id)?;
-            let vsw = state.vswitches.get(&h.vswitch)?;
-            let vtep = hosts.get(&o.host)?.vtep;
-            Some((
-                HavipKey {
-                    vswitch_id: vsw.dp_id,
-                    addr: h.address.octets(),
-                },
-                RemoteOwner {
-                    vtep: vtep.octets(),
-                    mac: o.mac.octets(),
-                    epoch: o.epoch,
-                    havip_id: h.slot,
-                },
-            ))
-        })
+        .filter_map(|(id, o)| remote_owner_of(state, &hosts, &id, &o))
         .collect();
     DesiredVxlan {
         local: vtep_ifindex.map(|i| LocalVtep::new(i, c.local.vtep.octets(), c.local.mac.octets())),
@@ -176,8 +178,34 @@ pub fn desired_vxlan(c: &Cluster, state: &State, vtep_ifindex: Option<u32>) -> D
     }
 }
 
-/// After a reconcile: (1) a local claim at the same epoch as another
-/// host's published claim lost the race: the published owner replaces it;
+/// The kernel's key and remote owner entry of `havip`'s owner `o` on
+/// another host (`None`: unknown HaVip, vSwitch or host).
+pub fn remote_owner_of(
+    state: &State,
+    hosts: &BTreeMap<String, HostRecord>,
+    havip: &str,
+    o: &SharedOwner,
+) -> Option<(HavipKey, RemoteOwner)> {
+    let h = state.havips.get(havip)?;
+    let vsw = state.vswitches.get(&h.vswitch)?;
+    let vtep = hosts.get(&o.host)?.vtep;
+    Some((
+        HavipKey {
+            vswitch_id: vsw.dp_id,
+            addr: h.address.octets(),
+        },
+        RemoteOwner {
+            vtep: vtep.octets(),
+            mac: o.mac.octets(),
+            epoch: o.epoch,
+            havip_id: h.slot,
+        },
+    ))
+}
+
+/// After a reconcile: (1) a local claim (or a noticed remote owner) at the
+/// same epoch as another host's published claim lost the race: the
+/// published owner replaces it;
 /// (2) a local claim newer than the published owner (or with none) is
 /// queued for publishing (covers lost events, etcd outages, restarts).
 /// Returns how many kernel entries were replaced.
@@ -189,7 +217,10 @@ pub fn settle_kernel(c: &Cluster, maps: &mut Maps, state: &State, vxlan: &Desire
         let Ok(k) = maps.owners.get(key, 0) else {
             continue;
         };
-        let tie_lost = k.has_owner() && !k.is_remote() && k.epoch == remote.epoch;
+        // At an equal epoch etcd's owner wins over a local claim and over a
+        // remote owner learnt from a notice that lost the race in etcd.
+        let same_remote = k.is_remote() && k.vtep == remote.vtep && k.mac == remote.mac;
+        let tie_lost = k.has_owner() && !same_remote && k.epoch == remote.epoch;
         if tie_lost {
             let entry = OwnerEntry {
                 epoch: remote.epoch,
@@ -206,7 +237,7 @@ pub fn settle_kernel(c: &Cluster, maps: &mut Maps, state: &State, vxlan: &Desire
             match maps.owners.replace(*key, &k, entry) {
                 Ok(true) => {
                     replaced += 1;
-                    info!(havip = %Ipv4Addr::from(key.addr), epoch = remote.epoch, "local claim lost a tie; remote owner installed");
+                    info!(havip = %Ipv4Addr::from(key.addr), epoch = remote.epoch, "tie lost to etcd's owner; remote owner installed");
                 }
                 Ok(false) => {
                     info!(havip = %Ipv4Addr::from(key.addr), "a newer claim landed; the tie is settled on the next pass");

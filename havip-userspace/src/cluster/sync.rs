@@ -18,7 +18,11 @@ use anyhow::{anyhow, Context, Result};
 use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
 use tracing::{info, warn};
 
-use super::{Cluster, HostRecord, SharedOwner};
+use super::{
+    monotonic_ns,
+    notice::{FastOwner, Source},
+    Cluster, HostRecord, SharedOwner,
+};
 use crate::model::{Change, Mutation, State};
 
 /// Pause before a new snapshot after an error.
@@ -76,7 +80,8 @@ async fn once(c: &Arc<Cluster>) -> Result<()> {
         .ok_or_else(|| anyhow!("no header"))?;
     c.etcd.shared.seen(rev);
     let (state, seq_rev) = c.etcd.state_from(snap.kvs())?;
-    replace_state(c, state, rev, seq_rev);
+    let count = c.etcd.count_records(snap.kvs());
+    replace_state(c, state, rev, (seq_rev, count));
     let mut hosts = BTreeMap::new();
     let mut alive = BTreeSet::new();
     let mut owners = BTreeMap::new();
@@ -130,7 +135,7 @@ async fn once(c: &Arc<Cluster>) -> Result<()> {
 /// landed between the snapshot's read and now (its events come again on the
 /// watch from `rev + 1` and are skipped by revision); replacing would undo
 /// it in memory while etcd has it.
-fn replace_state(c: &Cluster, mut state: State, rev: i64, seq_rev: i64) {
+fn replace_state(c: &Cluster, mut state: State, rev: i64, (seq_rev, count): (i64, i64)) {
     let sh = &c.etcd.shared;
     c.cp.apply_external(|s| {
         if sh.state_rev.load(Ordering::SeqCst) > rev {
@@ -143,6 +148,7 @@ fn replace_state(c: &Cluster, mut state: State, rev: i64, seq_rev: i64) {
         state.reindex();
         sh.state_rev.store(rev, Ordering::SeqCst);
         sh.seq_rev.store(seq_rev, Ordering::SeqCst);
+        sh.records.store(count, Ordering::SeqCst);
         let changed = *s != state;
         *s = state;
         changed
@@ -151,7 +157,8 @@ fn replace_state(c: &Cluster, mut state: State, rev: i64, seq_rev: i64) {
 
 fn apply_events(c: &Cluster, events: &[etcd_client::Event]) -> Result<()> {
     let seq_key = c.etcd.seq_key();
-    let mut records: Vec<(i64, Mutation)> = Vec::new();
+    // (revision, mutation, change of the record count).
+    let mut records: Vec<(i64, Mutation, i64)> = Vec::new();
     let mut seq: Option<i64> = None;
     let mut owners_changed = false;
     for ev in events {
@@ -161,12 +168,16 @@ fn apply_events(c: &Cluster, events: &[etcd_client::Event]) -> Result<()> {
         if kv.key() == seq_key.as_bytes() {
             seq = Some(rev);
         } else if let Some(rk) = c.etcd.record_key(kv.key()) {
-            let m = if put {
-                Mutation::Put(c.etcd.decode_record(kv.key(), kv.value())?)
+            let (m, count) = if put {
+                let created = kv.create_revision() == kv.mod_revision();
+                (
+                    Mutation::Put(c.etcd.decode_record(kv.key(), kv.value())?),
+                    i64::from(created),
+                )
             } else {
-                Mutation::Delete(rk)
+                (Mutation::Delete(rk), -1)
             };
-            records.push((rev, m));
+            records.push((rev, m, count));
         } else if let Some(id) = host_id(c, kv.key()) {
             c.update_alive(&id, put);
         } else if let Some(id) = vtep_id(c, kv.key()) {
@@ -178,7 +189,11 @@ fn apply_events(c: &Cluster, events: &[etcd_client::Event]) -> Result<()> {
             c.update_host(&id, rec);
             owners_changed = true;
         } else if let Some(id) = owner_id(c, kv.key()) {
-            c.update_owner(&id, owner_of(kv, put));
+            let rec = owner_of(kv, put);
+            if let Some((o, _)) = &rec {
+                fast_path(c, &id, o);
+            }
+            c.update_owner(&id, rec);
             owners_changed = true;
         }
     }
@@ -186,10 +201,10 @@ fn apply_events(c: &Cluster, events: &[etcd_client::Event]) -> Result<()> {
         let sh = &c.etcd.shared;
         c.cp.apply_external(|s| {
             let at = sh.state_rev.load(Ordering::SeqCst);
-            let newer: Vec<Mutation> = records
+            let newer: Vec<(Mutation, i64)> = records
                 .into_iter()
-                .filter(|(rev, _)| *rev > at)
-                .map(|(_, m)| m)
+                .filter(|(rev, _, _)| *rev > at)
+                .map(|(_, m, n)| (m, n))
                 .collect();
             match seq.filter(|r| *r > at) {
                 Some(r) => {
@@ -201,7 +216,11 @@ fn apply_events(c: &Cluster, events: &[etcd_client::Event]) -> Result<()> {
             if newer.is_empty() {
                 return false;
             }
-            s.apply_change(&Change { mutations: newer });
+            sh.records
+                .fetch_add(newer.iter().map(|(_, n)| n).sum(), Ordering::SeqCst);
+            s.apply_change(&Change {
+                mutations: newer.into_iter().map(|(m, _)| m).collect(),
+            });
             true
         });
     }
@@ -209,6 +228,34 @@ fn apply_events(c: &Cluster, events: &[etcd_client::Event]) -> Result<()> {
         c.cp.poke();
     }
     Ok(())
+}
+
+/// A stored owner on another host goes to the reconciler at once (written
+/// over a lower kernel epoch without waiting for a full pass; the pass
+/// that follows settles ties). The failover bench reads `seen_ns`.
+fn fast_path(c: &Cluster, havip: &str, o: &SharedOwner) {
+    let seen_ns = monotonic_ns();
+    info!(
+        havip,
+        host = o.host,
+        epoch = o.epoch,
+        seen_ns,
+        "shared owner changed"
+    );
+    if o.host == c.local.id {
+        return;
+    }
+    let hosts = c.hosts();
+    let found =
+        c.cp.with_state(|s| super::owners::remote_owner_of(s, &hosts, havip, o));
+    if let Some((key, owner)) = found {
+        c.install_fast(FastOwner {
+            key,
+            owner,
+            source: Source::Etcd,
+            seen_ns,
+        });
+    }
 }
 
 fn owner_of(kv: &KeyValue, put: bool) -> Option<(SharedOwner, i64)> {

@@ -32,10 +32,17 @@
 //! prefix = "/havip"
 //! dial_timeout_ms = 2000
 //! request_timeout_ms = 2000
+//! max_txn_ops = 128                      # etcd's --max-txn-ops: larger commits refused
+//! # user = "havip"                       # etcd auth, with the password in a file
+//! # password_file = "/etc/havip/etcd.password"
+//! # ca_file = "/etc/havip/etcd-ca.pem"   # TLS (endpoints then https://)
+//! # cert_file = "/etc/havip/etcd-client.pem" # client certificate and key
+//! # key_file = "/etc/havip/etcd-client.key"
 //!
 //! [agent.vtep]                           # multi-host: this host's VXLAN endpoint
 //! interface = "eth0"
 //! address = "10.99.0.11"
+//! notice_port = 4790                     # direct owner notices (UDP); 0 = off
 //!
 //! [[vpc]]
 //! id = "vpc-demo"
@@ -183,6 +190,15 @@ pub struct VtepConfig {
     pub interface: String,
     /// VTEP IPv4 address (an address of that interface).
     pub address: std::net::Ipv4Addr,
+    /// UDP port of the direct owner notices between agents, the same on
+    /// every host (see `crate::cluster::notice`); 0 turns them off (owners
+    /// then follow etcd's watch only).
+    #[serde(default = "default_notice_port")]
+    pub notice_port: u16,
+}
+
+fn default_notice_port() -> u16 {
+    crate::cluster::notice::DEFAULT_PORT
 }
 
 impl Default for AgentConfig {

@@ -381,7 +381,9 @@ impl ControlPlane {
             match inner.store.commit_all(&changes) {
                 // A shared store (etcd) moved on since the state was read:
                 // read it again and validate the batch again.
-                Err(StoreError::Conflict) if attempt < MAX_CONFLICT_RETRIES && reload(inner) => {
+                Err(StoreError::Conflict)
+                    if attempt < MAX_CONFLICT_RETRIES && catch_up(inner, &undo) =>
+                {
                     attempt += 1;
                     inner.stale = true;
                     self.generation.send_modify(|g| *g = g.wrapping_add(1));
@@ -439,6 +441,21 @@ impl ControlPlane {
 }
 
 /// Replaces the in-memory state with the store's; true on success.
+/// After a lost commit race on a shared store: this batch's changes
+/// undone, the others' commits applied from what the failed commit read
+/// (`Store::catch_up`), else a full [`reload`].
+fn catch_up(inner: &mut Inner, undo: &[Change]) -> bool {
+    for u in undo.iter().rev() {
+        inner.state.apply_change(u);
+    }
+    inner.state.reindex();
+    if inner.store.catch_up(&mut inner.state) {
+        inner.stale = false;
+        return true;
+    }
+    reload(inner)
+}
+
 fn reload(inner: &mut Inner) -> bool {
     match catch_unwind(AssertUnwindSafe(|| inner.store.load())) {
         Ok(Ok(mut s)) => {

@@ -18,14 +18,14 @@
 //! ([`EtcdShared::seq_rev`]). A commit is one etcd txn: `if
 //! mod_revision(seq) == seq_rev then put/delete the records and put seq`.
 //! Another host's commit in between changed `seq`, the txn fails, and the
-//! control plane re-reads the state, re-validates and retries
-//! ([`StoreError::Conflict`]). So every commit was validated against the
+//! control plane catches up (from what the failed txn read: the records
+//! changed since, [`Store::catch_up`]; the whole state when records were
+//! deleted), re-validates and retries ([`StoreError::Conflict`]). So every commit was validated against the
 //! state it replaces: no lost update, quotas hold across hosts.
 //!
 //! # Fair turns after a conflict
-//! A host that loses a commit re-reads the whole state; a host committing
-//! back to back would win every time meanwhile and starve it. So a host
-//! that lost puts `<prefix>/turn` = its id (if absent, under a lease of
+//! A host committing back to back could win every race and starve
+//! another. So a host that lost twice in a row puts `<prefix>/turn` = its id (if absent, under a lease of
 //! [`TURN_TTL_S`] seconds): while it is there, every other host's commit
 //! also requires `turn` to be absent and fails, and the turn's holder
 //! commits next (requiring `turn` = its id, and deleting it in the same
@@ -42,16 +42,17 @@
 
 use std::{
     future::Future,
+    path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
 };
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -62,12 +63,84 @@ use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
-    /// `http://host:port` of the etcd members.
+    /// `http://host:port` of the etcd members (`https://` with TLS).
     pub endpoints: Vec<String>,
     /// Key prefix of this deployment (no trailing `/`).
     pub prefix: String,
     pub dial_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// etcd's `--max-txn-ops`: a commit with more operations is refused
+    /// before it is sent ([`StoreError::TooLarge`]).
+    pub max_txn_ops: usize,
+    /// etcd user (etcd's auth); its password is read from `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// TLS: the CA that signed etcd's server certificate (PEM). With it
+    /// the endpoints must be `https://`.
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key (PEM), for etcd's
+    /// `--client-cert-auth`; both or neither.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// etcd's default `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+impl EtcdConfig {
+    /// etcd-client's connect options: timeouts, user, TLS.
+    ///
+    /// # Errors
+    /// A password or TLS file that cannot be read, a user without password
+    /// (or the reverse), a certificate without its key (or the reverse),
+    /// TLS files with an `http://` endpoint.
+    pub fn connect_options(&self) -> Result<ConnectOptions, StoreError> {
+        let read = |what: &str, p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| backend(format!("[agent.etcd] {what} {}: {e}", p.display())))
+        };
+        let dial = Duration::from_millis(self.dial_timeout_ms.max(1));
+        let timeout = Duration::from_millis(self.request_timeout_ms.max(1));
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(dial)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        match (&self.user, &self.password_file) {
+            (Some(user), Some(file)) => {
+                let password = String::from_utf8(read("password_file", file)?)
+                    .map_err(|_| backend("[agent.etcd] password_file is not UTF-8"))?;
+                opts = opts.with_user(user.clone(), password.trim_end_matches(['\n', '\r']));
+            }
+            (None, None) => {}
+            _ => return Err(backend("[agent.etcd] user and password_file go together")),
+        }
+        let tls = self.ca_file.is_some() || self.cert_file.is_some();
+        if tls {
+            if let Some(e) = self.endpoints.iter().find(|e| !e.starts_with("https://")) {
+                return Err(backend(format!(
+                    "[agent.etcd] TLS files are set but endpoint {e:?} is not https://"
+                )));
+            }
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &self.ca_file {
+                t = t.ca_certificate(Certificate::from_pem(read("ca_file", ca)?));
+            }
+            match (&self.cert_file, &self.key_file) {
+                (Some(c), Some(k)) => {
+                    t = t.identity(Identity::from_pem(
+                        read("cert_file", c)?,
+                        read("key_file", k)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => return Err(backend("[agent.etcd] cert_file and key_file go together")),
+            }
+            opts = opts.with_tls(t);
+        } else if self.key_file.is_some() {
+            return Err(backend("[agent.etcd] key_file without cert_file"));
+        }
+        Ok(opts)
+    }
 }
 
 impl Default for EtcdConfig {
@@ -77,6 +150,12 @@ impl Default for EtcdConfig {
             prefix: "/havip".into(),
             dial_timeout_ms: 2000,
             request_timeout_ms: 2000,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            user: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -94,6 +173,13 @@ pub struct EtcdShared {
     pub last_rev: AtomicI64,
     /// The last etcd call or the watch stream succeeded.
     pub connected: AtomicBool,
+    /// Records (`<prefix>/r/` keys) in etcd at `state_rev`: a lost commit
+    /// catches up from what changed only when no record was deleted
+    /// meanwhile, which this count proves ([`EtcdStore`]'s `catch_up`).
+    pub records: AtomicI64,
+    /// Whole-state loads, and lost commits caught up without one.
+    pub loads: AtomicU64,
+    pub catch_ups: AtomicU64,
 }
 
 impl EtcdShared {
@@ -197,6 +283,14 @@ impl EtcdHandle {
         RecordKey::decode(key.strip_prefix(&self.records_prefix())?)
     }
 
+    /// How many of `kvs` are records.
+    pub fn count_records(&self, kvs: &[KeyValue]) -> i64 {
+        let p = self.records_prefix();
+        kvs.iter()
+            .filter(|kv| kv.key().starts_with(p.as_bytes()))
+            .count() as i64
+    }
+
     /// Builds the state from a snapshot of `<prefix>/` (records only).
     ///
     /// # Errors
@@ -223,6 +317,20 @@ fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError
 
 /// Lease of a commit turn (etcd's minimum is about 2 s by default).
 pub const TURN_TTL_S: i64 = 2;
+/// Lost commits in a row before a store asks for the turn (the first loss
+/// only catches up and retries: the turn costs two more raft writes).
+const LOSSES_BEFORE_TURN: u32 = 2;
+
+/// What a lost commit read in the same txn: every record changed since
+/// the state's revision, and the record count, at `rev`.
+struct Delta {
+    /// The state's revision the commit compared with.
+    base: i64,
+    rev: i64,
+    seq_rev: i64,
+    count: i64,
+    changed: Vec<KeyValue>,
+}
 
 /// The etcd store. See the module docs.
 pub struct EtcdStore {
@@ -231,6 +339,12 @@ pub struct EtcdStore {
     id: String,
     /// Whether this store holds the commit turn.
     holds_turn: Mutex<bool>,
+    /// Commits lost in a row.
+    losses: Mutex<u32>,
+    /// etcd's `--max-txn-ops` (config).
+    max_txn_ops: usize,
+    /// What the last lost commit read (see [`Store::catch_up`]).
+    delta: Mutex<Option<Delta>>,
     /// Owned runtime; shut down in the background on drop (dropping a
     /// runtime inside another one's async context would panic).
     runtime: Option<tokio::runtime::Runtime>,
@@ -274,13 +388,9 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(backend)?;
-        let dial = Duration::from_millis(cfg.dial_timeout_ms.max(1));
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
         let endpoints = cfg.endpoints.clone();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(dial)
-            .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let opts = cfg.connect_options()?;
         let client = runtime
             .block_on(Client::connect(endpoints, Some(opts)))
             .map_err(backend)?;
@@ -297,7 +407,10 @@ impl EtcdStore {
         Ok(Self {
             handle,
             id: format!("{}-{nanos:x}", std::process::id()),
+            max_txn_ops: cfg.max_txn_ops.max(3),
             holds_turn: Mutex::new(false),
+            losses: Mutex::new(0),
+            delta: Mutex::new(None),
             runtime: Some(runtime),
         })
     }
@@ -376,8 +489,47 @@ impl Store for EtcdStore {
         let sh = &self.handle.shared;
         sh.state_rev.store(rev, Ordering::SeqCst);
         sh.seq_rev.store(seq_rev, Ordering::SeqCst);
+        sh.records
+            .store(self.handle.count_records(resp.kvs()), Ordering::SeqCst);
+        sh.loads.fetch_add(1, Ordering::Relaxed);
         sh.seen(rev);
         Ok(state)
+    }
+
+    /// After a lost commit: applies what the failed txn read (the records
+    /// changed since the state's revision) instead of a full reload. Not
+    /// possible (false) when records were deleted meanwhile (a delete
+    /// leaves no key to read: the count tells), when the state moved since
+    /// the commit, or a record does not decode.
+    fn catch_up(&self, state: &mut State) -> bool {
+        let Some(d) = self.delta.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return false;
+        };
+        let sh = &self.handle.shared;
+        if d.base != sh.state_rev.load(Ordering::SeqCst) {
+            return false;
+        }
+        let created = d
+            .changed
+            .iter()
+            .filter(|kv| kv.create_revision() > d.base)
+            .count() as i64;
+        if sh.records.load(Ordering::SeqCst) + created != d.count {
+            return false;
+        }
+        let mut mutations = Vec::with_capacity(d.changed.len());
+        for kv in &d.changed {
+            match self.handle.decode_record(kv.key(), kv.value()) {
+                Ok(r) => mutations.push(Mutation::Put(r)),
+                Err(_) => return false,
+            }
+        }
+        state.apply_change(&Change { mutations });
+        sh.state_rev.store(d.rev, Ordering::SeqCst);
+        sh.seq_rev.store(d.seq_rev, Ordering::SeqCst);
+        sh.records.store(d.count, Ordering::SeqCst);
+        sh.catch_ups.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// One txn guarded by `seq` (see the module docs).
@@ -406,10 +558,17 @@ impl Store for EtcdStore {
                 }
             }
         }
+        // Which writes are records (an owner key is not): for the count.
+        let records_prefix = h.records_prefix();
+        let is_record: Vec<bool> = writes
+            .keys()
+            .map(|k| k.starts_with(&records_prefix))
+            .collect();
         let mut ops: Vec<TxnOp> = writes
             .into_iter()
             .map(|(k, v)| match v {
-                Some(v) => TxnOp::put(k, v, None),
+                // The previous key tells a create from an update (count).
+                Some(v) => TxnOp::put(k, v, Some(PutOptions::new().with_prev_key())),
                 None => TxnOp::delete(k, None),
             })
             .collect();
@@ -419,6 +578,17 @@ impl Store for EtcdStore {
                 self.release_turn();
             }
             return Ok(());
+        }
+        // The writes, `seq`, and the turn's delete: refused whole rather
+        // than split (several txns would not be one atomic, fenced commit).
+        if ops.len() + 2 > self.max_txn_ops {
+            if std::mem::take(&mut *holds_turn) {
+                self.release_turn();
+            }
+            return Err(StoreError::TooLarge {
+                writes: ops.len(),
+                limit: self.max_txn_ops,
+            });
         }
         let seq = h.seq_key();
         let seq_rev = h.shared.seq_rev.load(Ordering::SeqCst);
@@ -430,12 +600,32 @@ impl Store for EtcdStore {
         } else {
             Compare::create_revision(turn, CompareOp::Equal, 0)
         };
+        // A lost commit reads, at the same revision, what it needs to
+        // catch up: the records changed since the state's revision, their
+        // count, and `seq`.
+        let base = h.shared.state_rev.load(Ordering::SeqCst);
+        let records = records_prefix;
         let txn = Txn::new()
             .when([
-                Compare::mod_revision(seq, CompareOp::Equal, seq_rev),
+                Compare::mod_revision(seq.clone(), CompareOp::Equal, seq_rev),
                 turn_compare,
             ])
-            .and_then(ops);
+            .and_then(ops)
+            .or_else([
+                TxnOp::get(
+                    records.clone(),
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_min_mod_revision(base + 1),
+                    ),
+                ),
+                TxnOp::get(
+                    records,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+                TxnOp::get(seq, None),
+            ]);
         let mut client = h.client.clone();
         let mut resp = match h.block_on(async move { client.txn(txn).await }) {
             Ok(resp) => resp,
@@ -448,18 +638,118 @@ impl Store for EtcdStore {
         };
         let rev = resp.take_header().map_or(0, |x| x.revision());
         h.shared.seen(rev);
+        let mut losses = self.losses.lock().unwrap_or_else(|p| p.into_inner());
         if !resp.succeeded() {
-            // Lost to another host (or to the turn's holder): ask for the
-            // turn, so the retry is not overtaken again. A holder whose turn
-            // expired (lease) takes it again here.
-            *holds_turn = self.take_turn();
+            *self.delta.lock().unwrap_or_else(|p| p.into_inner()) = delta(base, rev, &resp);
+            // Lost to another host (or to the turn's holder): after a
+            // second loss in a row ask for the turn, so the retry is not
+            // overtaken again. A holder whose turn expired (lease) takes it
+            // again here.
+            *losses = losses.saturating_add(1);
+            if *holds_turn || *losses >= LOSSES_BEFORE_TURN {
+                *holds_turn = self.take_turn();
+            }
             return Err(StoreError::Conflict);
         }
+        *losses = 0;
         *holds_turn = false;
+        let (created, deleted) = resp
+            .op_responses()
+            .into_iter()
+            .zip(is_record)
+            .filter(|(_, record)| *record)
+            .fold((0, 0), |(c, d), (r, _)| match r {
+                TxnOpResponse::Put(p) if p.prev_key().is_none() => (c + 1, d),
+                TxnOpResponse::Delete(x) => (c, d + x.deleted()),
+                _ => (c, d),
+            });
+        h.shared
+            .records
+            .fetch_add(created - deleted, Ordering::SeqCst);
         // The state was at seq_rev and nothing else was committed since:
         // with this change it is at `rev`.
         h.shared.seq_rev.store(rev, Ordering::SeqCst);
         h.shared.state_rev.store(rev, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// The [`Delta`] a failed commit's txn read (`None` if a read is missing).
+fn delta(base: i64, rev: i64, resp: &etcd_client::TxnResponse) -> Option<Delta> {
+    let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(g) => Some(g),
+        _ => None,
+    });
+    let (changed, count, seq) = (gets.next()?, gets.next()?, gets.next()?);
+    Some(Delta {
+        base,
+        rev,
+        seq_rev: seq.kvs().first().map_or(0, KeyValue::mod_revision),
+        count: count.count(),
+        changed: changed.kvs().to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> EtcdConfig {
+        toml::from_str(toml_text).expect("an [agent.etcd] table")
+    }
+
+    #[test]
+    fn tls_and_auth_options_parse_and_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p.display().to_string()
+        };
+        let (ca, cert, key, pw) = (
+            file("ca.pem", "ca"),
+            file("c.pem", "cert"),
+            file("k.pem", "key"),
+            file("pw", "s3cret\n"),
+        );
+        let cfg = parse(&format!(
+            "endpoints = [\"https://10.0.0.1:2379\"]\nuser = \"havip\"\npassword_file = \"{pw}\"\n\
+             ca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nmax_txn_ops = 1024\n"
+        ));
+        assert_eq!(cfg.user.as_deref(), Some("havip"));
+        assert_eq!(cfg.max_txn_ops, 1024);
+        assert_eq!(cfg.prefix, "/havip", "unset keys keep their defaults");
+        assert!(cfg.connect_options().is_ok());
+
+        let err = |c: EtcdConfig| match c.connect_options() {
+            Ok(_) => panic!("accepted: {c:?}"),
+            Err(e) => format!("{:?}", e),
+        };
+        let http = EtcdConfig {
+            endpoints: vec!["http://10.0.0.1:2379".into()],
+            ..cfg.clone()
+        };
+        assert!(err(http).contains("not https://"));
+        let no_key = EtcdConfig {
+            key_file: None,
+            ..cfg.clone()
+        };
+        assert!(err(no_key).contains("cert_file and key_file go together"));
+        let no_pw = EtcdConfig {
+            password_file: None,
+            ..cfg.clone()
+        };
+        assert!(err(no_pw).contains("user and password_file go together"));
+        let missing = EtcdConfig {
+            ca_file: Some(dir.path().join("absent.pem")),
+            ..cfg
+        };
+        assert!(err(missing).contains("absent.pem"));
+        assert_eq!(
+            parse("").max_txn_ops,
+            DEFAULT_MAX_TXN_OPS,
+            "etcd's default limit"
+        );
+        assert!(toml::from_str::<EtcdConfig>("pasword_file = \"x\"").is_err());
     }
 }

@@ -49,6 +49,14 @@ pub trait Store: Send {
         Ok(())
     }
 
+    /// After [`StoreError::Conflict`], with this batch's changes undone:
+    /// brings `state` up to the store from what the failed commit read,
+    /// if the store can (true); false means a full [`Store::load`] is
+    /// needed.
+    fn catch_up(&self, _state: &mut State) -> bool {
+        false
+    }
+
     /// Other writers share this store (etcd): the in-memory state may lag
     /// behind it, so a refusal is only final once checked against a fresh
     /// read.
@@ -109,6 +117,9 @@ pub enum StoreError {
     /// re-validate, retry.
     #[error("the shared state changed since it was read")]
     Conflict,
+    /// A commit with more writes than one etcd txn takes.
+    #[error("one commit of {writes} writes does not fit in one etcd transaction (limit {limit} operations, with 2 of the store's own): start etcd with a larger --max-txn-ops and set [agent.etcd] max_txn_ops to it, or commit in smaller batches (a seed: fewer records per config)")]
+    TooLarge { writes: usize, limit: usize },
     #[error("cannot encode record {key:?}")]
     Encode {
         key: String,
