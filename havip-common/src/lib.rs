@@ -39,6 +39,10 @@ pub const VXLAN_PORT: u16 = 4789;
 /// Bytes VXLAN encapsulation adds in front of the inner Ethernet frame:
 /// outer Ethernet (14), IPv4 without options (20), UDP (8), VXLAN (8).
 pub const VXLAN_OVERHEAD: usize = 50;
+/// The smallest VTEP port MTU havip supports: an encapsulated frame whose
+/// outer IPv4 packet is at most this long skips the program's MTU helper,
+/// so the agent refuses a VTEP interface with a smaller MTU.
+pub const MIN_UNDERLAY_MTU: u32 = 1280;
 
 /// Product limits (see PRODUCT.md). The control plane enforces them.
 pub mod limits {

@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
-use havip_common::{DropReason, Handled, PortInfo, VXLAN_OVERHEAD, VXLAN_PORT};
+use havip_common::{DropReason, Handled, PortInfo, MIN_UNDERLAY_MTU, VXLAN_OVERHEAD, VXLAN_PORT};
 
 use crate::{
     csum,
@@ -41,12 +41,12 @@ const FRAG_DF: u16 = 0x4000;
 const SPORT_BASE: u16 = 49152;
 /// `BPF_MTU_CHK_RET_FRAG_NEEDED`: the frame exceeds the device MTU.
 const MTU_FRAG_NEEDED: i64 = 1;
-/// The smallest VTEP port MTU havip supports (docs/design.md, MTU; the
-/// underlay needs 1550 for 1500-byte guests): an encapsulated frame whose
-/// outer IPv4 packet is at most this long fits every supported underlay,
-/// so only longer ones pay the `bpf_check_mtu` helper (a device lookup by
-/// ifindex per frame). As an Ethernet frame length: MTU + 14.
-const FITS_ANY_UNDERLAY: u32 = 1280 + 14;
+/// An encapsulated frame whose outer IPv4 packet fits the smallest MTU the
+/// agent accepts on the VTEP port (docs/design.md, MTU; the underlay needs
+/// 1550 for 1500-byte guests) fits every supported underlay, so only
+/// longer ones pay the `bpf_check_mtu` helper (a device lookup by ifindex
+/// per frame). As an Ethernet frame length: MTU + 14.
+const FITS_ANY_UNDERLAY: u32 = MIN_UNDERLAY_MTU + 14;
 
 /// The owner on another host, as read from `OWNERS` (copied once).
 pub struct RemoteOwner {

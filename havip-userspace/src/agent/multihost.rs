@@ -65,11 +65,9 @@ pub fn open(cfg: &mut Config, host: &str) -> Result<(Arc<ControlPlane>, EtcdHand
     }
 }
 
-/// The MAC of `ifname` in the current network namespace.
-///
-/// # Errors
-/// No such interface.
-pub fn interface_mac(ifname: &str) -> Result<MacAddr> {
+/// Runs the interface ioctl `request` (a `SIOCGIF*` read) on `ifname` in
+/// the current network namespace and returns the filled `ifreq`.
+fn ifreq_get(ifname: &str, request: libc::c_ulong, what: &str) -> Result<libc::ifreq> {
     if ifname.is_empty() || ifname.len() >= libc::IF_NAMESIZE {
         bail!("bad interface name {ifname:?}");
     }
@@ -78,31 +76,45 @@ pub fn interface_mac(ifname: &str) -> Result<MacAddr> {
         *d = s as libc::c_char;
     }
     // SAFETY: plain syscalls on an fd we own and close; ifreq is zeroed and
-    // its name NUL-terminated (IF_NAMESIZE bytes, name shorter).
-    let mac = unsafe {
+    // its name NUL-terminated (IF_NAMESIZE bytes, name shorter); `request`
+    // is a read that fills at most the ifreq.
+    unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             bail!("socket: {}", std::io::Error::last_os_error());
         }
         let mut ifr: libc::ifreq = std::mem::zeroed();
         ifr.ifr_name = name;
-        let r = libc::ioctl(fd, libc::SIOCGIFHWADDR as _, &mut ifr);
+        let r = libc::ioctl(fd, request as _, &mut ifr);
         let e = std::io::Error::last_os_error();
         libc::close(fd);
         if r < 0 {
-            bail!("MAC of {ifname}: {e}");
+            bail!("{what} of {ifname}: {e}");
         }
-        let sa = ifr.ifr_ifru.ifru_hwaddr.sa_data;
-        [
-            sa[0] as u8,
-            sa[1] as u8,
-            sa[2] as u8,
-            sa[3] as u8,
-            sa[4] as u8,
-            sa[5] as u8,
-        ]
-    };
-    Ok(MacAddr(mac))
+        Ok(ifr)
+    }
+}
+
+/// The MAC of `ifname` in the current network namespace.
+///
+/// # Errors
+/// No such interface.
+pub fn interface_mac(ifname: &str) -> Result<MacAddr> {
+    let ifr = ifreq_get(ifname, libc::SIOCGIFHWADDR, "MAC")?;
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(MacAddr(std::array::from_fn(|i| sa[i] as u8)))
+}
+
+/// The MTU of `ifname` in the current network namespace.
+///
+/// # Errors
+/// No such interface.
+pub fn interface_mtu(ifname: &str) -> Result<u32> {
+    let ifr = ifreq_get(ifname, libc::SIOCGIFMTU, "MTU")?;
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
 }
 
 /// Builds the cluster view and spawns its tasks (sync, registration,
@@ -120,6 +132,15 @@ pub fn start(
         bail!("[agent.etcd] needs [agent.vtep] (the underlay interface and VTEP address)");
     };
     let mac = interface_mac(&vtep.interface)?;
+    let mtu = interface_mtu(&vtep.interface)?;
+    if mtu < havip_common::MIN_UNDERLAY_MTU {
+        bail!(
+            "[agent.vtep] interface {} has MTU {mtu}; havip needs at least {} on the underlay \
+             (1550 to carry 1500-byte guest frames)",
+            vtep.interface,
+            havip_common::MIN_UNDERLAY_MTU
+        );
+    }
     let address: Ipv4Addr = vtep.address;
     let c = Cluster::new(
         etcd,
