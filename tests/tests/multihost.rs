@@ -278,6 +278,18 @@ fn multihost_etcd_down_and_agent_killed() {
     assert_eq!(s.hosts, all, "h2's VTEP stays known while it is down");
     let (_, text) = mh.havipctl(1, &["cluster"]).expect("havipctl cluster");
     assert!(text.contains("hosts down:        h2"), "{text}");
+    // An underlay below the smallest MTU the encap path assumes is refused
+    // at start, before the data plane is touched.
+    let h2 = mh.fabric.host_ns(2).expect("h2");
+    let set_mtu = |mtu: &str| h2.exec(&["ip", "link", "set", "eth0", "mtu", mtu]);
+    set_mtu("1200").expect("MTU 1200");
+    let refused = mh.start_agent(2);
+    set_mtu(&havip_tests::fabric::UNDERLAY_MTU.to_string()).expect("MTU back");
+    let err = refused.err().expect("an underlay MTU of 1200 is refused");
+    assert!(
+        format!("{err:#}").contains("has MTU 1200"),
+        "the refusal names the MTU: {err:#}"
+    );
     // It re-joins.
     mh.agents[1] = Some(mh.start_agent(2).expect("agent 2 again"));
     mh.converged(Some(mac("b")), CONVERGE)

@@ -52,6 +52,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     // Multi-host: the shared state on etcd instead of redb.
     let (cp, etcd) = if agent.etcd.is_some() {
         let host = multihost::host_id(&agent)?;
+        multihost::check_underlay(&agent)?;
         let (cp, handle) = tokio::task::block_in_place(|| multihost::open(&mut cfg, &host))?;
         (cp, Some((host, handle)))
     } else {

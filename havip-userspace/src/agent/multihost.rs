@@ -117,6 +117,28 @@ pub fn interface_mtu(ifname: &str) -> Result<u32> {
     Ok(u32::try_from(mtu).unwrap_or(0))
 }
 
+/// Refuses an underlay (`[agent.vtep]` interface) whose MTU is below
+/// [`havip_common::MIN_UNDERLAY_MTU`]: the encap path skips the kernel's MTU
+/// check up to that size. Called before anything is touched.
+///
+/// # Errors
+/// No `[agent.vtep]`, no such interface, or its MTU is too small.
+pub fn check_underlay(agent: &AgentConfig) -> Result<()> {
+    let Some(vtep) = &agent.vtep else {
+        bail!("[agent.etcd] needs [agent.vtep] (the underlay interface and VTEP address)");
+    };
+    let mtu = interface_mtu(&vtep.interface)?;
+    if mtu < havip_common::MIN_UNDERLAY_MTU {
+        bail!(
+            "[agent.vtep] interface {} has MTU {mtu}; havip needs at least {} on the underlay \
+             (1550 to carry 1500-byte guest frames)",
+            vtep.interface,
+            havip_common::MIN_UNDERLAY_MTU
+        );
+    }
+    Ok(())
+}
+
 /// Builds the cluster view and spawns its tasks (sync, registration,
 /// publisher, owner notices).
 ///
@@ -132,15 +154,6 @@ pub fn start(
         bail!("[agent.etcd] needs [agent.vtep] (the underlay interface and VTEP address)");
     };
     let mac = interface_mac(&vtep.interface)?;
-    let mtu = interface_mtu(&vtep.interface)?;
-    if mtu < havip_common::MIN_UNDERLAY_MTU {
-        bail!(
-            "[agent.vtep] interface {} has MTU {mtu}; havip needs at least {} on the underlay \
-             (1550 to carry 1500-byte guest frames)",
-            vtep.interface,
-            havip_common::MIN_UNDERLAY_MTU
-        );
-    }
     let address: Ipv4Addr = vtep.address;
     let c = Cluster::new(
         etcd,
