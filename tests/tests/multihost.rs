@@ -285,7 +285,9 @@ fn multihost_etcd_down_and_agent_killed() {
     set_mtu("1200").expect("MTU 1200");
     let refused = mh.start_agent(2);
     set_mtu(&havip_tests::fabric::UNDERLAY_MTU.to_string()).expect("MTU back");
-    let err = refused.err().expect("an underlay MTU of 1200 is refused");
+    let Err(err) = refused else {
+        panic!("an underlay MTU of 1200 is refused");
+    };
     assert!(
         format!("{err:#}").contains("has MTU 1200"),
         "the refusal names the MTU: {err:#}"
