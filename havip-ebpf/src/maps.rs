@@ -170,16 +170,13 @@ impl Havip {
         let copy = unsafe { read_volatile(&raw const (*self.slot).owner_copy) };
         let member = owner_word::member(word);
         if member != 0 && owner_copy::member(copy) == member {
-            return OwnerEntry {
-                epoch: u64::from(owner_word::epoch(word)),
-                changed_ns: 0,
-                havip_id: self.id,
+            let local = Member {
                 ifindex: owner_copy::ifindex(copy),
                 mac: owner_copy::mac(copy),
-                flags: owner_word::flags(word) & !owner_flags::REMOTE,
+                flags: 0,
                 vtep: [0; 4],
-                _pad: [0; 4],
             };
+            return self.entry(word, owner_word::flags(word) & !owner_flags::REMOTE, &local);
         }
         self.owner_from(word)
     }
@@ -202,13 +199,19 @@ impl Havip {
         } else {
             self.member(u32::from(index) - 1).unwrap_or_default()
         };
+        self.entry(word, owner_word::flags(word) | member.flags, &member)
+    }
+
+    /// The owner `word` names, as `member` with `flags`.
+    #[inline(always)]
+    fn entry(&self, word: u64, flags: u16, member: &Member) -> OwnerEntry {
         OwnerEntry {
             epoch: u64::from(owner_word::epoch(word)),
             changed_ns: 0,
             havip_id: self.id,
             ifindex: member.ifindex,
             mac: member.mac,
-            flags: owner_word::flags(word) | member.flags,
+            flags,
             vtep: member.vtep,
             _pad: [0; 4],
         }
