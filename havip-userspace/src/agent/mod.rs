@@ -104,7 +104,7 @@ pub async fn run(config_path: PathBuf, overrides: Overrides) -> Result<()> {
     health::dataplane_loaded();
     cp.set_counters(Arc::new(counters::PinnedCounters::open(&agent.pin_dir)?));
     logs::spawn(&mut rec.dp);
-    owners::spawn(&mut rec.dp, &cp, rec.cluster.clone());
+    rec.recorder = Some(owners::spawn(&mut rec.dp, &cp, rec.cluster.clone()));
     notify::spawn(&agent, &cp);
     let shutdown = Arc::new(Notify::new());
     servers::spawn(&agent, security, &cp, &shutdown).await?;

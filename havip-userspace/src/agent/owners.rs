@@ -28,8 +28,71 @@ use crate::{
     model::{MacAddr, ObservedOwner, OwnerTrigger},
 };
 
-/// Owner changes seen in the ring buffer and not yet written to the store.
-pub type Pending = Arc<Mutex<HashMap<HavipKey, ObservedOwner>>>;
+/// Owner changes not yet written to the store.
+type Pending = Arc<Mutex<Queue>>;
+
+/// The recorder's queue: the latest owner per HaVip with what found it,
+/// and adoptions a later claim replaced (written first, so the history
+/// keeps the owner the claim took over from).
+#[derive(Default)]
+struct Queue {
+    latest: HashMap<HavipKey, Queued>,
+    earlier: Vec<(HavipKey, ObservedOwner)>,
+}
+
+impl Queue {
+    /// Queues a claim read from the ring buffer, unless a newer owner is
+    /// queued.
+    fn claim(&mut self, key: HavipKey, owner: ObservedOwner) {
+        match self.latest.get(&key) {
+            Some(q) if q.owner.epoch > owner.epoch => return,
+            Some(q) if q.trigger == OwnerTrigger::Adoption && q.owner.epoch < owner.epoch => {
+                self.earlier.push((key, q.owner));
+            }
+            _ => {}
+        }
+        self.latest.insert(
+            key,
+            Queued {
+                owner,
+                trigger: OwnerTrigger::Claim,
+            },
+        );
+    }
+}
+
+/// An owner waiting for the recorder.
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    owner: ObservedOwner,
+    trigger: OwnerTrigger,
+}
+
+/// The owner recorder's queue: once it runs, every owner write goes
+/// through it, so an adoption pass cannot record a claim whose event is
+/// still in the ring buffer or in the recorder's batch under `adoption`
+/// (the event, read within a millisecond, replaces the queued adoption).
+#[derive(Clone)]
+pub struct Recorder {
+    pending: Pending,
+    flush: Arc<Notify>,
+}
+
+impl Recorder {
+    /// Queues kernel owners the store lacks as adoptions, unless an event
+    /// already queued them.
+    fn queue_adoptions(&self, owners: Vec<(HavipKey, ObservedOwner)>) {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, owner) in owners {
+            p.latest.entry(key).or_insert(Queued {
+                owner,
+                trigger: OwnerTrigger::Adoption,
+            });
+        }
+        drop(p);
+        self.flush.notify_one();
+    }
+}
 
 /// The recorder's own handle on the owner words (the same mapped table
 /// as the reconciler's; reads only).
@@ -46,9 +109,17 @@ fn open_owners(dp: &Dataplane) -> Result<Owners, MapError> {
 /// Multi-host (`cluster`): each local claim is sent to the other hosts as
 /// a direct notice and queued for publishing at once (see
 /// `crate::cluster::notice` and `crate::cluster::owners`).
-pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Cluster>>) {
+pub fn spawn(
+    dp: &mut Dataplane,
+    cp: &Arc<ControlPlane>,
+    cluster: Option<Arc<Cluster>>,
+) -> Recorder {
     let pending: Pending = Arc::default();
     let flush = Arc::new(Notify::new());
+    let recorder = Recorder {
+        pending: pending.clone(),
+        flush: flush.clone(),
+    };
     if let Some(ring) = dp.maps.events.take() {
         let pending = pending.clone();
         let flush = flush.clone();
@@ -89,6 +160,7 @@ pub fn spawn(dp: &mut Dataplane, cp: &Arc<ControlPlane>, cluster: Option<Arc<Clu
         })
         .ok();
     tokio::spawn(record(cp.clone(), pending, flush, owners));
+    recorder
 }
 
 /// The owner recorder: waits for a flush, lets a burst settle, re-reads
@@ -103,31 +175,55 @@ async fn record(
         flush.notified().await;
         // Coalesce a burst of claims into one durable write.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let batch: Vec<_> = pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .collect();
-        let batch = match &owners {
-            Some(map) => kernel_truth(batch, |key| match map.get(key, 0) {
-                Ok(o) => Some(o),
-                Err(MapError::KeyNotFound) => None,
-                Err(e) => {
-                    warn!(error = %e, "re-reading the owner word failed; recording the event");
-                    None
-                }
-            }),
-            None => batch,
+        let Queue { latest, earlier } =
+            std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let of = |trigger| {
+            latest
+                .iter()
+                .filter(move |(_, q)| q.trigger == trigger)
+                .map(|(key, q)| (*key, q.owner))
         };
-        let cp = cp.clone();
-        let written =
-            tokio::task::spawn_blocking(move || cp.record_owners(&batch, OwnerTrigger::Claim))
-                .await;
-        match written {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "recording owners failed; the resync retries"),
-            Err(e) => error!(error = %e, "owner recorder panicked"),
+        // Adoptions first, as seen (their epochs are below any claim's of
+        // the same HaVip); then claims, each re-read from the kernel.
+        let adoptions: Vec<_> = earlier
+            .into_iter()
+            .chain(of(OwnerTrigger::Adoption))
+            .collect();
+        if !adoptions.is_empty() {
+            write(&cp, adoptions, OwnerTrigger::Adoption).await;
         }
+        let claims: Vec<_> = of(OwnerTrigger::Claim).collect();
+        if !claims.is_empty() {
+            let batch = match &owners {
+                Some(map) => kernel_truth(claims, |key| match map.get(key, 0) {
+                    Ok(o) => Some(o),
+                    Err(MapError::KeyNotFound) => None,
+                    Err(e) => {
+                        warn!(error = %e, "re-reading the owner word failed; recording the event");
+                        None
+                    }
+                }),
+                None => claims,
+            };
+            write(&cp, batch, OwnerTrigger::Claim).await;
+        }
+    }
+}
+
+/// Records `batch` off the async threads.
+async fn write(
+    cp: &Arc<ControlPlane>,
+    batch: Vec<(HavipKey, ObservedOwner)>,
+    trigger: OwnerTrigger,
+) {
+    let cp = cp.clone();
+    match tokio::task::spawn_blocking(move || cp.record_owners(&batch, trigger)).await {
+        Ok(Ok(n)) if trigger == OwnerTrigger::Adoption && n > 0 => {
+            info!(recorded = n, "owners adopted from the kernel");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "recording owners failed; the resync retries"),
+        Err(e) => error!(error = %e, "owner recorder panicked; the resync retries"),
     }
 }
 
@@ -157,7 +253,7 @@ fn observed(owner: &OwnerEntry) -> ObservedOwner {
     }
 }
 
-fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwner>>) {
+fn on_event(event: DataplaneEvent, pending: &Mutex<Queue>) {
     match event {
         DataplaneEvent::OwnerChanged(e) => {
             super::metrics::owner_changed();
@@ -182,11 +278,10 @@ fn on_event(event: DataplaneEvent, pending: &Mutex<HashMap<HavipKey, ObservedOwn
             // Same epoch: the later event wins here; if two CPUs raced, the
             // map may hold the other one: the flush records the map's entry
             // ([`kernel_truth`]), not this event.
-            let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let newer = p.get(&e.key).is_none_or(|o| o.epoch <= owner.epoch);
-            if newer {
-                p.insert(e.key, owner);
-            }
+            pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .claim(e.key, owner);
         }
         DataplaneEvent::ClaimRefused { event: e, reason } => {
             let reason = reason.map_or("unknown", DropReason::name);
@@ -217,9 +312,10 @@ fn same_owner(a: &ObservedOwner, b: &ObservedOwner) -> bool {
 /// can be lost to a full ring buffer, and two claims for one HaVip on two
 /// CPUs at once both write epoch e + 1, so the last event read need not
 /// name the member the map holds. Owners switched while no agent ran are
-/// recorded, never overwritten. The durable write runs off the async
-/// threads.
-pub async fn adopt(dp: &Dataplane, cp: &Arc<ControlPlane>) {
+/// recorded, never overwritten. Before the recorder runs (agent start) the
+/// owners are written here, off the async threads; after, they are queued
+/// to it ([`Recorder`]).
+pub async fn adopt(dp: &Dataplane, cp: &Arc<ControlPlane>, recorder: Option<&Recorder>) {
     let owners: Vec<(HavipKey, OwnerEntry)> =
         dp.maps.owners.iter().filter_map(Result::ok).collect();
     let stale: Vec<(HavipKey, ObservedOwner)> = cp.with_state(|s| {
@@ -235,13 +331,9 @@ pub async fn adopt(dp: &Dataplane, cp: &Arc<ControlPlane>) {
     if stale.is_empty() {
         return;
     }
-    let cp = cp.clone();
-    match tokio::task::spawn_blocking(move || cp.record_owners(&stale, OwnerTrigger::Adoption))
-        .await
-    {
-        Ok(Ok(n)) => info!(recorded = n, "owners adopted from the kernel"),
-        Ok(Err(e)) => warn!(error = %e, "recording kernel owners failed; will retry"),
-        Err(e) => error!(error = %e, "recording kernel owners panicked; will retry"),
+    match recorder {
+        Some(r) => r.queue_adoptions(stale),
+        None => write(cp, stale, OwnerTrigger::Adoption).await,
     }
 }
 
@@ -266,6 +358,49 @@ mod tests {
         assert!(!same_owner(&a, &ObservedOwner { ifindex: 4, ..a }));
         assert!(!same_owner(&a, &ObservedOwner { mac: b.mac, ..a }));
         assert!(same_owner(&a, &ObservedOwner { changed_ns: 9, ..a }));
+    }
+
+    #[test]
+    fn a_claim_keeps_the_adoption_it_replaces_and_never_an_older_claim() {
+        let key = HavipKey {
+            vswitch_id: 1,
+            addr: [10, 0, 1, 100],
+        };
+        let at = |epoch, ifindex| ObservedOwner {
+            ifindex,
+            mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
+            epoch,
+            changed_ns: epoch,
+        };
+        let mut q = Queue::default();
+        // The reconciler installed an initial owner (epoch 1), then a claim
+        // (epoch 2) came before the recorder flushed: both are written.
+        q.latest.insert(
+            key,
+            Queued {
+                owner: at(1, 3),
+                trigger: OwnerTrigger::Adoption,
+            },
+        );
+        q.claim(key, at(2, 4));
+        assert_eq!(q.earlier, vec![(key, at(1, 3))]);
+        assert_eq!(q.latest[&key].trigger, OwnerTrigger::Claim);
+        // A late event of an older epoch changes nothing.
+        q.claim(key, at(1, 5));
+        assert_eq!(q.latest[&key].owner, at(2, 4));
+        // An adoption pass that read the kernel just before the event came:
+        // same epoch, the claim replaces it and nothing is kept.
+        let mut q = Queue::default();
+        q.latest.insert(
+            key,
+            Queued {
+                owner: at(2, 4),
+                trigger: OwnerTrigger::Adoption,
+            },
+        );
+        q.claim(key, at(2, 4));
+        assert!(q.earlier.is_empty());
+        assert_eq!(q.latest[&key].trigger, OwnerTrigger::Claim);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct Reconciler {
     pub ports: Ports,
     /// Multi-host: the cluster view (VTEPs, shared owners).
     pub cluster: Option<Arc<Cluster>>,
+    /// The owner recorder, once started (adoptions are queued to it).
+    pub recorder: Option<owners::Recorder>,
+    /// The last pass installed or cleared owners itself (an initial owner,
+    /// an unbound owner): no event tells the store, an adoption does.
+    owners_moved: bool,
 }
 
 impl Reconciler {
@@ -68,6 +73,8 @@ impl Reconciler {
             config,
             ports: Ports::default(),
             cluster: None,
+            recorder: None,
+            owners_moved: false,
         }
     }
 
@@ -81,6 +88,9 @@ impl Reconciler {
     pub async fn pass(&mut self, recheck: Recheck) {
         let started = std::time::Instant::now();
         self.pass_inner(recheck).await;
+        if std::mem::take(&mut self.owners_moved) {
+            self.adopt_owners().await;
+        }
         super::metrics::reconciled(started);
         super::health::publish_ports(&self.ports);
     }
@@ -307,6 +317,7 @@ impl Reconciler {
                 if report.changed() {
                     info!(?report, "maps reconciled");
                 }
+                self.owners_moved = report.owners_created + report.owners_cleared > 0;
                 // The ports present are attached (this program swapped in
                 // on their links): a migration from the previous layout
                 // can drop the old maps.
@@ -342,7 +353,7 @@ impl Reconciler {
 
     /// Adopts kernel owners the store does not have.
     pub async fn adopt_owners(&self) {
-        owners::adopt(&self.dp, &self.cp).await;
+        owners::adopt(&self.dp, &self.cp, self.recorder.as_ref()).await;
     }
 }
 
