@@ -29,7 +29,11 @@
 //! [`TURN_TTL_S`] seconds): while it is there, every other host's commit
 //! also requires `turn` to be absent and fails, and the turn's holder
 //! commits next (requiring `turn` = its id, and deleting it in the same
-//! txn). A holder that dies frees the turn when its lease expires.
+//! txn). A holder that dies frees the turn when its lease expires. A lost
+//! commit's txn also reads `turn`: while another host holds it, this host
+//! asks for nothing (a raft write for nothing) and retries after a short
+//! pause; a turn lease is reused for a second after its grant, so taking
+//! the turn is one raft write.
 //!
 //! Observed owners (`Record::Owner`: the kernel's owner with a host-local
 //! ifindex) are host-local: they are not written to etcd.
@@ -47,7 +51,7 @@ use std::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use etcd_client::{
@@ -320,6 +324,13 @@ pub const TURN_TTL_S: i64 = 2;
 /// Lost commits in a row before a store asks for the turn (the first loss
 /// only catches up and retries: the turn costs two more raft writes).
 const LOSSES_BEFORE_TURN: u32 = 2;
+/// A turn lease is reused for this long after its grant (half its TTL: a
+/// put under it still has at least a second before it expires), so taking
+/// the turn is one raft write, not two.
+const TURN_LEASE_REUSE: Duration = Duration::from_secs(1);
+/// Pause before retrying a commit while another host holds the turn (its
+/// commit is one round trip away; a retry before it cannot succeed).
+const TURN_HELD_PAUSE: Duration = Duration::from_micros(500);
 
 /// What a lost commit read in the same txn: every record changed since
 /// the state's revision, and the record count, at `rev`.
@@ -330,6 +341,8 @@ struct Delta {
     seq_rev: i64,
     count: i64,
     changed: Vec<KeyValue>,
+    /// Who held the commit turn (its id), if anyone.
+    turn: Option<Vec<u8>>,
 }
 
 /// The etcd store. See the module docs.
@@ -341,6 +354,8 @@ pub struct EtcdStore {
     holds_turn: Mutex<bool>,
     /// Commits lost in a row.
     losses: Mutex<u32>,
+    /// The last turn lease granted, with when (see [`TURN_LEASE_REUSE`]).
+    turn_lease: Mutex<Option<(i64, Instant)>>,
     /// etcd's `--max-txn-ops` (config).
     max_txn_ops: usize,
     /// What the last lost commit read (see [`Store::catch_up`]).
@@ -409,6 +424,7 @@ impl EtcdStore {
             id: format!("{}-{nanos:x}", std::process::id()),
             max_txn_ops: cfg.max_txn_ops.max(3),
             holds_turn: Mutex::new(false),
+            turn_lease: Mutex::new(None),
             losses: Mutex::new(0),
             delta: Mutex::new(None),
             runtime: Some(runtime),
@@ -431,27 +447,46 @@ impl EtcdStore {
         let h = &self.handle;
         let (key, id) = (self.turn_key(), self.id.clone());
         let mut client = h.client.clone();
-        let taken = h.block_on(async move {
-            let lease = client.lease_grant(TURN_TTL_S, None).await?;
+        let mut cached = self.turn_lease.lock().unwrap_or_else(|p| p.into_inner());
+        let reuse = cached
+            .filter(|(_, at)| at.elapsed() < TURN_LEASE_REUSE)
+            .map(|(lease, _)| lease);
+        let granted = h.block_on(async move {
+            let lease = match reuse {
+                Some(l) => l,
+                None => client.lease_grant(TURN_TTL_S, None).await?.id(),
+            };
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(
                     key.clone(),
                     id.clone(),
-                    Some(PutOptions::new().with_lease(lease.id())),
+                    Some(PutOptions::new().with_lease(lease)),
                 )])
                 .or_else([TxnOp::get(key, None)]);
             let resp = client.txn(txn).await?;
             if resp.succeeded() {
-                return Ok(true);
+                return Ok((lease, true));
             }
             let mine = resp.op_responses().into_iter().any(|r| match r {
                 TxnOpResponse::Get(g) => g.kvs().iter().any(|kv| kv.value() == id.as_bytes()),
                 _ => false,
             });
-            Ok::<_, etcd_client::Error>(mine)
+            Ok::<_, etcd_client::Error>((lease, mine))
         });
-        matches!(taken, Ok(true))
+        match granted {
+            Ok((lease, taken)) => {
+                if reuse != Some(lease) {
+                    *cached = Some((lease, Instant::now()));
+                }
+                taken
+            }
+            // An expired lease (or any error): grant a new one next time.
+            Err(_) => {
+                *cached = None;
+                false
+            }
+        }
     }
 
     /// Gives the turn back (a batch that ended with nothing to write, or
@@ -625,6 +660,7 @@ impl Store for EtcdStore {
                     Some(GetOptions::new().with_prefix().with_count_only()),
                 ),
                 TxnOp::get(seq, None),
+                TxnOp::get(self.turn_key(), None),
             ]);
         let mut client = h.client.clone();
         let mut resp = match h.block_on(async move { client.txn(txn).await }) {
@@ -640,14 +676,25 @@ impl Store for EtcdStore {
         h.shared.seen(rev);
         let mut losses = self.losses.lock().unwrap_or_else(|p| p.into_inner());
         if !resp.succeeded() {
-            *self.delta.lock().unwrap_or_else(|p| p.into_inner()) = delta(base, rev, &resp);
+            let d = delta(base, rev, &resp);
+            let turn = d.as_ref().and_then(|d| d.turn.clone());
+            *self.delta.lock().unwrap_or_else(|p| p.into_inner()) = d;
             // Lost to another host (or to the turn's holder): after a
             // second loss in a row ask for the turn, so the retry is not
             // overtaken again. A holder whose turn expired (lease) takes it
-            // again here.
+            // again here. While another host holds it, nothing is asked
+            // (that would cost a raft write for nothing): its commit comes
+            // first, this one retries shortly after.
             *losses = losses.saturating_add(1);
-            if *holds_turn || *losses >= LOSSES_BEFORE_TURN {
-                *holds_turn = self.take_turn();
+            match turn {
+                Some(holder) if holder != self.id.as_bytes() => {
+                    *holds_turn = false;
+                    std::thread::sleep(TURN_HELD_PAUSE);
+                }
+                _ if *holds_turn || *losses >= LOSSES_BEFORE_TURN => {
+                    *holds_turn = self.take_turn();
+                }
+                _ => {}
             }
             return Err(StoreError::Conflict);
         }
@@ -680,13 +727,14 @@ fn delta(base: i64, rev: i64, resp: &etcd_client::TxnResponse) -> Option<Delta> 
         TxnOpResponse::Get(g) => Some(g),
         _ => None,
     });
-    let (changed, count, seq) = (gets.next()?, gets.next()?, gets.next()?);
+    let (changed, count, seq, turn) = (gets.next()?, gets.next()?, gets.next()?, gets.next()?);
     Some(Delta {
         base,
         rev,
         seq_rev: seq.kvs().first().map_or(0, KeyValue::mod_revision),
         count: count.count(),
         changed: changed.kvs().to_vec(),
+        turn: turn.kvs().first().map(|kv| kv.value().to_vec()),
     })
 }
 
