@@ -28,6 +28,17 @@ pub const MMAPABLE: u32 = 1 << 10;
 /// teardown.
 pub const RETIRED: &[&str] = &["HAVIPS", "OWNERS"];
 
+/// Pin names of maps a later layout replaced under a new name, with what
+/// they held. Left pinned by an older agent, they are refused at start-up
+/// with the teardown advice (never adopted, nothing created): the name, not
+/// the value size, tells the layouts apart (`HAVIP_TABLE` held 64-byte
+/// slots, and 32-byte slots of other fields before that). Removed by
+/// teardown.
+pub const SUPERSEDED: &[(&str, &str)] = &[(
+    "HAVIP_TABLE",
+    "the HaVip table of a previous slot layout (now HAVIP_SLOTS, 32-byte slots, and HAVIP_CHANGED)",
+)];
+
 /// Map type, as the kernel numbers it (`enum bpf_map_type`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,10 +112,16 @@ catalogue! {
     /// ifindex → ifindex: the ports frames may be redirected to. Written by the agent.
     TX_PORTS: DevMapHash, u32 => DevMapValue, MAX_PORTS, 0;
     /// Open addressing over (vSwitch, address) → `HavipSlot` {key, id, owner
-    /// word}: placed by the agent, owner word switched by claims in XDP with
-    /// one 8-byte store and by the agent only by compare-and-swap (mmapped;
-    /// see docs/design.md for what a concurrent reader sees).
-    HAVIP_TABLE: Array, u32 => HavipSlot, TABLE_SLOTS, MMAPABLE;
+    /// word, owner copy}: placed by the agent, owner word switched by claims
+    /// in XDP with one 8-byte store and by the agent only by
+    /// compare-and-swap (mmapped; see docs/design.md for what a concurrent
+    /// reader sees). Named anew for its 32-byte slots: see [`SUPERSEDED`].
+    HAVIP_SLOTS: Array, u32 => HavipSlot, TABLE_SLOTS, MMAPABLE;
+    /// HaVip id → `bpf_ktime_get_ns` of the last claim that switched its
+    /// owner (0 if the control plane set it): the hold time. Written by
+    /// claims in XDP and zeroed by the agent when it places a HaVip
+    /// (mmapped); never read by the forward path.
+    HAVIP_CHANGED: Array, u32 => u64, MAX_HAVIPS, MMAPABLE;
     /// HaVip id × `MEMBERS_PER_HAVIP` + i → `Member` (bound port and MAC, or
     /// an owner on another host). Written by the agent (mmapped).
     HAVIP_MEMBERS: Array, u32 => Member, MAX_HAVIPS * MEMBERS_PER_HAVIP, MMAPABLE;

@@ -8,7 +8,7 @@
 /// HaVip ids (dense, `< MAX_HAVIPS`): rows of `HAVIP_MEMBERS` and
 /// `HAVIP_STATS`.
 pub const MAX_HAVIPS: u32 = 1 << 17;
-/// Slots of the open-addressing `HAVIP_TABLE` (a power of two): 4 per HaVip
+/// Slots of the open-addressing `HAVIP_SLOTS` (a power of two): 4 per HaVip
 /// at the product's 65,536 HaVips, so a lookup ends after ~1.2 slots.
 pub const TABLE_SLOTS: u32 = 1 << 18;
 /// Most slots a lookup probes (linear probing from [`table_hash`]). The
@@ -121,7 +121,7 @@ pub const fn havip_filter_bits(addr: [u8; 4]) -> u64 {
     (1u64 << (h >> 26)) | (1u64 << ((h >> 20) & 63))
 }
 
-/// A HaVip address inside one vSwitch (the key of `HAVIP_TABLE`).
+/// A HaVip address inside one vSwitch (the key of `HAVIP_SLOTS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HavipKey {
@@ -140,7 +140,7 @@ pub struct VpcAddrKey {
 }
 
 /// What the control plane configured for a HaVip, as read from
-/// `HAVIP_TABLE` (the virtual MAC is [`virtual_mac`] of the address).
+/// `HAVIP_SLOTS` (the virtual MAC is [`virtual_mac`] of the address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HavipEntry {
@@ -238,17 +238,21 @@ pub struct BindingEntry {
     pub _pad: [u8; 2],
 }
 
-/// `HAVIP_TABLE` slot: one HaVip, placed by the agent by open addressing
-/// from [`table_hash`] of its key. 64 bytes, one cache line (the array's
-/// value area is page aligned): the forward path to a local owner reads
-/// this line only. The owner is one aligned 8-byte word, so a reader sees
-/// one whole owner; `owner_copy` caches that owner's port and MAC in one
-/// more aligned word (see [`owner_copy`]).
+/// `HAVIP_SLOTS` slot: one HaVip, placed by the agent by open addressing
+/// from [`table_hash`] of its key. 32 bytes, two to a cache line (the
+/// array's value area is page aligned), so the 2^18 slots take 8 MB (half
+/// the pages and cache lines of the 64-byte slots of `HAVIP_TABLE` before
+/// them): the forward path to a local owner reads this half line only. The
+/// owner is one aligned 8-byte word, so a reader sees one whole owner;
+/// `owner_copy` caches that owner's port and MAC in one more aligned word
+/// (see [`owner_copy`]). When a claim last switched the owner (the hold
+/// time, read by claims only) is kept by id in `HAVIP_CHANGED`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HavipSlot {
     pub key: HavipKey,
-    /// Dense HaVip id: row of `HAVIP_MEMBERS`, index of `HAVIP_STATS`.
+    /// Dense HaVip id: row of `HAVIP_MEMBERS`, index of `HAVIP_STATS` and
+    /// `HAVIP_CHANGED`.
     pub id: u32,
     /// [`slot_state`].
     pub state: u32,
@@ -256,15 +260,11 @@ pub struct HavipSlot {
     /// claims in XDP (one store) and by the agent only with a
     /// compare-and-swap when it means to move the owner.
     pub owner: u64,
-    /// `bpf_ktime_get_ns` of the last claim (hold time); 0 if set by the
-    /// control plane.
-    pub changed_ns: u64,
     /// [`owner_copy`]: port and MAC of a local member, tagged with its
     /// member index. Written (one store) before the owner word by whoever
     /// switches the owner to that member, and by the agent when it
     /// rewrites that member.
     pub owner_copy: u64,
-    pub _reserved: [u64; 3],
 }
 
 /// [`HavipSlot::owner_copy`]: `mac << 16 | member << 12 | ifindex` in
@@ -345,7 +345,7 @@ pub struct Member {
     pub vtep: [u8; 4],
 }
 
-/// Home slot of `key` in `HAVIP_TABLE` (SplitMix64's finaliser over the
+/// Home slot of `key` in `HAVIP_SLOTS` (SplitMix64's finaliser over the
 /// 8 key bytes): the XDP program and the agent both place by it.
 #[inline(always)]
 pub const fn table_hash(key: &HavipKey) -> u32 {
@@ -438,7 +438,7 @@ const _: () = {
     assert!(core::mem::size_of::<Event>() == 64);
     assert!(core::mem::size_of::<VpcAddrKey>() == 8);
     assert!(core::mem::size_of::<DevMapValue>() == 8);
-    assert!(core::mem::size_of::<HavipSlot>() == 64);
+    assert!(core::mem::size_of::<HavipSlot>() == 32);
     assert!(MAX_PORTS <= 1 << 12 && MEMBERS_PER_HAVIP <= 0xf);
     assert!(core::mem::size_of::<Member>() == 16);
     assert!(TABLE_SLOTS.is_power_of_two());

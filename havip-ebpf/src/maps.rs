@@ -10,7 +10,7 @@
 //! are updated in place. So the fields read from one lookup can mix two
 //! agent updates; every reader copies the few fields it needs at once and
 //! says what a mix would cost. The owner of a HaVip is the exception: one
-//! aligned 8-byte word in its `HAVIP_TABLE` slot, read with one load and
+//! aligned 8-byte word in its `HAVIP_SLOTS` slot, read with one load and
 //! written with one store, so a reader always sees one whole owner.
 
 use core::ptr::{read_volatile, write_volatile};
@@ -50,7 +50,8 @@ macro_rules! catalogued {
 catalogued!(PORTS: Array<PortInfo> = Array, u32 => PortInfo);
 catalogued!(PORTS_HIGH: HashMap<u32, PortInfo> = HashMap, u32 => PortInfo);
 catalogued!(TX_PORTS: DevMapHash = DevMapHash, u32 => bpf_devmap_val);
-catalogued!(HAVIP_TABLE: Array<HavipSlot> = Array, u32 => HavipSlot);
+catalogued!(HAVIP_SLOTS: Array<HavipSlot> = Array, u32 => HavipSlot);
+catalogued!(HAVIP_CHANGED: Array<u64> = Array, u32 => u64);
 catalogued!(HAVIP_MEMBERS: Array<Member> = Array, u32 => Member);
 catalogued!(VPC_HAVIPS: HashMap<VpcAddrKey, u32> = HashMap, VpcAddrKey => u32);
 catalogued!(BINDINGS: HashMap<BindingKey, BindingEntry> = HashMap, BindingKey => BindingEntry);
@@ -88,14 +89,14 @@ pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
     (port.flags != 0).then_some(port)
 }
 
-/// A HaVip found in `HAVIP_TABLE`: its slot (for the owner word) and id.
+/// A HaVip found in `HAVIP_SLOTS`: its slot (for the owner word) and id.
 #[derive(Clone, Copy)]
 pub struct Havip {
     slot: *mut HavipSlot,
     pub id: u32,
 }
 
-/// Looks `key` up in `HAVIP_TABLE`: linear probing from [`table_hash`],
+/// Looks `key` up in `HAVIP_SLOTS`: linear probing from [`table_hash`],
 /// at most `MAX_PROBES` slots, stopping at a never-used slot. Every probe
 /// is an array lookup the verifier inlines (no helper call). The agent
 /// writes a slot's id before its key and state, and marks it a tombstone
@@ -107,7 +108,7 @@ pub fn find_havip(key: &HavipKey) -> Option<Havip> {
     let (vswitch, addr) = (key.vswitch_id, u32::from_ne_bytes(key.addr));
     let mut i = 0;
     while i < MAX_PROBES {
-        let slot = HAVIP_TABLE.get_ptr_mut(home.wrapping_add(i) & (TABLE_SLOTS - 1))?;
+        let slot = HAVIP_SLOTS.get_ptr_mut(home.wrapping_add(i) & (TABLE_SLOTS - 1))?;
         // SAFETY: `slot` points into the array's value area (bounds checked
         // by the lookup); single aligned loads of agent-written fields.
         let (state, s_vswitch, s_addr) = unsafe {
@@ -138,21 +139,24 @@ impl Havip {
         unsafe { read_volatile(&raw const (*self.slot).owner) }
     }
 
-    /// When the last claim switched the owner (hold time).
+    /// When the last claim switched the owner (hold time): `HAVIP_CHANGED`
+    /// by id, 0 if it has no entry.
     #[inline(always)]
     pub fn changed_ns(&self) -> u64 {
-        // SAFETY: as `owner_word`.
-        unsafe { read_volatile(&raw const (*self.slot).changed_ns) }
+        HAVIP_CHANGED.get(self.id).copied().unwrap_or(0)
     }
 
-    /// Switches the owner: `changed_ns` and the owner copy `copy` first
-    /// (see [`owner_copy`]), then the word with one aligned 8-byte store (a
-    /// reader sees the old owner or the new one).
+    /// Switches the owner: `changed_ns` (in `HAVIP_CHANGED`) and the owner
+    /// copy `copy` first (see [`owner_copy`]), then the word with one
+    /// aligned 8-byte store (a reader sees the old owner or the new one).
     #[inline(always)]
     pub fn set_owner(&self, word: u64, changed_ns: u64, copy: u64) {
+        if let Some(changed) = HAVIP_CHANGED.get_ptr_mut(self.id) {
+            // SAFETY: an aligned u64 of the array's value area.
+            unsafe { write_volatile(changed, changed_ns) };
+        }
         // SAFETY: as `owner_word`.
         unsafe {
-            write_volatile(&raw mut (*self.slot).changed_ns, changed_ns);
             write_volatile(&raw mut (*self.slot).owner_copy, copy);
             write_volatile(&raw mut (*self.slot).owner, word);
         }

@@ -375,7 +375,7 @@ fn restart_from_the_previous_map_layout_migrates_owners_whole() {
             "{name} still pinned after the migration"
         );
     }
-    assert!(pins.0.join("HAVIP_TABLE").exists());
+    assert!(pins.0.join("HAVIP_SLOTS").exists());
 }
 
 #[test]
@@ -392,7 +392,7 @@ fn previous_layout_of_unknown_shape_is_refused_and_left_untouched() {
         "{err}"
     );
     // Nothing half-adopted: no new table, the old maps where they were.
-    assert!(!pins.0.join("HAVIP_TABLE").exists());
+    assert!(!pins.0.join("HAVIP_SLOTS").exists());
     assert!(!pins.0.join("HAVIP_MEMBERS").exists());
     assert!(pins.0.join("OWNERS").exists() && pins.0.join("HAVIPS").exists());
 }
@@ -449,37 +449,54 @@ fn outcome_counters_of_another_shape_are_refused() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("HANDLED") && err.contains("teardown"), "{err}");
-    assert!(!pins.0.join("HAVIP_TABLE").exists(), "nothing created");
+    assert!(!pins.0.join("HAVIP_SLOTS").exists(), "nothing created");
 }
 
-/// The HaVip table of the previous slot layout (32-byte slots, no owner
-/// copy) left pinned by an older agent: refused with the teardown advice,
-/// never adopted (its owner words would be read with garbage copies), and
-/// nothing else created or removed.
-#[test]
-fn havip_table_of_the_32_byte_slot_layout_is_refused() {
+/// A `HAVIP_TABLE` of `value`-byte slots left pinned by an older agent
+/// (the table's name before `HAVIP_SLOTS`): refused with the teardown
+/// advice, never adopted (the slot fields differ), and nothing else created
+/// or removed.
+fn old_havip_table_is_refused(tag: &str, value: u32) {
     use havip_common::{catalogue, TABLE_SLOTS};
-    let pins = OldPins::new("slots32");
+    let pins = OldPins::new(tag);
     let array = 2;
     pin_map_of(
         array,
         &pins.0.join("HAVIP_TABLE"),
         4,
-        32,
+        value,
         TABLE_SLOTS,
         catalogue::MMAPABLE,
     );
     let err = match Dataplane::load(&pins.0) {
-        Ok(_) => panic!("a HAVIP_TABLE of 32-byte slots was adopted"),
+        Ok(_) => panic!("a HAVIP_TABLE of {value}-byte slots was adopted"),
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("HAVIP_TABLE") && err.contains("value 32") && err.contains("teardown"),
+        err.contains("HAVIP_TABLE")
+            && err.contains(&format!("value {value}"))
+            && err.contains("previous slot layout")
+            && err.contains("teardown"),
         "{err}"
     );
     assert!(
         pins.0.join("HAVIP_TABLE").exists(),
         "the old table left as it was"
     );
-    assert!(!pins.0.join("HAVIP_MEMBERS").exists(), "nothing created");
+    for name in ["HAVIP_SLOTS", "HAVIP_MEMBERS", "HAVIP_CHANGED"] {
+        assert!(!pins.0.join(name).exists(), "{name} created");
+    }
+}
+
+/// Session 3's table: 32-byte slots of other fields (no owner copy). The
+/// same size as today's slot: only the name tells them apart.
+#[test]
+fn havip_table_of_the_32_byte_slot_layout_is_refused() {
+    old_havip_table_is_refused("slots32", 32);
+}
+
+/// Session 4's table: 64-byte slots (`changed_ns` in the slot).
+#[test]
+fn havip_table_of_the_64_byte_slot_layout_is_refused() {
+    old_havip_table_is_refused("slots64", 64);
 }

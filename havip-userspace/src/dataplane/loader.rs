@@ -72,6 +72,16 @@ pub enum DataplaneError {
         want_value: u32,
         want_entries: u32,
     },
+    #[error(
+        "pinned map {path} (key {found_key}, value {found_value}) is {what}: \
+         not adopted; run `havip-agent teardown` first"
+    )]
+    SupersededPin {
+        path: PathBuf,
+        what: &'static str,
+        found_key: u32,
+        found_value: u32,
+    },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("the object has no program {0}")]
@@ -395,7 +405,8 @@ pub fn teardown(pin_dir: &Path) -> std::io::Result<()> {
     let names = catalogue::ALL
         .iter()
         .map(|spec| spec.name)
-        .chain(catalogue::RETIRED.iter().copied());
+        .chain(catalogue::RETIRED.iter().copied())
+        .chain(catalogue::SUPERSEDED.iter().map(|(name, _)| *name));
     for name in names {
         match fs::remove_file(pin_dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -485,13 +496,29 @@ pub fn pinned_link_ifindex(pin: &Path) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Refuses a pinned map whose type, key/value size or capacity differs
-/// from the catalogue (left by an incompatible version). An outcome counter
+/// Refuses a pinned map a later layout replaced under a new name
+/// (`catalogue::SUPERSEDED`), and one whose type, key/value size or
+/// capacity differs from the catalogue (left by an incompatible version),
+/// before anything is created. An outcome counter
 /// (`catalogue::OUTCOME_COUNTERS`) that differs only in length (a version
 /// with fewer outcomes) is unpinned instead, once nothing else differs, and
 /// created anew by the load: its counts restart, forwarding goes on (the
 /// running program keeps its own reference until its link is updated).
 fn check_pinned_shapes(pin_dir: &Path) -> Result<(), DataplaneError> {
+    for (name, what) in catalogue::SUPERSEDED {
+        let path = pin_dir.join(name);
+        if path.exists() {
+            let (found_key, found_value) = MapData::from_pin(&path)
+                .and_then(|m| m.info())
+                .map_or((0, 0), |info| (info.key_size(), info.value_size()));
+            return Err(DataplaneError::SupersededPin {
+                path,
+                what,
+                found_key,
+                found_value,
+            });
+        }
+    }
     let mut replace = Vec::new();
     for spec in catalogue::ALL {
         let path = pin_dir.join(spec.name);

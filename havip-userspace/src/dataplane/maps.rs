@@ -33,7 +33,7 @@ pub struct Maps {
     pub ports: Array<MapData, PortInfo>,
     pub ports_high: HashMap<MapData, u32, PortInfo>,
     pub tx_ports: DevMapHash<MapData>,
-    /// `HAVIP_TABLE` + `HAVIP_MEMBERS`, mapped (see [`super::table`]).
+    /// `HAVIP_SLOTS` + `HAVIP_MEMBERS` + `HAVIP_CHANGED`, mapped (see [`super::table`]).
     pub table: Arc<HavipTable>,
     /// The table by key, read as the former `HAVIPS` map.
     pub havips: HavipMap,
@@ -113,9 +113,10 @@ impl Maps {
                     .map_err(|source| MapsError::Map { name, source })?
             }};
         }
-        let table_data = array_data(names::HAVIP_TABLE, get(names::HAVIP_TABLE)?)?;
+        let table_data = array_data(names::HAVIP_SLOTS, get(names::HAVIP_SLOTS)?)?;
         let members_data = array_data(names::HAVIP_MEMBERS, get(names::HAVIP_MEMBERS)?)?;
-        let table = Arc::new(HavipTable::new(&table_data, &members_data)?);
+        let changed_data = array_data(names::HAVIP_CHANGED, get(names::HAVIP_CHANGED)?)?;
+        let table = Arc::new(HavipTable::new(&table_data, &members_data, &changed_data)?);
         Ok(Self {
             havips: HavipMap(Arc::clone(&table)),
             owners: OwnerMap(Arc::clone(&table)),

@@ -4,12 +4,12 @@
 //! The rule: migrated whole or refused, never half-adopted.
 //! 1. Before the new object is loaded, the old maps are opened and their
 //!    shapes checked (a shape we do not know: refused, nothing created).
-//! 2. The new object is loaded (`HAVIP_TABLE` and `HAVIP_MEMBERS` created,
-//!    the other pinned maps reused as they are) and the table is built from
-//!    the old maps: each HaVip with its members (from `BINDINGS`) and its
-//!    owner (epoch, how it was set, port and MAC or remote VTEP). Any error:
-//!    the two new pins are removed again and the load fails; the old
-//!    program keeps running on the old maps.
+//! 2. The new object is loaded (`HAVIP_SLOTS`, `HAVIP_MEMBERS` and
+//!    `HAVIP_CHANGED` created, the other pinned maps reused as they are)
+//!    and the table is built from the old maps: each HaVip with its members
+//!    (from `BINDINGS`) and its owner (epoch, how it was set, port and MAC
+//!    or remote VTEP). Any error: the new pins are removed again and the
+//!    load fails; the old program keeps running on the old maps.
 //! 3. The agent attaches: the new program replaces the old one on each
 //!    pinned link (`bpf_link_update`, no frame lost).
 //! 4. [`Legacy::finish`]: owners claimed in the old map between step 2 and
@@ -117,7 +117,11 @@ impl Legacy {
     pub fn build(&self, maps: &Maps) -> Result<usize, MigrationError> {
         let result = self.try_build(maps);
         if result.is_err() {
-            for name in [names::HAVIP_TABLE, names::HAVIP_MEMBERS] {
+            for name in [
+                names::HAVIP_SLOTS,
+                names::HAVIP_MEMBERS,
+                names::HAVIP_CHANGED,
+            ] {
                 let _ = fs::remove_file(self.pin_dir.join(name));
             }
         }

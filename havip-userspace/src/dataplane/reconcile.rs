@@ -86,7 +86,7 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
 }
 
 fn table_err(e: TableError) -> ReconcileError {
-    err(names::HAVIP_TABLE)(e)
+    err(names::HAVIP_SLOTS)(e)
 }
 
 /// The owner-write rule: the reconciler never undoes a claim. It changes an

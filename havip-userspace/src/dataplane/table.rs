@@ -1,7 +1,8 @@
-//! The HaVip table as the agent sees it: `HAVIP_TABLE` (open addressing over
-//! (vSwitch, address), 64-byte slots with the owner word and its copy) and
-//! `HAVIP_MEMBERS` (members by HaVip id), both `BPF_F_MMAPABLE` arrays
-//! mapped into the agent's memory.
+//! The HaVip table as the agent sees it: `HAVIP_SLOTS` (open addressing over
+//! (vSwitch, address), 32-byte slots with the owner word and its copy),
+//! `HAVIP_MEMBERS` (members by HaVip id) and `HAVIP_CHANGED` (time of the
+//! last claim by HaVip id), all `BPF_F_MMAPABLE` arrays mapped into the
+//! agent's memory.
 //!
 //! Why mapped: a map update copies a whole value, so writing a slot through
 //! `bpf_map_update_elem` would also write its owner word, undoing a claim
@@ -44,7 +45,7 @@ pub enum TableError {
         #[source]
         source: io::Error,
     },
-    #[error("HAVIP_TABLE: no free slot within {MAX_PROBES} of the home slot of {key:?}")]
+    #[error("HAVIP_SLOTS: no free slot within {MAX_PROBES} of the home slot of {key:?}")]
     Full { key: HavipKey },
     #[error("HaVip id {id} is out of range (< {MAX_HAVIPS})")]
     BadId { id: u32 },
@@ -123,29 +124,47 @@ impl<T> Drop for Mapped<T> {
 /// A snapshot of one used slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotView {
-    /// Position in `HAVIP_TABLE`.
+    /// Position in `HAVIP_SLOTS`.
     pub pos: u32,
     pub key: HavipKey,
     pub id: u32,
     pub word: u64,
 }
 
-/// The mapped `HAVIP_TABLE` and `HAVIP_MEMBERS`.
+/// The mapped `HAVIP_SLOTS`, `HAVIP_MEMBERS` and `HAVIP_CHANGED`.
 pub struct HavipTable {
     slots: Mapped<HavipSlot>,
     members: Mapped<Member>,
+    changed: Mapped<u64>,
 }
 
 impl HavipTable {
-    /// Maps the two arrays (loaded or pinned).
+    /// Maps the three arrays (loaded or pinned).
     ///
     /// # Errors
     /// `mmap` failed (e.g. the maps were created without `BPF_F_MMAPABLE`).
-    pub fn new(table: &MapData, members: &MapData) -> Result<Self, TableError> {
+    pub fn new(table: &MapData, members: &MapData, changed: &MapData) -> Result<Self, TableError> {
         Ok(Self {
-            slots: Mapped::new(table, "HAVIP_TABLE", TABLE_SLOTS)?,
+            slots: Mapped::new(table, "HAVIP_SLOTS", TABLE_SLOTS)?,
             members: Mapped::new(members, "HAVIP_MEMBERS", MAX_HAVIPS * MEMBERS_PER_HAVIP)?,
+            changed: Mapped::new(changed, "HAVIP_CHANGED", MAX_HAVIPS)?,
         })
+    }
+
+    /// `HAVIP_CHANGED[id]`: when the last claim switched the owner of HaVip
+    /// `id` (0: set by the control plane, or `id` out of range).
+    pub fn changed_ns(&self, id: u32) -> u64 {
+        // SAFETY: in bounds, aligned.
+        self.changed
+            .at(id)
+            .map_or(0, |p| unsafe { ptr::read_volatile(p) })
+    }
+
+    fn set_changed_ns(&self, id: u32, ns: u64) {
+        if let Some(p) = self.changed.at(id) {
+            // SAFETY: in bounds, aligned.
+            unsafe { ptr::write_volatile(p, ns) };
+        }
     }
 
     fn slot(&self, pos: u32) -> *mut HavipSlot {
@@ -161,7 +180,7 @@ impl HavipTable {
     }
 
     fn word(&self, pos: u32) -> &AtomicU64 {
-        // SAFETY: aligned u64 (slots are 64 bytes from a page boundary).
+        // SAFETY: aligned u64 (slots are 32 bytes from a page boundary).
         unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(pos)).owner) }
     }
 
@@ -260,11 +279,11 @@ impl HavipTable {
             .find(|pos| self.state(*pos).load(Ordering::Acquire) != slot_state::USED)
             .ok_or(TableError::Full { key })?;
         let p = self.slot(pos);
+        self.set_changed_ns(id, 0);
         // SAFETY: aligned fields inside the mapping; the slot is not USED,
         // so the program does not match it.
         unsafe {
             ptr::write_volatile(&raw mut (*p).id, id);
-            ptr::write_volatile(&raw mut (*p).changed_ns, 0);
             ptr::write_volatile(&raw mut (*p).key, key);
         }
         self.copy(pos)
@@ -284,9 +303,13 @@ impl HavipTable {
         self.copy(pos).store(0, Ordering::Release);
     }
 
-    /// Changes the id of the HaVip in `pos` in place (the owner word stays).
+    /// Changes the id of the HaVip in `pos` in place (the owner word and
+    /// the time of its last claim stay).
     pub fn set_id(&self, pos: u32, id: u32) {
         // SAFETY: aligned field inside the mapping.
+        let old = unsafe { ptr::read_volatile(&raw const (*self.slot(pos)).id) };
+        self.set_changed_ns(id, self.changed_ns(old));
+        // SAFETY: as above.
         unsafe { ptr::write_volatile(&raw mut (*self.slot(pos)).id, id) };
     }
 
@@ -368,8 +391,7 @@ impl HavipTable {
     pub fn owner(&self, key: &HavipKey) -> Option<(SlotView, OwnerEntry)> {
         let v = self.find(key)?;
         let mut o = self.decode(key, v.id, v.word);
-        // SAFETY: aligned field inside the mapping.
-        o.changed_ns = unsafe { ptr::read_volatile(&raw const (*self.slot(v.pos)).changed_ns) };
+        o.changed_ns = self.changed_ns(v.id);
         Some((v, o))
     }
 
