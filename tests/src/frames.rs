@@ -176,11 +176,46 @@ pub fn udp_frame(
     dport: u16,
     data: &[u8],
 ) -> Frame {
-    ipv4_frame(
+    UdpPath {
         dst_mac,
         src_mac,
-        ipv4(src, dst, 17, &[], &udp(src, dst, sport, dport, data)),
-    )
+        src,
+        dst,
+        sport,
+        dport,
+    }
+    .frame(data)
+}
+
+/// The addresses and ports of an Ethernet/IPv4/UDP frame.
+#[derive(Clone, Copy, Debug)]
+pub struct UdpPath {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl UdpPath {
+    /// The frame carrying `data`, UDP checksum over the pseudo-header.
+    pub fn frame(&self, data: &[u8]) -> Frame {
+        self.with_segment(&udp(self.src, self.dst, self.sport, self.dport, data))
+    }
+
+    /// The frame carrying `data` with UDP checksum 0 (as VXLAN sends it).
+    pub fn frame_no_checksum(&self, data: &[u8]) -> Frame {
+        self.with_segment(&udp_no_checksum(self.sport, self.dport, data))
+    }
+
+    fn with_segment(&self, segment: &[u8]) -> Frame {
+        ipv4_frame(
+            self.dst_mac,
+            self.src_mac,
+            ipv4(self.src, self.dst, 17, &[], segment),
+        )
+    }
 }
 
 /// An Ethernet frame carrying the IPv4 `packet`.

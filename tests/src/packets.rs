@@ -121,25 +121,10 @@ pub fn vxlan_header(vni: u32) -> [u8; 8] {
 }
 
 /// `inner` (a whole Ethernet frame) VXLAN-encapsulated as havip does it:
-/// outer Ethernet `dst_mac` ← `src_mac`, IPv4 `src` → `dst` (no options,
-/// DF, TTL 64, id 0, checksum computed from scratch), UDP `sport` → `dport`
-/// with checksum 0, VXLAN with `vni`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per header field under test"
-)]
-pub fn vxlan_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    vni: u32,
-    inner: &[u8],
-) -> Vec<u8> {
+/// outer Ethernet, IPv4 (no options, DF, TTL 64, id 0, checksum computed
+/// from scratch) and UDP (checksum 0) as `outer` says, VXLAN with `vni`.
+pub fn vxlan_frame(outer: frames::UdpPath, vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut payload = vxlan_header(vni).to_vec();
     payload.extend_from_slice(inner);
-    let udp = frames::udp_no_checksum(sport, dport, &payload);
-    frames::ipv4_frame(dst_mac, src_mac, frames::ipv4(src, dst, 17, &[], &udp)).bytes()
+    outer.frame_no_checksum(&payload).bytes()
 }

@@ -280,7 +280,7 @@ impl TestBed {
                 (*p, i)
             })
             .collect();
-        let pin = PinDir::new();
+        let pin = PinDir::for_test();
         let dp = Dataplane::load(pin.path()).unwrap_or_else(|e| {
             panic!("loading the dataplane in {}: {e:#?}", pin.path().display())
         });
