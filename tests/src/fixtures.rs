@@ -92,28 +92,25 @@ pub fn redirect_to_owner(name: &str, ingress: Port, frame: frames::Frame) -> Cas
 /// `LOCAL_VTEP` → `REMOTE_VTEP` from UDP source port `sport` to 4789, VNI of
 /// vSwitch 1, inner MACs rewritten to `REMOTE_OWNER_MAC` ← gateway.
 pub fn encapsulated_to_remote_owner(inner: &frames::Frame, sport: u16) -> Vec<u8> {
-    let outer = frames::UdpPath {
+    let outer = frames::Ipv4Path {
         dst_mac: REMOTE_VTEP_MAC,
         src_mac: LOCAL_VTEP_MAC,
         src: LOCAL_VTEP,
         dst: REMOTE_VTEP,
-        sport,
-        dport: 4789,
     };
-    crate::vxlan_frame(outer, VNI, &rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC))
+    let inner = rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC);
+    crate::vxlan_frame(outer, sport, 4789, VNI, &inner)
 }
 
 /// `inner` encapsulated from `REMOTE_VTEP` to `dst` on `dport` with `vni`.
 pub fn from_remote_vtep(dst: Ipv4Addr, dport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
-    let outer = frames::UdpPath {
+    let outer = frames::Ipv4Path {
         dst_mac: LOCAL_VTEP_MAC,
         src_mac: REMOTE_VTEP_MAC,
         src: REMOTE_VTEP,
         dst,
-        sport: 50000,
-        dport,
     };
-    crate::vxlan_frame(outer, vni, inner)
+    crate::vxlan_frame(outer, 50000, dport, vni, inner)
 }
 
 /// VXLAN from the underlay decapsulated and redirected to a local owner.

@@ -176,37 +176,35 @@ pub fn udp_frame(
     dport: u16,
     data: &[u8],
 ) -> Frame {
-    UdpPath {
+    Ipv4Path {
         dst_mac,
         src_mac,
         src,
         dst,
-        sport,
-        dport,
     }
-    .frame(data)
+    .udp(sport, dport, data)
 }
 
-/// The addresses and ports of an Ethernet/IPv4/UDP frame.
+/// The Ethernet and IPv4 addresses of a frame; the ports come with each
+/// UDP datagram.
 #[derive(Clone, Copy, Debug)]
-pub struct UdpPath {
+pub struct Ipv4Path {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
-    pub sport: u16,
-    pub dport: u16,
 }
 
-impl UdpPath {
-    /// The frame carrying `data`, UDP checksum over the pseudo-header.
-    pub fn frame(&self, data: &[u8]) -> Frame {
-        self.with_segment(&udp(self.src, self.dst, self.sport, self.dport, data))
+impl Ipv4Path {
+    /// The frame carrying `data` from `sport` to `dport`, UDP checksum over
+    /// the pseudo-header.
+    pub fn udp(&self, sport: u16, dport: u16, data: &[u8]) -> Frame {
+        self.with_segment(&udp(self.src, self.dst, sport, dport, data))
     }
 
-    /// The frame carrying `data` with UDP checksum 0 (as VXLAN sends it).
-    pub fn frame_no_checksum(&self, data: &[u8]) -> Frame {
-        self.with_segment(&udp_no_checksum(self.sport, self.dport, data))
+    /// The same with UDP checksum 0 (as VXLAN and the bench generator send it).
+    pub fn udp_no_checksum(&self, sport: u16, dport: u16, data: &[u8]) -> Frame {
+        self.with_segment(&udp_no_checksum(sport, dport, data))
     }
 
     fn with_segment(&self, segment: &[u8]) -> Frame {

@@ -121,10 +121,17 @@ pub fn vxlan_header(vni: u32) -> [u8; 8] {
 }
 
 /// `inner` (a whole Ethernet frame) VXLAN-encapsulated as havip does it:
-/// outer Ethernet, IPv4 (no options, DF, TTL 64, id 0, checksum computed
-/// from scratch) and UDP (checksum 0) as `outer` says, VXLAN with `vni`.
-pub fn vxlan_frame(outer: frames::UdpPath, vni: u32, inner: &[u8]) -> Vec<u8> {
+/// outer Ethernet and IPv4 (no options, DF, TTL 64, id 0, checksum computed
+/// from scratch) as `outer` says, UDP `sport` → `dport` with checksum 0,
+/// VXLAN with `vni`.
+pub fn vxlan_frame(
+    outer: frames::Ipv4Path,
+    sport: u16,
+    dport: u16,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
     let mut payload = vxlan_header(vni).to_vec();
     payload.extend_from_slice(inner);
-    outer.frame_no_checksum(&payload).bytes()
+    outer.udp_no_checksum(sport, dport, &payload).bytes()
 }
