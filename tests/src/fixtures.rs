@@ -115,10 +115,7 @@ pub fn from_remote_vtep(dst: Ipv4Addr, dport: u16, vni: u32, inner: &[u8]) -> Ve
 
 /// VXLAN from the underlay decapsulated and redirected to a local owner.
 pub fn decapsulated(name: &str, input: Vec<u8>, output: Vec<u8>) -> Case {
-    Case {
-        expect_counter: Handled::Decapsulated.into(),
-        ..Case::redirect(name, Port::Vtep, input, output)
-    }
+    Case::redirect(name, Port::Vtep, input, output).counted(Handled::Decapsulated)
 }
 
 /// HaVip A owned on another host: `REMOTE_OWNER_MAC` behind `vtep`, at
