@@ -181,14 +181,24 @@ impl CpuPin {
             }
             let cpu = usize::try_from(libc::sched_getcpu())
                 .unwrap_or_else(|_| panic!("sched_getcpu: {}", std::io::Error::last_os_error()));
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut one);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-                panic!("sched_setaffinity: {}", std::io::Error::last_os_error());
-            }
+            pin_current_thread(cpu).unwrap_or_else(|e| panic!("sched_setaffinity: {e}"));
             Self { previous, cpu }
         }
     }
+}
+
+/// Lets the calling thread run on `cpu` only.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; the syscall (on this thread, pid 0)
+    // only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Drop for CpuPin {

@@ -511,16 +511,6 @@ pub fn pin_thread(cpu: usize, realtime: bool) -> Result<()> {
             }
         }
     }
-    // SAFETY: cpu_set_t is plain data; the syscall only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "sched_setaffinity(cpu {cpu}): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
+    crate::guards::pin_current_thread(cpu)
+        .map_err(|e| anyhow::anyhow!("sched_setaffinity(cpu {cpu}): {e}"))
 }
