@@ -85,6 +85,21 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// Writes `entry` at `key` of the hash map `name` unless it holds it
+/// already. Returns how many entries it wrote (0 or 1), for the report.
+fn put_if_changed<K: aya::Pod, V: aya::Pod + PartialEq>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+    name: &'static str,
+    key: &K,
+    entry: &V,
+) -> Result<usize, ReconcileError> {
+    if map.get(key, 0).ok().as_ref() == Some(entry) {
+        return Ok(0);
+    }
+    map.insert(key, entry, 0).map_err(err(name))?;
+    Ok(1)
+}
+
 fn table_err(e: TableError) -> ReconcileError {
     err(names::HAVIP_TABLE)(e)
 }
@@ -299,12 +314,7 @@ pub fn reconcile_with(
     // Bindings last: a port is a member before a claim from it can pass
     // the binding check.
     for (key, entry) in &want_bindings {
-        if maps.bindings.get(key, 0).ok().as_ref() != Some(entry) {
-            maps.bindings
-                .insert(key, entry, 0)
-                .map_err(err(names::BINDINGS))?;
-            report.bindings_set += 1;
-        }
+        report.bindings_set += put_if_changed(&mut maps.bindings, names::BINDINGS, key, entry)?;
     }
 
     eip::reconcile_eips(maps, desired, &mut report)?;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use havip_common::{names, EipEntry, EipSnatEntry, HavipKey};
 
-use super::{err, ReconcileError, ReconcileReport};
+use super::{err, put_if_changed, ReconcileError, ReconcileReport};
 use crate::dataplane::{desired::Desired, maps::Maps};
 
 /// The two maps' desired content.
@@ -65,18 +65,10 @@ pub(super) fn reconcile_eips(
         report.eips_removed += 1;
     }
     for (addr, entry) in &want_dnat {
-        if maps.eips.get(addr, 0).ok().as_ref() != Some(entry) {
-            maps.eips.insert(addr, entry, 0).map_err(err(names::EIPS))?;
-            report.eips_set += 1;
-        }
+        report.eips_set += put_if_changed(&mut maps.eips, names::EIPS, addr, entry)?;
     }
     for (key, entry) in &want_snat {
-        if maps.eip_snat.get(key, 0).ok().as_ref() != Some(entry) {
-            maps.eip_snat
-                .insert(key, entry, 0)
-                .map_err(err(names::EIP_SNAT))?;
-            report.eips_set += 1;
-        }
+        report.eips_set += put_if_changed(&mut maps.eip_snat, names::EIP_SNAT, key, entry)?;
     }
     Ok(())
 }
