@@ -70,6 +70,7 @@ macro_rules! pod {
     )*};
 }
 
+pub mod bench;
 pub mod catalogue;
 mod outcome;
 pub mod vxlan;

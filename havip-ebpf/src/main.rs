@@ -12,6 +12,7 @@ mod maps;
 mod packet;
 mod parse;
 mod policy;
+mod rt;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use havip_common::{port_flags, DropReason, Handled, PortInfo};
@@ -198,13 +199,3 @@ const fn action(handled: Handled) -> u32 {
         }
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -284,21 +284,13 @@ fn agent_refuses_to_start_with_open_tcp_and_no_token() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_havip-agent"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = agent_with_config("run", &cfg);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("api_token_file"), "{err}");
     assert!(!dir.path().join("s.redb").exists(), "nothing touched");
     // `check` says the same without running anything.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_havip-agent"))
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = agent_with_config("check", &cfg);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("api_token_file"));
 }
@@ -370,4 +362,13 @@ fn event_stream_is_not_cut_by_the_idle_timeout() {
         "the idle connection is still open: {r:?}"
     );
     assert!(srv.stats.timed_out.load(Ordering::Relaxed) >= 1);
+}
+
+/// `havip-agent <command> --config <cfg>`, run to its end.
+fn agent_with_config(command: &str, cfg: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_havip-agent"))
+        .args([command, "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap()
 }

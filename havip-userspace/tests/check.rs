@@ -53,11 +53,17 @@ fn text(o: &Output) -> String {
     )
 }
 
-#[test]
-fn good_config_is_valid_and_creates_nothing() {
+/// A fresh directory with `body` as its `havip.toml` (returned).
+fn config_dir(body: impl AsRef<[u8]>) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("havip.toml");
-    std::fs::write(&cfg, demo()).unwrap();
+    std::fs::write(&cfg, body).unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn good_config_is_valid_and_creates_nothing() {
+    let (dir, cfg) = config_dir(demo());
     let db = dir.path().join("state/state.redb");
     let before = listing(dir.path());
     let o = check(&cfg, &db);
@@ -126,9 +132,7 @@ fn bad_configs_exit_1_with_the_reason() {
     ];
     for (what, body, needle) in cases {
         assert_ne!(body, &good, "{what}: the case did not change the config");
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("havip.toml");
-        std::fs::write(&cfg, body).unwrap();
+        let (dir, cfg) = config_dir(body);
         let before = listing(dir.path());
         let o = check(&cfg, &dir.path().join("state.redb"));
         assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
@@ -164,9 +168,7 @@ fn usage_and_io_errors_exit_2() {
 
 #[test]
 fn plans_over_the_existing_store_read_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("havip.toml");
-    std::fs::write(&cfg_path, demo()).unwrap();
+    let (dir, cfg_path) = config_dir(demo());
     let db = dir.path().join("state.redb");
     {
         let cp = ControlPlane::open(&db).unwrap();

@@ -137,12 +137,17 @@ fn config_errors_name_the_offending_key_and_value() {
     bad("[quotas]\nhavips_per_galaxy = 3\n", &["havips_per_galaxy"]);
 }
 
-#[test]
-fn config_mismatch_with_store_is_reported() {
-    let cfg = Config::from_toml_str(GOOD).unwrap();
+/// A store seeded with `GOOD` (the directory holds it).
+fn seeded_good() -> (tempfile::TempDir, ControlPlane) {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::open(dir.path().join("s.redb")).unwrap();
-    config::seed(&cp, &cfg).unwrap();
+    config::seed(&cp, &Config::from_toml_str(GOOD).unwrap()).unwrap();
+    (dir, cp)
+}
+
+#[test]
+fn config_mismatch_with_store_is_reported() {
+    let (_dir, cp) = seeded_good();
     let changed = Config::from_toml_str(&GOOD.replace("10.0.1.0/24", "10.0.2.0/24")).unwrap();
     let before = cp.snapshot();
     let e = config::seed(&cp, &changed).unwrap_err();
@@ -174,10 +179,7 @@ fn bad_config_file_error_names_the_file() {
 
 #[test]
 fn changed_eni_interface_is_applied_through_modify_eni() {
-    let cfg = Config::from_toml_str(GOOD).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::open(dir.path().join("s.redb")).unwrap();
-    config::seed(&cp, &cfg).unwrap();
+    let (_dir, cp) = seeded_good();
     let old = cp.with_state(|s| s.enis["eni-a"].interface.clone());
     let text = GOOD.replace(&format!("\"{old}\""), "\"tap-new\"");
     assert_ne!(text, GOOD, "the fixture names eni-a's interface");

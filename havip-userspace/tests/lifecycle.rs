@@ -73,12 +73,18 @@ fn delete_vswitch_and_vpc_refused_while_in_use() {
     assert!(!used.contains(&v.dp_id));
 }
 
+/// HaVip "h" in vsw-1 with `members` bound.
+fn havip_h_bound_to(c: &havip::api::Client, members: [Member; 2]) {
+    create_havip(c, "h", "vsw-1");
+    for m in members {
+        c.associate_havip("h", m).unwrap();
+    }
+}
+
 #[test]
 fn delete_bound_instance_drops_bindings_and_owner() {
     let (srv, c) = Server::with_fixture();
-    create_havip(&c, "h", "vsw-1");
-    c.associate_havip("h", Member::instance("i-0")).unwrap();
-    c.associate_havip("h", Member::instance("i-1")).unwrap();
+    havip_h_bound_to(&c, [Member::instance("i-0"), Member::instance("i-1")]);
     c.set_master("h", Some("i-0")).unwrap();
     owner_on(&srv, "h", "02:00:00:00:01:00"); // eni-0, i-0's primary ENI
     assert_eq!(
@@ -109,9 +115,7 @@ fn delete_bound_instance_drops_bindings_and_owner() {
 #[test]
 fn delete_bound_eni_drops_binding_port_and_owner() {
     let (srv, c) = Server::with_fixture();
-    create_havip(&c, "h", "vsw-1");
-    c.associate_havip("h", Member::eni("eni-0b")).unwrap();
-    c.associate_havip("h", Member::eni("eni-1")).unwrap();
+    havip_h_bound_to(&c, [Member::eni("eni-0b"), Member::eni("eni-1")]);
     owner_on(&srv, "h", "02:00:00:00:01:b0"); // eni-0b
     let before = desired(&srv.state(), &ifindex, DataplaneConfig::default()).unwrap();
     let port = ifindex("hv-0b").unwrap();
@@ -244,9 +248,7 @@ fn modify_havip_attribute() {
 #[test]
 fn unassociate_owner_needs_force() {
     let (srv, c) = Server::with_fixture();
-    create_havip(&c, "h", "vsw-1");
-    c.associate_havip("h", Member::instance("i-2")).unwrap();
-    c.associate_havip("h", Member::instance("i-3")).unwrap();
+    havip_h_bound_to(&c, [Member::instance("i-2"), Member::instance("i-3")]);
     owner_on(&srv, "h", "02:00:00:00:01:02");
     let owner = unassociate("h", Member::instance("i-2"));
     refused(

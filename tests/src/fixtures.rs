@@ -92,16 +92,30 @@ pub fn redirect_to_owner(name: &str, ingress: Port, frame: frames::Frame) -> Cas
 /// `LOCAL_VTEP` → `REMOTE_VTEP` from UDP source port `sport` to 4789, VNI of
 /// vSwitch 1, inner MACs rewritten to `REMOTE_OWNER_MAC` ← gateway.
 pub fn encapsulated_to_remote_owner(inner: &frames::Frame, sport: u16) -> Vec<u8> {
-    crate::vxlan_frame(
-        REMOTE_VTEP_MAC,
-        LOCAL_VTEP_MAC,
-        LOCAL_VTEP,
-        REMOTE_VTEP,
-        sport,
-        4789,
-        VNI,
-        &rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC),
-    )
+    let outer = frames::Ipv4Path {
+        dst_mac: REMOTE_VTEP_MAC,
+        src_mac: LOCAL_VTEP_MAC,
+        src: LOCAL_VTEP,
+        dst: REMOTE_VTEP,
+    };
+    let inner = rewritten(inner, REMOTE_OWNER_MAC, GATEWAY_MAC);
+    crate::vxlan_frame(outer, sport, 4789, VNI, &inner)
+}
+
+/// `inner` encapsulated from `REMOTE_VTEP` to `dst` on `dport` with `vni`.
+pub fn from_remote_vtep(dst: Ipv4Addr, dport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let outer = frames::Ipv4Path {
+        dst_mac: LOCAL_VTEP_MAC,
+        src_mac: REMOTE_VTEP_MAC,
+        src: REMOTE_VTEP,
+        dst,
+    };
+    crate::vxlan_frame(outer, 50000, dport, vni, inner)
+}
+
+/// VXLAN from the underlay decapsulated and redirected to a local owner.
+pub fn decapsulated(name: &str, input: Vec<u8>, output: Vec<u8>) -> Case {
+    Case::redirect(name, Port::Vtep, input, output).counted(Handled::Decapsulated)
 }
 
 /// HaVip A owned on another host: `REMOTE_OWNER_MAC` behind `vtep`, at
@@ -188,13 +202,24 @@ pub fn proxy_reply(to_mac: [u8; 6], to_ip: Ipv4Addr, havip: Ipv4Addr) -> frames:
 /// absorbed and counted as accepted, and the standby owns A at epoch 2 (the
 /// bed's initial owner has epoch 1). Returns the new `OWNERS` entry.
 pub fn standby_claims_a(bed: &mut TestBed) -> OwnerEntry {
-    bed.check(&[Case::drop(
-        "the standby's GARP for HaVip A",
-        Port::Standby,
-        garp(STANDBY_MAC, HAVIP_A),
-        Handled::ClaimAccepted,
-    )]);
-    assert_owner(bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2)
+    #[rustfmt::skip]
+    let owner = claim_taken(bed, "the standby's GARP for HaVip A", Port::Standby, garp(STANDBY_MAC, HAVIP_A), Handled::ClaimAccepted, (HAVIP_A, STANDBY_MAC, 2));
+    owner
+}
+
+/// A claim the program takes: `frame` from `port` is dropped and counted as
+/// `handled`; then `OWNERS` holds `addr` for `port` with `mac` at `epoch`
+/// (`owner` = `(addr, mac, epoch)`).
+pub fn claim_taken(
+    bed: &mut TestBed,
+    name: &str,
+    port: Port,
+    frame: Vec<u8>,
+    handled: Handled,
+    (addr, mac, epoch): (Ipv4Addr, [u8; 6], u64),
+) -> OwnerEntry {
+    bed.check(&[Case::drop(name, port, frame, handled)]);
+    assert_owner(bed, addr, port, mac, epoch)
 }
 
 /// Asserts `OWNERS[(vSwitch 1, addr)]` is `port`/`mac` at `epoch`.

@@ -176,11 +176,44 @@ pub fn udp_frame(
     dport: u16,
     data: &[u8],
 ) -> Frame {
-    ipv4_frame(
+    Ipv4Path {
         dst_mac,
         src_mac,
-        ipv4(src, dst, 17, &[], &udp(src, dst, sport, dport, data)),
-    )
+        src,
+        dst,
+    }
+    .udp(sport, dport, data)
+}
+
+/// The Ethernet and IPv4 addresses of a frame; the ports come with each
+/// UDP datagram.
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4Path {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+}
+
+impl Ipv4Path {
+    /// The frame carrying `data` from `sport` to `dport`, UDP checksum over
+    /// the pseudo-header.
+    pub fn udp(&self, sport: u16, dport: u16, data: &[u8]) -> Frame {
+        self.with_segment(&udp(self.src, self.dst, sport, dport, data))
+    }
+
+    /// The same with UDP checksum 0 (as VXLAN and the bench generator send it).
+    pub fn udp_no_checksum(&self, sport: u16, dport: u16, data: &[u8]) -> Frame {
+        self.with_segment(&udp_no_checksum(sport, dport, data))
+    }
+
+    fn with_segment(&self, segment: &[u8]) -> Frame {
+        ipv4_frame(
+            self.dst_mac,
+            self.src_mac,
+            ipv4(self.src, self.dst, 17, &[], segment),
+        )
+    }
 }
 
 /// An Ethernet frame carrying the IPv4 `packet`.

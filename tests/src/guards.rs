@@ -103,36 +103,55 @@ impl Drop for NetnsGuard {
     }
 }
 
-/// A pin directory `/sys/fs/bpf/havip-test-<unique>` for one test's maps and
-/// links; `loader::teardown` (unpin everything, detach links) runs on drop.
+/// A pin directory for one test's or one bench run's maps and links;
+/// `loader::teardown` (unpin everything, detach links) runs on drop.
+#[derive(Debug)]
 pub struct PinDir {
     path: PathBuf,
+    /// A bench run's dir: on drop, errors are ignored and whatever teardown
+    /// does not know is removed too. A test's: a teardown error fails it.
+    lenient: bool,
 }
 
 impl PinDir {
-    pub fn new() -> Self {
+    /// `/sys/fs/bpf/havip-test-<unique>` for one test.
+    pub fn for_test() -> Self {
         let path = PathBuf::from(format!("/sys/fs/bpf/havip-test-{}", lab::unique_name("")));
         // A run killed before its guards ran can leave a dir with our name:
         // never adopt its maps.
         loader::teardown(&path)
             .unwrap_or_else(|e| panic!("removing stale pin dir {}: {e}", path.display()));
-        Self { path }
+        Self {
+            path,
+            lenient: false,
+        }
+    }
+
+    /// `path`, removed with [`PinDir::remove`] on drop.
+    pub fn lenient(path: PathBuf) -> Self {
+        Self {
+            path,
+            lenient: true,
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-impl Default for PinDir {
-    fn default() -> Self {
-        Self::new()
+    /// Tears `path` down, then removes anything teardown does not know
+    /// about (a newer map, a stray link); errors are ignored.
+    pub fn remove(path: &Path) {
+        let _ = loader::teardown(path);
+        let _ = std::fs::remove_dir_all(path);
     }
 }
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        if let Err(e) = loader::teardown(&self.path) {
+        if self.lenient {
+            Self::remove(&self.path);
+        } else if let Err(e) = loader::teardown(&self.path) {
             let msg = format!("tearing down pin dir {}: {e}", self.path.display());
             if std::thread::panicking() {
                 eprintln!("{msg}");
@@ -162,14 +181,24 @@ impl CpuPin {
             }
             let cpu = usize::try_from(libc::sched_getcpu())
                 .unwrap_or_else(|_| panic!("sched_getcpu: {}", std::io::Error::last_os_error()));
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut one);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-                panic!("sched_setaffinity: {}", std::io::Error::last_os_error());
-            }
+            pin_current_thread(cpu).unwrap_or_else(|e| panic!("sched_setaffinity: {e}"));
             Self { previous, cpu }
         }
     }
+}
+
+/// Lets the calling thread run on `cpu` only.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; the syscall (on this thread, pid 0)
+    // only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Drop for CpuPin {

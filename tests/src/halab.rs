@@ -60,7 +60,7 @@ impl HaLab {
                 .unwrap_or_else(|e| panic!("adding the HaVip to {name}: {e:#}"));
         }
         let inside = NetnsGuard::enter(&lab.host);
-        let pin = PinDir::new();
+        let pin = PinDir::for_test();
         let mut dp =
             Dataplane::load(pin.path()).unwrap_or_else(|e| panic!("loading the dataplane: {e:#?}"));
         for g in &lab.guests {

@@ -121,18 +121,11 @@ pub fn vxlan_header(vni: u32) -> [u8; 8] {
 }
 
 /// `inner` (a whole Ethernet frame) VXLAN-encapsulated as havip does it:
-/// outer Ethernet `dst_mac` ← `src_mac`, IPv4 `src` → `dst` (no options,
-/// DF, TTL 64, id 0, checksum computed from scratch), UDP `sport` → `dport`
-/// with checksum 0, VXLAN with `vni`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per header field under test"
-)]
+/// outer Ethernet and IPv4 (no options, DF, TTL 64, id 0, checksum computed
+/// from scratch) as `outer` says, UDP `sport` → `dport` with checksum 0,
+/// VXLAN with `vni`.
 pub fn vxlan_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    outer: frames::Ipv4Path,
     sport: u16,
     dport: u16,
     vni: u32,
@@ -140,6 +133,5 @@ pub fn vxlan_frame(
 ) -> Vec<u8> {
     let mut payload = vxlan_header(vni).to_vec();
     payload.extend_from_slice(inner);
-    let udp = frames::udp_no_checksum(sport, dport, &payload);
-    frames::ipv4_frame(dst_mac, src_mac, frames::ipv4(src, dst, 17, &[], &udp)).bytes()
+    outer.udp_no_checksum(sport, dport, &payload).bytes()
 }

@@ -173,36 +173,13 @@ impl Case {
         }
     }
 
-    /// `XDP_REDIRECT` to the owner with `output` as the rewritten frame.
+    /// `XDP_REDIRECT` to the owner with `output` as the rewritten frame,
+    /// counted as `Handled::Forwarded` (other outcomes: [`Case::counted`]).
     pub fn redirect(
         name: impl Into<String>,
         ingress: Port,
         input: Vec<u8>,
         output: Vec<u8>,
-    ) -> Self {
-        Self::redirected(name, ingress, input, output, Handled::Forwarded)
-    }
-
-    /// Proxy ARP reply `output`. The program sends it back out of the
-    /// ingress port with a devmap redirect (not `XDP_TX`: veth would not
-    /// kick a GRO-only peer's NAPI, see `havip-ebpf/src/act/proxy_arp.rs`), so the
-    /// verdict is `XDP_REDIRECT`.
-    pub fn proxy_reply(
-        name: impl Into<String>,
-        ingress: Port,
-        input: Vec<u8>,
-        output: Vec<u8>,
-    ) -> Self {
-        Self::redirected(name, ingress, input, output, Handled::ProxyArpReplied)
-    }
-
-    /// `XDP_REDIRECT` of `output`, counted as `handled`.
-    fn redirected(
-        name: impl Into<String>,
-        ingress: Port,
-        input: Vec<u8>,
-        output: Vec<u8>,
-        handled: Handled,
     ) -> Self {
         Self {
             name: name.into(),
@@ -210,7 +187,19 @@ impl Case {
             input,
             expect_action: action::REDIRECT,
             expect_output: Some(output),
-            expect_counter: handled.into(),
+            expect_counter: Handled::Forwarded.into(),
+        }
+    }
+
+    /// The same case counted under `counter` instead. A proxy ARP reply is
+    /// `Case::redirect(..).counted(Handled::ProxyArpReplied)`: the program
+    /// sends it back out of the ingress port with a devmap redirect (not
+    /// `XDP_TX`: veth would not kick a GRO-only peer's NAPI, see
+    /// `havip-ebpf/src/act/proxy_arp.rs`), so the verdict is `XDP_REDIRECT`.
+    pub fn counted(self, counter: impl Into<Counter>) -> Self {
+        Self {
+            expect_counter: counter.into(),
+            ..self
         }
     }
 }
@@ -280,7 +269,7 @@ impl TestBed {
                 (*p, i)
             })
             .collect();
-        let pin = PinDir::new();
+        let pin = PinDir::for_test();
         let dp = Dataplane::load(pin.path()).unwrap_or_else(|e| {
             panic!("loading the dataplane in {}: {e:#?}", pin.path().display())
         });
@@ -418,16 +407,21 @@ impl TestBed {
         })
     }
 
+    /// The bed's XDP program (the bed loaded it: a failure here is a broken
+    /// fixture).
+    fn program(&mut self) -> &mut aya::programs::Xdp {
+        self.dp
+            .program()
+            .unwrap_or_else(|e| panic!("the XDP program: {e:#?}"))
+    }
+
     /// [`TestBed::run`], returning the kernel's refusal instead of panicking.
     /// The kernel refuses frames shorter than an Ethernet header (`EINVAL`
     /// from `bpf_prog_test_run_xdp`, also when XDP metadata pads the buffer).
     pub fn try_run(&mut self, ingress: Port, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
         let ctx = xdp_md(0, frame.len() as u32, self.ifindex(ingress));
         let mut out = vec![0u8; frame.len() + 256];
-        let program = self
-            .dp
-            .program()
-            .unwrap_or_else(|e| panic!("the XDP program: {e:#?}"));
+        let program = self.program();
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -444,10 +438,7 @@ impl TestBed {
     pub fn run_repeat(&mut self, ingress: Port, frame: &[u8], repeat: u32) -> u32 {
         assert!(frame.len() >= ETH_HLEN, "run_repeat takes whole frames");
         let ctx = xdp_md(0, frame.len() as u32, self.ifindex(ingress));
-        let program = self
-            .dp
-            .program()
-            .unwrap_or_else(|e| panic!("the XDP program: {e:#?}"));
+        let program = self.program();
         let opts = TestRunOptions {
             data_in: Some(frame),
             ctx_in: Some(&ctx),

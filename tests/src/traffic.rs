@@ -29,6 +29,21 @@ pub fn spawn_in<T: Send + 'static>(
     })
 }
 
+/// Runs `f` in `ns` (as [`spawn_in`]) and returns once it has sent on its
+/// `ready` sender; panics when `what` did not start within 5 s.
+pub fn spawn_ready<T: Send + 'static>(
+    ns: &Netns,
+    what: &str,
+    f: impl FnOnce(mpsc::Sender<()>) -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let (ready, ready_rx) = mpsc::channel();
+    let handle = spawn_in(ns, move || f(ready));
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("{what} in {} did not start", ns.name()));
+    handle
+}
+
 /// Raises a socket's receive buffer past `rmem_max` (we are root), so a
 /// burst is not lost while the counting thread is descheduled.
 fn force_rcvbuf(fd: i32, bytes: i32) {
@@ -57,9 +72,8 @@ impl UdpCounter {
     pub fn start(ns: &Netns, port: u16) -> Self {
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
         let (c, s, name) = (counts.clone(), stop.clone(), ns.name().to_owned());
-        let handle = spawn_in(ns, move || {
+        let handle = spawn_ready(ns, "UDP receiver", move |ready_tx| {
             let sock = UdpSocket::bind(("0.0.0.0", port))
                 .unwrap_or_else(|e| panic!("binding UDP :{port} in {name}: {e}"));
             force_rcvbuf(sock.as_raw_fd(), 8 << 20);
@@ -82,9 +96,6 @@ impl UdpCounter {
                 }
             }
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("UDP receiver in {} did not start", ns.name()));
         Self {
             counts,
             stop,
@@ -191,16 +202,14 @@ impl<P: Clone + Send + 'static> EchoServer<P> {
     ) -> Self {
         let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready, ready_rx) = mpsc::channel();
-        let thread = EchoThread {
-            peers: peers.clone(),
-            stop: stop.clone(),
-            ready,
-        };
-        let handle = spawn_in(ns, move || serve(thread));
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("{what} echo server in {} did not start", ns.name()));
+        let (p, s) = (peers.clone(), stop.clone());
+        let handle = spawn_ready(ns, &format!("{what} echo server"), move |ready| {
+            serve(EchoThread {
+                peers: p,
+                stop: s,
+                ready,
+            })
+        });
         Self {
             peers,
             stop,

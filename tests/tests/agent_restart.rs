@@ -13,13 +13,16 @@ use havip_common::{
 };
 use havip_tests::{
     frames, lab,
-    scenario::{owner_mac, Stream, Trio},
+    scenario::{owner_mac, AgentProcess, Stream, Trio},
 };
 
 const NET: u8 = 8;
 
-fn setup() -> Trio {
-    Trio::new("hvtr", NET, Some("a"), true).expect("topology")
+/// The topology with its agent running.
+fn setup() -> (Trio, AgentProcess) {
+    let t = Trio::new("hvtr", NET, Some("a"), true).expect("topology");
+    let agent = t.start_agent().expect("agent ready");
+    (t, agent)
 }
 
 fn epoch(t: &Trio) -> u64 {
@@ -34,10 +37,9 @@ fn epoch(t: &Trio) -> u64 {
 
 #[test]
 fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
-    let t = setup();
+    let (t, agent) = setup();
     let (scratch, lab, vip) = (&t.scratch, &t.lab, t.vip);
     let a_mac = t.a.0;
-    let agent = t.start_agent().expect("agent ready");
     assert_eq!(
         owner_mac(&scratch.pin_dir, vip),
         Some(lab::mac_string(a_mac))
@@ -83,10 +85,9 @@ fn sigkill_under_traffic_loses_no_frame_and_keeps_owner() {
 
 #[test]
 fn claim_while_agent_is_down_is_adopted_not_overwritten() {
-    let t = setup();
+    let (t, agent) = setup();
     let (scratch, lab, vip) = (&t.scratch, &t.lab, t.vip);
     let b_mac = t.b.0;
-    let agent = t.start_agent().expect("agent ready");
     agent.kill9().expect("SIGKILL");
 
     // b takes over while no agent runs: the kernel switches on its own.

@@ -59,13 +59,8 @@ fn authorised_garp_moves_the_owner_and_the_traffic() {
     )]);
 
     // keepalived repeats its GARPs: a refresh, not a change.
-    bed.check(&[Case::drop(
-        "repeated GARP from the new owner",
-        Port::Standby,
-        garp(STANDBY_MAC, HAVIP_A),
-        Handled::ClaimRefreshed,
-    )]);
-    let refreshed = assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 2);
+    #[rustfmt::skip]
+    let refreshed = claim_taken(&mut bed, "repeated GARP from the new owner", Port::Standby, garp(STANDBY_MAC, HAVIP_A), Handled::ClaimRefreshed, (HAVIP_A, STANDBY_MAC, 2));
     assert_eq!(
         refreshed.changed_ns, moved.changed_ns,
         "a refresh keeps changed_ns"
@@ -73,13 +68,8 @@ fn authorised_garp_moves_the_owner_and_the_traffic() {
     assert!(bed.events().is_empty(), "a refresh emits no event");
 
     // An unsolicited ARP reply is a claim too: the first owner takes it back.
-    bed.check(&[Case::drop(
-        "ARP reply claim from the first owner",
-        Port::Owner,
-        arp_reply_claim(OWNER_MAC, HAVIP_A),
-        Handled::ClaimAccepted,
-    )]);
-    assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 3);
+    #[rustfmt::skip]
+    claim_taken(&mut bed, "ARP reply claim from the first owner", Port::Owner, arp_reply_claim(OWNER_MAC, HAVIP_A), Handled::ClaimAccepted, (HAVIP_A, OWNER_MAC, 3));
     let changes = owner_changes(&bed.events());
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(
@@ -97,13 +87,8 @@ fn authorised_garp_moves_the_owner_and_the_traffic() {
     )]);
 
     // A HaVip without an owner gets its first one from a claim.
-    bed.check(&[Case::drop(
-        "GARP for the owner-less HaVip",
-        Port::Standby,
-        garp(STANDBY_MAC, HAVIP_NO_OWNER),
-        Handled::ClaimAccepted,
-    )]);
-    assert_owner(&bed, HAVIP_NO_OWNER, Port::Standby, STANDBY_MAC, 1);
+    #[rustfmt::skip]
+    claim_taken(&mut bed, "GARP for the owner-less HaVip", Port::Standby, garp(STANDBY_MAC, HAVIP_NO_OWNER), Handled::ClaimAccepted, (HAVIP_NO_OWNER, STANDBY_MAC, 1));
     let changes = owner_changes(&bed.events());
     assert_eq!(
         changes
@@ -389,11 +374,6 @@ fn hold_time_damps_flapping_between_members() {
     // Once the hold has passed, the other member may take over again.
     bed.reconcile_with(|d| d.config.hold_ns = 20_000_000);
     std::thread::sleep(Duration::from_millis(25));
-    bed.check(&[Case::drop(
-        "GARP from the first owner after the hold time",
-        Port::Owner,
-        garp(OWNER_MAC, HAVIP_A),
-        Handled::ClaimAccepted,
-    )]);
-    assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 3);
+    #[rustfmt::skip]
+    claim_taken(&mut bed, "GARP from the first owner after the hold time", Port::Owner, garp(OWNER_MAC, HAVIP_A), Handled::ClaimAccepted, (HAVIP_A, OWNER_MAC, 3));
 }

@@ -340,12 +340,13 @@ fn arp_for_an_eip_on_the_uplink_is_answered_with_the_havips_virtual_mac() {
         ),
     );
     bed.check(&[
-        Case::proxy_reply(
+        Case::redirect(
             "who-has EIP on the uplink",
             Port::Uplink,
             arp_request_for(EIP).bytes(),
             reply.bytes(),
-        ),
+        )
+        .counted(Handled::ProxyArpReplied),
         Case::pass(
             "who-has an unassociated EIP",
             Port::Uplink,
@@ -360,12 +361,13 @@ fn arp_for_an_eip_on_the_uplink_is_answered_with_the_havips_virtual_mac() {
     // After a failover the answer is the same: the virtual MAC is the
     // HaVip's, not the owner's, so the internet side never needs an ARP.
     standby_claims_a(&mut bed);
-    bed.check(&[Case::proxy_reply(
+    bed.check(&[Case::redirect(
         "who-has EIP after the failover",
         Port::Uplink,
         arp_request_for(EIP).bytes(),
         reply.bytes(),
-    )]);
+    )
+    .counted(Handled::ProxyArpReplied)]);
 }
 
 #[test]

@@ -12,12 +12,13 @@ use havip_tests::{bed::*, fixtures::*, Case, Port, TestBed};
 /// `who-has havip` from `mac`/`ip`, answered with the HaVip's virtual MAC.
 fn answered(name: &str, port: Port, mac: [u8; 6], ip: Ipv4Addr, havip: Ipv4Addr) -> Case {
     let request = frames::arp_request(mac, ip, havip);
-    Case::proxy_reply(
+    Case::redirect(
         name,
         port,
         request.bytes(),
         proxy_reply(mac, ip, havip).bytes(),
     )
+    .counted(Handled::ProxyArpReplied)
 }
 
 /// `who-has target` from `mac`/`ip`, left to the kernel.
@@ -28,7 +29,8 @@ fn not_answered(name: &str, port: Port, mac: [u8; 6], ip: Ipv4Addr, target: Ipv4
 /// A probe (sender 0.0.0.0) for HaVip A from `mac`, answered to 0.0.0.0.
 fn probe_answered(name: &str, port: Port, mac: [u8; 6]) -> Case {
     let reply = proxy_reply(mac, Ipv4Addr::UNSPECIFIED, HAVIP_A);
-    Case::proxy_reply(name, port, arp_probe(mac, HAVIP_A).bytes(), reply.bytes())
+    Case::redirect(name, port, arp_probe(mac, HAVIP_A).bytes(), reply.bytes())
+        .counted(Handled::ProxyArpReplied)
 }
 
 #[test]
@@ -53,8 +55,8 @@ fn proxy_arp_answers_for_havips_with_the_virtual_mac() {
     let to_client = proxy_reply(CLIENT_MAC, CLIENT_IP, HAVIP_A).bytes();
     #[rustfmt::skip]
     bed.check(&[
-        Case::proxy_reply("client asks for the HaVip", Port::Client, request.bytes(), to_client.clone()),
-        Case::proxy_reply("unicast re-validation of the neighbour entry", Port::Client, revalidation.bytes(), to_client),
+        Case::redirect("client asks for the HaVip", Port::Client, request.bytes(), to_client.clone()).counted(Handled::ProxyArpReplied),
+        Case::redirect("unicast re-validation of the neighbour entry", Port::Client, revalidation.bytes(), to_client).counted(Handled::ProxyArpReplied),
         answered("remote client behind the uplink asks for the HaVip", Port::Uplink, REMOTE_MAC, REMOTE_IP, HAVIP_A),
         answered("a HaVip without owner still answers (stable MAC)", Port::Client, CLIENT_MAC, CLIENT_IP, HAVIP_NO_OWNER),
         probe_answered("a non-member's probe for the HaVip learns it is in use", Port::Client, CLIENT_MAC),

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use havip::dataplane::{reconcile::Installed, DesiredRoute};
 use havip_common::{DropReason, Handled, TrafficCounter};
-use havip_tests::{action, bed::*, fixtures::*, frames, vxlan_frame, Case, Counter, Port, TestBed};
+use havip_tests::{action, bed::*, fixtures::*, frames, Case, Counter, Port, TestBed};
 
 const VPC: u32 = 1;
 const OTHER_VPC: u32 = 2;
@@ -264,27 +264,7 @@ fn routed_frames_to_a_remote_owner_are_encapsulated() {
 /// A routed frame as the sending host encapsulates it for a local owner:
 /// VXLAN from `REMOTE_VTEP` with the VNI of the next hop's vSwitch.
 fn routed_from_remote(vni: u32, inner: &frames::Frame) -> Vec<u8> {
-    vxlan_frame(
-        LOCAL_VTEP_MAC,
-        REMOTE_VTEP_MAC,
-        REMOTE_VTEP,
-        LOCAL_VTEP,
-        50000,
-        4789,
-        vni,
-        &inner.bytes(),
-    )
-}
-
-fn decapsulated(name: &str, input: Vec<u8>, output: Vec<u8>) -> Case {
-    Case {
-        name: name.into(),
-        ingress: Port::Vtep,
-        input,
-        expect_action: action::REDIRECT,
-        expect_output: Some(output),
-        expect_counter: Handled::Decapsulated.into(),
-    }
+    from_remote_vtep(LOCAL_VTEP, 4789, vni, &inner.bytes())
 }
 
 #[test]

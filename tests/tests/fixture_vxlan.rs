@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use havip::dataplane::reconcile::{self, Installed};
 use havip_common::{owner_flags, DropReason, Handled, TrafficCounter};
 use havip_tests::{
-    bed::*, fixtures::*, frames, icmp_echo, tcp_flags, vxlan_frame, Case, Counter, Port, TestBed,
+    bed::*, fixtures::*, frames, icmp_echo, tcp_flags, Case, Counter, Port, TestBed,
 };
 
 /// A client behind the remote host (the source of decapsulated frames).
@@ -164,33 +164,12 @@ fn remote_owner_of_a_again(bed: &mut TestBed) {
     assert_eq!(got, Installed::Installed);
 }
 
-/// `inner` encapsulated from `REMOTE_VTEP` to `dst` on `dport` with `vni`.
-fn from_remote(dst: Ipv4Addr, dport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
-    vxlan_frame(
-        LOCAL_VTEP_MAC,
-        REMOTE_VTEP_MAC,
-        REMOTE_VTEP,
-        dst,
-        50000,
-        dport,
-        vni,
-        inner,
-    )
-}
-
-fn decapsulated(name: &str, input: Vec<u8>, output: Vec<u8>) -> Case {
-    Case {
-        expect_counter: Handled::Decapsulated.into(),
-        ..Case::redirect(name, Port::Vtep, input, output)
-    }
-}
-
 #[test]
 fn vxlan_for_a_local_owner_is_decapsulated_and_the_rest_passes() {
     let mut bed = TestBed::with_vxlan();
     let to_a = udp(vmac(HAVIP_A), FAR_CLIENT_MAC, FAR_CLIENT_IP, HAVIP_A);
     let to_vs2 = udp(vmac(HAVIP_VS2), FAR_CLIENT_MAC, OTHER_IP, HAVIP_VS2);
-    let wrapped = from_remote(LOCAL_VTEP, 4789, VNI, &to_a.bytes());
+    let wrapped = from_remote_vtep(LOCAL_VTEP, 4789, VNI, &to_a.bytes());
     let mut truncated = wrapped.clone();
     truncated.truncate(14 + 20 + 8 + 4);
     let mut no_i_flag = wrapped.clone();
@@ -203,13 +182,13 @@ fn vxlan_for_a_local_owner_is_decapsulated_and_the_rest_passes() {
         ),
         decapsulated(
             "vSwitch 2 by its VNI, its gateway MAC",
-            from_remote(LOCAL_VTEP, 4789, VNI2, &to_vs2.bytes()),
+            from_remote_vtep(LOCAL_VTEP, 4789, VNI2, &to_vs2.bytes()),
             rewritten(&to_vs2, OTHER_MAC, GATEWAY2_MAC),
         ),
         Case::drop(
             "HaVip without an owner",
             Port::Vtep,
-            from_remote(
+            from_remote_vtep(
                 LOCAL_VTEP,
                 4789,
                 VNI,
@@ -226,29 +205,29 @@ fn vxlan_for_a_local_owner_is_decapsulated_and_the_rest_passes() {
         Case::pass(
             "unknown VNI",
             Port::Vtep,
-            from_remote(LOCAL_VTEP, 4789, 9999, &to_a.bytes()),
+            from_remote_vtep(LOCAL_VTEP, 4789, 9999, &to_a.bytes()),
         ),
         Case::pass(
             "HaVip A's address under vSwitch 2's VNI (no HaVip there)",
             Port::Vtep,
-            from_remote(LOCAL_VTEP, 4789, VNI2, &to_a.bytes()),
+            from_remote_vtep(LOCAL_VTEP, 4789, VNI2, &to_a.bytes()),
         ),
         Case::pass(
             "another destination VTEP",
             Port::Vtep,
-            from_remote(REMOTE_VTEP, 4789, VNI, &to_a.bytes()),
+            from_remote_vtep(REMOTE_VTEP, 4789, VNI, &to_a.bytes()),
         ),
         Case::pass(
             "another UDP port",
             Port::Vtep,
-            from_remote(LOCAL_VTEP, 4790, VNI, &to_a.bytes()),
+            from_remote_vtep(LOCAL_VTEP, 4790, VNI, &to_a.bytes()),
         ),
         Case::pass("truncated VXLAN header", Port::Vtep, truncated),
         Case::pass("VXLAN without the I flag", Port::Vtep, no_i_flag),
         Case::pass(
             "inner ARP (a remote guest resolving a local one)",
             Port::Vtep,
-            from_remote(
+            from_remote_vtep(
                 LOCAL_VTEP,
                 4789,
                 VNI,
@@ -258,7 +237,7 @@ fn vxlan_for_a_local_owner_is_decapsulated_and_the_rest_passes() {
         Case::pass(
             "inner IPv4 to an ordinary address",
             Port::Vtep,
-            from_remote(
+            from_remote_vtep(
                 LOCAL_VTEP,
                 4789,
                 VNI,
@@ -341,13 +320,8 @@ fn remote_owners_replace_only_older_epochs() {
     assert!(bed.owner(HAVIP_A).is_remote());
 
     // A local member claims: epoch 6, local again.
-    bed.check(&[Case::drop(
-        "standby's GARP takes the HaVip from the remote owner",
-        Port::Standby,
-        garp(STANDBY_MAC, HAVIP_A),
-        Handled::ClaimAccepted,
-    )]);
-    assert_owner(&bed, HAVIP_A, Port::Standby, STANDBY_MAC, 6);
+    #[rustfmt::skip]
+    claim_taken(&mut bed, "standby's GARP takes the HaVip from the remote owner", Port::Standby, garp(STANDBY_MAC, HAVIP_A), Handled::ClaimAccepted, (HAVIP_A, STANDBY_MAC, 6));
     assert!(!bed.owner(HAVIP_A).is_remote());
     assert_eq!(install(&mut bed, 6), Installed::Stale { kernel_epoch: 6 });
     let local = reconcile::local_owner(&bed.dp.maps, &k).expect("local_owner");
@@ -404,7 +378,7 @@ fn the_inlined_vxlan_tables_and_their_hash_maps_each_serve_alone() {
     let decap = || {
         decapsulated(
             "vSwitch 2 by its VNI (owner local)",
-            from_remote(LOCAL_VTEP, 4789, VNI2, &to_vs2.bytes()),
+            from_remote_vtep(LOCAL_VTEP, 4789, VNI2, &to_vs2.bytes()),
             rewritten(&to_vs2, OTHER_MAC, GATEWAY2_MAC),
         )
     };
@@ -453,7 +427,7 @@ fn the_inlined_vxlan_tables_and_their_hash_maps_each_serve_alone() {
     bed.check(&[Case::pass(
         "VNI of vSwitch 1 removed: to the stack",
         Port::Vtep,
-        from_remote(LOCAL_VTEP, 4789, VNI, &to_a.bytes()),
+        from_remote_vtep(LOCAL_VTEP, 4789, VNI, &to_a.bytes()),
     )]);
     remote_owner_of_a_again(&mut bed);
     bed.check(&[Case::drop(

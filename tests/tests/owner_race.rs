@@ -17,7 +17,7 @@ use std::{
 
 use havip::dataplane::{reconcile_with, Desired, DesiredHavip, Maps, ReconcileReport};
 use havip_common::{virtual_mac, Handled, HavipKey, OwnerEntry};
-use havip_tests::{bed::*, fixtures::*, CpuPin, Port, TestBed};
+use havip_tests::{bed::*, fixtures::*, pin_current_thread, CpuPin, Port, TestBed};
 
 /// The raced HaVip: vSwitch 1, not in the standard bed.
 const HAVIP_RACE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 102);
@@ -29,17 +29,7 @@ const ROUNDS: usize = 3_000;
 
 /// Pins the calling thread to `cpu` (both threads must really run at once).
 fn pin_to(cpu: usize) {
-    // SAFETY: plain syscall on this thread with a zeroed, then filled, set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            panic!(
-                "sched_setaffinity({cpu}): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
+    pin_current_thread(cpu).unwrap_or_else(|e| panic!("sched_setaffinity({cpu}): {e}"));
 }
 
 fn cpus() -> usize {

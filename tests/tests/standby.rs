@@ -23,7 +23,7 @@ use havip_tests::{
     keepalived::{require_keepalived, Keepalived, Vrrp},
     lab::{self, Netns},
     scenario::{owner_mac, Scratch, Stream, Trio},
-    spawn_in, tcp_exchange, wait_until, TcpEcho,
+    spawn_ready, tcp_exchange, wait_until, TcpEcho,
 };
 
 const NET: u8 = 13;
@@ -44,9 +44,8 @@ struct SeqSink {
 impl SeqSink {
     fn start(ns: &Netns, port: u16) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (s, name) = (stop.clone(), ns.name().to_owned());
-        let handle = spawn_in(ns, move || {
+        let handle = spawn_ready(ns, "UDP sink", move |ready_tx| {
             let sock = UdpSocket::bind(("0.0.0.0", port))
                 .unwrap_or_else(|e| panic!("binding UDP :{port} in {name}: {e}"));
             sock.set_read_timeout(Some(Duration::from_millis(20)))
@@ -67,9 +66,6 @@ impl SeqSink {
                 }
             }
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("UDP sink in {} did not start", ns.name()));
         Self {
             stop,
             handle: Some(handle),

@@ -21,7 +21,7 @@
 //! (`src/parse`, `src/packet.rs`, `src/counter.rs`, included below), so each
 //! step prices the product's code, not a copy of it.
 //!
-//! The layout of [`GenConfig`] is mirrored in `havip-userspace/src/bench/progs.rs`.
+//! [`GenConfig`] is `havip_common::bench::GenConfig`, shared with havip-bench.
 #![no_std]
 #![no_main]
 
@@ -35,6 +35,8 @@ mod packet;
 #[allow(dead_code)]
 #[path = "../parse/mod.rs"]
 mod parse;
+#[path = "../rt.rs"]
+mod rt;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
@@ -43,32 +45,16 @@ use aya_ebpf::{
     maps::{Array, DevMap, DevMapHash, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use havip_common::{HavipKey, OwnerEntry, PortInfo, TrafficCounter};
+use havip_common::{
+    bench::{GenConfig, HDR_LEN, HDR_WORDS},
+    HavipKey, OwnerEntry, PortInfo, TrafficCounter,
+};
 use packet::write_mac;
 use parse::eth::Frame;
 
-/// Bytes of Ethernet + IPv4 + UDP header restored on every generated frame.
-const HDR_LEN: usize = 42;
-const HDR_WORDS: usize = HDR_LEN / 2;
 /// Offsets (in 16-bit words) of the IPv4 checksum and destination address.
 const IP_CSUM_WORD: usize = 12;
 const IP_DADDR_WORD: usize = 15;
-
-/// `GEN_CFG[0]`, written by havip-bench before each run.
-#[repr(C)]
-pub struct GenConfig {
-    /// The 42 header bytes as 16-bit words in memory (wire) order.
-    pub hdr: [u16; HDR_WORDS],
-    pub _pad: u16,
-    /// One's-complement sum of the IPv4 header words without the checksum
-    /// and the destination address (not folded).
-    pub ip_sum_base: u32,
-    /// First destination address, host order.
-    pub dst_base: u32,
-    /// Number of destinations to rotate over (≥ 1).
-    pub dst_count: u32,
-    pub _pad2: u32,
-}
 
 #[map]
 static GEN_CFG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -553,13 +539,3 @@ pub fn lad6_source_probe(ctx: XdpContext) -> u32 {
 pub fn lad7_handled(ctx: XdpContext) -> u32 {
     array_forward::<true, true>(&ctx)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

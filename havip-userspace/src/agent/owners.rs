@@ -341,19 +341,28 @@ pub async fn adopt(dp: &Dataplane, cp: &Arc<ControlPlane>, recorder: Option<&Rec
 mod tests {
     use super::*;
 
+    /// HaVip `10.0.1.<last>` in vSwitch 1.
+    fn key(last: u8) -> HavipKey {
+        HavipKey {
+            vswitch_id: 1,
+            addr: [10, 0, 1, last],
+        }
+    }
+
+    /// Member `ifindex` with MAC `02:00:00:00:00:<mac>` at `epoch`.
+    fn owner(ifindex: u32, mac: u8, epoch: u64, changed_ns: u64) -> ObservedOwner {
+        ObservedOwner {
+            ifindex,
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+            epoch,
+            changed_ns,
+        }
+    }
+
     #[test]
     fn same_epoch_other_member_is_a_different_owner() {
-        let a = ObservedOwner {
-            ifindex: 3,
-            mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            epoch: 7,
-            changed_ns: 1,
-        };
-        let b = ObservedOwner {
-            ifindex: 4,
-            mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            ..a
-        };
+        let a = owner(3, 1, 7, 1);
+        let b = owner(4, 2, 7, 1);
         assert!(!same_owner(&a, &b));
         assert!(!same_owner(&a, &ObservedOwner { ifindex: 4, ..a }));
         assert!(!same_owner(&a, &ObservedOwner { mac: b.mac, ..a }));
@@ -362,16 +371,8 @@ mod tests {
 
     #[test]
     fn a_claim_keeps_the_adoption_it_replaces_and_never_an_older_claim() {
-        let key = HavipKey {
-            vswitch_id: 1,
-            addr: [10, 0, 1, 100],
-        };
-        let at = |epoch, ifindex| ObservedOwner {
-            ifindex,
-            mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
-            epoch,
-            changed_ns: epoch,
-        };
+        let key = key(100);
+        let at = |epoch, ifindex| owner(ifindex, ifindex as u8, epoch, epoch);
         let mut q = Queue::default();
         // The reconciler installed an initial owner (epoch 1), then a claim
         // (epoch 2) came before the recorder flushed: both are written.
@@ -405,22 +406,10 @@ mod tests {
 
     #[test]
     fn flush_records_the_map_not_the_last_event() {
-        let key = HavipKey {
-            vswitch_id: 1,
-            addr: [10, 0, 1, 100],
-        };
-        let gone = HavipKey {
-            vswitch_id: 1,
-            addr: [10, 0, 1, 101],
-        };
+        let (key, gone) = (key(100), key(101));
         // Two same-epoch claims: the event read last names member 4, the
         // map holds member 3 (its CPU wrote last).
-        let last_event = ObservedOwner {
-            ifindex: 4,
-            mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            epoch: 7,
-            changed_ns: 20,
-        };
+        let last_event = owner(4, 2, 7, 20);
         let in_map = OwnerEntry {
             epoch: 7,
             changed_ns: 10,

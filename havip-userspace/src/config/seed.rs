@@ -51,24 +51,44 @@ impl Planner {
     fn created(&mut self, what: String) {
         self.report.created.push(what);
     }
+
+    /// The config entry `kind id` ("ensure exists"): when the store has it
+    /// (`diffs` of its fields is `Some`) it is kept, unless a field differs
+    /// (an error naming the first); else `create` creates it. Returns the
+    /// entry's name for the operations that follow and whether it was
+    /// stored already.
+    fn entry(
+        &mut self,
+        kind: &str,
+        id: &str,
+        diffs: Option<Vec<Option<Diff>>>,
+        create: Op,
+    ) -> Result<(String, bool), ConfigError> {
+        let item = format!("[[{kind}]] {id:?}");
+        let Some(diffs) = diffs else {
+            self.run(&item, create)?;
+            self.created(format!("{kind} {id}"));
+            return Ok((item, false));
+        };
+        if let Some((field, config, stored)) = diffs.into_iter().flatten().next() {
+            return Err(ConfigError::Mismatch {
+                item,
+                field,
+                config,
+                stored,
+            });
+        }
+        self.kept(format!("{kind} {id}"));
+        Ok((item, true))
+    }
 }
 
-fn same<T: PartialEq + ToString>(
-    item: &str,
-    field: &'static str,
-    config: &T,
-    stored: &T,
-) -> Result<(), ConfigError> {
-    if config == stored {
-        Ok(())
-    } else {
-        Err(ConfigError::Mismatch {
-            item: item.to_owned(),
-            field,
-            config: config.to_string(),
-            stored: stored.to_string(),
-        })
-    }
+/// A config field that differs from the stored resource's: `(field,
+/// config value, stored value)`.
+type Diff = (&'static str, String, String);
+
+fn diff<T: PartialEq + ToString>(field: &'static str, config: &T, stored: &T) -> Option<Diff> {
+    (config != stored).then(|| (field, config.to_string(), stored.to_string()))
 }
 
 fn opt(s: &Option<String>) -> String {
@@ -91,78 +111,68 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
         p.run("[quotas]", Op::SetQuota(cfg.quotas))?;
     }
     for v in &cfg.vpcs {
-        let item = format!("[[vpc]] {:?}", v.id);
-        if let Some(s) = p.state.vpcs.get(&v.id) {
-            same(&item, "cidr", &v.cidr, &s.cidr)?;
-            p.kept(format!("vpc {}", v.id));
-            continue;
-        }
-        p.run(&item, Op::CreateVpc(v.clone()))?;
-        p.created(format!("vpc {}", v.id));
+        let diffs = p
+            .state
+            .vpcs
+            .get(&v.id)
+            .map(|s| vec![diff("cidr", &v.cidr, &s.cidr)]);
+        p.entry("vpc", &v.id, diffs, Op::CreateVpc(v.clone()))?;
     }
     for v in &cfg.vswitches {
-        let item = format!("[[vswitch]] {:?}", v.id);
-        if let Some(s) = p.state.vswitches.get(&v.id) {
-            same(&item, "vpc", &v.vpc, &s.vpc)?;
-            same(&item, "cidr", &v.cidr, &s.cidr)?;
-            same(&item, "gateway_mac", &v.gateway_mac, &s.gateway_mac)?;
-            p.kept(format!("vswitch {}", v.id));
-            continue;
-        }
-        p.run(&item, Op::CreateVSwitch(v.clone()))?;
-        p.created(format!("vswitch {}", v.id));
+        let diffs = p.state.vswitches.get(&v.id).map(|s| {
+            vec![
+                diff("vpc", &v.vpc, &s.vpc),
+                diff("cidr", &v.cidr, &s.cidr),
+                diff("gateway_mac", &v.gateway_mac, &s.gateway_mac),
+            ]
+        });
+        p.entry("vswitch", &v.id, diffs, Op::CreateVSwitch(v.clone()))?;
     }
     for v in &cfg.instances {
-        let item = format!("[[instance]] {:?}", v.id);
-        if let Some(s) = p.state.instances.get(&v.id) {
-            same(&item, "vswitch", &v.vswitch, &s.vswitch)?;
-            p.kept(format!("instance {}", v.id));
-            continue;
-        }
-        p.run(&item, Op::CreateInstance(v.clone()))?;
-        p.created(format!("instance {}", v.id));
+        let stored = p.state.instances.get(&v.id);
+        let diffs = stored.map(|s| vec![diff("vswitch", &v.vswitch, &s.vswitch)]);
+        p.entry("instance", &v.id, diffs, Op::CreateInstance(v.clone()))?;
     }
     for v in &cfg.enis {
-        let item = format!("[[eni]] {:?}", v.id);
-        if let Some(s) = p.state.enis.get(&v.id).cloned() {
-            same(&item, "vswitch", &v.vswitch, &s.vswitch)?;
-            same(&item, "mac", &v.mac, &s.mac)?;
-            same(&item, "instance", &opt(&v.instance), &opt(&s.instance))?;
-            same(&item, "primary", &v.primary, &s.primary)?;
-            if v.interface != s.interface {
-                p.run(
-                    &format!("{item} interface"),
-                    Op::ModifyEni(ModifyEni {
-                        id: v.id.clone(),
-                        interface: v.interface.clone(),
-                    }),
-                )?;
-                p.modified(format!("eni {} interface {}", v.id, v.interface));
-            }
-            p.kept(format!("eni {}", v.id));
-            continue;
+        let stored = p.state.enis.get(&v.id).cloned();
+        let diffs = stored.as_ref().map(|s| {
+            vec![
+                diff("vswitch", &v.vswitch, &s.vswitch),
+                diff("mac", &v.mac, &s.mac),
+                diff("instance", &opt(&v.instance), &opt(&s.instance)),
+                diff("primary", &v.primary, &s.primary),
+            ]
+        });
+        let (item, _) = p.entry("eni", &v.id, diffs, Op::CreateEni(v.clone()))?;
+        if stored.is_some_and(|s| s.interface != v.interface) {
+            p.run(
+                &format!("{item} interface"),
+                Op::ModifyEni(ModifyEni {
+                    id: v.id.clone(),
+                    interface: v.interface.clone(),
+                }),
+            )?;
+            p.modified(format!("eni {} interface {}", v.id, v.interface));
         }
-        p.run(&item, Op::CreateEni(v.clone()))?;
-        p.created(format!("eni {}", v.id));
     }
     for v in &cfg.uplinks {
-        let item = format!("[[uplink]] {:?}", v.interface);
-        if let Some(s) = p.state.uplinks.get(&v.interface) {
-            same(&item, "vswitch", &v.vswitch, &s.vswitch)?;
-            p.kept(format!("uplink {}", v.interface));
-            continue;
-        }
-        p.run(&item, Op::CreateUplink(v.clone()))?;
-        p.created(format!("uplink {}", v.interface));
+        let stored = p.state.uplinks.get(&v.interface);
+        let diffs = stored.map(|s| vec![diff("vswitch", &v.vswitch, &s.vswitch)]);
+        p.entry("uplink", &v.interface, diffs, Op::CreateUplink(v.clone()))?;
     }
     for v in &cfg.havips {
         let id = v.create.id.clone().unwrap_or_default();
-        let item = format!("[[havip]] {id:?}");
-        if let Some(s) = p.state.havips.get(&id).cloned() {
-            same(&item, "vswitch", &v.create.vswitch, &s.vswitch)?;
-            if let Some(a) = v.create.address {
-                same(&item, "address", &a, &s.address)?;
-            }
+        let stored = p.state.havips.get(&id).cloned();
+        let diffs = stored.as_ref().map(|s| {
+            vec![
+                diff("vswitch", &v.create.vswitch, &s.vswitch),
+                v.create
+                    .address
+                    .and_then(|a| diff("address", &a, &s.address)),
+            ]
+        });
+        let (item, was_stored) = p.entry("havip", &id, diffs, Op::CreateHaVip(v.create.clone()))?;
+        if let Some(s) = stored {
             let differs = |c: &Option<String>, s: &Option<String>| c.is_some() && c != s;
             if differs(&v.create.name, &s.name) || differs(&v.create.description, &s.description) {
                 p.run(
@@ -175,10 +185,10 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
                 )?;
                 p.modified(format!("havip {id} attributes"));
             }
-            p.kept(format!("havip {id}"));
+        }
+        if was_stored {
             continue;
         }
-        p.run(&item, Op::CreateHaVip(v.create.clone()))?;
         let members = v
             .instances
             .iter()
@@ -202,18 +212,13 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
                 }),
             )?;
         }
-        p.created(format!("havip {id}"));
     }
     for v in &cfg.eips {
         let id = v.create.id.clone().unwrap_or_default();
-        let item = format!("[[eip]] {id:?}");
-        if let Some(s) = p.state.eips.get(&id) {
-            same(&item, "address", &v.create.address, &s.address)?;
-            p.kept(format!("eip {id}"));
-            continue;
-        }
-        p.run(&item, Op::CreateEip(v.create.clone()))?;
-        if let Some(h) = &v.havip {
+        let stored = p.state.eips.get(&id);
+        let diffs = stored.map(|s| vec![diff("address", &v.create.address, &s.address)]);
+        let (item, was_stored) = p.entry("eip", &id, diffs, Op::CreateEip(v.create.clone()))?;
+        if let (false, Some(h)) = (was_stored, &v.havip) {
             p.run(
                 &format!("{item} havip"),
                 Op::AssociateEip(AssociateEip {
@@ -222,20 +227,17 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
                 }),
             )?;
         }
-        p.created(format!("eip {id}"));
     }
     for v in &cfg.routes {
         let id = v.id.clone().unwrap_or_default();
-        let item = format!("[[route]] {id:?}");
-        if let Some(s) = p.state.routes.get(&id) {
-            same(&item, "vpc", &v.vpc, &s.vpc)?;
-            same(&item, "destination", &v.destination, &s.destination)?;
-            same(&item, "next_hop", &v.next_hop_havip, &s.next_hop_havip)?;
-            p.kept(format!("route {id}"));
-            continue;
-        }
-        p.run(&item, Op::CreateRoute(v.clone()))?;
-        p.created(format!("route {id}"));
+        let diffs = p.state.routes.get(&id).map(|s| {
+            vec![
+                diff("vpc", &v.vpc, &s.vpc),
+                diff("destination", &v.destination, &s.destination),
+                diff("next_hop", &v.next_hop_havip, &s.next_hop_havip),
+            ]
+        });
+        p.entry("route", &id, diffs, Op::CreateRoute(v.clone()))?;
     }
     Ok((p.applied, p.report))
 }

@@ -166,18 +166,12 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(object)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(names::PROG_XDP)
-            .ok_or(DataplaneError::NoProgram(names::PROG_XDP))?
-            .try_into()
+        xdp_program(&mut ebpf)?
+            .load()
             .map_err(|source| DataplaneError::Program {
                 name: names::PROG_XDP,
                 source,
             })?;
-        program.load().map_err(|source| DataplaneError::Program {
-            name: names::PROG_XDP,
-            source,
-        })?;
         let logs = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -224,14 +218,7 @@ impl Dataplane {
 
     /// The loaded XDP program (for `BPF_PROG_TEST_RUN` and introspection).
     pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
-        self.ebpf
-            .program_mut(names::PROG_XDP)
-            .ok_or(DataplaneError::NoProgram(names::PROG_XDP))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                name: names::PROG_XDP,
-                source,
-            })
+        xdp_program(&mut self.ebpf)
     }
 
     fn link_pin(&self, ifname: &str) -> PathBuf {
@@ -378,6 +365,17 @@ impl Dataplane {
                 source,
             })
     }
+}
+
+/// The product's XDP program in `ebpf`.
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(names::PROG_XDP)
+        .ok_or(DataplaneError::NoProgram(names::PROG_XDP))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            name: names::PROG_XDP,
+            source,
+        })
 }
 
 /// Interfaces with a pinned link under `pin_dir`.

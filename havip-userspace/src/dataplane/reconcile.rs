@@ -85,6 +85,37 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// Writes `entry` at `key` of the hash map `name` unless it holds it
+/// already. Returns how many entries it wrote (0 or 1), for the report.
+fn put_if_changed<K: aya::Pod, V: aya::Pod + PartialEq>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+    name: &'static str,
+    key: &K,
+    entry: &V,
+) -> Result<usize, ReconcileError> {
+    if map.get(key, 0).ok().as_ref() == Some(entry) {
+        return Ok(0);
+    }
+    map.insert(key, entry, 0).map_err(err(name))?;
+    Ok(1)
+}
+
+/// Removes every key of the hash map `name` that is not `wanted`. Returns
+/// how many it removed, for the report.
+fn remove_unwanted<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+    name: &'static str,
+    wanted: impl Fn(&K) -> bool,
+) -> Result<usize, ReconcileError> {
+    let have: Vec<K> = map.keys().filter_map(Result::ok).collect();
+    let mut removed = 0;
+    for key in have.iter().filter(|k| !wanted(k)) {
+        map.remove(key).map_err(err(name))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 fn table_err(e: TableError) -> ReconcileError {
     err(names::HAVIP_SLOTS)(e)
 }
@@ -149,15 +180,9 @@ pub fn reconcile_with(
             report.ports_removed += 1;
         }
     }
-    let have_high: Vec<u32> = maps.ports_high.keys().filter_map(Result::ok).collect();
-    for ifindex in &have_high {
-        if !want_ports.contains_key(ifindex) {
-            maps.ports_high
-                .remove(ifindex)
-                .map_err(err(names::PORTS_HIGH))?;
-            report.ports_removed += 1;
-        }
-    }
+    report.ports_removed += remove_unwanted(&mut maps.ports_high, names::PORTS_HIGH, |i| {
+        want_ports.contains_key(i)
+    })?;
     set_ports(maps, &want_ports, &mut report)?;
     let want_tx: BTreeSet<u32> = want_ports
         .keys()
@@ -203,13 +228,9 @@ pub fn reconcile_with(
 
     // Bindings first when removing, so a claim can never pass a binding check
     // for a HaVip that is going away.
-    let have_bindings: Vec<BindingKey> = maps.bindings.keys().filter_map(Result::ok).collect();
-    for key in &have_bindings {
-        if !want_bindings.contains_key(key) {
-            maps.bindings.remove(key).map_err(err(names::BINDINGS))?;
-            report.bindings_removed += 1;
-        }
-    }
+    report.bindings_removed += remove_unwanted(&mut maps.bindings, names::BINDINGS, |k| {
+        want_bindings.contains_key(k)
+    })?;
     // HaVip addresses per VPC (wrong-vSwitch claim check).
     let want_vpc: BTreeMap<VpcAddrKey, u32> = desired
         .havips
@@ -224,14 +245,9 @@ pub fn reconcile_with(
             )
         })
         .collect();
-    let have_vpc: Vec<VpcAddrKey> = maps.vpc_havips.keys().filter_map(Result::ok).collect();
-    for key in &have_vpc {
-        if !want_vpc.contains_key(key) {
-            maps.vpc_havips
-                .remove(key)
-                .map_err(err(names::VPC_HAVIPS))?;
-        }
-    }
+    remove_unwanted(&mut maps.vpc_havips, names::VPC_HAVIPS, |k| {
+        want_vpc.contains_key(k)
+    })?;
     for (key, vswitch) in &want_vpc {
         if maps.vpc_havips.get(key, 0).ok() != Some(*vswitch) {
             maps.vpc_havips
@@ -299,12 +315,7 @@ pub fn reconcile_with(
     // Bindings last: a port is a member before a claim from it can pass
     // the binding check.
     for (key, entry) in &want_bindings {
-        if maps.bindings.get(key, 0).ok().as_ref() != Some(entry) {
-            maps.bindings
-                .insert(key, entry, 0)
-                .map_err(err(names::BINDINGS))?;
-            report.bindings_set += 1;
-        }
+        report.bindings_set += put_if_changed(&mut maps.bindings, names::BINDINGS, key, entry)?;
     }
 
     eip::reconcile_eips(maps, desired, &mut report)?;

@@ -100,7 +100,7 @@ pub struct Env {
 impl Env {
     pub fn create(params: &Params) -> Result<Self> {
         let lab = BenchLab::create()?;
-        let pin = PinDir::new();
+        let pin = PinDir::for_bench();
         let mut dp = Dataplane::load(pin.path()).context("loading the havip XDP program")?;
         let events = dp
             .maps

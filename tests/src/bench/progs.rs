@@ -124,25 +124,7 @@ pub fn slot_hash(key: &HavipKey) -> u32 {
     h ^ (h >> 15)
 }
 
-/// Header bytes the generator restores on every frame (Ethernet + IPv4 + UDP).
-pub const HDR_LEN: usize = 42;
-const HDR_WORDS: usize = HDR_LEN / 2;
-
-/// Mirror of `GenConfig` in havip-ebpf/src/bench/main.rs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GenConfig {
-    pub hdr: [u16; HDR_WORDS],
-    pub _pad: u16,
-    pub ip_sum_base: u32,
-    pub dst_base: u32,
-    pub dst_count: u32,
-    pub _pad2: u32,
-}
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 60);
-
-// SAFETY: repr(C), integers only, no implicit padding (size asserted above).
-unsafe impl aya::Pod for GenConfig {}
+pub use havip_common::bench::{GenConfig, HDR_LEN, HDR_WORDS};
 
 /// XDP return codes (uapi `enum xdp_action`).
 pub use crate::action as xdp_action;
@@ -529,16 +511,6 @@ pub fn pin_thread(cpu: usize, realtime: bool) -> Result<()> {
             }
         }
     }
-    // SAFETY: cpu_set_t is plain data; the syscall only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "sched_setaffinity(cpu {cpu}): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
+    crate::guards::pin_current_thread(cpu)
+        .map_err(|e| anyhow::anyhow!("sched_setaffinity(cpu {cpu}): {e}"))
 }

@@ -11,7 +11,7 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -196,41 +196,14 @@ impl Drop for BridgeGuard {
     }
 }
 
-/// The bpffs directory the product's maps and links are pinned in for this
-/// run; everything under it is detached and unpinned on drop.
-#[derive(Debug)]
-pub struct PinDir {
-    path: PathBuf,
-}
+pub use crate::guards::PinDir;
 
 impl PinDir {
-    pub fn new() -> Self {
-        Self {
-            path: Path::new(BPFFS).join(format!("{PIN_PREFIX}{}", std::process::id())),
-        }
+    /// The bpffs directory the product's maps and links are pinned in for
+    /// this run; everything under it is detached and unpinned on drop.
+    pub fn for_bench() -> Self {
+        Self::lenient(Path::new(BPFFS).join(format!("{PIN_PREFIX}{}", std::process::id())))
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Default for PinDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        remove_pin_dir(&self.path);
-    }
-}
-
-fn remove_pin_dir(path: &Path) {
-    let _ = havip::dataplane::loader::teardown(path);
-    // Anything teardown does not know about (a newer map, a stray link).
-    let _ = fs::remove_dir_all(path);
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -251,7 +224,7 @@ pub fn sweep_stale() -> Vec<String> {
                 continue;
             };
             if !pid_alive(pid) {
-                remove_pin_dir(&entry.path());
+                PinDir::remove(&entry.path());
                 removed.push(entry.path().display().to_string());
             }
         }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use havip_common::{names, EipEntry, EipSnatEntry, HavipKey};
 
-use super::{err, ReconcileError, ReconcileReport};
+use super::{put_if_changed, remove_unwanted, ReconcileError, ReconcileReport};
 use crate::dataplane::{desired::Desired, maps::Maps};
 
 /// The two maps' desired content.
@@ -54,29 +54,16 @@ pub(super) fn reconcile_eips(
 ) -> Result<(), ReconcileError> {
     let (want_dnat, want_snat) = wanted(desired);
 
-    let have_snat: Vec<HavipKey> = maps.eip_snat.keys().filter_map(Result::ok).collect();
-    for key in have_snat.iter().filter(|k| !want_snat.contains_key(*k)) {
-        maps.eip_snat.remove(key).map_err(err(names::EIP_SNAT))?;
-        report.eips_removed += 1;
-    }
-    let have_dnat: Vec<[u8; 4]> = maps.eips.keys().filter_map(Result::ok).collect();
-    for addr in have_dnat.iter().filter(|a| !want_dnat.contains_key(*a)) {
-        maps.eips.remove(addr).map_err(err(names::EIPS))?;
-        report.eips_removed += 1;
-    }
+    report.eips_removed += remove_unwanted(&mut maps.eip_snat, names::EIP_SNAT, |k| {
+        want_snat.contains_key(k)
+    })?;
+    report.eips_removed +=
+        remove_unwanted(&mut maps.eips, names::EIPS, |a| want_dnat.contains_key(a))?;
     for (addr, entry) in &want_dnat {
-        if maps.eips.get(addr, 0).ok().as_ref() != Some(entry) {
-            maps.eips.insert(addr, entry, 0).map_err(err(names::EIPS))?;
-            report.eips_set += 1;
-        }
+        report.eips_set += put_if_changed(&mut maps.eips, names::EIPS, addr, entry)?;
     }
     for (key, entry) in &want_snat {
-        if maps.eip_snat.get(key, 0).ok().as_ref() != Some(entry) {
-            maps.eip_snat
-                .insert(key, entry, 0)
-                .map_err(err(names::EIP_SNAT))?;
-            report.eips_set += 1;
-        }
+        report.eips_set += put_if_changed(&mut maps.eip_snat, names::EIP_SNAT, key, entry)?;
     }
     Ok(())
 }

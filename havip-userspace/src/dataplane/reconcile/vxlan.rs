@@ -15,7 +15,7 @@ use havip_common::{
     HavipKey, OwnerEntry, VtepConfig, VtepEntry, MAX_VSWITCHES,
 };
 
-use super::{err, table_err, ReconcileError, ReconcileReport};
+use super::{err, put_if_changed, table_err, ReconcileError, ReconcileReport};
 use crate::dataplane::{
     desired::{DesiredVxlan, RemoteOwner},
     maps::Maps,
@@ -175,12 +175,7 @@ pub(super) fn reconcile_tables(
         report.vxlan_removed += 1;
     }
     for (addr, entry) in &want_vteps {
-        if maps.vteps.get(addr, 0).ok().as_ref() != Some(entry) {
-            maps.vteps
-                .insert(addr, entry, 0)
-                .map_err(err(names::VTEPS))?;
-            report.vxlan_set += 1;
-        }
+        report.vxlan_set += put_if_changed(&mut maps.vteps, names::VTEPS, addr, entry)?;
         slot_set(
             &mut maps.vtep_table,
             vxlan::vtep_key(*addr),
