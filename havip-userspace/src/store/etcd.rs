@@ -29,11 +29,9 @@
 //! [`TURN_TTL_S`] seconds): while it is there, every other host's commit
 //! also requires `turn` to be absent and fails, and the turn's holder
 //! commits next (requiring `turn` = its id, and deleting it in the same
-//! txn). A holder that dies frees the turn when its lease expires. A lost
-//! commit's txn also reads `turn`: while another host holds it, this host
-//! asks for nothing (a raft write for nothing) and retries after a short
-//! pause; a turn lease is reused for a second after its grant, so taking
-//! the turn is one raft write.
+//! txn). A holder that dies frees the turn when its lease expires. While
+//! another host holds it (a lost txn reads `turn`), this host only retries
+//! after a short pause.
 //!
 //! Observed owners (`Record::Owner`: the kernel's owner with a host-local
 //! ifindex) are host-local: they are not written to etcd.
@@ -324,12 +322,10 @@ pub const TURN_TTL_S: i64 = 2;
 /// Lost commits in a row before a store asks for the turn (the first loss
 /// only catches up and retries: the turn costs two more raft writes).
 const LOSSES_BEFORE_TURN: u32 = 2;
-/// A turn lease is reused for this long after its grant (half its TTL: a
-/// put under it still has at least a second before it expires), so taking
-/// the turn is one raft write, not two.
+/// A turn lease is reused this long after its grant (half its TTL), so
+/// taking the turn is one raft write, not two.
 const TURN_LEASE_REUSE: Duration = Duration::from_secs(1);
-/// Pause before retrying a commit while another host holds the turn (its
-/// commit is one round trip away; a retry before it cannot succeed).
+/// Pause before a retry while another host holds the turn.
 const TURN_HELD_PAUSE: Duration = Duration::from_micros(500);
 
 /// What a lost commit read in the same txn: every record changed since
