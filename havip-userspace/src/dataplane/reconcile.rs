@@ -249,11 +249,7 @@ pub fn reconcile_with(
         want_vpc.contains_key(k)
     })?;
     for (key, vswitch) in &want_vpc {
-        if maps.vpc_havips.get(key, 0).ok() != Some(*vswitch) {
-            maps.vpc_havips
-                .insert(key, vswitch, 0)
-                .map_err(err(names::VPC_HAVIPS))?;
-        }
+        put_if_changed(&mut maps.vpc_havips, names::VPC_HAVIPS, key, vswitch)?;
     }
 
     vxlan::reconcile_tables(maps, &desired.vxlan, &mut report)?;
@@ -370,11 +366,9 @@ fn set_ports(
                     .map_err(err(names::PORTS))?;
                 report.ports_set += 1;
             }
-        } else if maps.ports_high.get(ifindex, 0).ok().as_ref() != Some(info) {
-            maps.ports_high
-                .insert(ifindex, info, 0)
-                .map_err(err(names::PORTS_HIGH))?;
-            report.ports_set += 1;
+        } else {
+            report.ports_set +=
+                put_if_changed(&mut maps.ports_high, names::PORTS_HIGH, ifindex, info)?;
         }
     }
     Ok(())

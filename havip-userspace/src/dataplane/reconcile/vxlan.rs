@@ -201,10 +201,7 @@ pub(super) fn reconcile_tables(
             report.vxlan_removed += 1;
         }
         for (k, v) in want_map {
-            if map.get(k, 0).ok() != Some(*v) {
-                map.insert(k, v, 0).map_err(err(name))?;
-                report.vxlan_set += 1;
-            }
+            report.vxlan_set += put_if_changed(map, name, k, v)?;
             if name == names::VSWITCH_VNIS {
                 vni_array_set(&mut maps.vswitch_vni_array, *k, *v | vxlan::VNI_PRESENT)?;
             } else {
