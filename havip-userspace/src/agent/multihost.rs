@@ -8,7 +8,7 @@ use tracing::warn;
 
 use crate::{
     cluster::{self, Cluster, LocalHost},
-    config::{AgentConfig, Config},
+    config::{AgentConfig, Config, VtepConfig},
     control::ControlPlane,
     model::MacAddr,
     store::{EtcdHandle, EtcdStore},
@@ -124,9 +124,7 @@ pub fn interface_mtu(ifname: &str) -> Result<u32> {
 /// # Errors
 /// No `[agent.vtep]`, no such interface, or its MTU is too small.
 pub fn check_underlay(agent: &AgentConfig) -> Result<()> {
-    let Some(vtep) = &agent.vtep else {
-        bail!("[agent.etcd] needs [agent.vtep] (the underlay interface and VTEP address)");
-    };
+    let vtep = vtep_of(agent)?;
     let mtu = interface_mtu(&vtep.interface)?;
     if mtu < havip_common::MIN_UNDERLAY_MTU {
         bail!(
@@ -137,6 +135,14 @@ pub fn check_underlay(agent: &AgentConfig) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `[agent.vtep]`, which multi-host needs.
+fn vtep_of(agent: &AgentConfig) -> Result<&VtepConfig> {
+    agent
+        .vtep
+        .as_ref()
+        .context("[agent.etcd] needs [agent.vtep] (the underlay interface and VTEP address)")
 }
 
 /// Builds the cluster view and spawns its tasks (sync, registration,
@@ -150,9 +156,7 @@ pub fn start(
     etcd: EtcdHandle,
     cp: &Arc<ControlPlane>,
 ) -> Result<Arc<Cluster>> {
-    let Some(vtep) = &agent.vtep else {
-        bail!("[agent.etcd] needs [agent.vtep] (the underlay interface and VTEP address)");
-    };
+    let vtep = vtep_of(agent)?;
     let mac = interface_mac(&vtep.interface)?;
     let address: Ipv4Addr = vtep.address;
     let c = Cluster::new(

@@ -54,9 +54,6 @@ pub struct Reconciler {
     pub cluster: Option<Arc<Cluster>>,
     /// The owner recorder, once started (adoptions are queued to it).
     pub recorder: Option<owners::Recorder>,
-    /// The last pass installed or cleared owners itself (an initial owner,
-    /// an unbound owner): no event tells the store, an adoption does.
-    owners_moved: bool,
 }
 
 impl Reconciler {
@@ -74,7 +71,6 @@ impl Reconciler {
             ports: Ports::default(),
             cluster: None,
             recorder: None,
-            owners_moved: false,
         }
     }
 
@@ -87,15 +83,17 @@ impl Reconciler {
     /// One pass: look up every port, attach, reconcile.
     pub async fn pass(&mut self, recheck: Recheck) {
         let started = std::time::Instant::now();
-        self.pass_inner(recheck).await;
-        if std::mem::take(&mut self.owners_moved) {
+        // Owners the pass installed or cleared itself (an initial owner, an
+        // unbound owner) raise no event: an adoption tells the store.
+        if self.pass_inner(recheck).await {
             self.adopt_owners().await;
         }
         super::metrics::reconciled(started);
         super::health::publish_ports(&self.ports);
     }
 
-    async fn pass_inner(&mut self, recheck: Recheck) {
+    /// True when the reconcile moved owners itself.
+    async fn pass_inner(&mut self, recheck: Recheck) -> bool {
         let host = self.cluster.as_ref().map(|c| c.local.id.clone());
         let vtep_if = self.cluster.as_ref().map(|c| c.local.interface.clone());
         let wanted: Vec<String> = self.cp.with_state(|s| {
@@ -116,7 +114,7 @@ impl Reconciler {
                 Ok(i) => found.push((name, i)),
                 Err(e) => {
                     warn!(ifname = name, error = %e, "interface lookup failed; maps left as they are this pass");
-                    return;
+                    return false;
                 }
             }
         }
@@ -142,7 +140,7 @@ impl Reconciler {
                 None => self.port_absent(&name),
             }
         }
-        self.reconcile();
+        self.reconcile()
     }
 
     async fn port_present(&mut self, name: &str, ifindex: u32, recheck: Recheck) {
@@ -279,7 +277,8 @@ impl Reconciler {
         );
     }
 
-    fn reconcile(&mut self) {
+    /// Writes the maps; true when that installed or cleared owners.
+    fn reconcile(&mut self) -> bool {
         let ports = &self.ports;
         let resolve = |name: &str| ports.ifindex(name);
         let cluster = self.cluster.clone();
@@ -307,29 +306,34 @@ impl Reconciler {
             Ok(x) => x,
             Err(e) => {
                 error!(error = %e, "cannot derive the data-plane state");
-                return;
+                return false;
             }
         };
         // Missing interfaces were logged by the port table (once).
         drop(missing);
-        match reconcile_with(&mut self.dp.maps, &want, &self.ports.no_redirect()) {
+        let owners_moved = match reconcile_with(&mut self.dp.maps, &want, &self.ports.no_redirect())
+        {
             Ok(report) => {
                 if report.changed() {
                     info!(?report, "maps reconciled");
                 }
-                self.owners_moved = report.owners_created + report.owners_cleared > 0;
                 // The ports present are attached (this program swapped in
                 // on their links): a migration from the previous layout
                 // can drop the old maps.
                 self.dp.finish_migration();
+                report.owners_created + report.owners_cleared > 0
             }
-            Err(e) => error!(error = %e, "reconcile failed; will retry"),
-        }
+            Err(e) => {
+                error!(error = %e, "reconcile failed; will retry");
+                false
+            }
+        };
         if let Some(c) = &cluster {
             let maps = &mut self.dp.maps;
             self.cp
                 .with_state(|s| cluster_owners::settle_kernel(c, maps, s, &want.vxlan));
         }
+        owners_moved
     }
 
     /// Writes a remote owner at once (a notice or a watch event), over a
