@@ -337,8 +337,6 @@ struct Delta {
     seq_rev: i64,
     count: i64,
     changed: Vec<KeyValue>,
-    /// Who held the commit turn (its id), if anyone.
-    turn: Option<Vec<u8>>,
 }
 
 /// The etcd store. See the module docs.
@@ -672,8 +670,7 @@ impl Store for EtcdStore {
         h.shared.seen(rev);
         let mut losses = self.losses.lock().unwrap_or_else(|p| p.into_inner());
         if !resp.succeeded() {
-            let d = delta(base, rev, &resp);
-            let turn = d.as_ref().and_then(|d| d.turn.clone());
+            let (d, turn) = delta(base, rev, &resp).unzip();
             *self.delta.lock().unwrap_or_else(|p| p.into_inner()) = d;
             // Lost to another host (or to the turn's holder): after a
             // second loss in a row ask for the turn, so the retry is not
@@ -682,7 +679,7 @@ impl Store for EtcdStore {
             // (that would cost a raft write for nothing): its commit comes
             // first, this one retries shortly after.
             *losses = losses.saturating_add(1);
-            match turn {
+            match turn.flatten() {
                 Some(holder) if holder != self.id.as_bytes() => {
                     *holds_turn = false;
                     std::thread::sleep(TURN_HELD_PAUSE);
@@ -717,21 +714,22 @@ impl Store for EtcdStore {
     }
 }
 
-/// The [`Delta`] a failed commit's txn read (`None` if a read is missing).
-fn delta(base: i64, rev: i64, resp: &etcd_client::TxnResponse) -> Option<Delta> {
+/// The [`Delta`] a failed commit's txn read, and who held the commit turn
+/// (its id, if anyone); `None` if a read is missing.
+fn delta(base: i64, rev: i64, resp: &etcd_client::TxnResponse) -> Option<(Delta, Option<Vec<u8>>)> {
     let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(g) => Some(g),
         _ => None,
     });
     let (changed, count, seq, turn) = (gets.next()?, gets.next()?, gets.next()?, gets.next()?);
-    Some(Delta {
+    let delta = Delta {
         base,
         rev,
         seq_rev: seq.kvs().first().map_or(0, KeyValue::mod_revision),
         count: count.count(),
         changed: changed.kvs().to_vec(),
-        turn: turn.kvs().first().map(|kv| kv.value().to_vec()),
-    })
+    };
+    Some((delta, turn.kvs().first().map(|kv| kv.value().to_vec())))
 }
 
 #[cfg(test)]
