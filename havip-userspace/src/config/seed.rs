@@ -55,20 +55,19 @@ impl Planner {
     /// The config entry `kind id` ("ensure exists"): when the store has it
     /// (`diffs` of its fields is `Some`) it is kept, unless a field differs
     /// (an error naming the first); else `create` creates it. Returns the
-    /// entry's name for the operations that follow and whether it was
-    /// stored already.
+    /// entry's name for the operations that follow.
     fn entry(
         &mut self,
         kind: &str,
         id: &str,
         diffs: Option<Vec<Option<Diff>>>,
         create: Op,
-    ) -> Result<(String, bool), ConfigError> {
+    ) -> Result<String, ConfigError> {
         let item = format!("[[{kind}]] {id:?}");
         let Some(diffs) = diffs else {
             self.run(&item, create)?;
             self.created(format!("{kind} {id}"));
-            return Ok((item, false));
+            return Ok(item);
         };
         if let Some((field, config, stored)) = diffs.into_iter().flatten().next() {
             return Err(ConfigError::Mismatch {
@@ -79,7 +78,7 @@ impl Planner {
             });
         }
         self.kept(format!("{kind} {id}"));
-        Ok((item, true))
+        Ok(item)
     }
 }
 
@@ -143,7 +142,7 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
                 diff("primary", &v.primary, &s.primary),
             ]
         });
-        let (item, _) = p.entry("eni", &v.id, diffs, Op::CreateEni(v.clone()))?;
+        let item = p.entry("eni", &v.id, diffs, Op::CreateEni(v.clone()))?;
         if stored.is_some_and(|s| s.interface != v.interface) {
             p.run(
                 &format!("{item} interface"),
@@ -171,7 +170,7 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
                     .and_then(|a| diff("address", &a, &s.address)),
             ]
         });
-        let (item, was_stored) = p.entry("havip", &id, diffs, Op::CreateHaVip(v.create.clone()))?;
+        let item = p.entry("havip", &id, diffs, Op::CreateHaVip(v.create.clone()))?;
         if let Some(s) = stored {
             let differs = |c: &Option<String>, s: &Option<String>| c.is_some() && c != s;
             if differs(&v.create.name, &s.name) || differs(&v.create.description, &s.description) {
@@ -185,8 +184,6 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
                 )?;
                 p.modified(format!("havip {id} attributes"));
             }
-        }
-        if was_stored {
             continue;
         }
         let members = v
@@ -217,8 +214,9 @@ pub fn plan_seed(cfg: &Config, state: &State) -> Result<(Vec<Applied>, SeedRepor
         let id = v.create.id.clone().unwrap_or_default();
         let stored = p.state.eips.get(&id);
         let diffs = stored.map(|s| vec![diff("address", &v.create.address, &s.address)]);
-        let (item, was_stored) = p.entry("eip", &id, diffs, Op::CreateEip(v.create.clone()))?;
-        if let (false, Some(h)) = (was_stored, &v.havip) {
+        let created = stored.is_none();
+        let item = p.entry("eip", &id, diffs, Op::CreateEip(v.create.clone()))?;
+        if let (true, Some(h)) = (created, &v.havip) {
             p.run(
                 &format!("{item} havip"),
                 Op::AssociateEip(AssociateEip {
