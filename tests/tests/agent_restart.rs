@@ -489,14 +489,14 @@ fn old_havip_table_is_refused(tag: &str, value: u32) {
     }
 }
 
-/// Session 3's table: 32-byte slots of other fields (no owner copy). The
+/// The first table layout: 32-byte slots of other fields (no owner copy). The
 /// same size as today's slot: only the name tells them apart.
 #[test]
 fn havip_table_of_the_32_byte_slot_layout_is_refused() {
     old_havip_table_is_refused("slots32", 32);
 }
 
-/// Session 4's table: 64-byte slots (`changed_ns` in the slot).
+/// The layout before this one: 64-byte slots (`changed_ns` in the slot).
 #[test]
 fn havip_table_of_the_64_byte_slot_layout_is_refused() {
     old_havip_table_is_refused("slots64", 64);
