@@ -9,9 +9,9 @@ use core::mem::size_of;
 use crate::vxlan::{self, VniSlot, VtepSlot};
 use crate::{
     BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipKey,
-    HavipSlot, Member, PortInfo, RouteKey, RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig,
-    VtepEntry, EVENTS_BYTES, MAX_BINDINGS, MAX_EIPS, MAX_HAVIPS, MAX_PORTS, MAX_ROUTES,
-    MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP, TABLE_SLOTS,
+    HavipRow, Member, PortInfo, RouteKey, RouteNextHop, TrafficCounter, VpcAddrKey, VtepConfig,
+    VtepEntry, EVENTS_BYTES, INDEX_SLOTS, MAX_BINDINGS, MAX_EIPS, MAX_HAVIPS, MAX_PORTS,
+    MAX_ROUTES, MAX_VSWITCHES, MAX_VTEPS, MEMBERS_PER_HAVIP,
 };
 
 /// `BPF_F_NO_PREALLOC`: hash elements are allocated on update and freed
@@ -32,12 +32,18 @@ pub const RETIRED: &[&str] = &["HAVIPS", "OWNERS"];
 /// they held. Left pinned by an older agent, they are refused at start-up
 /// with the teardown advice (never adopted, nothing created): the name, not
 /// the value size, tells the layouts apart (`HAVIP_TABLE` held 64-byte
-/// slots, and 32-byte slots of other fields before that). Removed by
-/// teardown.
-pub const SUPERSEDED: &[(&str, &str)] = &[(
-    "HAVIP_TABLE",
-    "the HaVip table of a previous slot layout (now HAVIP_SLOTS, 32-byte slots, and HAVIP_CHANGED)",
-)];
+/// slots, and 32-byte slots of other fields before that; `HAVIP_SLOTS`
+/// 32-byte slots placed by hash). Removed by teardown.
+pub const SUPERSEDED: &[(&str, &str)] = &[
+    (
+        "HAVIP_TABLE",
+        "the HaVip table of a previous slot layout (now HAVIP_INDEX, HAVIP_ROWS and HAVIP_CHANGED)",
+    ),
+    (
+        "HAVIP_SLOTS",
+        "the HaVip table of the previous layout, slots placed by hash (now HAVIP_INDEX and HAVIP_ROWS)",
+    ),
+];
 
 /// Map type, as the kernel numbers it (`enum bpf_map_type`).
 #[repr(u32)]
@@ -111,12 +117,17 @@ catalogue! {
     PORTS_HIGH: Hash, u32 => PortInfo, MAX_PORTS, NO_PREALLOC;
     /// ifindex → ifindex: the ports frames may be redirected to. Written by the agent.
     TX_PORTS: DevMapHash, u32 => DevMapValue, MAX_PORTS, 0;
-    /// Open addressing over (vSwitch, address) → `HavipSlot` {key, id, owner
-    /// word, owner copy}: placed by the agent, owner word switched by claims
-    /// in XDP with one 8-byte store and by the agent only by
-    /// compare-and-swap (mmapped; see docs/design.md for what a concurrent
-    /// reader sees). Named anew for its 32-byte slots: see [`SUPERSEDED`].
-    HAVIP_SLOTS: Array, u32 => HavipSlot, TABLE_SLOTS, MMAPABLE;
+    /// Open addressing over (vSwitch, address) → `index_entry` (tag and
+    /// row): 4-byte entries, 16 to an element (a cache line), so the part a
+    /// frame touches stays in few pages at any HaVip count. Written by the
+    /// agent (mmapped).
+    HAVIP_INDEX: Array, u32 => crate::index_entry::Line, INDEX_SLOTS / crate::index_entry::PER_LINE, MMAPABLE;
+    /// Row (allocated densely by the agent) → `HavipRow` {key, id, state,
+    /// owner word, owner copy}: owner word switched by claims in XDP with
+    /// one 8-byte store and by the agent only by compare-and-swap (mmapped;
+    /// see docs/design.md for what a concurrent reader sees). Named anew
+    /// for rows found through `HAVIP_INDEX`: see [`SUPERSEDED`].
+    HAVIP_ROWS: Array, u32 => HavipRow, MAX_HAVIPS, MMAPABLE;
     /// HaVip id → `bpf_ktime_get_ns` of the last claim that switched its
     /// owner (0 if the control plane set it): the hold time. Written by
     /// claims in XDP and zeroed by the agent when it places a HaVip

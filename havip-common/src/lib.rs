@@ -6,13 +6,16 @@
 #![no_std]
 
 /// HaVip ids (dense, `< MAX_HAVIPS`): rows of `HAVIP_MEMBERS` and
-/// `HAVIP_STATS`.
+/// `HAVIP_STATS`. Also the number of `HAVIP_ROWS`.
 pub const MAX_HAVIPS: u32 = 1 << 17;
-/// Slots of the open-addressing `HAVIP_SLOTS` (a power of two): 4 per HaVip
-/// at the product's 65,536 HaVips, so a lookup ends after ~1.2 slots.
-pub const TABLE_SLOTS: u32 = 1 << 18;
-/// Most slots a lookup probes (linear probing from [`table_hash`]). The
-/// agent refuses to place a HaVip further than this from its home slot.
+/// Entries of the open-addressing `HAVIP_INDEX` (a power of two): 4 per
+/// HaVip at the product's 65,536 HaVips, so a lookup ends after ~1.2
+/// entries. 4-byte entries, 16 to an array element (one cache line; an
+/// array element takes at least 8 bytes): the index is 1 MiB (256 pages).
+pub const INDEX_SLOTS: u32 = 1 << 18;
+/// Most index entries a lookup probes (linear probing from
+/// [`table_hash`]). The agent refuses to place a HaVip further than this
+/// from its home entry.
 pub const MAX_PROBES: u32 = 32;
 /// Member slots per HaVip in `HAVIP_MEMBERS`: up to
 /// [`limits::BINDINGS_PER_HAVIP`] local bindings, then two slots for an
@@ -122,7 +125,7 @@ pub const fn havip_filter_bits(addr: [u8; 4]) -> u64 {
     (1u64 << (h >> 26)) | (1u64 << ((h >> 20) & 63))
 }
 
-/// A HaVip address inside one vSwitch (the key of `HAVIP_SLOTS`).
+/// A HaVip address inside one vSwitch (the key of `HAVIP_INDEX`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HavipKey {
@@ -141,7 +144,7 @@ pub struct VpcAddrKey {
 }
 
 /// What the control plane configured for a HaVip, as read from
-/// `HAVIP_SLOTS` (the virtual MAC is [`virtual_mac`] of the address).
+/// `HAVIP_ROWS` (the virtual MAC is [`virtual_mac`] of the address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HavipEntry {
@@ -239,23 +242,23 @@ pub struct BindingEntry {
     pub _pad: [u8; 2],
 }
 
-/// `HAVIP_SLOTS` slot: one HaVip, placed by the agent by open addressing
-/// from [`table_hash`] of its key. 32 bytes, two to a cache line (the
-/// array's value area is page aligned), so the 2^18 slots take 8 MB (half
-/// the pages and cache lines of the 64-byte slots of `HAVIP_TABLE` before
-/// them): the forward path to a local owner reads this half line only. The
-/// owner is one aligned 8-byte word, so a reader sees one whole owner;
-/// `owner_copy` caches that owner's port and MAC in one more aligned word
-/// (see [`owner_copy`]). When a claim last switched the owner (the hold
-/// time, read by claims only) is kept by id in `HAVIP_CHANGED`.
+/// `HAVIP_ROWS` row: one HaVip, in a row the agent allocates (densely:
+/// the rows in use are few pages), found through `HAVIP_INDEX` (see
+/// [`index_entry`]). 32 bytes, two to a cache line (the array's value area
+/// is page aligned): the forward path to a local owner reads one index
+/// entry and this half line. The owner is one aligned 8-byte word, so a
+/// reader sees one whole owner; `owner_copy` caches that owner's port and
+/// MAC in one more aligned word (see [`owner_copy`]). When a claim last
+/// switched the owner (the hold time, read by claims only) is kept by id
+/// in `HAVIP_CHANGED`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HavipSlot {
+pub struct HavipRow {
     pub key: HavipKey,
     /// Dense HaVip id: row of `HAVIP_MEMBERS`, index of `HAVIP_STATS` and
     /// `HAVIP_CHANGED`.
     pub id: u32,
-    /// [`slot_state`].
+    /// [`row_state`].
     pub state: u32,
     /// [`owner_word`]: epoch, how it was set, member index. Written by
     /// claims in XDP (one store) and by the agent only with a
@@ -268,7 +271,7 @@ pub struct HavipSlot {
     pub owner_copy: u64,
 }
 
-/// [`HavipSlot::owner_copy`]: `mac << 16 | member << 12 | ifindex` in
+/// [`HavipRow::owner_copy`]: `mac << 16 | member << 12 | ifindex` in
 /// little-endian byte order (so the MAC is bytes 2..8 of the word):
 /// `member` is the member index + 1 (1..=15, as in the owner word),
 /// `ifindex` a local port below [`MAX_PORTS`]. 0 = no copy.
@@ -304,16 +307,64 @@ pub mod owner_copy {
     }
 }
 
-/// [`HavipSlot::state`].
-pub mod slot_state {
-    /// Never used: a lookup stops here.
+/// [`HavipRow::state`].
+pub mod row_state {
+    /// Free: no HaVip (a reader that reached it through a stale index
+    /// entry goes on probing).
     pub const EMPTY: u32 = 0;
     pub const USED: u32 = 1;
-    /// Was used: a lookup goes on past it; the agent may reuse it.
-    pub const TOMBSTONE: u32 = 2;
 }
 
-/// The owner word of a [`HavipSlot`]: `epoch << 32 | flags << 16 | member`,
+/// A `HAVIP_INDEX` entry: `tag << 18 | row + 1`, where `row` is the
+/// HaVip's row in `HAVIP_ROWS` and `tag` 14 more bits of its
+/// [`table_hash`] (so a probe reads a row only when the tags agree).
+/// 0 = never used (a lookup stops); [`index_entry::TOMBSTONE`] = was used
+/// (a lookup goes on past it; the agent may reuse it).
+pub mod index_entry {
+    use crate::{INDEX_SLOTS, MAX_HAVIPS};
+
+    /// Entries per `HAVIP_INDEX` element: entry `e` is word `e % PER_LINE`
+    /// of element `e / PER_LINE`.
+    pub const PER_LINE: u32 = 16;
+    /// One `HAVIP_INDEX` element.
+    pub type Line = [u32; PER_LINE as usize];
+
+    pub const EMPTY: u32 = 0;
+    /// A row field no row has (rows are `< MAX_HAVIPS` < 2^18 - 2).
+    pub const TOMBSTONE: u32 = ROW_MASK;
+    const ROW_BITS: u32 = 18;
+    const ROW_MASK: u32 = (1 << ROW_BITS) - 1;
+    const _: () = assert!(MAX_HAVIPS < ROW_MASK);
+
+    /// Home entry of a [`crate::table_hash`].
+    pub const fn home(hash: u32) -> u32 {
+        hash & (INDEX_SLOTS - 1)
+    }
+    /// The tag an entry of `hash` carries.
+    pub const fn tag(hash: u32) -> u32 {
+        hash >> ROW_BITS
+    }
+    pub const fn pack(hash: u32, row: u32) -> u32 {
+        (tag(hash) << ROW_BITS) | (row + 1)
+    }
+    /// The row `entry` names, if any (whatever its tag).
+    pub const fn row(entry: u32) -> Option<u32> {
+        let row = entry & ROW_MASK;
+        if row == 0 || row > MAX_HAVIPS {
+            return None;
+        }
+        Some(row - 1)
+    }
+    /// The row of `entry` if it names one and carries `hash`'s tag.
+    pub const fn row_if_tagged(entry: u32, hash: u32) -> Option<u32> {
+        if entry >> ROW_BITS != tag(hash) {
+            return None;
+        }
+        row(entry)
+    }
+}
+
+/// The owner word of a [`HavipRow`]: `epoch << 32 | flags << 16 | member`,
 /// `member` = member index + 1 (0 = no owner), `flags` = [`owner_flags`]
 /// (`BY_CLAIM` / `BY_CONTROL`).
 pub mod owner_word {
@@ -346,8 +397,9 @@ pub struct Member {
     pub vtep: [u8; 4],
 }
 
-/// Home slot of `key` in `HAVIP_SLOTS` (SplitMix64's finaliser over the
-/// 8 key bytes): the XDP program and the agent both place by it.
+/// Hash of `key` (SplitMix64's finaliser over the 8 key bytes): its home
+/// entry in `HAVIP_INDEX` (low 18 bits) and the tag of its entry (the 14
+/// above, see [`index_entry`]). The XDP program and the agent both use it.
 #[inline(always)]
 pub const fn table_hash(key: &HavipKey) -> u32 {
     let mut x = (key.vswitch_id as u64) | ((u32::from_ne_bytes(key.addr) as u64) << 32);
@@ -355,7 +407,7 @@ pub const fn table_hash(key: &HavipKey) -> u32 {
     x ^= x >> 29;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 32;
-    (x as u32) & (TABLE_SLOTS - 1)
+    x as u32
 }
 
 /// Packet and byte counter (per CPU in the maps).
@@ -439,10 +491,10 @@ const _: () = {
     assert!(core::mem::size_of::<Event>() == 64);
     assert!(core::mem::size_of::<VpcAddrKey>() == 8);
     assert!(core::mem::size_of::<DevMapValue>() == 8);
-    assert!(core::mem::size_of::<HavipSlot>() == 32);
+    assert!(core::mem::size_of::<HavipRow>() == 32);
     assert!(MAX_PORTS <= 1 << 12 && MEMBERS_PER_HAVIP <= 0xf);
     assert!(core::mem::size_of::<Member>() == 16);
-    assert!(TABLE_SLOTS.is_power_of_two());
+    assert!(INDEX_SLOTS.is_power_of_two());
 };
 
 #[cfg(feature = "user")]
@@ -463,7 +515,7 @@ mod user {
         Event,
         VtepConfig,
         VtepEntry,
-        HavipSlot,
+        HavipRow,
         Member
     );
 }

@@ -10,7 +10,7 @@
 //! are updated in place. So the fields read from one lookup can mix two
 //! agent updates; every reader copies the few fields it needs at once and
 //! says what a mix would cost. The owner of a HaVip is the exception: one
-//! aligned 8-byte word in its `HAVIP_SLOTS` slot, read with one load and
+//! aligned 8-byte word in its `HAVIP_ROWS` row, read with one load and
 //! written with one store, so a reader always sees one whole owner.
 
 use core::ptr::{read_volatile, write_volatile};
@@ -22,11 +22,11 @@ use aya_ebpf::{
 };
 use havip_common::vxlan::{self, Slot, VniSlot, VtepSlot};
 use havip_common::{
-    catalogue, owner_copy, owner_flags, owner_word, slot_state, table_hash, virtual_mac,
-    BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget, HavipEntry,
-    HavipKey, HavipSlot, Member, OwnerEntry, PortInfo, RouteNextHop, RoutePrefix, TrafficCounter,
-    VpcAddrKey, VtepConfig, VtepEntry, MAX_PORTS, MAX_PROBES, MAX_VSWITCHES, MEMBERS_PER_HAVIP,
-    TABLE_SLOTS,
+    catalogue, index_entry, owner_copy, owner_flags, owner_word, row_state, table_hash,
+    virtual_mac, BindingEntry, BindingKey, DataplaneConfig, EipEntry, EipSnatEntry, EventBudget,
+    HavipEntry, HavipKey, HavipRow, Member, OwnerEntry, PortInfo, RouteNextHop, RoutePrefix,
+    TrafficCounter, VpcAddrKey, VtepConfig, VtepEntry, INDEX_SLOTS, MAX_PORTS, MAX_PROBES,
+    MAX_VSWITCHES, MEMBERS_PER_HAVIP,
 };
 
 pub use crate::counter::count;
@@ -50,7 +50,8 @@ macro_rules! catalogued {
 catalogued!(PORTS: Array<PortInfo> = Array, u32 => PortInfo);
 catalogued!(PORTS_HIGH: HashMap<u32, PortInfo> = HashMap, u32 => PortInfo);
 catalogued!(TX_PORTS: DevMapHash = DevMapHash, u32 => bpf_devmap_val);
-catalogued!(HAVIP_SLOTS: Array<HavipSlot> = Array, u32 => HavipSlot);
+catalogued!(HAVIP_INDEX: Array<index_entry::Line> = Array, u32 => index_entry::Line);
+catalogued!(HAVIP_ROWS: Array<HavipRow> = Array, u32 => HavipRow);
 catalogued!(HAVIP_CHANGED: Array<u64> = Array, u32 => u64);
 catalogued!(HAVIP_MEMBERS: Array<Member> = Array, u32 => Member);
 catalogued!(VPC_HAVIPS: HashMap<VpcAddrKey, u32> = HashMap, VpcAddrKey => u32);
@@ -89,42 +90,58 @@ pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
     (port.flags != 0).then_some(port)
 }
 
-/// A HaVip found in `HAVIP_SLOTS`: its slot (for the owner word) and id.
+/// A HaVip found through `HAVIP_INDEX`: its row (for the owner word) and id.
 #[derive(Clone, Copy)]
 pub struct Havip {
-    slot: *mut HavipSlot,
+    row: *mut HavipRow,
     pub id: u32,
 }
 
-/// Looks `key` up in `HAVIP_SLOTS`: linear probing from [`table_hash`],
-/// at most `MAX_PROBES` slots, stopping at a never-used slot. Every probe
-/// is an array lookup the verifier inlines (no helper call). The agent
-/// writes a slot's id before its key and state, and marks it a tombstone
-/// before clearing it: a frame racing the add or removal of a HaVip in the
-/// same slot can at worst be judged under the HaVip that slot held before.
+/// Looks `key` up: linear probing in `HAVIP_INDEX` from [`table_hash`], at
+/// most `MAX_PROBES` entries, stopping at a never-used entry; an entry with
+/// the key's tag names a row of `HAVIP_ROWS`, which holds the key itself.
+/// Every probe is an array lookup the verifier inlines (no helper call).
+/// The agent fills a row before it publishes its index entry, marks the
+/// entry a tombstone before it frees the row, and sets a row's state
+/// `USED` after its key (and `EMPTY` before reusing it): a frame racing
+/// the add or removal of a HaVip can at worst miss it or be judged under
+/// the HaVip the row held before.
 #[inline(always)]
 pub fn find_havip(key: &HavipKey) -> Option<Havip> {
-    let home = table_hash(key);
+    let hash = table_hash(key);
+    let home = index_entry::home(hash);
     let (vswitch, addr) = (key.vswitch_id, u32::from_ne_bytes(key.addr));
     let mut i = 0;
     while i < MAX_PROBES {
-        let slot = HAVIP_SLOTS.get_ptr_mut(home.wrapping_add(i) & (TABLE_SLOTS - 1))?;
-        // SAFETY: `slot` points into the array's value area (bounds checked
-        // by the lookup); single aligned loads of agent-written fields.
-        let (state, s_vswitch, s_addr) = unsafe {
-            (
-                read_volatile(&raw const (*slot).state),
-                read_volatile(&raw const (*slot).key.vswitch_id),
-                u32::from_ne_bytes(read_volatile(&raw const (*slot).key.addr)),
-            )
+        let e = home.wrapping_add(i) & (INDEX_SLOTS - 1);
+        let line = HAVIP_INDEX.get_ptr(e / index_entry::PER_LINE)?;
+        // SAFETY: `line` points into the array's value area (bounds
+        // checked by the lookup), the word index is below `PER_LINE`; one
+        // aligned 4-byte load.
+        let entry = unsafe {
+            read_volatile((line as *const u32).add((e % index_entry::PER_LINE) as usize))
         };
-        if state == slot_state::EMPTY {
+        if entry == index_entry::EMPTY {
             return None;
         }
-        if state == slot_state::USED && s_vswitch == vswitch && s_addr == addr {
-            // SAFETY: as above.
-            let id = unsafe { read_volatile(&raw const (*slot).id) };
-            return Some(Havip { slot, id });
+        if let Some(row) = index_entry::row_if_tagged(entry, hash) {
+            if let Some(row) = HAVIP_ROWS.get_ptr_mut(row) {
+                // SAFETY: `row` points into the array's value area (bounds
+                // checked by the lookup); single aligned loads of
+                // agent-written fields.
+                let (state, r_vswitch, r_addr) = unsafe {
+                    (
+                        read_volatile(&raw const (*row).state),
+                        read_volatile(&raw const (*row).key.vswitch_id),
+                        u32::from_ne_bytes(read_volatile(&raw const (*row).key.addr)),
+                    )
+                };
+                if state == row_state::USED && r_vswitch == vswitch && r_addr == addr {
+                    // SAFETY: as above.
+                    let id = unsafe { read_volatile(&raw const (*row).id) };
+                    return Some(Havip { row, id });
+                }
+            }
         }
         i += 1;
     }
@@ -135,8 +152,8 @@ impl Havip {
     /// The owner word: one aligned 8-byte load, so one whole owner.
     #[inline(always)]
     pub fn owner_word(&self) -> u64 {
-        // SAFETY: the slot is 8-byte aligned array memory (see `find_havip`).
-        unsafe { read_volatile(&raw const (*self.slot).owner) }
+        // SAFETY: the row is 8-byte aligned array memory (see `find_havip`).
+        unsafe { read_volatile(&raw const (*self.row).owner) }
     }
 
     /// When the last claim switched the owner (hold time): `HAVIP_CHANGED`
@@ -157,8 +174,8 @@ impl Havip {
         }
         // SAFETY: as `owner_word`.
         unsafe {
-            write_volatile(&raw mut (*self.slot).owner_copy, copy);
-            write_volatile(&raw mut (*self.slot).owner, word);
+            write_volatile(&raw mut (*self.row).owner_copy, copy);
+            write_volatile(&raw mut (*self.row).owner, word);
         }
     }
 
@@ -171,7 +188,7 @@ impl Havip {
     pub fn owner(&self) -> OwnerEntry {
         let word = self.owner_word();
         // SAFETY: as `owner_word`.
-        let copy = unsafe { read_volatile(&raw const (*self.slot).owner_copy) };
+        let copy = unsafe { read_volatile(&raw const (*self.row).owner_copy) };
         let member = owner_word::member(word);
         if member != 0 && owner_copy::member(copy) == member {
             let local = Member {

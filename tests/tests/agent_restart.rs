@@ -376,7 +376,7 @@ fn restart_from_the_previous_map_layout_migrates_owners_whole() {
             "{name} still pinned after the migration"
         );
     }
-    assert!(pins.0.join("HAVIP_SLOTS").exists());
+    assert!(pins.0.join("HAVIP_ROWS").exists() && pins.0.join("HAVIP_INDEX").exists());
 }
 
 #[test]
@@ -393,7 +393,8 @@ fn previous_layout_of_unknown_shape_is_refused_and_left_untouched() {
         "{err}"
     );
     // Nothing half-adopted: no new table, the old maps where they were.
-    assert!(!pins.0.join("HAVIP_SLOTS").exists());
+    assert!(!pins.0.join("HAVIP_ROWS").exists());
+    assert!(!pins.0.join("HAVIP_INDEX").exists());
     assert!(!pins.0.join("HAVIP_MEMBERS").exists());
     assert!(pins.0.join("OWNERS").exists() && pins.0.join("HAVIPS").exists());
 }
@@ -450,42 +451,45 @@ fn outcome_counters_of_another_shape_are_refused() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("HANDLED") && err.contains("teardown"), "{err}");
-    assert!(!pins.0.join("HAVIP_SLOTS").exists(), "nothing created");
+    assert!(!pins.0.join("HAVIP_ROWS").exists(), "nothing created");
 }
 
-/// A `HAVIP_TABLE` of `value`-byte slots left pinned by an older agent
-/// (the table's name before `HAVIP_SLOTS`): refused with the teardown
-/// advice, never adopted (the slot fields differ), and nothing else created
-/// or removed.
-fn old_havip_table_is_refused(tag: &str, value: u32) {
-    use havip_common::{catalogue, TABLE_SLOTS};
+/// A table of an older layout (`name`, `value`-byte slots) left pinned by
+/// an older agent: refused with the teardown advice, never adopted (the
+/// slot fields or their placement differ), and nothing else created or
+/// removed.
+fn old_havip_table_is_refused(tag: &str, name: &str, value: u32) {
+    use havip_common::{catalogue, INDEX_SLOTS};
     let pins = OldPins::new(tag);
     let array = 2;
     pin_map_of(
         array,
-        &pins.0.join("HAVIP_TABLE"),
+        &pins.0.join(name),
         4,
         value,
-        TABLE_SLOTS,
+        INDEX_SLOTS,
         catalogue::MMAPABLE,
     );
     let err = match Dataplane::load(&pins.0) {
-        Ok(_) => panic!("a HAVIP_TABLE of {value}-byte slots was adopted"),
+        Ok(_) => panic!("a {name} of {value}-byte slots was adopted"),
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("HAVIP_TABLE")
+        err.contains(name)
             && err.contains(&format!("value {value}"))
-            && err.contains("previous slot layout")
+            && err.contains("previous")
+            && err.contains("layout")
             && err.contains("teardown"),
         "{err}"
     );
-    assert!(
-        pins.0.join("HAVIP_TABLE").exists(),
-        "the old table left as it was"
-    );
-    for name in ["HAVIP_SLOTS", "HAVIP_MEMBERS", "HAVIP_CHANGED"] {
-        assert!(!pins.0.join(name).exists(), "{name} created");
+    assert!(pins.0.join(name).exists(), "the old table left as it was");
+    for created in [
+        "HAVIP_INDEX",
+        "HAVIP_ROWS",
+        "HAVIP_MEMBERS",
+        "HAVIP_CHANGED",
+    ] {
+        assert!(!pins.0.join(created).exists(), "{created} created");
     }
 }
 
@@ -493,11 +497,19 @@ fn old_havip_table_is_refused(tag: &str, value: u32) {
 /// same size as today's slot: only the name tells them apart.
 #[test]
 fn havip_table_of_the_32_byte_slot_layout_is_refused() {
-    old_havip_table_is_refused("slots32", 32);
+    old_havip_table_is_refused("slots32", "HAVIP_TABLE", 32);
 }
 
 /// The layout before this one: 64-byte slots (`changed_ns` in the slot).
 #[test]
 fn havip_table_of_the_64_byte_slot_layout_is_refused() {
-    old_havip_table_is_refused("slots64", 64);
+    old_havip_table_is_refused("slots64", "HAVIP_TABLE", 64);
+}
+
+/// The layout before this one: 32-byte slots placed by hash in
+/// `HAVIP_SLOTS` (no index; the same slot fields as today's rows, so only
+/// the name tells them apart).
+#[test]
+fn havip_slots_placed_by_hash_are_refused() {
+    old_havip_table_is_refused("slots-hashed", "HAVIP_SLOTS", 32);
 }

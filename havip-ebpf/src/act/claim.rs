@@ -6,7 +6,7 @@ use havip_common::{owner_copy, owner_word, DropReason, Handled, HavipKey, OwnerE
 use crate::{events, maps::Havip};
 
 /// Stores the owner word `word` (decided by `policy::claim`, decoded as
-/// `next`) in the HaVip's slot, after the copy of the claimer's port and
+/// `next`) in the HaVip's row, after the copy of the claimer's port and
 /// MAC (`owner_copy`): one aligned 8-byte store each, so a forward-path
 /// reader on another CPU sees the old owner or the new one, whole. No
 /// compare-and-swap here: two claims for one HaVip on two CPUs in the same

@@ -43,7 +43,7 @@ pub fn to_havip(
     daddr: [u8; 4],
 ) -> Result<Handled, DropReason> {
     // The owner word is read with one load: one whole owner, never two
-    // mixed (see `maps::find_havip`); its port and MAC from the slot's
+    // mixed (see `maps::find_havip`); its port and MAC from the row's
     // owner copy or its member, copied at once (`Havip::owner`).
     let Some(havip) = find_havip(key) else {
         return Ok(Handled::Passed);

@@ -32,7 +32,7 @@ pub enum ClaimDecision {
     /// An authorised claim from the current owner: nothing to change.
     Refresh,
     /// An authorised claim that moves the HaVip: store `word` (decoded:
-    /// `next`) over `current` in the HaVip's slot.
+    /// `next`) over `current` in the HaVip's row.
     Take {
         key: HavipKey,
         havip: Havip,

@@ -9,7 +9,7 @@ use crate::{maps, packet::mac_eq};
 /// (port, `eth_src`) is not one of its bindings. The port's HaVip filter
 /// (`PortInfo::havip_filter`, a superset of the vSwitch's HaVip addresses)
 /// clears most sources with no table probe; an address it may hold is
-/// looked up in `HAVIP_SLOTS`. The uplink is not checked (remote owners
+/// looked up in the HaVip table. The uplink is not checked (remote owners
 /// answer from the HaVip through it).
 #[inline(always)]
 pub fn check_ipv4(

@@ -12,7 +12,7 @@ use havip_common::{
     VtepEntry,
 };
 
-use super::table::{HavipMap, HavipTable, OwnerMap, TableError};
+use super::table::{HavipMap, HavipTable, OwnerMap, TableError, TableMaps};
 
 /// The kernel map type of a catalogue kind.
 pub fn map_type(kind: MapKind) -> aya::maps::MapType {
@@ -33,7 +33,7 @@ pub struct Maps {
     pub ports: Array<MapData, PortInfo>,
     pub ports_high: HashMap<MapData, u32, PortInfo>,
     pub tx_ports: DevMapHash<MapData>,
-    /// `HAVIP_SLOTS` + `HAVIP_MEMBERS` + `HAVIP_CHANGED`, mapped (see [`super::table`]).
+    /// `HAVIP_INDEX` + `HAVIP_ROWS` + `HAVIP_MEMBERS` + `HAVIP_CHANGED`, mapped (see [`super::table`]).
     pub table: Arc<HavipTable>,
     /// The table by key, read as the former `HAVIPS` map.
     pub havips: HavipMap,
@@ -113,10 +113,15 @@ impl Maps {
                     .map_err(|source| MapsError::Map { name, source })?
             }};
         }
-        let table_data = array_data(names::HAVIP_SLOTS, get(names::HAVIP_SLOTS)?)?;
-        let members_data = array_data(names::HAVIP_MEMBERS, get(names::HAVIP_MEMBERS)?)?;
-        let changed_data = array_data(names::HAVIP_CHANGED, get(names::HAVIP_CHANGED)?)?;
-        let table = Arc::new(HavipTable::new(&table_data, &members_data, &changed_data)?);
+        let mut array = |name| array_data(name, get(name)?);
+        let (index, rows) = (array(names::HAVIP_INDEX)?, array(names::HAVIP_ROWS)?);
+        let (members, changed) = (array(names::HAVIP_MEMBERS)?, array(names::HAVIP_CHANGED)?);
+        let table = Arc::new(HavipTable::new(&TableMaps {
+            index: &index,
+            rows: &rows,
+            members: &members,
+            changed: &changed,
+        })?);
         Ok(Self {
             havips: HavipMap(Arc::clone(&table)),
             owners: OwnerMap(Arc::clone(&table)),

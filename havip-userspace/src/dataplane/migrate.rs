@@ -4,7 +4,7 @@
 //! The rule: migrated whole or refused, never half-adopted.
 //! 1. Before the new object is loaded, the old maps are opened and their
 //!    shapes checked (a shape we do not know: refused, nothing created).
-//! 2. The new object is loaded (`HAVIP_SLOTS`, `HAVIP_MEMBERS` and
+//! 2. The new object is loaded (`HAVIP_INDEX`, `HAVIP_ROWS`, `HAVIP_MEMBERS` and
 //!    `HAVIP_CHANGED` created, the other pinned maps reused as they are)
 //!    and the table is built from the old maps: each HaVip with its members
 //!    (from `BINDINGS`) and its owner (epoch, how it was set, port and MAC
@@ -118,7 +118,8 @@ impl Legacy {
         let result = self.try_build(maps);
         if result.is_err() {
             for name in [
-                names::HAVIP_SLOTS,
+                names::HAVIP_INDEX,
+                names::HAVIP_ROWS,
                 names::HAVIP_MEMBERS,
                 names::HAVIP_CHANGED,
             ] {

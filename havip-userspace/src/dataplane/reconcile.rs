@@ -21,7 +21,7 @@ use havip_common::{
 use super::{
     desired::{Desired, DesiredHavip, RemoteOwner},
     maps::Maps,
-    table::{HavipTable, SlotView, TableError},
+    table::{HavipTable, RowView, TableError},
 };
 
 /// What one reconcile pass changed.
@@ -117,7 +117,7 @@ fn remove_unwanted<K: aya::Pod, V: aya::Pod>(
 }
 
 fn table_err(e: TableError) -> ReconcileError {
-    err(names::HAVIP_SLOTS)(e)
+    err(names::HAVIP_ROWS)(e)
 }
 
 /// The owner-write rule: the reconciler never undoes a claim. It changes an
@@ -125,7 +125,7 @@ fn table_err(e: TableError) -> ReconcileError {
 /// made on ([`HavipTable::cas_owner`]); a claim stored since that read
 /// makes the swap fail and the kernel's owner stays. Returns whether the
 /// word was written.
-fn move_owner(table: &HavipTable, view: &SlotView, new: u64) -> bool {
+fn move_owner(table: &HavipTable, view: &RowView, new: u64) -> bool {
     table.cas_owner(view.pos, view.word, new)
 }
 
@@ -450,7 +450,7 @@ fn create_havip(
 /// freed; if a claim wins that swap, the member is freed on a later pass.
 fn sync_members(
     table: &HavipTable,
-    view: &SlotView,
+    view: &RowView,
     h: &DesiredHavip,
     report: &mut ReconcileReport,
 ) -> Result<(), ReconcileError> {

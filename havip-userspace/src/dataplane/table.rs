@@ -1,10 +1,17 @@
-//! The HaVip table as the agent sees it: `HAVIP_SLOTS` (open addressing over
-//! (vSwitch, address), 32-byte slots with the owner word and its copy),
+//! The HaVip table as the agent sees it: `HAVIP_INDEX` (open addressing
+//! over (vSwitch, address) → tag and row), `HAVIP_ROWS` (32-byte rows with
+//! the key, the owner word and its copy, allocated densely by the agent),
 //! `HAVIP_MEMBERS` (members by HaVip id) and `HAVIP_CHANGED` (time of the
 //! last claim by HaVip id), all `BPF_F_MMAPABLE` arrays mapped into the
 //! agent's memory.
 //!
-//! Why mapped: a map update copies a whole value, so writing a slot through
+//! Why an index in front of the rows: a frame reads one 4-byte index entry
+//! (the 1 MiB index is 256 pages) and one row; the rows in use are packed
+//! at the bottom of `HAVIP_ROWS` (lowest free row first), so 65,536 HaVips
+//! take 2 MiB of rows, not the 8 MiB of a table placed by hash (see
+//! docs/benchmark.md, "An index in front of the rows").
+//!
+//! Why mapped: a map update copies a whole value, so writing a row through
 //! `bpf_map_update_elem` would also write its owner word, undoing a claim
 //! that landed since the agent read it. Mapped, the agent writes single
 //! fields and changes the owner word only with a compare-and-swap
@@ -12,7 +19,7 @@
 //! decision was made on, and a claim stored meanwhile makes the swap fail.
 //! Member and binding updates never touch the owner word.
 //!
-//! The slot's owner copy (`owner_copy`: port and MAC of the member the word
+//! The row's owner copy (`owner_copy`: port and MAC of the member the word
 //! names, tagged with its index) is written before every owner word the
 //! agent stores, and again ([`HavipTable::refresh_copy`]) after members are
 //! rewritten, so a copy naming member `i` always holds member `i`'s data.
@@ -21,20 +28,22 @@
 //! maps it replaced (`HAVIPS`, `OWNERS`): `get`, `iter`, `keys` by key.
 
 use std::{
+    collections::{BTreeSet, VecDeque},
     io,
     marker::PhantomData,
     ptr::{self, NonNull},
     sync::{
         atomic::{fence, AtomicU32, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, MapError};
 use havip_common::{
-    owner_copy, owner_flags, owner_word, slot_state, table_hash, virtual_mac, HavipEntry, HavipKey,
-    HavipSlot, Member, OwnerEntry, MAX_HAVIPS, MAX_PROBES, MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
-    TABLE_SLOTS,
+    index_entry, owner_copy, owner_flags, owner_word, row_state, table_hash, virtual_mac,
+    HavipEntry, HavipKey, HavipRow, Member, OwnerEntry, INDEX_SLOTS, MAX_HAVIPS, MAX_PROBES,
+    MEMBERS_PER_HAVIP, REMOTE_MEMBER_FIRST,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +54,10 @@ pub enum TableError {
         #[source]
         source: io::Error,
     },
-    #[error("HAVIP_SLOTS: no free slot within {MAX_PROBES} of the home slot of {key:?}")]
+    #[error("HAVIP_INDEX: no free entry within {MAX_PROBES} of the home entry of {key:?}")]
     Full { key: HavipKey },
+    #[error("HAVIP_ROWS: all {MAX_HAVIPS} rows are in use")]
+    NoRow,
     #[error("HaVip id {id} is out of range (< {MAX_HAVIPS})")]
     BadId { id: u32 },
     #[error("HaVip {key:?} has {count} bindings; at most {REMOTE_MEMBER_FIRST} fit")]
@@ -121,34 +132,122 @@ impl<T> Drop for Mapped<T> {
     }
 }
 
-/// A snapshot of one used slot.
+/// A snapshot of one HaVip's row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotView {
-    /// Position in `HAVIP_SLOTS`.
+pub struct RowView {
+    /// Row in `HAVIP_ROWS`.
     pub pos: u32,
     pub key: HavipKey,
     pub id: u32,
     pub word: u64,
 }
 
-/// The mapped `HAVIP_SLOTS`, `HAVIP_MEMBERS` and `HAVIP_CHANGED`.
+/// How long a freed row is not handed out again while others are free: a
+/// frame that found the row's index entry just before it was removed reads
+/// the row within microseconds, never the next HaVip's owner.
+const ROW_QUARANTINE: Duration = Duration::from_secs(1);
+
+/// The agent's free rows: the lowest free row first (the rows in use stay
+/// packed), except rows freed within [`ROW_QUARANTINE`].
+#[derive(Default)]
+struct Rows {
+    free: BTreeSet<u32>,
+    quarantine: VecDeque<(u32, Instant)>,
+}
+
+impl Rows {
+    fn take(&mut self) -> Option<u32> {
+        while let Some(&(row, at)) = self.quarantine.front() {
+            if at.elapsed() < ROW_QUARANTINE {
+                break;
+            }
+            self.quarantine.pop_front();
+            self.free.insert(row);
+        }
+        // All rows in use but recently freed ones: the oldest of those.
+        self.free
+            .pop_first()
+            .or_else(|| self.quarantine.pop_front().map(|(row, _)| row))
+    }
+
+    fn release(&mut self, row: u32) {
+        self.quarantine.push_back((row, Instant::now()));
+    }
+}
+
+/// The mapped `HAVIP_INDEX`, `HAVIP_ROWS`, `HAVIP_MEMBERS` and `HAVIP_CHANGED`.
 pub struct HavipTable {
-    slots: Mapped<HavipSlot>,
+    index: Mapped<index_entry::Line>,
+    rows: Mapped<HavipRow>,
     members: Mapped<Member>,
     changed: Mapped<u64>,
+    free: Mutex<Rows>,
+}
+
+/// The four arrays of the table, as loaded or pinned.
+pub struct TableMaps<'a> {
+    pub index: &'a MapData,
+    pub rows: &'a MapData,
+    pub members: &'a MapData,
+    pub changed: &'a MapData,
 }
 
 impl HavipTable {
-    /// Maps the three arrays (loaded or pinned).
+    /// Maps the four arrays (loaded or pinned) and takes stock of the rows:
+    /// a row no index entry names is free (a row left `USED` by an agent
+    /// stopped while placing it is cleared).
     ///
     /// # Errors
     /// `mmap` failed (e.g. the maps were created without `BPF_F_MMAPABLE`).
-    pub fn new(table: &MapData, members: &MapData, changed: &MapData) -> Result<Self, TableError> {
-        Ok(Self {
-            slots: Mapped::new(table, "HAVIP_SLOTS", TABLE_SLOTS)?,
-            members: Mapped::new(members, "HAVIP_MEMBERS", MAX_HAVIPS * MEMBERS_PER_HAVIP)?,
-            changed: Mapped::new(changed, "HAVIP_CHANGED", MAX_HAVIPS)?,
-        })
+    pub fn new(maps: &TableMaps<'_>) -> Result<Self, TableError> {
+        let table = Self {
+            index: Mapped::new(
+                maps.index,
+                "HAVIP_INDEX",
+                INDEX_SLOTS / index_entry::PER_LINE,
+            )?,
+            rows: Mapped::new(maps.rows, "HAVIP_ROWS", MAX_HAVIPS)?,
+            members: Mapped::new(
+                maps.members,
+                "HAVIP_MEMBERS",
+                MAX_HAVIPS * MEMBERS_PER_HAVIP,
+            )?,
+            changed: Mapped::new(maps.changed, "HAVIP_CHANGED", MAX_HAVIPS)?,
+            free: Mutex::default(),
+        };
+        let named: BTreeSet<u32> = (0..INDEX_SLOTS)
+            .filter_map(|e| table.named_row(e))
+            .collect();
+        let mut free = BTreeSet::new();
+        for row in (0..MAX_HAVIPS).filter(|r| !named.contains(r)) {
+            if table.state(row).load(Ordering::Acquire) != row_state::EMPTY {
+                table.state(row).store(row_state::EMPTY, Ordering::Release);
+            }
+            free.insert(row);
+        }
+        table.rows().free = free;
+        Ok(table)
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, Rows> {
+        // The free list stays consistent across a panic (plain inserts).
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entry(&self, e: u32) -> &AtomicU32 {
+        let e = e & (INDEX_SLOTS - 1);
+        let line = self
+            .index
+            .at(e / index_entry::PER_LINE)
+            .unwrap_or(self.index.base.as_ptr());
+        // SAFETY: an aligned u32 of a line inside the mapping (word index
+        // below `PER_LINE`), shared with the kernel.
+        unsafe { AtomicU32::from_ptr(line.cast::<u32>().add((e % index_entry::PER_LINE) as usize)) }
+    }
+
+    /// The row index entry `e` names, if any (whatever its tag).
+    fn named_row(&self, e: u32) -> Option<u32> {
+        index_entry::row(self.entry(e).load(Ordering::Acquire))
     }
 
     /// `HAVIP_CHANGED[id]`: when the last claim switched the owner of HaVip
@@ -167,26 +266,24 @@ impl HavipTable {
         }
     }
 
-    fn slot(&self, pos: u32) -> *mut HavipSlot {
-        // `pos` is always masked to TABLE_SLOTS - 1 by the callers.
-        self.slots
-            .at(pos & (TABLE_SLOTS - 1))
-            .unwrap_or(self.slots.base.as_ptr())
+    fn row_ptr(&self, pos: u32) -> *mut HavipRow {
+        // `pos` comes from an index entry or the free list: below MAX_HAVIPS.
+        self.rows.at(pos).unwrap_or(self.rows.base.as_ptr())
     }
 
     fn state(&self, pos: u32) -> &AtomicU32 {
         // SAFETY: aligned u32 inside the mapping, shared with the kernel.
-        unsafe { AtomicU32::from_ptr(&raw mut (*self.slot(pos)).state) }
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.row_ptr(pos)).state) }
     }
 
     fn word(&self, pos: u32) -> &AtomicU64 {
-        // SAFETY: aligned u64 (slots are 32 bytes from a page boundary).
-        unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(pos)).owner) }
+        // SAFETY: aligned u64 (rows are 32 bytes from a page boundary).
+        unsafe { AtomicU64::from_ptr(&raw mut (*self.row_ptr(pos)).owner) }
     }
 
     fn copy(&self, pos: u32) -> &AtomicU64 {
         // SAFETY: as `word`.
-        unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(pos)).owner_copy) }
+        unsafe { AtomicU64::from_ptr(&raw mut (*self.row_ptr(pos)).owner_copy) }
     }
 
     /// The owner copy for `word` of HaVip `id`: its local member's port
@@ -207,7 +304,7 @@ impl HavipTable {
     /// members (after members were rewritten in place or freed).
     pub fn refresh_copy(&self, pos: u32) {
         // SAFETY: aligned field inside the mapping.
-        let id = unsafe { ptr::read_volatile(&raw const (*self.slot(pos)).id) };
+        let id = unsafe { ptr::read_volatile(&raw const (*self.row_ptr(pos)).id) };
         let copy = self.copy_for(id, self.owner_word(pos));
         self.copy(pos).store(copy, Ordering::Release);
     }
@@ -222,11 +319,11 @@ impl HavipTable {
         self.copy(pos).store(copy, Ordering::Release);
     }
 
-    fn read(&self, pos: u32) -> Option<SlotView> {
-        if self.state(pos).load(Ordering::Acquire) != slot_state::USED {
+    fn read(&self, pos: u32) -> Option<RowView> {
+        if self.state(pos).load(Ordering::Acquire) != row_state::USED {
             return None;
         }
-        let p = self.slot(pos);
+        let p = self.row_ptr(pos);
         // SAFETY: aligned fields inside the mapping.
         let (key, id) = unsafe {
             (
@@ -234,7 +331,7 @@ impl HavipTable {
                 ptr::read_volatile(&raw const (*p).id),
             )
         };
-        Some(SlotView {
+        Some(RowView {
             pos,
             key,
             id,
@@ -242,45 +339,59 @@ impl HavipTable {
         })
     }
 
-    /// The slot of `key`, probing as the program does.
-    pub fn find(&self, key: &HavipKey) -> Option<SlotView> {
-        let home = table_hash(key);
-        for i in 0..MAX_PROBES {
-            let pos = home.wrapping_add(i) & (TABLE_SLOTS - 1);
-            match self.state(pos).load(Ordering::Acquire) {
-                slot_state::EMPTY => return None,
-                slot_state::USED => {
-                    if let Some(v) = self.read(pos).filter(|v| v.key == *key) {
-                        return Some(v);
-                    }
-                }
-                _ => {}
+    /// The index entries `key` may be in, in probe order.
+    fn probes(key: &HavipKey) -> impl Iterator<Item = u32> {
+        let home = index_entry::home(table_hash(key));
+        (0..MAX_PROBES).map(move |i| home.wrapping_add(i) & (INDEX_SLOTS - 1))
+    }
+
+    /// The index entry and row of `key`, probing as the program does.
+    fn locate(&self, key: &HavipKey) -> Option<(u32, RowView)> {
+        let hash = table_hash(key);
+        for e in Self::probes(key) {
+            let entry = self.entry(e).load(Ordering::Acquire);
+            if entry == index_entry::EMPTY {
+                return None;
+            }
+            let found = index_entry::row_if_tagged(entry, hash)
+                .and_then(|row| self.read(row))
+                .filter(|v| v.key == *key);
+            if let Some(v) = found {
+                return Some((e, v));
             }
         }
         None
     }
 
-    /// Every used slot (a scan of the whole table: 8 MiB of memory reads).
-    pub fn used(&self) -> Vec<SlotView> {
-        (0..TABLE_SLOTS).filter_map(|pos| self.read(pos)).collect()
+    /// The row of `key`, probing as the program does.
+    pub fn find(&self, key: &HavipKey) -> Option<RowView> {
+        self.locate(key).map(|(_, v)| v)
     }
 
-    /// Places `key` (id `id`, owner word `word`) in the first free slot of
-    /// its probe window: fields first, the state last, so a reader never
-    /// matches a half-written slot of a new HaVip. The caller has checked
-    /// that `key` is not in the table.
+    /// Every HaVip in the table (a scan of the 1 MiB index).
+    pub fn used(&self) -> Vec<RowView> {
+        (0..INDEX_SLOTS)
+            .filter_map(|e| self.named_row(e))
+            .filter_map(|row| self.read(row))
+            .collect()
+    }
+
+    /// Places `key` (id `id`, owner word `word`) in a free row and the
+    /// first free entry of its probe window: the row's fields first, its
+    /// state next, the index entry last, so a reader never matches a
+    /// half-written row of a new HaVip. The caller has checked that `key`
+    /// is not in the table. Returns the row.
     ///
     /// # Errors
-    /// No free slot within `MAX_PROBES` of the home slot.
+    /// No free entry within `MAX_PROBES` of the home entry; no free row.
     pub fn insert(&self, key: HavipKey, id: u32, word: u64) -> Result<u32, TableError> {
-        let home = table_hash(&key);
-        let pos = (0..MAX_PROBES)
-            .map(|i| home.wrapping_add(i) & (TABLE_SLOTS - 1))
-            .find(|pos| self.state(*pos).load(Ordering::Acquire) != slot_state::USED)
+        let e = Self::probes(&key)
+            .find(|e| self.named_row(*e).is_none())
             .ok_or(TableError::Full { key })?;
-        let p = self.slot(pos);
+        let pos = self.rows().take().ok_or(TableError::NoRow)?;
+        let p = self.row_ptr(pos);
         self.set_changed_ns(id, 0);
-        // SAFETY: aligned fields inside the mapping; the slot is not USED,
+        // SAFETY: aligned fields inside the mapping; the row is not USED,
         // so the program does not match it.
         unsafe {
             ptr::write_volatile(&raw mut (*p).id, id);
@@ -290,27 +401,38 @@ impl HavipTable {
             .store(self.copy_for(id, word), Ordering::Release);
         self.word(pos).store(word, Ordering::Release);
         fence(Ordering::Release);
-        self.state(pos).store(slot_state::USED, Ordering::Release);
+        self.state(pos).store(row_state::USED, Ordering::Release);
+        self.entry(e)
+            .store(index_entry::pack(table_hash(&key), pos), Ordering::Release);
         Ok(pos)
     }
 
-    /// Takes the HaVip in `pos` out: a tombstone first (lookups stop
-    /// matching it, probes go on past it), then its owner word cleared.
+    /// Takes the HaVip in row `pos` out: its index entry becomes a
+    /// tombstone first (lookups stop finding it, probes go on past it),
+    /// then the row is cleared and freed (handed out again only after
+    /// [`ROW_QUARANTINE`] while other rows are free).
     pub fn remove(&self, pos: u32) {
-        self.state(pos)
-            .store(slot_state::TOMBSTONE, Ordering::Release);
+        let Some(view) = self.read(pos) else {
+            return;
+        };
+        if let Some(e) = Self::probes(&view.key).find(|e| self.named_row(*e) == Some(pos)) {
+            self.entry(e)
+                .store(index_entry::TOMBSTONE, Ordering::Release);
+        }
+        self.state(pos).store(row_state::EMPTY, Ordering::Release);
         self.word(pos).store(0, Ordering::Release);
         self.copy(pos).store(0, Ordering::Release);
+        self.rows().release(pos);
     }
 
     /// Changes the id of the HaVip in `pos` in place (the owner word and
     /// the time of its last claim stay).
     pub fn set_id(&self, pos: u32, id: u32) {
         // SAFETY: aligned field inside the mapping.
-        let old = unsafe { ptr::read_volatile(&raw const (*self.slot(pos)).id) };
+        let old = unsafe { ptr::read_volatile(&raw const (*self.row_ptr(pos)).id) };
         self.set_changed_ns(id, self.changed_ns(old));
         // SAFETY: as above.
-        unsafe { ptr::write_volatile(&raw mut (*self.slot(pos)).id, id) };
+        unsafe { ptr::write_volatile(&raw mut (*self.row_ptr(pos)).id, id) };
     }
 
     /// The owner word of `pos` now.
@@ -325,7 +447,7 @@ impl HavipTable {
     /// another member than its word names and reads the member instead).
     pub fn cas_owner(&self, pos: u32, expected: u64, new: u64) -> bool {
         // SAFETY: aligned field inside the mapping.
-        let id = unsafe { ptr::read_volatile(&raw const (*self.slot(pos)).id) };
+        let id = unsafe { ptr::read_volatile(&raw const (*self.row_ptr(pos)).id) };
         self.copy(pos)
             .store(self.copy_for(id, new), Ordering::Release);
         let swapped = self
@@ -388,7 +510,7 @@ impl HavipTable {
     }
 
     /// The decoded owner of `key`, with its slot view.
-    pub fn owner(&self, key: &HavipKey) -> Option<(SlotView, OwnerEntry)> {
+    pub fn owner(&self, key: &HavipKey) -> Option<(RowView, OwnerEntry)> {
         let v = self.find(key)?;
         let mut o = self.decode(key, v.id, v.word);
         o.changed_ns = self.changed_ns(v.id);
@@ -413,7 +535,7 @@ impl HavipTable {
     /// Epoch beyond 32 bits, no member slot left.
     pub fn word_for(
         &self,
-        view: &SlotView,
+        view: &RowView,
         owner: &OwnerEntry,
         force: bool,
     ) -> Result<u64, TableError> {
@@ -503,7 +625,7 @@ impl HavipMap {
     }
 }
 
-fn entry(v: &SlotView) -> HavipEntry {
+fn entry(v: &RowView) -> HavipEntry {
     HavipEntry {
         id: v.id,
         flags: 0,
@@ -580,5 +702,35 @@ impl OwnerMap {
         }
         let word = self.0.word_for(&v, &new, false).map_err(table_err)?;
         Ok(self.0.cas_owner(v.pos, v.word, word))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rows;
+
+    fn rows(free: impl IntoIterator<Item = u32>) -> Rows {
+        Rows {
+            free: free.into_iter().collect(),
+            ..Rows::default()
+        }
+    }
+
+    #[test]
+    fn lowest_free_row_first() {
+        let mut r = rows([5, 2, 9]);
+        assert_eq!((r.take(), r.take(), r.take()), (Some(2), Some(5), Some(9)));
+        assert_eq!(r.take(), None);
+    }
+
+    #[test]
+    fn a_released_row_waits_while_others_are_free() {
+        let mut r = rows([3, 4]);
+        assert_eq!(r.take(), Some(3));
+        r.release(3);
+        assert_eq!(r.take(), Some(4), "the row released just now waits");
+        // Nothing else free: the oldest released row is handed out.
+        assert_eq!(r.take(), Some(3));
+        assert_eq!(r.take(), None);
     }
 }
