@@ -195,7 +195,7 @@ fn associate_throughput_and_cold_start_smoke() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
-/// `cargo test --release -p havip-userspace --test control_plane -- --ignored --nocapture perf_numbers`
+/// `cargo test --release -p havip-userspace --test durability -- --ignored --nocapture perf_numbers`
 #[test]
 #[ignore = "performance numbers; run in release"]
 fn perf_numbers() {
@@ -205,26 +205,33 @@ fn perf_numbers() {
     {
         let (cp, seed) = seeded(&db, n_havips);
         eprintln!("seed {n_havips} HaVips in one txn: {seed:?}");
-        let rounds: u32 = 5_000;
-        let ops_s = one_caller(&cp, rounds, n_havips);
-        eprintln!("associate/unassociate, one caller: {ops_s:.0} ops/s");
         let cp = Arc::new(cp);
-        let t = Instant::now();
-        let threads: Vec<_> = (0..16)
-            .map(|k| {
-                let cp = Arc::clone(&cp);
-                thread::spawn(move || {
-                    for r in 0..(rounds / 16) {
-                        associate_and_back(&cp, &format!("h{}", (r as usize * 16 + k) % n_havips));
-                    }
+        let rounds = 5_000;
+        for callers in [1usize, 2, 4, 16] {
+            let per = rounds / callers;
+            let g0 = cp.generation();
+            let t = Instant::now();
+            let threads: Vec<_> = (0..callers)
+                .map(|k| {
+                    let cp = Arc::clone(&cp);
+                    thread::spawn(move || {
+                        for r in 0..per {
+                            associate_and_back(&cp, &format!("h{}", (r * callers + k) % n_havips));
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let ops = (2 * per * callers) as f64;
+            let commits = (cp.generation() - g0) as f64;
+            eprintln!(
+                "associate/unassociate, {callers} callers: {:.0} ops/s ({:.1} ops per commit)",
+                ops / t.elapsed().as_secs_f64(),
+                ops / commits
+            );
         }
-        let ops_s = f64::from(2 * (rounds / 16) * 16) / t.elapsed().as_secs_f64();
-        eprintln!("associate/unassociate, 16 callers: {ops_s:.0} ops/s");
     }
     let elapsed = cold_start(&db, n_havips);
     eprintln!("cold start with {n_havips} HaVips: {elapsed:?}");

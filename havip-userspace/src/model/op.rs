@@ -277,33 +277,48 @@ pub struct DeleteUplink {
     pub interface: String,
 }
 
-/// CreateHaVip: `id` and `address` allocated when absent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
-#[serde(deny_unknown_fields)]
-pub struct CreateHaVip {
-    /// Resource id (allocated when absent).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// vSwitch id.
-    #[arg(long)]
-    pub vswitch: String,
-    /// Address in the vSwitch (allocated when absent).
-    #[arg(long)]
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "de_opt_addr"
-    )]
-    pub address: Option<Ipv4Addr>,
-    /// Free-form name ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Free-form description ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+/// Declares an operation struct that ends with a HaVip's free-form
+/// attributes, `name` and `description` (both optional, `""` clears): the
+/// two fields CreateHaVip and ModifyHaVipAttribute set the same way. Plain
+/// fields (not a flattened sub-struct) keep `deny_unknown_fields` whole.
+macro_rules! with_havip_attributes {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// Free-form name ("" clears).
+            #[arg(long)]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub name: Option<String>,
+            /// Free-form description ("" clears).
+            #[arg(long)]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub description: Option<String>,
+        }
+    };
+}
+
+with_havip_attributes! {
+    /// CreateHaVip: `id` and `address` allocated when absent.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateHaVip {
+        /// Resource id (allocated when absent).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub id: Option<String>,
+        /// vSwitch id.
+        #[arg(long)]
+        pub vswitch: String,
+        /// Address in the vSwitch (allocated when absent).
+        #[arg(long)]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "de_opt_addr"
+        )]
+        pub address: Option<Ipv4Addr>,
+    }
 }
 
 /// DeleteHaVip: refused while bound, fronted by an EIP or a route next hop.
@@ -314,21 +329,15 @@ pub struct DeleteHaVip {
     pub id: String,
 }
 
-/// ModifyHaVipAttribute: fields left out keep their value; an empty string
-/// clears one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
-#[serde(deny_unknown_fields)]
-pub struct ModifyHaVipAttribute {
-    /// HaVip id.
-    pub id: String,
-    /// Free-form name ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Free-form description ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+with_havip_attributes! {
+    /// ModifyHaVipAttribute: fields left out keep their value; an empty
+    /// string clears one.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct ModifyHaVipAttribute {
+        /// HaVip id.
+        pub id: String,
+    }
 }
 
 /// AssociateHaVip with an instance or an ENI.
