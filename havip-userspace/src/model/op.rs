@@ -531,63 +531,63 @@ macro_rules! into_op {
     )*};
 }
 
-into_op!(
-    CreateVpc,
-    DeleteVpc,
-    CreateVSwitch,
-    DeleteVSwitch,
-    CreateInstance,
-    DeleteInstance,
-    CreateEni,
-    DeleteEni,
-    ModifyEni,
-    CreateUplink,
-    DeleteUplink,
-    CreateHaVip,
-    DeleteHaVip,
-    ModifyHaVipAttribute,
-    AssociateHaVip,
-    UnassociateHaVip,
-    SetInitialOwner,
-    CreateEip,
-    DeleteEip,
-    AssociateEip,
-    UnassociateEip,
-    CreateRoute,
-    DeleteRoute,
-    SetQuota,
-    RecordOwner,
-);
+/// Every operation struct by what it does to its subject: `From<T> for Op`
+/// for each, and [`Op::is_create`] / [`Op::is_delete`] from the first two
+/// lists.
+macro_rules! op_kinds {
+    (
+        creates: [$($c:ident),* $(,)?],
+        deletes: [$($d:ident),* $(,)?],
+        others: [$($o:ident),* $(,)?] $(,)?
+    ) => {
+        into_op!($($c,)* $($d,)* $($o,)*);
 
-impl Op {
-    /// Whether the operation deletes its subject (the API replies
-    /// `{"deleted": id}` then).
-    pub const fn is_delete(&self) -> bool {
-        matches!(
-            self,
-            Op::DeleteVpc(_)
-                | Op::DeleteVSwitch(_)
-                | Op::DeleteInstance(_)
-                | Op::DeleteEni(_)
-                | Op::DeleteUplink(_)
-                | Op::DeleteHaVip(_)
-                | Op::DeleteEip(_)
-                | Op::DeleteRoute(_)
-        )
-    }
+        impl Op {
+            /// Whether the operation creates its subject (the API replies
+            /// 201).
+            pub const fn is_create(&self) -> bool {
+                matches!(self, $(Op::$c(_))|*)
+            }
 
-    /// Whether the operation creates its subject (the API replies 201).
-    pub const fn is_create(&self) -> bool {
-        matches!(
-            self,
-            Op::CreateVpc(_)
-                | Op::CreateVSwitch(_)
-                | Op::CreateInstance(_)
-                | Op::CreateEni(_)
-                | Op::CreateUplink(_)
-                | Op::CreateHaVip(_)
-                | Op::CreateEip(_)
-                | Op::CreateRoute(_)
-        )
-    }
+            /// Whether the operation deletes its subject (the API replies
+            /// `{"deleted": id}` then).
+            pub const fn is_delete(&self) -> bool {
+                matches!(self, $(Op::$d(_))|*)
+            }
+        }
+    };
+}
+
+op_kinds! {
+    creates: [
+        CreateVpc,
+        CreateVSwitch,
+        CreateInstance,
+        CreateEni,
+        CreateUplink,
+        CreateHaVip,
+        CreateEip,
+        CreateRoute,
+    ],
+    deletes: [
+        DeleteVpc,
+        DeleteVSwitch,
+        DeleteInstance,
+        DeleteEni,
+        DeleteUplink,
+        DeleteHaVip,
+        DeleteEip,
+        DeleteRoute,
+    ],
+    others: [
+        ModifyEni,
+        ModifyHaVipAttribute,
+        AssociateHaVip,
+        UnassociateHaVip,
+        SetInitialOwner,
+        AssociateEip,
+        UnassociateEip,
+        SetQuota,
+        RecordOwner,
+    ],
 }

@@ -80,19 +80,13 @@ pub(super) struct XLab {
     pub(super) realtime: bool,
 }
 
-pub(super) fn ns_name(role: char) -> String {
-    format!("hvx{}{role}", std::process::id())
-}
+/// Prefix of the cross-host lab's namespaces (`hvx<pid><role>`).
+const NS_PREFIX: &str = "hvx";
 
 impl XLab {
     pub(super) fn create(params: &Params) -> Result<Self> {
-        let client = Netns::create(&ns_name('c'))?;
-        let host_a = Netns::create(&ns_name('a'))?;
-        let host_b = Netns::create(&ns_name('b'))?;
-        let owner = Netns::create(&ns_name('o'))?;
-        for ns in [&client, &host_a, &host_b, &owner] {
-            ns.disable_ipv6()?;
-        }
+        let [client, host_a, host_b, owner] =
+            topo::quiet_namespaces(NS_PREFIX, ['c', 'a', 'b', 'o'])?;
         lab::veth(&client, "c0", &host_a, "hc0")?;
         lab::veth(&host_a, "ua", &host_b, "ub")?;
         lab::veth(&host_b, "ho0", &owner, "o0")?;
