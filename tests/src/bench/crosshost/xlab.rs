@@ -206,61 +206,63 @@ impl XLab {
             initial_owner: bindings.first().copied(),
             bindings,
         };
-        let mut ports_a = vec![instance(hc0), vtep(ua)];
-        ports_a.sort_by_key(|p| p.ifindex);
-        let want_a = Desired {
-            ports: ports_a,
-            havips: vec![havip(Vec::new())],
-            config: DataplaneConfig::default(),
-            vxlan: DesiredVxlan {
-                local: Some(LocalVtep::new(ua, VTEP_A.octets(), UA_MAC)),
-                remote_vteps: vec![RemoteVtep {
-                    addr: VTEP_B.octets(),
-                    mac: UB_MAC,
-                }],
-                vnis: vec![(VSWITCH, VNI)],
-                remote_owners: vec![(
-                    key,
-                    RemoteOwner {
-                        vtep: VTEP_B.octets(),
-                        mac: OWNER_A_MAC,
-                        epoch: 1,
-                        havip_id: 0,
-                    },
-                )],
-            },
-            ..Desired::default()
+        // One host's maps: its two ports, the HaVip with `bindings`, its own
+        // VTEP, the other host's and the remote owners it knows.
+        let host = |mut ports: Vec<DesiredPort>, bindings, local, peer, remote_owners| {
+            ports.sort_by_key(|p| p.ifindex);
+            Desired {
+                ports,
+                havips: vec![havip(bindings)],
+                config: DataplaneConfig::default(),
+                vxlan: DesiredVxlan {
+                    local: Some(local),
+                    remote_vteps: vec![peer],
+                    vnis: vec![(VSWITCH, VNI)],
+                    remote_owners,
+                },
+                ..Desired::default()
+            }
         };
-        let mut ports_b = vec![vtep(ub), instance(ho0)];
-        ports_b.sort_by_key(|p| p.ifindex);
-        let want_b = Desired {
-            ports: ports_b,
-            havips: vec![havip(vec![DesiredBinding {
+        let want_a = host(
+            vec![instance(hc0), vtep(ua)],
+            Vec::new(),
+            LocalVtep::new(ua, VTEP_A.octets(), UA_MAC),
+            RemoteVtep {
+                addr: VTEP_B.octets(),
+                mac: UB_MAC,
+            },
+            vec![(
+                key,
+                RemoteOwner {
+                    vtep: VTEP_B.octets(),
+                    mac: OWNER_A_MAC,
+                    epoch: 1,
+                    havip_id: 0,
+                },
+            )],
+        );
+        let want_b = host(
+            vec![vtep(ub), instance(ho0)],
+            vec![DesiredBinding {
                 ifindex: ho0,
                 mac: OWNER_A_MAC,
-            }])],
-            config: DataplaneConfig::default(),
-            vxlan: DesiredVxlan {
-                local: Some(LocalVtep::new(ub, VTEP_B.octets(), UB_MAC)),
-                remote_vteps: vec![RemoteVtep {
-                    addr: VTEP_A.octets(),
-                    mac: UA_MAC,
-                }],
-                vnis: vec![(VSWITCH, VNI)],
-                remote_owners: Vec::new(),
+            }],
+            LocalVtep::new(ub, VTEP_B.octets(), UB_MAC),
+            RemoteVtep {
+                addr: VTEP_A.octets(),
+                mac: UA_MAC,
             },
-            ..Desired::default()
-        };
-        let dp_a = &mut self.dp_a;
-        topo::in_ns(&self.host_a, || {
-            dataplane::reconcile(&mut dp_a.maps, &want_a).map_err(anyhow::Error::from)
-        })
-        .context("reconciling host A")?;
-        let dp_b = &mut self.dp_b;
-        topo::in_ns(&self.host_b, || {
-            dataplane::reconcile(&mut dp_b.maps, &want_b).map_err(anyhow::Error::from)
-        })
-        .context("reconciling host B")?;
+            Vec::new(),
+        );
+        for (ns, dp, want, name) in [
+            (&self.host_a, &mut self.dp_a, want_a, "A"),
+            (&self.host_b, &mut self.dp_b, want_b, "B"),
+        ] {
+            topo::in_ns(ns, || {
+                dataplane::reconcile(&mut dp.maps, &want).map_err(anyhow::Error::from)
+            })
+            .with_context(|| format!("reconciling host {name}"))?;
+        }
         Ok(())
     }
 
