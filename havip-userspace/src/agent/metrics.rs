@@ -48,7 +48,7 @@ use axum::{
     routing::get,
     Router,
 };
-use havip_common::{HavipKey, OwnerEntry, TrafficCounter};
+use havip_common::{HavipKey, OwnerEntry};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -230,6 +230,35 @@ impl Collector for Pinned {
         let hb: Vec<u64> = handled.iter().map(|(_, c)| c.bytes).collect();
         let dp: Vec<u64> = drops.iter().map(|(_, c)| c.packets).collect();
         let db: Vec<u64> = drops.iter().map(|(_, c)| c.bytes).collect();
+        counter_family(
+            &mut enc,
+            "havip_handled_frames",
+            "Frames the XDP program handled, by outcome",
+            None,
+            &frames(&h_lab, &hp),
+        )?;
+        counter_family(
+            &mut enc,
+            "havip_handled",
+            "Bytes of the frames the XDP program handled, by outcome",
+            Some(&Unit::Bytes),
+            &frames(&h_lab, &hb),
+        )?;
+        counter_family(
+            &mut enc,
+            "havip_dropped_frames",
+            "Frames the XDP program dropped, by reason",
+            None,
+            &frames(&d_lab, &dp),
+        )?;
+        counter_family(
+            &mut enc,
+            "havip_dropped",
+            "Bytes of the frames the XDP program dropped, by reason",
+            Some(&Unit::Bytes),
+            &frames(&d_lab, &db),
+        )?;
+
         // Per HaVip: ids and members from the state, numbers from the maps.
         let owners: Vec<(HavipKey, OwnerEntry)> =
             maps.owners.iter().filter_map(Result::ok).collect();
@@ -257,52 +286,26 @@ impl Collector for Pinned {
             .iter()
             .map(|(id, slot)| (id.clone(), stats::havip(maps, *slot)))
             .collect();
-        let per_havip = |v: fn(&TrafficCounter) -> u64| -> Vec<(Labels, u64)> {
-            traffic
+        counter_family(
+            &mut enc,
+            "havip_forwarded_packets",
+            "Packets forwarded to the HaVip's owner",
+            None,
+            &traffic
                 .iter()
-                .map(|(id, c)| (label("havip", id), v(c)))
-                .collect()
-        };
-        for (name, help, unit, series) in [
-            (
-                "havip_handled_frames",
-                "Frames the XDP program handled, by outcome",
-                None,
-                frames(&h_lab, &hp),
-            ),
-            (
-                "havip_handled",
-                "Bytes of the frames the XDP program handled, by outcome",
-                Some(&Unit::Bytes),
-                frames(&h_lab, &hb),
-            ),
-            (
-                "havip_dropped_frames",
-                "Frames the XDP program dropped, by reason",
-                None,
-                frames(&d_lab, &dp),
-            ),
-            (
-                "havip_dropped",
-                "Bytes of the frames the XDP program dropped, by reason",
-                Some(&Unit::Bytes),
-                frames(&d_lab, &db),
-            ),
-            (
-                "havip_forwarded_packets",
-                "Packets forwarded to the HaVip's owner",
-                None,
-                per_havip(|c| c.packets),
-            ),
-            (
-                "havip_forwarded",
-                "Bytes forwarded to the HaVip's owner",
-                Some(&Unit::Bytes),
-                per_havip(|c| c.bytes),
-            ),
-        ] {
-            counter_family(&mut enc, name, help, unit, &series)?;
-        }
+                .map(|(id, c)| (label("havip", id), c.packets))
+                .collect::<Vec<_>>(),
+        )?;
+        counter_family(
+            &mut enc,
+            "havip_forwarded",
+            "Bytes forwarded to the HaVip's owner",
+            Some(&Unit::Bytes),
+            &traffic
+                .iter()
+                .map(|(id, c)| (label("havip", id), c.bytes))
+                .collect::<Vec<_>>(),
+        )?;
         let mut m = enc.encode_descriptor(
             "havip_owner",
             "Current owner of each HaVip as the kernel holds it (value 1)",
@@ -313,20 +316,20 @@ impl Collector for Pinned {
             m.encode_info(labels)?;
         }
         let (suppressed, lost) = stats::event_losses(maps);
-        for (name, help, v) in [
-            (
-                "havip_events_lost",
-                "Data-plane events lost to a full ring buffer",
-                lost,
-            ),
-            (
-                "havip_security_events_suppressed",
-                "Security events suppressed by the per-CPU rate limit",
-                suppressed,
-            ),
-        ] {
-            counter_family(&mut enc, name, help, None, &[(vec![], v)])?;
-        }
+        counter_family(
+            &mut enc,
+            "havip_events_lost",
+            "Data-plane events lost to a full ring buffer",
+            None,
+            &[(vec![], lost)],
+        )?;
+        counter_family(
+            &mut enc,
+            "havip_security_events_suppressed",
+            "Security events suppressed by the per-CPU rate limit",
+            None,
+            &[(vec![], suppressed)],
+        )?;
         drop(guard);
         let mut m = enc.encode_descriptor(
             "havip_build",

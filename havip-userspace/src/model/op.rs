@@ -283,17 +283,22 @@ pub struct DeleteUplink {
 /// fields (not a flattened sub-struct) keep `deny_unknown_fields` whole.
 macro_rules! with_havip_attributes {
     ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
-        $(#[$meta])*
+        with_havip_attributes! {
+            @fields [$(#[$meta])*] $name [$($fields)*]
+            name: " Free-form name (\"\" clears).",
+            description: " Free-form description (\"\" clears).",
+        }
+    };
+    (@fields [$($meta:tt)*] $name:ident [$($fields:tt)*] $($attr:ident: $doc:literal,)*) => {
+        $($meta)*
         pub struct $name {
             $($fields)*
-            /// Free-form name ("" clears).
-            #[arg(long)]
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub name: Option<String>,
-            /// Free-form description ("" clears).
-            #[arg(long)]
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub description: Option<String>,
+            $(
+                #[doc = $doc]
+                #[arg(long)]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $attr: Option<String>,
+            )*
         }
     };
 }
