@@ -82,6 +82,10 @@ pub(super) struct XLab {
 
 /// Prefix of the cross-host lab's namespaces (`hvx<pid><role>`).
 const NS_PREFIX: &str = "hvx";
+/// The ports the product's program runs on for the havip path: host A's
+/// client port and uplink, host B's uplink and owner port.
+const HAVIP_PORTS_A: [&str; 2] = ["hc0", "ua"];
+const HAVIP_PORTS_B: [&str; 2] = ["ub", "ho0"];
 
 impl XLab {
     pub(super) fn create(params: &Params) -> Result<Self> {
@@ -277,20 +281,17 @@ impl XLab {
     pub(super) fn measure(&mut self, path: XPath, packets: u32) -> Result<Sample> {
         match path {
             XPath::Havip => {
-                let dp_a = &mut self.dp_a;
-                topo::in_ns(&self.host_a, || {
-                    for p in ["hc0", "ua"] {
-                        dp_a.attach(p, AttachMode::Native)?;
-                    }
-                    Ok(())
-                })?;
-                let dp_b = &mut self.dp_b;
-                topo::in_ns(&self.host_b, || {
-                    for p in ["ub", "ho0"] {
-                        dp_b.attach(p, AttachMode::Native)?;
-                    }
-                    Ok(())
-                })?;
+                for (ns, dp, ports) in [
+                    (&self.host_a, &mut self.dp_a, HAVIP_PORTS_A),
+                    (&self.host_b, &mut self.dp_b, HAVIP_PORTS_B),
+                ] {
+                    topo::in_ns(ns, || {
+                        for p in ports {
+                            dp.attach(p, AttachMode::Native)?;
+                        }
+                        Ok(())
+                    })?;
+                }
                 let encap = Self::handled(&self.maps_a, Handled::ForwardedRemote);
                 let decap = Self::handled(&self.maps_b, Handled::Decapsulated);
                 let sample = self.generate(&Env::havip_traffic(1), packets);
@@ -298,14 +299,14 @@ impl XLab {
                     Self::handled(&self.maps_a, Handled::ForwardedRemote).saturating_sub(encap);
                 let decap =
                     Self::handled(&self.maps_b, Handled::Decapsulated).saturating_sub(decap);
-                for p in ["hc0", "ua"] {
+                for p in HAVIP_PORTS_A {
                     self.dp_a.detach(p)?;
                 }
-                for p in ["ub", "ho0"] {
+                for p in HAVIP_PORTS_B {
                     self.dp_b.detach(p)?;
                 }
-                wait_no_xdp(&self.host_a, &["hc0", "ua"])?;
-                wait_no_xdp(&self.host_b, &["ub", "ho0"])?;
+                wait_no_xdp(&self.host_a, &HAVIP_PORTS_A)?;
+                wait_no_xdp(&self.host_b, &HAVIP_PORTS_B)?;
                 let sample = sample?;
                 if sample.delivered > 0 && (encap < sample.delivered || decap < sample.delivered) {
                     bail!(
@@ -359,10 +360,10 @@ impl Drop for XLab {
         if let Some(link) = self.counter.take() {
             let _ = self.progs_a.detach_xdp(progs::PROG_COUNT, link);
         }
-        for p in ["hc0", "ua"] {
+        for p in HAVIP_PORTS_A {
             let _ = self.dp_a.detach(p);
         }
-        for p in ["ub", "ho0"] {
+        for p in HAVIP_PORTS_B {
             let _ = self.dp_b.detach(p);
         }
     }
