@@ -2,22 +2,15 @@
 //! product's object by `cargo xtask build`) for `havip-bench`. Without them an
 //! empty object is embedded and the benchmark fails with a clear error.
 
-use std::{env, fs, path::PathBuf};
+#[path = "../havip-userspace/build/embed.rs"]
+mod embed;
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let bench = manifest.join("../havip-ebpf/target/bpfel-unknown-none/release/havip-bench-progs");
-    println!("cargo:rerun-if-changed={}", bench.display());
-    let out =
-        PathBuf::from(env::var("OUT_DIR").unwrap_or_default()).join("havip-bench-progs.bpf.o");
-    let bytes = fs::read(&bench).unwrap_or_else(|_| {
-        println!(
-            "cargo:warning=no bench programs at {}: run `cargo xtask build` first; havip-bench will refuse to run",
-            bench.display()
-        );
-        Vec::new()
+    embed::embed(&embed::Object {
+        name: "havip-bench-progs",
+        env_override: None,
+        out_name: "havip-bench-progs.bpf.o",
+        what: "bench programs",
+        consequence: "havip-bench will refuse to run",
     });
-    if let Err(e) = fs::write(&out, bytes) {
-        panic!("cannot write {}: {e}", out.display());
-    }
 }

@@ -142,18 +142,18 @@ fn sigkill_during_write_burst_keeps_every_acknowledged_write() {
 
 // Performance smoke (the real numbers come from `cargo xtask bench`)
 
-/// Binds `i-0` to `havip` and unbinds it again: two operations.
-fn associate_and_back(cp: &ControlPlane, havip: &str) {
-    let member = Member::instance("i-0");
+/// Binds instance `i-<k>` to `havip` and unbinds it again: two operations.
+fn associate_and_back(cp: &ControlPlane, havip: &str, k: usize) {
+    let member = Member::instance(format!("i-{k}"));
     cp.apply(associate(havip, member.clone())).unwrap();
     cp.apply(unassociate(havip, member)).unwrap();
 }
 
-/// Opens `db` and seeds instance `i-0` and `n` HaVips in one transaction;
-/// returns the control plane and the time of that transaction.
-fn seeded(db: &Path, n: usize) -> (ControlPlane, Duration) {
+/// Opens `db` and seeds instances `i-0..n_instances` and `n` HaVips in one
+/// transaction; returns the control plane and the time of that transaction.
+fn seeded(db: &Path, n_instances: usize, n: usize) -> (ControlPlane, Duration) {
     let cp = ControlPlane::open(db).unwrap();
-    let mut ops = seed_ops(1, n);
+    let mut ops = seed_ops(n_instances, n);
     ops.extend(havip_ops(n));
     let t = Instant::now();
     cp.apply_all(&ops).unwrap();
@@ -165,7 +165,7 @@ fn seeded(db: &Path, n: usize) -> (ControlPlane, Duration) {
 fn one_caller(cp: &ControlPlane, rounds: u32, n: usize) -> f64 {
     let t = Instant::now();
     for r in 0..rounds {
-        associate_and_back(cp, &format!("h{}", r as usize % n));
+        associate_and_back(cp, &format!("h{}", r as usize % n), 0);
     }
     f64::from(2 * rounds) / t.elapsed().as_secs_f64()
 }
@@ -185,7 +185,7 @@ fn associate_throughput_and_cold_start_smoke() {
     let db = dir.path().join("perf.redb");
     let n_havips = 2_000;
     {
-        let (cp, _) = seeded(&db, n_havips);
+        let (cp, _) = seeded(&db, 1, n_havips);
         let ops_s = one_caller(&cp, 200, n_havips);
         eprintln!("associate/unassociate (debug build, one caller): {ops_s:.0} ops/s");
         assert!(ops_s > 100.0, "{ops_s} ops/s");
@@ -195,7 +195,7 @@ fn associate_throughput_and_cold_start_smoke() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
-/// `cargo test --release -p havip-userspace --test control_plane -- --ignored --nocapture perf_numbers`
+/// `cargo test --release -p havip-userspace --test durability -- --ignored --nocapture perf_numbers`
 #[test]
 #[ignore = "performance numbers; run in release"]
 fn perf_numbers() {
@@ -203,28 +203,37 @@ fn perf_numbers() {
     let db = dir.path().join("perf.redb");
     let n_havips = 10_000;
     {
-        let (cp, seed) = seeded(&db, n_havips);
+        // One instance per caller: an instance holds at most 5 HaVips.
+        let (cp, seed) = seeded(&db, 16, n_havips);
         eprintln!("seed {n_havips} HaVips in one txn: {seed:?}");
-        let rounds: u32 = 5_000;
-        let ops_s = one_caller(&cp, rounds, n_havips);
-        eprintln!("associate/unassociate, one caller: {ops_s:.0} ops/s");
         let cp = Arc::new(cp);
-        let t = Instant::now();
-        let threads: Vec<_> = (0..16)
-            .map(|k| {
-                let cp = Arc::clone(&cp);
-                thread::spawn(move || {
-                    for r in 0..(rounds / 16) {
-                        associate_and_back(&cp, &format!("h{}", (r as usize * 16 + k) % n_havips));
-                    }
+        let rounds = 5_000;
+        for callers in [1usize, 2, 4, 16] {
+            let per = rounds / callers;
+            let g0 = cp.generation();
+            let t = Instant::now();
+            let threads: Vec<_> = (0..callers)
+                .map(|k| {
+                    let cp = Arc::clone(&cp);
+                    thread::spawn(move || {
+                        for r in 0..per {
+                            let havip = format!("h{}", (r * callers + k) % n_havips);
+                            associate_and_back(&cp, &havip, k);
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let ops = (2 * per * callers) as f64;
+            let commits = (cp.generation() - g0) as f64;
+            eprintln!(
+                "associate/unassociate, {callers} callers: {:.0} ops/s ({:.1} ops per commit)",
+                ops / t.elapsed().as_secs_f64(),
+                ops / commits
+            );
         }
-        let ops_s = f64::from(2 * (rounds / 16) * 16) / t.elapsed().as_secs_f64();
-        eprintln!("associate/unassociate, 16 callers: {ops_s:.0} ops/s");
     }
     let elapsed = cold_start(&db, n_havips);
     eprintln!("cold start with {n_havips} HaVips: {elapsed:?}");

@@ -6,7 +6,11 @@
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use common::*;
 use havip::{
@@ -22,6 +26,25 @@ const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources"
 /// The seed with room for the full-disk test's HaVips.
 fn base_ops() -> Vec<Op> {
     seed_ops(0, 4000)
+}
+
+/// A scratch directory (removed on drop) and `state.redb` in it.
+fn state_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    (dir, path)
+}
+
+/// Records schema version `version` in the file at `path` (created if
+/// absent), as an older or newer havip would have.
+fn write_version(path: &Path, version: u32) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(SCHEMA)
+        .unwrap()
+        .insert("version", version)
+        .unwrap();
+    txn.commit().unwrap();
 }
 
 /// The schema version the file at `path` records.
@@ -43,8 +66,7 @@ fn create_havip(id: &str) -> Op {
 
 #[test]
 fn file_is_created_0600_with_the_schema_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
+    let (_dir, path) = state_file();
     drop(RedbStore::open(&path).unwrap());
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
@@ -53,17 +75,8 @@ fn file_is_created_0600_with_the_schema_version() {
 
 #[test]
 fn newer_schema_is_refused_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(SCHEMA)
-            .unwrap()
-            .insert("version", SCHEMA_VERSION + 1)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    let (_dir, path) = state_file();
+    write_version(&path, SCHEMA_VERSION + 1);
     let before = std::fs::read(&path).unwrap();
     let e = RedbStore::open(&path).unwrap_err();
     assert!(
@@ -81,8 +94,7 @@ fn newer_schema_is_refused_and_kept() {
 
 #[test]
 fn store_without_version_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
+    let (_dir, path) = state_file();
     // A version-0 store: resources only, no schema table.
     {
         let db = Database::create(&path).unwrap();
@@ -104,8 +116,7 @@ fn store_without_version_is_migrated() {
 
 #[test]
 fn read_only_open_reads_and_refuses_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
+    let (dir, path) = state_file();
     {
         let cp = ControlPlane::open(&path).unwrap();
         cp.apply_all(&base_ops()).unwrap();
@@ -124,8 +135,7 @@ fn read_only_open_reads_and_refuses_writes() {
 
 #[test]
 fn corrupted_file_is_refused_and_not_overwritten() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
+    let (dir, path) = state_file();
     let garbage: Vec<u8> = (0..64 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -241,8 +251,7 @@ fn disk_full_fails_commits_and_loses_nothing_acknowledged() {
 /// records) is migrated to the current version at open, its history kept.
 #[test]
 fn version_1_store_with_history_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
+    let (_dir, path) = state_file();
     let entry = OwnerChange {
         havip: "h0".into(),
         epoch: 2,
@@ -261,15 +270,7 @@ fn version_1_store_with_history_is_migrated() {
         });
         store.commit_all(&[change]).unwrap();
     }
-    {
-        let db = Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(SCHEMA)
-            .unwrap()
-            .insert("version", 1)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    write_version(&path, 1);
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.load().unwrap().history["h0"], vec![entry]);
     drop(store);

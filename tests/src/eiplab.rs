@@ -17,7 +17,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -205,20 +204,16 @@ pub type UdpEcho = EchoServer<SocketAddrV4>;
 impl EchoServer<SocketAddrV4> {
     /// Returns once the socket is bound.
     pub fn start(ns: &Netns, port: u16) -> Self {
-        let name = ns.name().to_owned();
-        Self::spawn(ns, "UDP", move |t| {
-            let socket = UdpSocket::bind(("0.0.0.0", port))
-                .unwrap_or_else(|e| panic!("binding UDP :{port} in {name}: {e}"));
-            socket
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .expect("read timeout");
-            let _ = t.ready.send(());
-            let mut buf = [0u8; 2048];
-            while !t.stop.load(Ordering::Relaxed) {
-                if let Ok((n, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf) {
-                    t.peers.lock().expect("peers lock").push(from);
-                    let _ = socket.send_to(&buf[..n], from);
-                }
+        let open = move || {
+            let socket = UdpSocket::bind(("0.0.0.0", port))?;
+            socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+            Ok(socket)
+        };
+        let mut buf = [0u8; 2048];
+        Self::spawn(ns, "UDP", port, open, move |socket, peers| {
+            if let Ok((n, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf) {
+                peers.lock().expect("peers lock").push(from);
+                let _ = socket.send_to(&buf[..n], from);
             }
         })
     }

@@ -455,6 +455,22 @@ impl TestBed {
         Counters::read(&self.dp)
     }
 
+    /// `HAVIP_STATS[havip_id]`: the frames forwarded to that HaVip.
+    pub fn forwarded(&self, havip_id: u32) -> TrafficCounter {
+        havip::dataplane::stats::havip(&self.dp.maps, havip_id)
+    }
+
+    /// Asserts `HAVIP_STATS[havip_id]` counts `packets` forwarded frames
+    /// (`why` says what the count shows).
+    #[track_caller]
+    pub fn assert_forwarded(&self, havip_id: u32, packets: u64, why: &str) {
+        assert_eq!(
+            self.forwarded(havip_id).packets,
+            packets,
+            "HAVIP_STATS[{havip_id}]: {why}"
+        );
+    }
+
     /// `OWNERS[(vSwitch 1, addr)]`.
     pub fn owner(&self, addr: Ipv4Addr) -> OwnerEntry {
         self.owner_in(bed::VSWITCH, addr)

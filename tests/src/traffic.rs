@@ -184,31 +184,28 @@ pub struct EchoServer<P> {
     what: &'static str,
 }
 
-/// What a server thread gets: where to record peers, when to stop, and
-/// whom to tell that its socket is ready.
-pub struct EchoThread<P> {
-    pub peers: Arc<Mutex<Vec<P>>>,
-    pub stop: Arc<AtomicBool>,
-    pub ready: mpsc::Sender<()>,
-}
-
 impl<P: Clone + Send + 'static> EchoServer<P> {
-    /// Runs `serve` in `ns`; returns once it has sent `ready` (panics after
-    /// 5 s without).
-    pub fn spawn(
+    /// Opens a socket with `open` on `port` in `ns` (panics naming the port
+    /// and namespace if it fails), then calls `serve_one` with it and the
+    /// peer list until stopped; returns once the socket is open (panics
+    /// after 5 s without).
+    pub fn spawn<S>(
         ns: &Netns,
         what: &'static str,
-        serve: impl FnOnce(EchoThread<P>) + Send + 'static,
+        port: u16,
+        open: impl FnOnce() -> std::io::Result<S> + Send + 'static,
+        mut serve_one: impl FnMut(&S, &Mutex<Vec<P>>) + Send + 'static,
     ) -> Self {
         let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peers.clone(), stop.clone());
+        let name = ns.name().to_owned();
         let handle = spawn_ready(ns, &format!("{what} echo server"), move |ready| {
-            serve(EchoThread {
-                peers: p,
-                stop: s,
-                ready,
-            })
+            let socket = open().unwrap_or_else(|e| panic!("opening {what} :{port} in {name}: {e}"));
+            let _ = ready.send(());
+            while !s.load(Ordering::Relaxed) {
+                serve_one(&socket, &p);
+            }
         });
         Self {
             peers,
@@ -249,29 +246,25 @@ pub type TcpEcho = EchoServer<SocketAddr>;
 impl EchoServer<SocketAddr> {
     /// Returns once the socket listens.
     pub fn start(ns: &Netns, port: u16) -> Self {
-        let name = ns.name().to_owned();
-        Self::spawn(ns, "TCP", move |t| {
-            let listener = TcpListener::bind(("0.0.0.0", port))
-                .unwrap_or_else(|e| panic!("listening on TCP :{port} in {name}: {e}"));
-            listener
-                .set_nonblocking(true)
-                .expect("non-blocking listener");
-            let _ = t.ready.send(());
-            while !t.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, peer)) => {
-                        t.peers.lock().expect("peers lock").push(peer);
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut buf = [0u8; 4096];
-                        while let Ok(n @ 1..) = conn.read(&mut buf) {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
+        let open = move || {
+            let listener = TcpListener::bind(("0.0.0.0", port))?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        };
+        Self::spawn(ns, "TCP", port, open, |listener, peers| {
+            match listener.accept() {
+                Ok((mut conn, peer)) => {
+                    peers.lock().expect("peers lock").push(peer);
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        if conn.write_all(&buf[..n]).is_err() {
+                            break;
                         }
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
         })
     }

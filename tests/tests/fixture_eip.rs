@@ -260,10 +260,10 @@ fn traffic_to_an_eip_is_translated_to_the_havip_and_reaches_its_owner() {
     ));
     let n = cases.len() as u64;
     bed.check(&cases);
-    let stats = havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID);
-    assert_eq!(
-        stats.packets, n,
-        "HAVIP_STATS[{HAVIP_A_ID}] must count every translated frame delivered to the owner"
+    bed.assert_forwarded(
+        HAVIP_A_ID,
+        n,
+        "must count every translated frame delivered to the owner",
     );
 }
 

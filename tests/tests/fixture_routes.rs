@@ -128,10 +128,10 @@ fn routed_frames_reach_the_owner_with_the_ip_packet_unchanged() {
         "IPv4 header and payload untouched"
     );
     assert_eq!(out[14 + 8], 64, "TTL not decremented");
-    let stats = havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID);
-    assert_eq!(
-        stats.packets, 5,
-        "routed frames count under the next-hop HaVip"
+    bed.assert_forwarded(
+        HAVIP_A_ID,
+        5,
+        "routed frames count under the next-hop HaVip",
     );
     assert!(bed.events().is_empty(), "routing emits no events");
 }

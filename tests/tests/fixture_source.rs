@@ -72,11 +72,7 @@ fn uplink_forwards_only_frames_addressed_to_us() {
         redirect_to_owner("from an instance port the destination MAC is not checked", Port::Client,
             udp(STANDBY_MAC, CLIENT_MAC, CLIENT_IP, HAVIP_A)),
     ]);
-    assert_eq!(
-        havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,
-        4,
-        "HAVIP_STATS counts the redirected frames only"
-    );
+    bed.assert_forwarded(HAVIP_A_ID, 4, "counts the redirected frames only");
 }
 
 /// The ports' HaVip filter (`PortInfo::havip_filter`) clears most sources

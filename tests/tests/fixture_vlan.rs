@@ -96,11 +96,7 @@ fn tagged_frames_pass_untouched_to_the_bridge() {
                 .bytes(),
         ),
     ]);
-    assert_eq!(
-        havip::dataplane::stats::havip(&bed.dp.maps, HAVIP_A_ID).packets,
-        0,
-        "no tagged frame is forwarded"
-    );
+    bed.assert_forwarded(HAVIP_A_ID, 0, "no tagged frame is forwarded");
     assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
     assert!(
         bed.events().is_empty(),

@@ -13,11 +13,11 @@ use havip::{
         AssociateHaVip, CreateHaVip, CreateInstance, CreateVSwitch, CreateVpc, DeleteInstance,
         Member, Op, SetQuota,
     },
-    store::{EtcdConfig, EtcdStore},
+    store::{EtcdConfig, EtcdHandle, EtcdStore},
 };
 use havip_tests::{etcd::Etcd, lab};
 
-fn control_plane(etcd: &Etcd, prefix: &str) -> (Arc<ControlPlane>, havip::store::EtcdHandle) {
+fn control_plane(etcd: &Etcd, prefix: &str) -> (Arc<ControlPlane>, EtcdHandle) {
     let store = EtcdStore::connect(&EtcdConfig {
         endpoints: vec![etcd.endpoint()],
         prefix: prefix.into(),
@@ -31,9 +31,47 @@ fn control_plane(etcd: &Etcd, prefix: &str) -> (Arc<ControlPlane>, havip::store:
     )
 }
 
+/// A local etcd and two control planes (two hosts' APIs) on one fresh
+/// prefix named after `tag`.
+fn two_control_planes(tag: &str) -> (Etcd, String, [(Arc<ControlPlane>, EtcdHandle); 2]) {
+    let etcd = Etcd::start_local().expect("etcd");
+    let prefix = format!("/{}", lab::unique_name(tag));
+    let planes = [(); 2].map(|()| control_plane(&etcd, &prefix));
+    (etcd, prefix, planes)
+}
+
+fn vpc(id: &str, cidr: &str) -> Op {
+    Op::CreateVpc(CreateVpc {
+        id: id.into(),
+        cidr: cidr.parse().expect("cidr"),
+    })
+}
+
+/// VPC `vpc` (10.0.0.0/16), vSwitch `vsw` (10.0.1.0/24, VXLAN `vni`) and
+/// instances `i-0..n_instances` in it.
+fn network_ops(vni: Option<u32>, n_instances: usize) -> Vec<Op> {
+    let mut ops = vec![
+        vpc("vpc", "10.0.0.0/16"),
+        Op::CreateVSwitch(CreateVSwitch {
+            id: "vsw".into(),
+            vpc: "vpc".into(),
+            cidr: "10.0.1.0/24".parse().expect("cidr"),
+            gateway_mac: "02:00:00:00:00:01".parse().expect("mac"),
+            vni,
+        }),
+    ];
+    ops.extend((0..n_instances).map(|i| {
+        Op::CreateInstance(CreateInstance {
+            id: format!("i-{i}"),
+            vswitch: "vsw".into(),
+        })
+    }));
+    ops
+}
+
 /// Follows etcd for `cp` (what the agent's sync task does) on a runtime of
 /// its own.
-fn follow(cp: &Arc<ControlPlane>, handle: havip::store::EtcdHandle, rt: &tokio::runtime::Runtime) {
+fn follow(cp: &Arc<ControlPlane>, handle: EtcdHandle, rt: &tokio::runtime::Runtime) {
     let local = havip::cluster::LocalHost {
         id: "store-test".into(),
         interface: "lo".into(),
@@ -46,39 +84,18 @@ fn follow(cp: &Arc<ControlPlane>, handle: havip::store::EtcdHandle, rt: &tokio::
 
 #[test]
 fn two_control_planes_race_on_one_etcd() {
-    let etcd = Etcd::start_local().expect("etcd");
-    let prefix = format!("/{}", lab::unique_name("hvstore"));
-    let (cp1, h1) = control_plane(&etcd, &prefix);
-    let (cp2, h2) = control_plane(&etcd, &prefix);
+    let (etcd, prefix, [(cp1, h1), (cp2, h2)]) = two_control_planes("hvstore");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     follow(&cp1, h1, &rt);
     follow(&cp2, h2, &rt);
 
     let n_instances = 10; // the bindings-per-HaVip limit
     let quota = 12;
-    let mut setup = vec![
-        Op::CreateVpc(CreateVpc {
-            id: "vpc".into(),
-            cidr: "10.0.0.0/16".parse().expect("cidr"),
-        }),
-        Op::CreateVSwitch(CreateVSwitch {
-            id: "vsw".into(),
-            vpc: "vpc".into(),
-            cidr: "10.0.1.0/24".parse().expect("cidr"),
-            gateway_mac: "02:00:00:00:00:01".parse().expect("mac"),
-            vni: Some(1001),
-        }),
-        Op::SetQuota(SetQuota {
-            havips_per_account: Some(quota),
-            havips_per_vpc: Some(quota),
-            havip_routes_per_vpc: None,
-        }),
-    ];
-    setup.extend((0..n_instances).map(|i| {
-        Op::CreateInstance(CreateInstance {
-            id: format!("i-{i}"),
-            vswitch: "vsw".into(),
-        })
+    let mut setup = network_ops(Some(1001), n_instances);
+    setup.push(Op::SetQuota(SetQuota {
+        havips_per_account: Some(quota),
+        havips_per_vpc: Some(quota),
+        havip_routes_per_vpc: None,
     }));
     setup.push(Op::CreateHaVip(CreateHaVip {
         id: Some("shared".into()),
@@ -179,32 +196,10 @@ fn two_control_planes_race_on_one_etcd() {
 #[test]
 fn lost_race_catches_up_from_the_changes() {
     use std::sync::atomic::Ordering::Relaxed;
-    let etcd = Etcd::start_local().expect("etcd");
-    let prefix = format!("/{}", lab::unique_name("hvcatch"));
-    let (cp1, _) = control_plane(&etcd, &prefix);
     // cp2 follows nobody: every commit of cp1 leaves it behind.
-    let (cp2, h2) = control_plane(&etcd, &prefix);
-    let vpc = |id: &str, cidr: &str| {
-        Op::CreateVpc(CreateVpc {
-            id: id.into(),
-            cidr: cidr.parse().expect("cidr"),
-        })
-    };
-    cp1.apply_all(&[
-        vpc("vpc", "10.0.0.0/16"),
-        Op::CreateVSwitch(CreateVSwitch {
-            id: "vsw".into(),
-            vpc: "vpc".into(),
-            cidr: "10.0.1.0/24".parse().expect("cidr"),
-            gateway_mac: "02:00:00:00:00:01".parse().expect("mac"),
-            vni: None,
-        }),
-        Op::CreateInstance(CreateInstance {
-            id: "i-0".into(),
-            vswitch: "vsw".into(),
-        }),
-    ])
-    .expect("setup through cp1");
+    let (etcd, prefix, [(cp1, _), (cp2, h2)]) = two_control_planes("hvcatch");
+    cp1.apply_all(&network_ops(None, 1))
+        .expect("setup through cp1");
     let loads = h2.shared.loads.load(Relaxed);
     cp2.apply(vpc("vpc2", "10.2.0.0/16"))
         .expect("cp2 commits after catching up");

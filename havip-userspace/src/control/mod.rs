@@ -541,8 +541,6 @@ fn affects_dataplane(c: &Change) -> bool {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use std::time::Instant;
-
     use super::*;
     use crate::model::*;
 
@@ -563,21 +561,6 @@ mod tests {
             |n| serde_json::json!({"op": "create_havip", "id": format!("h{n}"), "vswitch": "vsw"}),
         ));
         serde_json::from_value(serde_json::Value::Array(ops)).unwrap()
-    }
-
-    /// Associates then unassociates `member` with `havip`.
-    fn associate_and_back(cp: &ControlPlane, havip: &str, member: &Member) {
-        cp.apply(Op::AssociateHaVip(AssociateHaVip {
-            havip: havip.into(),
-            member: member.clone(),
-        }))
-        .unwrap();
-        cp.apply(Op::UnassociateHaVip(UnassociateHaVip {
-            havip: havip.into(),
-            member: member.clone(),
-            force: false,
-        }))
-        .unwrap();
     }
 
     #[test]
@@ -710,53 +693,5 @@ mod tests {
             .owners
             .values()
             .all(|o| o.ifindex == owner.ifindex));
-    }
-
-    /// `cargo test --release -p havip-userspace --lib -- --ignored --nocapture control_plane_perf`
-    #[test]
-    #[ignore = "performance numbers; run in release"]
-    fn control_plane_perf() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("perf.redb");
-        let n = 10_000;
-        {
-            let cp = Arc::new(ControlPlane::open(&db).unwrap());
-            let t = Instant::now();
-            cp.apply_all(&setup_ops(n, 16)).unwrap();
-            eprintln!("create {n} HaVips in one transaction: {:?}", t.elapsed());
-            for callers in [1usize, 2, 4, 16] {
-                let per = 4000 / callers;
-                let g0 = cp.generation();
-                let t = Instant::now();
-                let threads: Vec<_> = (0..callers)
-                    .map(|k| {
-                        let cp = Arc::clone(&cp);
-                        std::thread::spawn(move || {
-                            let member = Member::instance(format!("i-{k}"));
-                            for r in 0..per {
-                                let havip = format!("h{}", (r * callers + k) % n);
-                                associate_and_back(&cp, &havip, &member);
-                            }
-                        })
-                    })
-                    .collect();
-                for t in threads {
-                    t.join().unwrap();
-                }
-                let ops = (2 * per * callers) as f64 / t.elapsed().as_secs_f64();
-                let batches = cp.generation() - g0;
-                eprintln!(
-                    "associate/unassociate, {callers} callers: {ops:.0} ops/s ({:.1} ops per commit)",
-                    (2 * per * callers) as f64 / batches as f64
-                );
-            }
-        }
-        let t = Instant::now();
-        let cp = ControlPlane::open(&db).unwrap();
-        eprintln!(
-            "cold start (open + load) with {n} HaVips: {:?}",
-            t.elapsed()
-        );
-        assert_eq!(cp.with_state(|s| s.havips.len()), n);
     }
 }

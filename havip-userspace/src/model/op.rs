@@ -277,33 +277,53 @@ pub struct DeleteUplink {
     pub interface: String,
 }
 
-/// CreateHaVip: `id` and `address` allocated when absent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
-#[serde(deny_unknown_fields)]
-pub struct CreateHaVip {
-    /// Resource id (allocated when absent).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// vSwitch id.
-    #[arg(long)]
-    pub vswitch: String,
-    /// Address in the vSwitch (allocated when absent).
-    #[arg(long)]
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "de_opt_addr"
-    )]
-    pub address: Option<Ipv4Addr>,
-    /// Free-form name ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Free-form description ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+/// Declares an operation struct that ends with a HaVip's free-form
+/// attributes, `name` and `description` (both optional, `""` clears): the
+/// two fields CreateHaVip and ModifyHaVipAttribute set the same way. Plain
+/// fields (not a flattened sub-struct) keep `deny_unknown_fields` whole.
+macro_rules! with_havip_attributes {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        with_havip_attributes! {
+            @fields [$(#[$meta])*] $name [$($fields)*]
+            name: " Free-form name (\"\" clears).",
+            description: " Free-form description (\"\" clears).",
+        }
+    };
+    (@fields [$($meta:tt)*] $name:ident [$($fields:tt)*] $($attr:ident: $doc:literal,)*) => {
+        $($meta)*
+        pub struct $name {
+            $($fields)*
+            $(
+                #[doc = $doc]
+                #[arg(long)]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $attr: Option<String>,
+            )*
+        }
+    };
+}
+
+with_havip_attributes! {
+    /// CreateHaVip: `id` and `address` allocated when absent.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateHaVip {
+        /// Resource id (allocated when absent).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub id: Option<String>,
+        /// vSwitch id.
+        #[arg(long)]
+        pub vswitch: String,
+        /// Address in the vSwitch (allocated when absent).
+        #[arg(long)]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "de_opt_addr"
+        )]
+        pub address: Option<Ipv4Addr>,
+    }
 }
 
 /// DeleteHaVip: refused while bound, fronted by an EIP or a route next hop.
@@ -314,21 +334,15 @@ pub struct DeleteHaVip {
     pub id: String,
 }
 
-/// ModifyHaVipAttribute: fields left out keep their value; an empty string
-/// clears one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
-#[serde(deny_unknown_fields)]
-pub struct ModifyHaVipAttribute {
-    /// HaVip id.
-    pub id: String,
-    /// Free-form name ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Free-form description ("" clears).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+with_havip_attributes! {
+    /// ModifyHaVipAttribute: fields left out keep their value; an empty
+    /// string clears one.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct ModifyHaVipAttribute {
+        /// HaVip id.
+        pub id: String,
+    }
 }
 
 /// AssociateHaVip with an instance or an ENI.
@@ -522,63 +536,63 @@ macro_rules! into_op {
     )*};
 }
 
-into_op!(
-    CreateVpc,
-    DeleteVpc,
-    CreateVSwitch,
-    DeleteVSwitch,
-    CreateInstance,
-    DeleteInstance,
-    CreateEni,
-    DeleteEni,
-    ModifyEni,
-    CreateUplink,
-    DeleteUplink,
-    CreateHaVip,
-    DeleteHaVip,
-    ModifyHaVipAttribute,
-    AssociateHaVip,
-    UnassociateHaVip,
-    SetInitialOwner,
-    CreateEip,
-    DeleteEip,
-    AssociateEip,
-    UnassociateEip,
-    CreateRoute,
-    DeleteRoute,
-    SetQuota,
-    RecordOwner,
-);
+/// Every operation struct by what it does to its subject: `From<T> for Op`
+/// for each, and [`Op::is_create`] / [`Op::is_delete`] from the first two
+/// lists.
+macro_rules! op_kinds {
+    (
+        creates: [$($c:ident),* $(,)?],
+        deletes: [$($d:ident),* $(,)?],
+        others: [$($o:ident),* $(,)?] $(,)?
+    ) => {
+        into_op!($($c,)* $($d,)* $($o,)*);
 
-impl Op {
-    /// Whether the operation deletes its subject (the API replies
-    /// `{"deleted": id}` then).
-    pub const fn is_delete(&self) -> bool {
-        matches!(
-            self,
-            Op::DeleteVpc(_)
-                | Op::DeleteVSwitch(_)
-                | Op::DeleteInstance(_)
-                | Op::DeleteEni(_)
-                | Op::DeleteUplink(_)
-                | Op::DeleteHaVip(_)
-                | Op::DeleteEip(_)
-                | Op::DeleteRoute(_)
-        )
-    }
+        impl Op {
+            /// Whether the operation creates its subject (the API replies
+            /// 201).
+            pub const fn is_create(&self) -> bool {
+                matches!(self, $(Op::$c(_))|*)
+            }
 
-    /// Whether the operation creates its subject (the API replies 201).
-    pub const fn is_create(&self) -> bool {
-        matches!(
-            self,
-            Op::CreateVpc(_)
-                | Op::CreateVSwitch(_)
-                | Op::CreateInstance(_)
-                | Op::CreateEni(_)
-                | Op::CreateUplink(_)
-                | Op::CreateHaVip(_)
-                | Op::CreateEip(_)
-                | Op::CreateRoute(_)
-        )
-    }
+            /// Whether the operation deletes its subject (the API replies
+            /// `{"deleted": id}` then).
+            pub const fn is_delete(&self) -> bool {
+                matches!(self, $(Op::$d(_))|*)
+            }
+        }
+    };
+}
+
+op_kinds! {
+    creates: [
+        CreateVpc,
+        CreateVSwitch,
+        CreateInstance,
+        CreateEni,
+        CreateUplink,
+        CreateHaVip,
+        CreateEip,
+        CreateRoute,
+    ],
+    deletes: [
+        DeleteVpc,
+        DeleteVSwitch,
+        DeleteInstance,
+        DeleteEni,
+        DeleteUplink,
+        DeleteHaVip,
+        DeleteEip,
+        DeleteRoute,
+    ],
+    others: [
+        ModifyEni,
+        ModifyHaVipAttribute,
+        AssociateHaVip,
+        UnassociateHaVip,
+        SetInitialOwner,
+        AssociateEip,
+        UnassociateEip,
+        SetQuota,
+        RecordOwner,
+    ],
 }

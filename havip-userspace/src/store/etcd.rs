@@ -211,28 +211,29 @@ impl std::fmt::Debug for EtcdHandle {
     }
 }
 
+/// The deployment's key layout under its prefix: one `EtcdHandle` method
+/// per key or key prefix, `<prefix>/<rest>`.
+macro_rules! keys {
+    ($($(#[$doc:meta])* $name:ident => $rest:literal,)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self) -> String {
+            format!(concat!("{}/", $rest), self.prefix)
+        }
+    )*};
+}
+
 impl EtcdHandle {
-    /// `<prefix>/r/`: every record.
-    pub fn records_prefix(&self) -> String {
-        format!("{}/r/", self.prefix)
-    }
-    pub fn seq_key(&self) -> String {
-        format!("{}/seq", self.prefix)
-    }
-    pub fn owners_prefix(&self) -> String {
-        format!("{}/owners/", self.prefix)
-    }
-    pub fn hosts_prefix(&self) -> String {
-        format!("{}/hosts/", self.prefix)
-    }
-    /// `<prefix>/vteps/`: permanent VTEP records (a host's VTEP stays known
-    /// while its agent is down).
-    pub fn vteps_prefix(&self) -> String {
-        format!("{}/vteps/", self.prefix)
-    }
-    /// `<prefix>/`: everything of this deployment.
-    pub fn all_prefix(&self) -> String {
-        format!("{}/", self.prefix)
+    keys! {
+        /// `<prefix>/r/`: every record.
+        records_prefix => "r/",
+        seq_key => "seq",
+        owners_prefix => "owners/",
+        hosts_prefix => "hosts/",
+        /// `<prefix>/vteps/`: permanent VTEP records (a host's VTEP stays
+        /// known while its agent is down).
+        vteps_prefix => "vteps/",
+        /// `<prefix>/`: everything of this deployment.
+        all_prefix => "",
     }
 
     /// Runs `f` on the store's runtime with the request timeout and waits

@@ -202,6 +202,15 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
     register_font()?;
     let j = &report.json;
     let mut written = Vec::new();
+    // Draws `file` when there are bars and records it.
+    let mut chart = |file: &str, title: &str, y_desc: &str, bars: &[Bar], hline| -> Result<()> {
+        if !bars.is_empty() {
+            let f = dir.join(file);
+            bar_chart(&f, title, y_desc, bars, hline)?;
+            written.push(f.display().to_string());
+        }
+        Ok(())
+    };
 
     let bars: Vec<Bar> = TPath::ALL
         .iter()
@@ -221,17 +230,13 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
             })
         })
         .collect();
-    if !bars.is_empty() {
-        let f = dir.join("throughput.png");
-        bar_chart(
-            &f,
-            "Throughput through the host: one core, 106-byte frames (median, min-max)",
-            "Mpps delivered",
-            &bars,
-            None,
-        )?;
-        written.push(f.display().to_string());
-    }
+    chart(
+        "throughput.png",
+        "Throughput through the host: one core, 106-byte frames (median, min-max)",
+        "Mpps delivered",
+        &bars,
+        None,
+    )?;
 
     if let Some(scale) = j.get("scale_pps").and_then(Value::as_object) {
         let mut counts: Vec<(u64, (f64, f64, f64))> = scale
@@ -249,20 +254,16 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
                 text: format!("{:.2}", med / 1e6),
             })
             .collect();
-        if !bars.is_empty() {
-            let target = counts
-                .first()
-                .map(|c| (c.1 .1 * 0.9 / 1e6, "target: 90 % of 1 HaVip".to_owned()));
-            let f = dir.join("scale.png");
-            bar_chart(
-                &f,
-                "havip throughput with traffic spread over N configured HaVips",
-                "Mpps delivered",
-                &bars,
-                target,
-            )?;
-            written.push(f.display().to_string());
-        }
+        let target = counts
+            .first()
+            .map(|c| (c.1 .1 * 0.9 / 1e6, "target: 90 % of 1 HaVip".to_owned()));
+        chart(
+            "scale.png",
+            "havip throughput with traffic spread over N configured HaVips",
+            "Mpps delivered",
+            &bars,
+            target,
+        )?;
     }
 
     if let Some(ns) = j.get("ns_per_pkt") {
@@ -284,17 +285,13 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
                 })
             })
             .collect();
-        if !bars.is_empty() {
-            let f = dir.join("ns_per_pkt.png");
-            bar_chart(
-                &f,
-                "Program cost per packet (non-live test_run; havip in blue; ↑ = off scale)",
-                "ns per packet",
-                &bars,
-                None,
-            )?;
-            written.push(f.display().to_string());
-        }
+        chart(
+            "ns_per_pkt.png",
+            "Program cost per packet (non-live test_run; havip in blue; ↑ = off scale)",
+            "ns per packet",
+            &bars,
+            None,
+        )?;
     }
     Ok(written)
 }

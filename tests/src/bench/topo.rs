@@ -59,20 +59,23 @@ pub struct BenchLab {
     pub ho1: u32,
 }
 
-fn ns_name(role: char) -> String {
-    format!("{NS_PREFIX}{}{role}", std::process::id())
+/// Namespaces `<prefix><pid><role>`, one per role, with IPv6 off in each
+/// (no autoconfiguration chatter: a receiver counts every frame). Those
+/// already made are removed if one fails.
+pub fn quiet_namespaces<const N: usize>(prefix: &str, roles: [char; N]) -> Result<[Netns; N]> {
+    let mut made = Vec::with_capacity(N);
+    for role in roles {
+        let ns = Netns::create(&format!("{prefix}{}{role}", std::process::id()))?;
+        ns.disable_ipv6()?;
+        made.push(ns);
+    }
+    made.try_into()
+        .map_err(|_| anyhow::anyhow!("{N} namespaces expected"))
 }
 
 impl BenchLab {
     pub fn create() -> Result<Self> {
-        let client = Netns::create(&ns_name('c'))?;
-        let host = Netns::create(&ns_name('h'))?;
-        let owner_a = Netns::create(&ns_name('o'))?;
-        let owner_b = Netns::create(&ns_name('b'))?;
-        // No IPv6 autoconfiguration chatter: the receiver counts every frame.
-        for ns in [&client, &host, &owner_a, &owner_b] {
-            ns.disable_ipv6()?;
-        }
+        let [client, host, owner_a, owner_b] = quiet_namespaces(NS_PREFIX, ['c', 'h', 'o', 'b'])?;
         lab::veth(&client, "c0", &host, "hc0")?;
         lab::veth(&host, "ho0", &owner_a, "o0")?;
         lab::veth(&host, "ho1", &owner_b, "o1")?;

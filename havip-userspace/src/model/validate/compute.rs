@@ -1,7 +1,7 @@
 //! Instances, ENIs and uplinks: create, delete (bindings go with the
 //! member, the owner is cleared if it was the member) and ModifyEni.
 
-use super::{check_interface, check_mac, find, havip::unbind_cleanup, Cx};
+use super::{check_interface, check_mac, find, fresh_id, havip::unbind_cleanup, Cx};
 use crate::model::{
     error::{OpError, ResourceKind},
     op::{
@@ -13,9 +13,7 @@ use crate::model::{
 
 impl Cx<'_> {
     pub(super) fn create_instance(&mut self, op: &CreateInstance) -> Result<RecordKey, OpError> {
-        let id = self.new_id(Some(&op.id), "i", ResourceKind::Instance, |i| {
-            self.state.instances.contains_key(i)
-        })?;
+        let id = fresh_id(&op.id, ResourceKind::Instance, &self.state.instances)?;
         self.vswitch(&op.vswitch)?;
         let inst = Instance {
             id,
@@ -74,9 +72,7 @@ impl Cx<'_> {
     }
 
     pub(super) fn create_eni(&mut self, op: &CreateEni) -> Result<RecordKey, OpError> {
-        self.new_id(Some(&op.id), "eni", ResourceKind::Eni, |i| {
-            self.state.enis.contains_key(i)
-        })?;
+        fresh_id(&op.id, ResourceKind::Eni, &self.state.enis)?;
         let vsw = self.vswitch(&op.vswitch)?;
         check_mac(&format!("ENI {:?}", op.id), op.mac)?;
         check_interface(&op.interface)?;

@@ -13,9 +13,7 @@ impl Cx<'_> {
     pub(super) fn create_eip(&mut self, op: &CreateEip) -> Result<RecordKey, OpError> {
         let state = self.state;
         let address = op.address;
-        let id = self.new_id(op.id.as_deref(), "eip", ResourceKind::Eip, |i| {
-            state.eips.contains_key(i)
-        })?;
+        let id = self.new_id(op.id.as_deref(), "eip", ResourceKind::Eip, &state.eips)?;
         if address.is_unspecified()
             || address.is_broadcast()
             || address.is_multicast()

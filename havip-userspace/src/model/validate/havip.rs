@@ -67,9 +67,12 @@ impl<'a> Cx<'a> {
 
     pub(super) fn create_havip(&mut self, op: &CreateHaVip) -> Result<RecordKey, OpError> {
         let state = self.state;
-        let id = self.new_id(op.id.as_deref(), "havip", ResourceKind::HaVip, |i| {
-            state.havips.contains_key(i)
-        })?;
+        let id = self.new_id(
+            op.id.as_deref(),
+            "havip",
+            ResourceKind::HaVip,
+            &state.havips,
+        )?;
         let vsw = self.vswitch(&op.vswitch)?;
         let name = text_attr("name", op.name.as_ref(), &None, MAX_NAME_LEN)?;
         let description = text_attr(

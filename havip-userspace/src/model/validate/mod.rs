@@ -106,6 +106,45 @@ fn not_found(kind: ResourceKind, id: &str) -> OpError {
 }
 
 /// The `kind` resource `id` of `map`, or `NotFound`.
+/// `Cx` methods that look a resource up by id: `name: map -> Type` reads
+/// `state.map` and refuses an unknown id as `NotFound` of kind `Type`.
+macro_rules! lookups {
+    ($($name:ident: $map:ident -> $ty:ident,)*) => {$(
+        fn $name(&self, id: &str) -> Result<&'a $ty, OpError> {
+            find(&self.state.$map, ResourceKind::$ty, id)
+        }
+    )*};
+}
+
+/// The id of the first resource in `map` that `uses` holds, with its kind:
+/// what a delete is refused for.
+fn first_in<T>(
+    kind: ResourceKind,
+    map: &BTreeMap<String, T>,
+    uses: impl Fn(&T) -> bool,
+) -> Option<(ResourceKind, String)> {
+    map.iter()
+        .find(|(_, v)| uses(v))
+        .map(|(id, _)| (kind, id.clone()))
+}
+
+/// Checks a caller-given id: well formed and not taken by another
+/// resource of `kind`.
+fn fresh_id<T>(
+    id: &str,
+    kind: ResourceKind,
+    taken: &BTreeMap<String, T>,
+) -> Result<String, OpError> {
+    check_id(id)?;
+    if taken.contains_key(id) {
+        return Err(OpError::AlreadyExists {
+            kind,
+            id: id.to_owned(),
+        });
+    }
+    Ok(id.to_owned())
+}
+
 fn find<'m, T>(
     map: &'m BTreeMap<String, T>,
     kind: ResourceKind,
@@ -247,28 +286,13 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn vpc(&self, id: &str) -> Result<&'a Vpc, OpError> {
-        find(&self.state.vpcs, ResourceKind::Vpc, id)
-    }
-
-    fn vswitch(&self, id: &str) -> Result<&'a VSwitch, OpError> {
-        find(&self.state.vswitches, ResourceKind::VSwitch, id)
-    }
-
-    fn havip(&self, id: &str) -> Result<&'a HaVip, OpError> {
-        find(&self.state.havips, ResourceKind::HaVip, id)
-    }
-
-    fn eip(&self, id: &str) -> Result<&'a Eip, OpError> {
-        find(&self.state.eips, ResourceKind::Eip, id)
-    }
-
-    fn instance(&self, id: &str) -> Result<&'a Instance, OpError> {
-        find(&self.state.instances, ResourceKind::Instance, id)
-    }
-
-    fn eni(&self, id: &str) -> Result<&'a Eni, OpError> {
-        find(&self.state.enis, ResourceKind::Eni, id)
+    lookups! {
+        vpc: vpcs -> Vpc,
+        vswitch: vswitches -> VSwitch,
+        havip: havips -> HaVip,
+        eip: eips -> Eip,
+        instance: instances -> Instance,
+        eni: enis -> Eni,
     }
 
     /// Puts `record` in the change; returns its key (the subject).
@@ -285,29 +309,22 @@ impl<'a> Cx<'a> {
         RecordKey::new(kind, id)
     }
 
-    /// Checks an explicit id is valid and free, or names a new resource
-    /// `<prefix>-<n>`.
-    fn new_id(
+    /// The caller's id ([`fresh_id`]) or, without one, the next
+    /// free `<prefix>-NNNNNN`.
+    fn new_id<T>(
         &mut self,
         id: Option<&str>,
         prefix: &str,
         kind: ResourceKind,
-        exists: impl Fn(&str) -> bool,
+        taken: &BTreeMap<String, T>,
     ) -> Result<String, OpError> {
         if let Some(id) = id {
-            check_id(id)?;
-            if exists(id) {
-                return Err(OpError::AlreadyExists {
-                    kind,
-                    id: id.to_owned(),
-                });
-            }
-            return Ok(id.to_owned());
+            return fresh_id(id, kind, taken);
         }
         loop {
             self.meta.next_id += 1;
             let id = format!("{prefix}-{:06}", self.meta.next_id);
-            if !exists(&id) {
+            if !taken.contains_key(&id) {
                 return Ok(id);
             }
         }

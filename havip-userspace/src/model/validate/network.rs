@@ -1,7 +1,7 @@
 //! VPCs and vSwitches: create (CIDR inside the VPC, no overlap, dense
 //! data-plane id) and delete (refused while anything lives in them).
 
-use super::{check_mac, check_prefix, Cx};
+use super::{check_mac, check_prefix, first_in, fresh_id, Cx};
 use crate::model::{
     error::{OpError, ResourceKind},
     op::{CreateVSwitch, CreateVpc, DeleteVSwitch, DeleteVpc},
@@ -11,9 +11,7 @@ use crate::model::{
 
 impl Cx<'_> {
     pub(super) fn create_vpc(&mut self, op: &CreateVpc) -> Result<RecordKey, OpError> {
-        let id = self.new_id(Some(&op.id), "vpc", ResourceKind::Vpc, |i| {
-            self.state.vpcs.contains_key(i)
-        })?;
+        let id = fresh_id(&op.id, ResourceKind::Vpc, &self.state.vpcs)?;
         check_prefix("VPC", op.cidr)?;
         let vpc = Vpc { id, cidr: op.cidr };
         Ok(self.put(Record::Vpc(vpc)))
@@ -37,9 +35,7 @@ impl Cx<'_> {
     }
 
     pub(super) fn create_vswitch(&mut self, op: &CreateVSwitch) -> Result<RecordKey, OpError> {
-        let id = self.new_id(Some(&op.id), "vsw", ResourceKind::VSwitch, |i| {
-            self.state.vswitches.contains_key(i)
-        })?;
+        let id = fresh_id(&op.id, ResourceKind::VSwitch, &self.state.vswitches)?;
         let cidr = op.cidr;
         let vpc = self.vpc(&op.vpc)?;
         check_prefix("vSwitch", cidr)?;
@@ -84,29 +80,12 @@ impl Cx<'_> {
     pub(super) fn delete_vswitch(&mut self, op: &DeleteVSwitch) -> Result<RecordKey, OpError> {
         let vsw = self.vswitch(&op.id)?;
         let s = self.state;
-        let dependent = s
-            .instances
-            .values()
-            .find(|i| i.vswitch == vsw.id)
-            .map(|i| (ResourceKind::Instance, i.id.clone()))
-            .or_else(|| {
-                s.enis
-                    .values()
-                    .find(|e| e.vswitch == vsw.id)
-                    .map(|e| (ResourceKind::Eni, e.id.clone()))
-            })
-            .or_else(|| {
-                s.uplinks
-                    .values()
-                    .find(|u| u.vswitch == vsw.id)
-                    .map(|u| (ResourceKind::Uplink, u.interface.clone()))
-            })
-            .or_else(|| {
-                s.havips
-                    .values()
-                    .find(|h| h.vswitch == vsw.id)
-                    .map(|h| (ResourceKind::HaVip, h.id.clone()))
-            });
+        let dependent = first_in(ResourceKind::Instance, &s.instances, |i| {
+            i.vswitch == vsw.id
+        })
+        .or_else(|| first_in(ResourceKind::Eni, &s.enis, |e| e.vswitch == vsw.id))
+        .or_else(|| first_in(ResourceKind::Uplink, &s.uplinks, |u| u.vswitch == vsw.id))
+        .or_else(|| first_in(ResourceKind::HaVip, &s.havips, |h| h.vswitch == vsw.id));
         if let Some((dependent_kind, dependent)) = dependent {
             return Err(OpError::DependencyViolation {
                 kind: ResourceKind::VSwitch,

@@ -14,9 +14,7 @@ impl Cx<'_> {
     pub(super) fn create_route(&mut self, op: &CreateRoute) -> Result<RecordKey, OpError> {
         let state = self.state;
         let destination = op.destination;
-        let id = self.new_id(op.id.as_deref(), "rte", ResourceKind::Route, |i| {
-            state.routes.contains_key(i)
-        })?;
+        let id = self.new_id(op.id.as_deref(), "rte", ResourceKind::Route, &state.routes)?;
         let v = self.vpc(&op.vpc)?;
         let h = self.havip(&op.next_hop_havip)?;
         let hvpc = state.havip_vpc(h).unwrap_or_default();

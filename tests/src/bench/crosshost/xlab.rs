@@ -80,19 +80,17 @@ pub(super) struct XLab {
     pub(super) realtime: bool,
 }
 
-pub(super) fn ns_name(role: char) -> String {
-    format!("hvx{}{role}", std::process::id())
-}
+/// Prefix of the cross-host lab's namespaces (`hvx<pid><role>`).
+const NS_PREFIX: &str = "hvx";
+/// The ports the product's program runs on for the havip path: host A's
+/// client port and uplink, host B's uplink and owner port.
+const HAVIP_PORTS_A: [&str; 2] = ["hc0", "ua"];
+const HAVIP_PORTS_B: [&str; 2] = ["ub", "ho0"];
 
 impl XLab {
     pub(super) fn create(params: &Params) -> Result<Self> {
-        let client = Netns::create(&ns_name('c'))?;
-        let host_a = Netns::create(&ns_name('a'))?;
-        let host_b = Netns::create(&ns_name('b'))?;
-        let owner = Netns::create(&ns_name('o'))?;
-        for ns in [&client, &host_a, &host_b, &owner] {
-            ns.disable_ipv6()?;
-        }
+        let [client, host_a, host_b, owner] =
+            topo::quiet_namespaces(NS_PREFIX, ['c', 'a', 'b', 'o'])?;
         lab::veth(&client, "c0", &host_a, "hc0")?;
         lab::veth(&host_a, "ua", &host_b, "ub")?;
         lab::veth(&host_b, "ho0", &owner, "o0")?;
@@ -212,61 +210,63 @@ impl XLab {
             initial_owner: bindings.first().copied(),
             bindings,
         };
-        let mut ports_a = vec![instance(hc0), vtep(ua)];
-        ports_a.sort_by_key(|p| p.ifindex);
-        let want_a = Desired {
-            ports: ports_a,
-            havips: vec![havip(Vec::new())],
-            config: DataplaneConfig::default(),
-            vxlan: DesiredVxlan {
-                local: Some(LocalVtep::new(ua, VTEP_A.octets(), UA_MAC)),
-                remote_vteps: vec![RemoteVtep {
-                    addr: VTEP_B.octets(),
-                    mac: UB_MAC,
-                }],
-                vnis: vec![(VSWITCH, VNI)],
-                remote_owners: vec![(
-                    key,
-                    RemoteOwner {
-                        vtep: VTEP_B.octets(),
-                        mac: OWNER_A_MAC,
-                        epoch: 1,
-                        havip_id: 0,
-                    },
-                )],
-            },
-            ..Desired::default()
+        // One host's maps: its two ports, the HaVip with `bindings`, its own
+        // VTEP, the other host's and the remote owners it knows.
+        let host = |mut ports: Vec<DesiredPort>, bindings, local, peer, remote_owners| {
+            ports.sort_by_key(|p| p.ifindex);
+            Desired {
+                ports,
+                havips: vec![havip(bindings)],
+                config: DataplaneConfig::default(),
+                vxlan: DesiredVxlan {
+                    local: Some(local),
+                    remote_vteps: vec![peer],
+                    vnis: vec![(VSWITCH, VNI)],
+                    remote_owners,
+                },
+                ..Desired::default()
+            }
         };
-        let mut ports_b = vec![vtep(ub), instance(ho0)];
-        ports_b.sort_by_key(|p| p.ifindex);
-        let want_b = Desired {
-            ports: ports_b,
-            havips: vec![havip(vec![DesiredBinding {
+        let want_a = host(
+            vec![instance(hc0), vtep(ua)],
+            Vec::new(),
+            LocalVtep::new(ua, VTEP_A.octets(), UA_MAC),
+            RemoteVtep {
+                addr: VTEP_B.octets(),
+                mac: UB_MAC,
+            },
+            vec![(
+                key,
+                RemoteOwner {
+                    vtep: VTEP_B.octets(),
+                    mac: OWNER_A_MAC,
+                    epoch: 1,
+                    havip_id: 0,
+                },
+            )],
+        );
+        let want_b = host(
+            vec![vtep(ub), instance(ho0)],
+            vec![DesiredBinding {
                 ifindex: ho0,
                 mac: OWNER_A_MAC,
-            }])],
-            config: DataplaneConfig::default(),
-            vxlan: DesiredVxlan {
-                local: Some(LocalVtep::new(ub, VTEP_B.octets(), UB_MAC)),
-                remote_vteps: vec![RemoteVtep {
-                    addr: VTEP_A.octets(),
-                    mac: UA_MAC,
-                }],
-                vnis: vec![(VSWITCH, VNI)],
-                remote_owners: Vec::new(),
+            }],
+            LocalVtep::new(ub, VTEP_B.octets(), UB_MAC),
+            RemoteVtep {
+                addr: VTEP_A.octets(),
+                mac: UA_MAC,
             },
-            ..Desired::default()
-        };
-        let dp_a = &mut self.dp_a;
-        topo::in_ns(&self.host_a, || {
-            dataplane::reconcile(&mut dp_a.maps, &want_a).map_err(anyhow::Error::from)
-        })
-        .context("reconciling host A")?;
-        let dp_b = &mut self.dp_b;
-        topo::in_ns(&self.host_b, || {
-            dataplane::reconcile(&mut dp_b.maps, &want_b).map_err(anyhow::Error::from)
-        })
-        .context("reconciling host B")?;
+            Vec::new(),
+        );
+        for (ns, dp, want, name) in [
+            (&self.host_a, &mut self.dp_a, want_a, "A"),
+            (&self.host_b, &mut self.dp_b, want_b, "B"),
+        ] {
+            topo::in_ns(ns, || {
+                dataplane::reconcile(&mut dp.maps, &want).map_err(anyhow::Error::from)
+            })
+            .with_context(|| format!("reconciling host {name}"))?;
+        }
         Ok(())
     }
 
@@ -281,20 +281,17 @@ impl XLab {
     pub(super) fn measure(&mut self, path: XPath, packets: u32) -> Result<Sample> {
         match path {
             XPath::Havip => {
-                let dp_a = &mut self.dp_a;
-                topo::in_ns(&self.host_a, || {
-                    for p in ["hc0", "ua"] {
-                        dp_a.attach(p, AttachMode::Native)?;
-                    }
-                    Ok(())
-                })?;
-                let dp_b = &mut self.dp_b;
-                topo::in_ns(&self.host_b, || {
-                    for p in ["ub", "ho0"] {
-                        dp_b.attach(p, AttachMode::Native)?;
-                    }
-                    Ok(())
-                })?;
+                for (ns, dp, ports) in [
+                    (&self.host_a, &mut self.dp_a, HAVIP_PORTS_A),
+                    (&self.host_b, &mut self.dp_b, HAVIP_PORTS_B),
+                ] {
+                    topo::in_ns(ns, || {
+                        for p in ports {
+                            dp.attach(p, AttachMode::Native)?;
+                        }
+                        Ok(())
+                    })?;
+                }
                 let encap = Self::handled(&self.maps_a, Handled::ForwardedRemote);
                 let decap = Self::handled(&self.maps_b, Handled::Decapsulated);
                 let sample = self.generate(&Env::havip_traffic(1), packets);
@@ -302,14 +299,14 @@ impl XLab {
                     Self::handled(&self.maps_a, Handled::ForwardedRemote).saturating_sub(encap);
                 let decap =
                     Self::handled(&self.maps_b, Handled::Decapsulated).saturating_sub(decap);
-                for p in ["hc0", "ua"] {
+                for p in HAVIP_PORTS_A {
                     self.dp_a.detach(p)?;
                 }
-                for p in ["ub", "ho0"] {
+                for p in HAVIP_PORTS_B {
                     self.dp_b.detach(p)?;
                 }
-                wait_no_xdp(&self.host_a, &["hc0", "ua"])?;
-                wait_no_xdp(&self.host_b, &["ub", "ho0"])?;
+                wait_no_xdp(&self.host_a, &HAVIP_PORTS_A)?;
+                wait_no_xdp(&self.host_b, &HAVIP_PORTS_B)?;
                 let sample = sample?;
                 if sample.delivered > 0 && (encap < sample.delivered || decap < sample.delivered) {
                     bail!(
@@ -363,10 +360,10 @@ impl Drop for XLab {
         if let Some(link) = self.counter.take() {
             let _ = self.progs_a.detach_xdp(progs::PROG_COUNT, link);
         }
-        for p in ["hc0", "ua"] {
+        for p in HAVIP_PORTS_A {
             let _ = self.dp_a.detach(p);
         }
-        for p in ["ub", "ho0"] {
+        for p in HAVIP_PORTS_B {
             let _ = self.dp_b.detach(p);
         }
     }
