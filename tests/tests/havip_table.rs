@@ -24,10 +24,16 @@ fn colliding(home: u32, n: usize) -> Vec<HavipKey> {
         .collect()
 }
 
-#[test]
-fn rows_are_packed_and_a_freed_row_waits() {
+/// A data plane on its own pin dir (dropped before the pin dir).
+fn loaded() -> (PinDir, Dataplane) {
     let pins = PinDir::for_test();
     let dp = Dataplane::load(pins.path()).expect("load");
+    (pins, dp)
+}
+
+#[test]
+fn rows_are_packed_and_a_freed_row_waits() {
+    let (_pins, dp) = loaded();
     let table = &dp.maps.table;
     let word = owner_word::pack(1, 0, 0);
     let rows: Vec<u32> = (0..4)
@@ -51,11 +57,9 @@ fn rows_are_packed_and_a_freed_row_waits() {
 
 #[test]
 fn lookups_go_on_past_removed_entries() {
-    let pins = PinDir::for_test();
-    let dp = Dataplane::load(pins.path()).expect("load");
-    let table = &dp.maps.table;
-    let word = owner_word::pack(1, 0, 0);
+    let (_pins, dp) = loaded();
     let keys = colliding(1234, 3);
+    let (table, word) = (&dp.maps.table, owner_word::pack(1, 0, 0));
     let rows: Vec<u32> = keys
         .iter()
         .zip(0..)
