@@ -422,8 +422,9 @@ impl Section for NsPerPacket {
              DEVMAP_HASH redirect, two per-CPU counters, MACs assigned as `[u8; 6]`) rebuilt one \
              piece at a time in bench-only programs (same map types, keys and values; same frame, \
              ingress hc0, non-live test_run), then two cheaper sketches; the product now \
-             follows proposal B (HaVip table in arrays, owner word + member). The product's own \
-             figure is the last line:\n\n\
+             follows proposal B with an index in front of its rows (4-byte index entries, packed \
+             32-byte rows with the owner word and its copy: one more dependent load than the \
+             sketch). The product's own figure is the last line:\n\n\
              | step | median ns/packet | + over previous |\n| --- | --- | --- |\n",
         );
         let mut previous = summary("bare_redirect").map(|s| s.median);
@@ -441,7 +442,7 @@ impl Section for NsPerPacket {
             (
                 "",
                 "sketch_array_forward",
-                "proposal B: no hash helper at all (PORTS and an open-addressing HaVip table in arrays; the product's layout now)",
+                "proposal B: no hash helper at all (PORTS and an open-addressing HaVip table in arrays; the product adds an index in front of its rows)",
             ),
         ]) {
             if let Some(s) = summary(key) {
