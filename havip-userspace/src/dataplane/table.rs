@@ -215,11 +215,12 @@ impl HavipTable {
             changed: Mapped::new(maps.changed, "HAVIP_CHANGED", MAX_HAVIPS)?,
             free: Mutex::default(),
         };
-        let named: BTreeSet<u32> = (0..INDEX_SLOTS)
-            .filter_map(|e| table.named_row(e))
-            .collect();
+        let mut named = vec![false; MAX_HAVIPS as usize];
+        for row in (0..INDEX_SLOTS).filter_map(|e| table.named_row(e)) {
+            named[row as usize] = true;
+        }
         let mut free = BTreeSet::new();
-        for row in (0..MAX_HAVIPS).filter(|r| !named.contains(r)) {
+        for row in (0..MAX_HAVIPS).filter(|r| !named[*r as usize]) {
             if table.state(row).load(Ordering::Acquire) != row_state::EMPTY {
                 table.state(row).store(row_state::EMPTY, Ordering::Release);
             }
@@ -339,16 +340,16 @@ impl HavipTable {
         })
     }
 
-    /// The index entries `key` may be in, in probe order.
-    fn probes(key: &HavipKey) -> impl Iterator<Item = u32> {
-        let home = index_entry::home(table_hash(key));
+    /// The index entries a key of `hash` may be in, in probe order.
+    fn probes(hash: u32) -> impl Iterator<Item = u32> {
+        let home = index_entry::home(hash);
         (0..MAX_PROBES).map(move |i| home.wrapping_add(i) & (INDEX_SLOTS - 1))
     }
 
     /// The index entry and row of `key`, probing as the program does.
     fn locate(&self, key: &HavipKey) -> Option<(u32, RowView)> {
         let hash = table_hash(key);
-        for e in Self::probes(key) {
+        for e in Self::probes(hash) {
             let entry = self.entry(e).load(Ordering::Acquire);
             if entry == index_entry::EMPTY {
                 return None;
@@ -385,7 +386,8 @@ impl HavipTable {
     /// # Errors
     /// No free entry within `MAX_PROBES` of the home entry; no free row.
     pub fn insert(&self, key: HavipKey, id: u32, word: u64) -> Result<u32, TableError> {
-        let e = Self::probes(&key)
+        let hash = table_hash(&key);
+        let e = Self::probes(hash)
             .find(|e| self.named_row(*e).is_none())
             .ok_or(TableError::Full { key })?;
         let pos = self.rows().take().ok_or(TableError::NoRow)?;
@@ -403,7 +405,7 @@ impl HavipTable {
         fence(Ordering::Release);
         self.state(pos).store(row_state::USED, Ordering::Release);
         self.entry(e)
-            .store(index_entry::pack(table_hash(&key), pos), Ordering::Release);
+            .store(index_entry::pack(hash, pos), Ordering::Release);
         Ok(pos)
     }
 
@@ -415,7 +417,9 @@ impl HavipTable {
         let Some(view) = self.read(pos) else {
             return;
         };
-        if let Some(e) = Self::probes(&view.key).find(|e| self.named_row(*e) == Some(pos)) {
+        if let Some(e) =
+            Self::probes(table_hash(&view.key)).find(|e| self.named_row(*e) == Some(pos))
+        {
             self.entry(e)
                 .store(index_entry::TOMBSTONE, Ordering::Release);
         }
