@@ -134,6 +134,18 @@ pub struct HavipKey {
     pub addr: [u8; 4],
 }
 
+impl HavipKey {
+    /// The key's 8 bytes as one word, as an aligned 8-byte load of a
+    /// `HavipKey` at the start of a [`HavipRow`] reads them (so the XDP
+    /// program compares a row's key with one load and one compare).
+    #[inline(always)]
+    pub const fn word(&self) -> u64 {
+        let v = self.vswitch_id.to_ne_bytes();
+        let a = self.addr;
+        u64::from_ne_bytes([v[0], v[1], v[2], v[3], a[0], a[1], a[2], a[3]])
+    }
+}
+
 /// `VPC_HAVIPS` key: a HaVip address inside one VPC (any of its vSwitches).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -492,6 +504,8 @@ const _: () = {
     assert!(core::mem::size_of::<VpcAddrKey>() == 8);
     assert!(core::mem::size_of::<DevMapValue>() == 8);
     assert!(core::mem::size_of::<HavipRow>() == 32);
+    // The XDP program reads a row's key as one aligned word (`HavipKey::word`).
+    assert!(core::mem::align_of::<HavipRow>() == 8 && core::mem::offset_of!(HavipRow, key) == 0);
     assert!(MAX_PORTS <= 1 << 12 && MEMBERS_PER_HAVIP <= 0xf);
     assert!(core::mem::size_of::<Member>() == 16);
     assert!(INDEX_SLOTS.is_power_of_two());

@@ -110,7 +110,7 @@ pub struct Havip {
 pub fn find_havip(key: &HavipKey) -> Option<Havip> {
     let hash = table_hash(key);
     let home = index_entry::home(hash);
-    let (vswitch, addr) = (key.vswitch_id, u32::from_ne_bytes(key.addr));
+    let want = key.word();
     let mut i = 0;
     while i < MAX_PROBES {
         let e = home.wrapping_add(i) & (INDEX_SLOTS - 1);
@@ -128,15 +128,15 @@ pub fn find_havip(key: &HavipKey) -> Option<Havip> {
             if let Some(row) = HAVIP_ROWS.get_ptr_mut(row) {
                 // SAFETY: `row` points into the array's value area (bounds
                 // checked by the lookup); single aligned loads of
-                // agent-written fields.
-                let (state, r_vswitch, r_addr) = unsafe {
+                // agent-written fields (the key, 8 bytes at the start of
+                // an 8-byte aligned row, as one word: `HavipKey::word`).
+                let (state, r_key) = unsafe {
                     (
                         read_volatile(&raw const (*row).state),
-                        read_volatile(&raw const (*row).key.vswitch_id),
-                        u32::from_ne_bytes(read_volatile(&raw const (*row).key.addr)),
+                        read_volatile((&raw const (*row).key).cast::<u64>()),
                     )
                 };
-                if state == row_state::USED && r_vswitch == vswitch && r_addr == addr {
+                if state == row_state::USED && r_key == want {
                     // SAFETY: as above.
                     let id = unsafe { read_volatile(&raw const (*row).id) };
                     return Some(Havip { row, id });

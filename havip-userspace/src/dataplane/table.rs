@@ -737,4 +737,32 @@ mod tests {
         assert_eq!(r.take(), Some(3));
         assert_eq!(r.take(), None);
     }
+
+    /// The XDP program compares a row's key as the word at the row's start.
+    #[test]
+    fn a_rows_first_word_is_its_key_word() {
+        let key = havip_common::HavipKey {
+            vswitch_id: 0x0102_0304,
+            addr: [10, 0, 0, 7],
+        };
+        for other in [
+            havip_common::HavipKey {
+                vswitch_id: 0x0102_0305,
+                ..key
+            },
+            havip_common::HavipKey {
+                addr: [10, 0, 0, 8],
+                ..key
+            },
+        ] {
+            assert_ne!(other.word(), key.word());
+        }
+        let row = havip_common::HavipRow {
+            key,
+            ..Default::default()
+        };
+        // SAFETY: `HavipRow` is 8-byte aligned with the key at offset 0.
+        let first = unsafe { std::ptr::read((&raw const row).cast::<u64>()) };
+        assert_eq!(first, key.word());
+    }
 }
