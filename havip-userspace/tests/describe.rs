@@ -235,8 +235,7 @@ fn state_survives_restart() {
 
 #[test]
 fn concurrent_clients_are_group_committed() {
-    let (srv, c) = Server::with_fixture();
-    raise_quotas(&c);
+    let (srv, c) = Server::with_raised_quotas();
     for n in 0..8 {
         create_havip(&c, &format!("h{n}"), "vsw-1");
     }

@@ -135,8 +135,7 @@ fn bindings_per_havip() {
 
 #[test]
 fn havips_per_instance_counts_eni_bindings() {
-    let (srv, c) = Server::with_fixture();
-    raise_quotas(&c);
+    let (srv, c) = Server::with_raised_quotas();
     // i-0 holds 3 HaVips directly and 2 through its ENIs (eni-0, eni-0b).
     for n in 0..3 {
         create_havip(&c, &format!("d{n}"), "vsw-1");

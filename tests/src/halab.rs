@@ -12,7 +12,7 @@ use havip::dataplane::{
 };
 
 use crate::lab::{self, Guest, Lab};
-use havip_common::{owner_flags, port_flags, virtual_mac, DataplaneConfig, HavipKey, OwnerEntry};
+use havip_common::{port_flags, virtual_mac, DataplaneConfig, HavipKey, OwnerEntry};
 
 use crate::*;
 
@@ -161,19 +161,15 @@ impl HaLab {
         let binding = self.binding(name);
         let current = self.owner();
         let next = OwnerEntry {
-            epoch: current.epoch + 1,
             changed_ns: current.changed_ns,
-            havip_id: LAB_HAVIP_ID,
-            ifindex: binding.ifindex,
-            mac: binding.mac,
-            flags: owner_flags::BY_CONTROL,
-            ..OwnerEntry::default()
+            ..control_owner(
+                current.epoch + 1,
+                LAB_HAVIP_ID,
+                binding.ifindex,
+                binding.mac,
+            )
         };
-        self.dp
-            .maps
-            .owners
-            .insert(self.key, next, 0)
-            .unwrap_or_else(|e| panic!("writing OWNERS: {e}"));
+        write_owner(&self.dp, self.key, next);
     }
 
     pub fn counters(&self) -> Counters {

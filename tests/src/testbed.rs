@@ -11,7 +11,8 @@ use havip::dataplane::{
 
 use crate::lab::{self, Netns};
 use havip_common::{
-    port_flags, virtual_mac, DataplaneConfig, Handled, HavipKey, OwnerEntry, TrafficCounter,
+    owner_flags, port_flags, virtual_mac, DataplaneConfig, Handled, HavipKey, OwnerEntry,
+    TrafficCounter,
 };
 
 use crate::*;
@@ -212,6 +213,28 @@ fn xdp_md(data: u32, data_end: u32, ingress_ifindex: u32) -> [u8; 24] {
     // data_meta (8..12) must be 0; rx_queue_index (16..20) 0; egress (20..24) 0.
     ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
     ctx
+}
+
+/// An `OWNERS` entry as the control plane sets it (`BY_CONTROL`): port
+/// `ifindex` with `mac` at `epoch` (0 and zeros: no owner).
+pub fn control_owner(epoch: u64, havip_id: u32, ifindex: u32, mac: [u8; 6]) -> OwnerEntry {
+    OwnerEntry {
+        epoch,
+        changed_ns: 0,
+        havip_id,
+        ifindex,
+        mac,
+        flags: owner_flags::BY_CONTROL,
+        ..OwnerEntry::default()
+    }
+}
+
+/// Sets `OWNERS[key]` of `dp` to `owner`; panics with the key on failure.
+pub fn write_owner(dp: &Dataplane, key: HavipKey, owner: OwnerEntry) {
+    dp.maps
+        .owners
+        .insert(key, owner, 0)
+        .unwrap_or_else(|e| panic!("writing OWNERS[{key:?}]: {e}"));
 }
 
 /// Ethernet header length: the shortest frame `BPF_PROG_TEST_RUN` takes.
@@ -487,6 +510,12 @@ impl TestBed {
             .owners
             .get(&key, 0)
             .unwrap_or_else(|e| panic!("OWNERS[{key:?}]: {e}"))
+    }
+
+    /// Asserts the `EVENTS` ring buffer is empty (`why`: what emits none).
+    pub fn assert_no_events(&mut self, why: &str) {
+        let events = self.events();
+        assert!(events.is_empty(), "{why}: {events:?}");
     }
 
     /// Everything in the `EVENTS` ring buffer, oldest first.

@@ -65,7 +65,7 @@ fn authorised_garp_moves_the_owner_and_the_traffic() {
         refreshed.changed_ns, moved.changed_ns,
         "a refresh keeps changed_ns"
     );
-    assert!(bed.events().is_empty(), "a refresh emits no event");
+    bed.assert_no_events("a refresh emits no event");
 
     // An unsolicited ARP reply is a claim too: the first owner takes it back.
     #[rustfmt::skip]

@@ -2,9 +2,11 @@
 //! to its owner with the MACs rewritten, or dropped and counted when it
 //! cannot be delivered. Topology: `havip_tests::TestBed`.
 
-use havip_common::{owner_flags, DropReason, OwnerEntry};
+use havip_common::DropReason;
 use havip_tests::frames;
-use havip_tests::{bed::*, fixtures::*, icmp_echo, tcp_flags, Case, Port, TestBed};
+use havip_tests::{
+    bed::*, control_owner, fixtures::*, icmp_echo, tcp_flags, write_owner, Case, Port, TestBed,
+};
 
 #[test]
 fn havip_traffic_is_redirected_to_the_owner() {
@@ -94,7 +96,7 @@ fn havip_traffic_is_redirected_to_the_owner() {
         "HAVIP_STATS[{HAVIP_A_ID}] must count every frame forwarded to HaVip A"
     );
     bed.assert_forwarded(HAVIP_VS2_ID, 0, "a hairpin is not forwarded");
-    assert!(bed.events().is_empty(), "forwarding must not emit events");
+    bed.assert_no_events("forwarding must not emit events");
 }
 
 #[test]
@@ -140,20 +142,8 @@ fn havip_traffic_that_cannot_be_delivered_is_dropped() {
 fn redirect_to_a_port_missing_from_tx_ports_is_dropped() {
     let mut bed = TestBed::new();
     // An owner whose port the agent never configured as a redirect target.
-    let stray = OwnerEntry {
-        epoch: 9,
-        changed_ns: 0,
-        havip_id: HAVIP_A_ID,
-        ifindex: bed.ifindex(Port::Unknown),
-        mac: OWNER_MAC,
-        flags: owner_flags::BY_CONTROL,
-        ..OwnerEntry::default()
-    };
-    bed.dp
-        .maps
-        .owners
-        .insert(key(VSWITCH, HAVIP_A), stray, 0)
-        .expect("writing OWNERS");
+    let stray = control_owner(9, HAVIP_A_ID, bed.ifindex(Port::Unknown), OWNER_MAC);
+    write_owner(&bed.dp, key(VSWITCH, HAVIP_A), stray);
     // A port in PORTS whose TX_PORTS entry is gone cannot get proxy replies.
     bed.dp
         .maps

@@ -66,7 +66,7 @@ fn proxy_arp_answers_for_havips_with_the_virtual_mac() {
         Case::pass("unconfigured port asks for the HaVip", Port::Unknown, request.bytes()),
     ]);
     assert_owner(&bed, HAVIP_A, Port::Owner, OWNER_MAC, 1);
-    assert!(bed.events().is_empty(), "proxy ARP emits no events");
+    bed.assert_no_events("proxy ARP emits no events");
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn standbys_reach_their_havip_and_never_see_a_conflict() {
         Case::drop("owner's IPv4 to its own HaVip never goes back out of its port", Port::Owner,
             udp(vmac(HAVIP_A), OWNER_MAC, OWNER_IP, HAVIP_A).bytes(), DropReason::HairpinToOwner),
     ]);
-    assert!(bed.events().is_empty(), "member ARP emits no events");
+    bed.assert_no_events("member ARP emits no events");
 
     // A gratuitous request (SPA == TPA) is a claim, never answered.
     standby_claims_a(&mut bed);

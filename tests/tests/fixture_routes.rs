@@ -133,7 +133,7 @@ fn routed_frames_reach_the_owner_with_the_ip_packet_unchanged() {
         5,
         "routed frames count under the next-hop HaVip",
     );
-    assert!(bed.events().is_empty(), "routing emits no events");
+    bed.assert_no_events("routing emits no events");
 }
 
 #[test]

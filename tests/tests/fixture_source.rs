@@ -43,7 +43,7 @@ fn ipv4_from_a_havip_needs_a_binding() {
         4,
         "DROPS[src_havip_unbound]"
     );
-    assert!(bed.events().is_empty(), "source checks emit no events");
+    bed.assert_no_events("source checks emit no events");
 }
 
 #[test]

@@ -48,7 +48,7 @@ use axum::{
     routing::get,
     Router,
 };
-use havip_common::{HavipKey, OwnerEntry};
+use havip_common::{HavipKey, OwnerEntry, TrafficCounter};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -195,6 +195,27 @@ fn counter_family(
     Ok(())
 }
 
+/// Two counter families from the same traffic counters: packets
+/// (`(name, help)` of `packets`) and bytes (`bytes`, unit bytes).
+fn traffic_families(
+    enc: &mut DescriptorEncoder,
+    series: &[(Labels, TrafficCounter)],
+    packets: (&str, &str),
+    bytes: (&str, &str),
+) -> Result<(), std::fmt::Error> {
+    let values = |f: fn(&TrafficCounter) -> u64| -> Vec<(Labels, u64)> {
+        series.iter().map(|(l, c)| (l.clone(), f(c))).collect()
+    };
+    counter_family(enc, packets.0, packets.1, None, &values(|c| c.packets))?;
+    counter_family(
+        enc,
+        bytes.0,
+        bytes.1,
+        Some(&Unit::Bytes),
+        &values(|c| c.bytes),
+    )
+}
+
 fn host_of(owner: &OwnerEntry, local: &str) -> String {
     if owner.is_remote() {
         Ipv4Addr::from(owner.vtep).to_string()
@@ -218,46 +239,15 @@ impl Collector for Pinned {
         let Some(maps) = guard.as_ref() else {
             return Ok(());
         };
-        let handled = stats::handled(maps);
-        let drops = stats::drops(maps);
         let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
-        let frames = |l: &dyn Fn(usize) -> Labels, v: &[u64]| -> Vec<(Labels, u64)> {
-            v.iter().enumerate().map(|(i, v)| (l(i), *v)).collect()
-        };
-        let h_lab = |i: usize| label("outcome", handled[i].0.name());
-        let d_lab = |i: usize| label("reason", drops[i].0.name());
-        let hp: Vec<u64> = handled.iter().map(|(_, c)| c.packets).collect();
-        let hb: Vec<u64> = handled.iter().map(|(_, c)| c.bytes).collect();
-        let dp: Vec<u64> = drops.iter().map(|(_, c)| c.packets).collect();
-        let db: Vec<u64> = drops.iter().map(|(_, c)| c.bytes).collect();
-        counter_family(
-            &mut enc,
-            "havip_handled_frames",
-            "Frames the XDP program handled, by outcome",
-            None,
-            &frames(&h_lab, &hp),
-        )?;
-        counter_family(
-            &mut enc,
-            "havip_handled",
-            "Bytes of the frames the XDP program handled, by outcome",
-            Some(&Unit::Bytes),
-            &frames(&h_lab, &hb),
-        )?;
-        counter_family(
-            &mut enc,
-            "havip_dropped_frames",
-            "Frames the XDP program dropped, by reason",
-            None,
-            &frames(&d_lab, &dp),
-        )?;
-        counter_family(
-            &mut enc,
-            "havip_dropped",
-            "Bytes of the frames the XDP program dropped, by reason",
-            Some(&Unit::Bytes),
-            &frames(&d_lab, &db),
-        )?;
+        let handled: Vec<(Labels, TrafficCounter)> = stats::handled(maps)
+            .into_iter()
+            .map(|(h, c)| (label("outcome", h.name()), c))
+            .collect();
+        let drops: Vec<(Labels, TrafficCounter)> = stats::drops(maps)
+            .into_iter()
+            .map(|(d, c)| (label("reason", d.name()), c))
+            .collect();
 
         // Per HaVip: ids and members from the state, numbers from the maps.
         let owners: Vec<(HavipKey, OwnerEntry)> =
@@ -282,30 +272,44 @@ impl Collector for Pinned {
                 .collect();
             (rows, owner_rows)
         });
-        let traffic: Vec<_> = rows
+        let forwarded: Vec<(Labels, TrafficCounter)> = rows
             .iter()
-            .map(|(id, slot)| (id.clone(), stats::havip(maps, *slot)))
+            .map(|(id, slot)| (label("havip", id), stats::havip(maps, *slot)))
             .collect();
-        counter_family(
-            &mut enc,
-            "havip_forwarded_packets",
-            "Packets forwarded to the HaVip's owner",
-            None,
-            &traffic
-                .iter()
-                .map(|(id, c)| (label("havip", id), c.packets))
-                .collect::<Vec<_>>(),
-        )?;
-        counter_family(
-            &mut enc,
-            "havip_forwarded",
-            "Bytes forwarded to the HaVip's owner",
-            Some(&Unit::Bytes),
-            &traffic
-                .iter()
-                .map(|(id, c)| (label("havip", id), c.bytes))
-                .collect::<Vec<_>>(),
-        )?;
+        for (series, packets, bytes) in [
+            (
+                &handled,
+                (
+                    "havip_handled_frames",
+                    "Frames the XDP program handled, by outcome",
+                ),
+                (
+                    "havip_handled",
+                    "Bytes of the frames the XDP program handled, by outcome",
+                ),
+            ),
+            (
+                &drops,
+                (
+                    "havip_dropped_frames",
+                    "Frames the XDP program dropped, by reason",
+                ),
+                (
+                    "havip_dropped",
+                    "Bytes of the frames the XDP program dropped, by reason",
+                ),
+            ),
+            (
+                &forwarded,
+                (
+                    "havip_forwarded_packets",
+                    "Packets forwarded to the HaVip's owner",
+                ),
+                ("havip_forwarded", "Bytes forwarded to the HaVip's owner"),
+            ),
+        ] {
+            traffic_families(&mut enc, series, packets, bytes)?;
+        }
         let mut m = enc.encode_descriptor(
             "havip_owner",
             "Current owner of each HaVip as the kernel holds it (value 1)",
@@ -316,20 +320,20 @@ impl Collector for Pinned {
             m.encode_info(labels)?;
         }
         let (suppressed, lost) = stats::event_losses(maps);
-        counter_family(
-            &mut enc,
-            "havip_events_lost",
-            "Data-plane events lost to a full ring buffer",
-            None,
-            &[(vec![], lost)],
-        )?;
-        counter_family(
-            &mut enc,
-            "havip_security_events_suppressed",
-            "Security events suppressed by the per-CPU rate limit",
-            None,
-            &[(vec![], suppressed)],
-        )?;
+        for (name, help, value) in [
+            (
+                "havip_events_lost",
+                "Data-plane events lost to a full ring buffer",
+                lost,
+            ),
+            (
+                "havip_security_events_suppressed",
+                "Security events suppressed by the per-CPU rate limit",
+                suppressed,
+            ),
+        ] {
+            counter_family(&mut enc, name, help, None, &[(vec![], value)])?;
+        }
         drop(guard);
         let mut m = enc.encode_descriptor(
             "havip_build",

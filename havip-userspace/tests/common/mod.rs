@@ -205,6 +205,19 @@ impl Server {
         (srv, c)
     }
 
+    /// [`Server::with_fixture`] with quotas of 100 HaVips per account and
+    /// per VPC.
+    pub fn with_raised_quotas() -> (Self, Client) {
+        let (srv, c) = Self::with_fixture();
+        c.set_quotas(&SetQuota {
+            havips_per_account: Some(100),
+            havips_per_vpc: Some(100),
+            havip_routes_per_vpc: None,
+        })
+        .unwrap();
+        (srv, c)
+    }
+
     pub fn cp(&self) -> &ControlPlane {
         self.cp.as_ref().expect("control plane")
     }
@@ -381,15 +394,6 @@ pub fn create_havip(c: &Client, id: &str, vswitch: &str) {
     c.create_havip(&CreateHaVip {
         id: Some(id.into()),
         ..havip_in(vswitch)
-    })
-    .unwrap();
-}
-
-pub fn raise_quotas(c: &Client) {
-    c.set_quotas(&SetQuota {
-        havips_per_account: Some(100),
-        havips_per_vpc: Some(100),
-        havip_routes_per_vpc: None,
     })
     .unwrap();
 }

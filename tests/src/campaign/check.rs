@@ -403,10 +403,10 @@ mod tests {
     //! of a misbehaving data plane.
 
     use havip::dataplane::{Desired, DesiredBinding, DesiredHavip, DesiredPort};
-    use havip_common::{owner_flags, port_flags, Handled, HavipKey, OwnerEntry, TrafficCounter};
+    use havip_common::{port_flags, Handled, HavipKey, OwnerEntry, TrafficCounter};
 
     use super::{Checker, Observation, World};
-    use crate::{action, Counter};
+    use crate::{action, control_owner, Counter};
 
     const GW: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const A: [u8; 6] = [2, 0, 0, 0, 0xa, 1];
@@ -440,15 +440,7 @@ mod tests {
     }
 
     fn owner() -> OwnerEntry {
-        OwnerEntry {
-            epoch: 1,
-            changed_ns: 0,
-            havip_id: 1,
-            ifindex: 5,
-            mac: A,
-            flags: owner_flags::BY_CONTROL,
-            ..OwnerEntry::default()
-        }
+        control_owner(1, 1, 5, A)
     }
 
     /// Unicast IPv4 to `dst` from ifindex 5.

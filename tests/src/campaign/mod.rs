@@ -19,14 +19,14 @@ use std::{
 };
 
 use havip::dataplane::{events::DataplaneEvent, stats};
-use havip_common::{owner_flags, HavipKey, OwnerEntry};
+use havip_common::{HavipKey, OwnerEntry};
 
 use self::{
     check::{Checker, Observation, OwnerChange, World},
     gen::{Generated, Pools},
     rng::Rng,
 };
-use crate::{bed, Counters, Port, TestBed, ETH_HLEN};
+use crate::{bed, control_owner, write_owner, Counters, Port, TestBed, ETH_HLEN};
 
 /// Violations kept with their frame (the rest are only counted).
 const KEEP_VIOLATIONS: usize = 10;
@@ -204,20 +204,8 @@ fn reset_owners(bed: &mut TestBed) {
     for h in bed.desired.havips.clone() {
         let current = bed.dp.maps.owners.get(&h.key, 0).unwrap_or_default();
         let (ifindex, mac) = h.initial_owner.map_or((0, [0; 6]), |b| (b.ifindex, b.mac));
-        let next = OwnerEntry {
-            epoch: current.epoch + 1,
-            changed_ns: 0,
-            havip_id: h.id,
-            ifindex,
-            mac,
-            flags: owner_flags::BY_CONTROL,
-            ..OwnerEntry::default()
-        };
-        bed.dp
-            .maps
-            .owners
-            .insert(h.key, next, 0)
-            .unwrap_or_else(|e| panic!("resetting OWNERS[{:?}]: {e}", h.key));
+        let next = control_owner(current.epoch + 1, h.id, ifindex, mac);
+        write_owner(&bed.dp, h.key, next);
     }
 }
 
