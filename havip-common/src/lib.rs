@@ -47,7 +47,8 @@ pub const VXLAN_OVERHEAD: usize = 50;
 /// so the agent refuses a VTEP interface with a smaller MTU.
 pub const MIN_UNDERLAY_MTU: u32 = 1280;
 
-/// Product limits (see PRODUCT.md). The control plane enforces them.
+/// Product limits (docs/design.md, "Product rules and limits"). The
+/// control plane enforces them.
 pub mod limits {
     /// Instances or ENIs bound to one HaVip.
     pub const BINDINGS_PER_HAVIP: usize = 10;
