@@ -197,7 +197,8 @@ fn triple(v: &Value) -> Option<(f64, f64, f64)> {
     ))
 }
 
-/// Draws every chart the report has data for; returns the files written.
+/// Draws every chart the report has data for into `dir`; returns the names
+/// of the files written.
 pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
     register_font()?;
     let j = &report.json;
@@ -207,7 +208,8 @@ pub fn render_all(dir: &Path, report: &Report) -> Result<Vec<String>> {
         if !bars.is_empty() {
             let f = dir.join(file);
             bar_chart(&f, title, y_desc, bars, hline)?;
-            written.push(f.display().to_string());
+            // Named as the report sees it: next to it.
+            written.push(file.to_owned());
         }
         Ok(())
     };
