@@ -16,9 +16,7 @@ use havip::dataplane::{
     self, events, stats, AttachMode, Dataplane, Desired, DesiredBinding, DesiredHavip, DesiredPort,
     Maps,
 };
-use havip_common::{
-    port_flags, virtual_mac, DataplaneConfig, Handled, HavipKey, OwnerEntry, PortInfo,
-};
+use havip_common::{port_flags, virtual_mac, DataplaneConfig, Handled, HavipKey, PortInfo};
 
 use super::{
     progs::{self, BenchProgs, Traffic},
@@ -137,15 +135,7 @@ impl Env {
             gateway_mac: GATEWAY_MAC,
             ..PortInfo::default()
         };
-        let owner = OwnerEntry {
-            epoch: 1,
-            changed_ns: 0,
-            havip_id: 0,
-            ifindex: ho0,
-            mac: OWNER_A_MAC,
-            flags: havip_common::owner_flags::BY_CONTROL,
-            ..OwnerEntry::default()
-        };
+        let owner = crate::control_owner(1, 0, ho0, OWNER_A_MAC);
         topo::in_ns(&env.lab.host, || {
             progs.set_bare_target(ho0)?;
             progs.set_ladder(hc0, port, Self::havip0_key(), owner)
