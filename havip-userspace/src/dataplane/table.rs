@@ -617,11 +617,14 @@ impl HavipMap {
     /// `MapError::KeyNotFound` if `key` is no HaVip.
     pub fn get(&self, key: &HavipKey, _flags: u64) -> Result<HavipEntry, MapError> {
         let v = self.0.find(key).ok_or_else(not_found)?;
-        Ok(entry(&v))
+        Ok(havip_entry(&v))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Result<(HavipKey, HavipEntry), MapError>> {
-        self.0.used().into_iter().map(|v| Ok((v.key, entry(&v))))
+        self.0
+            .used()
+            .into_iter()
+            .map(|v| Ok((v.key, havip_entry(&v))))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = Result<HavipKey, MapError>> {
@@ -629,7 +632,7 @@ impl HavipMap {
     }
 }
 
-fn entry(v: &RowView) -> HavipEntry {
+fn havip_entry(v: &RowView) -> HavipEntry {
     HavipEntry {
         id: v.id,
         flags: 0,
