@@ -140,10 +140,15 @@ impl HavipKey {
     /// `HavipKey` at the start of a [`HavipRow`] reads them (so the XDP
     /// program compares a row's key with one load and one compare).
     #[inline(always)]
+    /// Built with shifts, not from bytes: on little-endian it is the very
+    /// value [`table_hash`] mixes, so the compiler computes it once.
     pub const fn word(&self) -> u64 {
-        let v = self.vswitch_id.to_ne_bytes();
-        let a = self.addr;
-        u64::from_ne_bytes([v[0], v[1], v[2], v[3], a[0], a[1], a[2], a[3]])
+        let (vswitch, addr) = (self.vswitch_id as u64, u32::from_ne_bytes(self.addr) as u64);
+        if cfg!(target_endian = "little") {
+            vswitch | addr << 32
+        } else {
+            vswitch << 32 | addr
+        }
     }
 }
 

@@ -29,12 +29,34 @@ pub struct Addrs {
 #[inline(always)]
 pub fn addresses(ctx: &XdpContext, offset: usize) -> Option<Addrs> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
-    // SAFETY: bounds-checked by `ptr_at`.
-    let (version_ihl, saddr, daddr) = unsafe { ((*ip).version_ihl, (*ip).saddr, (*ip).daddr) };
+    // SAFETY: bounds-checked by `ptr_at`; the addresses as 16-bit halves
+    // (see `addr_at`).
+    let (version_ihl, saddr, daddr) = unsafe {
+        (
+            (*ip).version_ihl,
+            addr_at(&raw const (*ip).saddr),
+            addr_at(&raw const (*ip).daddr),
+        )
+    };
     if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
         return None;
     }
     Some(Addrs { saddr, daddr })
+}
+
+/// An address read as two 16-bit loads and put together as one word:
+/// byte loads would leave four values for the compiler to shuffle.
+///
+/// # Safety
+/// `addr` is in bounds and 2-byte aligned: the IPv4 header starts at an
+/// even offset (14 or 18) of packet data, which starts 2-byte aligned.
+#[inline(always)]
+unsafe fn addr_at(addr: *const [u8; 4]) -> [u8; 4] {
+    let half = addr.cast::<u16>();
+    // SAFETY: per the function's contract.
+    let (a, b) = unsafe { (half.read_volatile(), half.add(1).read_volatile()) };
+    let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
+    u32::from_ne_bytes([a[0], a[1], b[0], b[1]]).to_ne_bytes()
 }
 
 /// Protocols whose header starts with 16-bit source and destination ports.
