@@ -30,6 +30,7 @@ use havip_common::{
 };
 
 pub use crate::counter::count;
+use crate::packet::MacWord;
 
 /// Declares a pinned map from its catalogue entry: the static's name is the
 /// catalogue name (and so the pin name), capacity and flags come from the
@@ -183,23 +184,35 @@ impl Havip {
     /// word (one load), then the owner copy in the same cache line (one
     /// load), used only if it is of the member the word names (so port and
     /// MAC are one member's, from one store); else the member is read
-    /// from `HAVIP_MEMBERS` ([`Havip::owner_from`]).
+    /// from `HAVIP_MEMBERS` (as [`Havip::owner_from`] does).
     #[inline(always)]
-    pub fn owner(&self) -> OwnerEntry {
+    pub fn owner(&self) -> Owner {
         let word = self.owner_word();
         // SAFETY: as `owner_word`.
         let copy = unsafe { read_volatile(&raw const (*self.row).owner_copy) };
-        let member = owner_word::member(word);
-        if member != 0 && owner_copy::member(copy) == member {
-            let local = Member {
+        let index = owner_word::member(word);
+        if index != 0 && owner_copy::member(copy) == index {
+            // The copy's MAC is its top 48 bits (`owner_copy::pack`).
+            return Owner {
+                havip_id: self.id,
                 ifindex: owner_copy::ifindex(copy),
-                mac: owner_copy::mac(copy),
-                flags: 0,
+                mac: MacWord::from_low48(copy >> 16),
+                remote: false,
                 vtep: [0; 4],
             };
-            return self.entry(word, owner_word::flags(word) & !owner_flags::REMOTE, &local);
         }
-        self.owner_from(word)
+        let member = if index == 0 {
+            Member::default()
+        } else {
+            self.member(u32::from(index) - 1).unwrap_or_default()
+        };
+        Owner {
+            havip_id: self.id,
+            ifindex: member.ifindex,
+            mac: MacWord::new(&member.mac),
+            remote: (owner_word::flags(word) | member.flags) & owner_flags::REMOTE != 0,
+            vtep: member.vtep,
+        }
     }
 
     /// Member `index` of this HaVip (copied).
@@ -237,6 +250,18 @@ impl Havip {
             _pad: [0; 4],
         }
     }
+}
+
+/// A HaVip's current owner as the forward path uses it ([`Havip::owner`]).
+#[derive(Clone, Copy)]
+pub struct Owner {
+    pub havip_id: u32,
+    /// Owner's host port; 0 = no owner.
+    pub ifindex: u32,
+    pub mac: MacWord,
+    /// On another host (`vtep`): frames for it are VXLAN-encapsulated.
+    pub remote: bool,
+    pub vtep: [u8; 4],
 }
 
 /// Member `index` of HaVip `id`, if the row exists.

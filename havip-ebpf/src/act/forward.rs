@@ -7,7 +7,7 @@ use havip_common::{port_flags, virtual_mac, DropReason, Handled, HavipKey, PortI
 use crate::{
     act::encap::{self, RemoteOwner},
     maps::{count, find_havip, HAVIP_STATS, TX_PORTS},
-    packet::{mac_eq, write_mac},
+    packet::{mac_eq, write_mac, write_mac_word, MacWord},
     parse::eth::Frame,
 };
 
@@ -50,7 +50,7 @@ pub fn to_havip(
     };
     let owner = havip.owner();
     let (owner_ifindex, owner_mac, havip_id) = (owner.ifindex, owner.mac, owner.havip_id);
-    let (remote, vtep) = (owner.is_remote(), owner.vtep);
+    let (remote, vtep) = (owner.remote, owner.vtep);
     if frame.dst_is_group() {
         return Err(DropReason::NonUnicastToHavip);
     }
@@ -61,7 +61,7 @@ pub fn to_havip(
         let dst = frame.dst();
         let ours = mac_eq(&dst, &virtual_mac(key.addr))
             || mac_eq(&dst, &port.gateway_mac)
-            || (has_owner && mac_eq(&dst, &owner_mac));
+            || (has_owner && MacWord::new(&dst) == owner_mac);
         if !ours {
             return Ok(Handled::PassedUplinkForeignMac);
         }
@@ -72,7 +72,7 @@ pub fn to_havip(
     if remote {
         let owner = RemoteOwner {
             vtep,
-            mac: owner_mac,
+            mac: owner_mac.bytes(),
             havip_id,
         };
         return encap::to_remote(ctx, frame, port, saddr, daddr, &owner);
@@ -84,7 +84,7 @@ pub fn to_havip(
     }
     // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
     unsafe {
-        write_mac(&raw mut (*frame.eth).dst, &owner_mac);
+        write_mac_word(&raw mut (*frame.eth).dst, owner_mac);
         write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
     }
     match TX_PORTS.redirect(owner_ifindex, 0) {

@@ -15,7 +15,7 @@ use havip_common::{port_flags, virtual_mac, EipEntry, HavipKey, PortInfo};
 
 use crate::{
     maps,
-    packet::mac_eq,
+    packet::{mac_eq, MacWord},
     parse::{arp::Arp, eth::Frame},
 };
 
@@ -68,8 +68,8 @@ pub fn outbound(
     // One load of the owner word: one whole owner (see `maps::find_havip`).
     let havip = maps::find_havip(&key)?;
     let owner = havip.owner();
-    let (owner_ifindex, owner_mac, remote) = (owner.ifindex, owner.mac, owner.is_remote());
-    if remote || owner_ifindex != ifindex || !mac_eq(&owner_mac, &frame.src()) {
+    let (owner_ifindex, owner_mac, remote) = (owner.ifindex, owner.mac, owner.remote);
+    if remote || owner_ifindex != ifindex || owner_mac != MacWord::new(&frame.src()) {
         return None;
     }
     let to_havip = HavipKey {
