@@ -117,7 +117,10 @@ impl std::fmt::Debug for Cluster {
 /// Describe's view of the cluster: connection and revisions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStatus {
+    /// This host's id (`host_id` of `[agent]`, default the hostname).
     pub host: String,
+    /// etcd answered since the sync loop last failed (false until the
+    /// first answer, and again after each failure until the next one).
     pub connected: bool,
     /// Highest etcd revision seen.
     pub last_revision: i64,

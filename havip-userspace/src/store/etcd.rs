@@ -65,17 +65,24 @@ use crate::model::{Change, Mutation, Record, RecordKey, RecordKind, State};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
-    /// `http://host:port` of the etcd members (`https://` with TLS).
+    /// `http://host:port` of the etcd members (`https://` with TLS;
+    /// default `http://127.0.0.1:2379`).
     pub endpoints: Vec<String>,
-    /// Key prefix of this deployment (no trailing `/`).
+    /// Key prefix of this deployment: starts with `/`, no trailing `/`
+    /// (default `/havip`). Hosts sharing a prefix share one state.
     pub prefix: String,
+    /// Connect timeout to an endpoint, in ms (default 2,000; 0 counts as 1).
     pub dial_timeout_ms: u64,
+    /// Timeout of one etcd request, in ms (default 2,000; 0 counts as 1).
     pub request_timeout_ms: u64,
-    /// etcd's `--max-txn-ops`: a commit with more operations is refused
-    /// before it is sent ([`StoreError::TooLarge`]).
+    /// etcd's `--max-txn-ops` (default 128, etcd's own default): a commit
+    /// with more operations is refused before it is sent
+    /// ([`StoreError::TooLarge`]).
     pub max_txn_ops: usize,
     /// etcd user (etcd's auth); its password is read from `password_file`.
     pub user: Option<String>,
+    /// File holding `user`'s password (one line; a trailing newline is
+    /// dropped). Set both or neither.
     pub password_file: Option<PathBuf>,
     /// TLS: the CA that signed etcd's server certificate (PEM). With it
     /// the endpoints must be `https://`.
@@ -83,6 +90,7 @@ pub struct EtcdConfig {
     /// TLS client certificate and key (PEM), for etcd's
     /// `--client-cert-auth`; both or neither.
     pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (PEM).
     pub key_file: Option<PathBuf>,
 }
 

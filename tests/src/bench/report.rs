@@ -21,12 +21,17 @@ pub enum Cmp {
 pub struct TargetResult {
     /// The report key the value comes from.
     pub key: String,
+    /// What is compared, for the report's table.
     pub description: String,
+    /// Unit of `target` and `value` (`ratio`, `ns`, `pps`, ...).
     pub unit: String,
+    /// The bound the value must reach.
     pub target: f64,
+    /// `at_least` or `at_most`: which side of `target` meets it.
     pub cmp: Cmp,
     /// `None`: not measured in this run.
     pub value: Option<f64>,
+    /// `None` when not measured.
     pub met: Option<bool>,
 }
 
