@@ -59,6 +59,7 @@ pub struct Counter {
 /// One port as the kernel has it: a pinned link and/or a `PORTS` entry.
 #[derive(Debug, Serialize)]
 pub struct PortStatus {
+    /// Interface name.
     pub interface: String,
     /// `attached`, `no-redirect` (in `PORTS` but not `TX_PORTS`: a veth whose
     /// peer has neither GRO nor XDP), `down` (the link's interface is gone,

@@ -255,9 +255,12 @@ impl Default for AgentConfig {
 /// `[[havip]]`: a CreateHaVip (the id is required here) and its bindings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HavipEntry {
+    /// The HaVip's own keys (`id`, `vswitch`, `address`, ...).
     #[serde(flatten)]
     pub create: CreateHaVip,
+    /// Instances to bind (ids); not together with `enis`.
     pub instances: Vec<String>,
+    /// ENIs to bind (ids); not together with `instances`.
     pub enis: Vec<String>,
     /// Initial owner (a bound member); the key `master` is accepted too.
     pub initial_owner: Option<String>,
@@ -266,8 +269,10 @@ pub struct HavipEntry {
 /// `[[eip]]`: a CreateEip (the id is required here) and the HaVip it fronts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EipEntry {
+    /// The EIP's own keys (`id`, `address`).
     #[serde(flatten)]
     pub create: CreateEip,
+    /// HaVip to associate the EIP with (none: left unassociated).
     pub havip: Option<String>,
 }
 
@@ -344,21 +349,31 @@ impl<'de> Deserialize<'de> for EipEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[agent]`.
     pub agent: AgentConfig,
+    /// `[[vpc]]` tables. Like every resource table below: created at start
+    /// when their id is not in the store, kept as stored when it is.
     #[serde(rename = "vpc")]
     pub vpcs: Vec<CreateVpc>,
+    /// `[[vswitch]]` tables.
     #[serde(rename = "vswitch")]
     pub vswitches: Vec<CreateVSwitch>,
+    /// `[[instance]]` tables.
     #[serde(rename = "instance")]
     pub instances: Vec<CreateInstance>,
+    /// `[[eni]]` tables.
     #[serde(rename = "eni")]
     pub enis: Vec<CreateEni>,
+    /// `[[uplink]]` tables: the host's uplink port of a vSwitch.
     #[serde(rename = "uplink")]
     pub uplinks: Vec<CreateUplink>,
+    /// `[[havip]]` tables, with their bindings.
     #[serde(rename = "havip")]
     pub havips: Vec<HavipEntry>,
+    /// `[[eip]]` tables, with the HaVip each fronts.
     #[serde(rename = "eip")]
     pub eips: Vec<EipEntry>,
+    /// `[[route]]` tables: route entries with a HaVip next hop.
     #[serde(rename = "route")]
     pub routes: Vec<CreateRoute>,
     /// `[quotas]`: keys present are set at every start.
