@@ -15,31 +15,51 @@ use crate::{
     mac::mac_string,
 };
 
+/// One HaVip as the kernel's table has it.
 #[derive(Debug, Serialize)]
 pub struct HavipStatus {
+    /// Data-plane number of the HaVip's vSwitch (the control plane's
+    /// `dp_id` of the vSwitch, not its `vsw-...` id).
     pub vswitch_id: u32,
+    /// The HaVip's IPv4 address.
     pub address: String,
+    /// Data-plane slot: the index of its kernel rows and counters (the
+    /// `slot` of DescribeHaVips).
     pub id: u32,
+    /// MAC answered for the address: `02:48` + the address's four bytes.
     pub virtual_mac: String,
+    /// Port the owner sits behind; 0 = no owner (its traffic is dropped and
+    /// counted). For an owner on another host: the local VTEP port.
     pub owner_ifindex: u32,
+    /// Name of `owner_ifindex` in this namespace (none without an owner).
     pub owner_interface: Option<String>,
+    /// The owner ENI's MAC, the destination of forwarded frames.
     pub owner_mac: Option<String>,
+    /// Owner changes so far (incremented on each).
     pub epoch: u64,
+    /// Bound members in the kernel's `BINDINGS` (at most 10).
     pub bindings: usize,
+    /// Frames redirected to the owner since the HaVip was put in the kernel.
     pub packets: u64,
+    /// Their bytes (Ethernet frames, without VXLAN encapsulation).
     pub bytes: u64,
 }
 
+/// One outcome counter of the XDP program, summed over CPUs.
 #[derive(Debug, Serialize)]
 pub struct Counter {
+    /// The outcome (`Handled`) or drop reason (`DropReason`), snake_case.
     pub name: &'static str,
+    /// Frames counted since the maps were created.
     pub packets: u64,
+    /// Their bytes.
     pub bytes: u64,
 }
 
 /// One port as the kernel has it: a pinned link and/or a `PORTS` entry.
 #[derive(Debug, Serialize)]
 pub struct PortStatus {
+    /// Interface name.
     pub interface: String,
     /// `attached`, `no-redirect` (in `PORTS` but not `TX_PORTS`: a veth whose
     /// peer has neither GRO nor XDP), `down` (the link's interface is gone,
@@ -53,15 +73,24 @@ pub struct PortStatus {
     pub xdp_mode: Option<&'static str>,
 }
 
+/// `havip-agent status`: the whole kernel side.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// bpffs directory the maps and links were read from.
     pub pin_dir: String,
+    /// Interfaces with a pinned XDP link.
     pub interfaces: Vec<String>,
+    /// Every port the kernel knows (pinned link or `PORTS` entry).
     pub ports: Vec<PortStatus>,
+    /// Every HaVip in the kernel's table, by vSwitch then address.
     pub havips: Vec<HavipStatus>,
+    /// Frames handled, by outcome (every outcome, zeros included).
     pub handled: Vec<Counter>,
+    /// Frames dropped, by reason (every reason, zeros included).
     pub drops: Vec<Counter>,
+    /// Security events not sent because of `security_events_per_sec`.
     pub security_events_suppressed: u64,
+    /// Events lost to a full ring buffer (the agent fell behind).
     pub events_lost: u64,
 }
 

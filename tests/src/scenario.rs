@@ -78,10 +78,13 @@ impl Drop for Scratch {
 /// A HaVip of a lab config.
 #[derive(Clone, Debug)]
 pub struct LabHavip {
+    /// The HaVip's id in the config.
     pub id: String,
+    /// Its address (in the lab's vSwitch `cidr`).
     pub address: Ipv4Addr,
     /// Guest names whose instances are bound.
     pub members: Vec<String>,
+    /// Guest whose instance is the initial owner (`master = "i-<guest>"`).
     pub master: Option<String>,
 }
 

@@ -59,6 +59,7 @@ pub fn publish_ports(ports: &Ports) {
 /// One port in the readiness report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortReport {
+    /// Interface name, as the state's ports name it.
     pub interface: String,
     /// `attached`, `no-redirect` (attached; frames to it are counted
     /// drops), `down`, `missing`, `detached` (attach failed).
@@ -75,6 +76,7 @@ impl PortReport {
 /// `GET /readyz`'s body (200 when `ready`, 503 otherwise).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
+    /// True when `reasons` is empty (the status is then 200, else 503).
     pub ready: bool,
     /// Maps loaded and the program in place.
     pub dataplane: bool,
@@ -82,6 +84,7 @@ pub struct Readiness {
     pub passes: u64,
     /// `None` when the store answered; else why not.
     pub store_error: Option<String>,
+    /// Every port of the state, as the last reconciler pass left it.
     pub ports: Vec<PortReport>,
     /// Why not ready, one line each (empty when ready).
     pub reasons: Vec<String>,

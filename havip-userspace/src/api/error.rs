@@ -15,7 +15,10 @@ use crate::model::OpError;
 /// Error body of every refused request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// Stable error code, e.g. `InvalidParameter.Body` or
+    /// `QuotaExceeded.HaVipsPerVpc` (what clients match on).
     pub code: String,
+    /// What was refused and why, for people.
     pub message: String,
 }
 

@@ -44,8 +44,11 @@ use crate::{control::ControlPlane, model::MacAddr, store::EtcdHandle};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostRecord {
+    /// The host's id (its `host_id`).
     pub host: String,
+    /// Its VTEP address: where VXLAN frames for owners on it are sent.
     pub vtep: Ipv4Addr,
+    /// MAC of its VTEP interface.
     pub mac: MacAddr,
 }
 
@@ -53,9 +56,14 @@ pub struct HostRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedOwner {
+    /// Host the owner sits on (the host whose kernel took the claim).
     pub host: String,
+    /// The owner ENI's id.
     pub eni: String,
+    /// Its MAC: the destination of frames forwarded to it.
     pub mac: MacAddr,
+    /// The claiming host's owner epoch: of two claims, the one with the
+    /// higher epoch is kept.
     pub epoch: u64,
 }
 
@@ -117,7 +125,10 @@ impl std::fmt::Debug for Cluster {
 /// Describe's view of the cluster: connection and revisions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStatus {
+    /// This host's id (`host_id` of `[agent]`, default the hostname).
     pub host: String,
+    /// etcd answered since the sync loop last failed (false until the
+    /// first answer, and again after each failure until the next one).
     pub connected: bool,
     /// Highest etcd revision seen.
     pub last_revision: i64,

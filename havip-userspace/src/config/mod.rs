@@ -149,20 +149,42 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
+    /// bpffs directory where the agent pins its maps and XDP links, so the
+    /// data plane outlives an agent restart (default `/sys/fs/bpf/havip`).
     pub pin_dir: PathBuf,
+    /// Unix socket of the HTTP/JSON API (default `/run/havip/api.sock`).
     pub api_socket: PathBuf,
+    /// Also serve the API on this TCP address (default: off). A
+    /// non-loopback address requires `api_token_file`.
     pub api_tcp: Option<SocketAddr>,
     /// Bearer tokens of the API (see [`crate::api::ApiSecurity`]).
     pub api_token_file: Option<PathBuf>,
     /// Group (name or number) owning the unix socket.
     pub api_socket_group: Option<String>,
+    /// Open connections per listener (default 256; 0 counts as 1): a new
+    /// one beyond it is closed at once and counted.
     pub api_max_connections: usize,
+    /// A request's head must arrive within this many ms of its first byte
+    /// (default 10,000).
     pub api_header_timeout_ms: u64,
+    /// A connection with no request in progress is closed after this many
+    /// ms; it also bounds one request's body and handling (408). Default
+    /// 30,000.
     pub api_idle_timeout_ms: u64,
+    /// Largest request body in bytes (default 65,536; beyond: 413).
     pub api_max_body_bytes: usize,
+    /// The redb store of the control-plane state, single host (default
+    /// `/var/lib/havip/state.redb`; unused with `etcd`).
     pub state_db: PathBuf,
+    /// Flap damping, in ms: within this time after a claim, a claim by
+    /// another member is refused (`claim_held_down`). Default 0: the last
+    /// announcement wins, as keepalived expects.
     pub hold_time_ms: u64,
+    /// Cap on security events per CPU per second (default 64; 0 means the
+    /// default); those beyond are counted as suppressed.
     pub security_events_per_sec: u32,
+    /// `native` (driver XDP, the default) or `generic` (skb XDP: works on
+    /// any driver, several times slower).
     pub xdp_mode: AttachMode,
     /// Serve Prometheus metrics (`GET /metrics`) here; off when absent.
     pub metrics_listen: Option<SocketAddr>,
@@ -176,9 +198,10 @@ pub struct AgentConfig {
     pub vtep: Option<VtepConfig>,
     /// Command run on every owner change (see [`crate::agent::notify`]).
     pub notify_command: Option<PathBuf>,
-    /// A notify run is killed after this.
+    /// A notify run is killed after this many ms (default 10,000).
     pub notify_timeout_ms: u64,
-    /// Notify runs at once; an owner change beyond this is skipped.
+    /// Notify runs at once (default 4); an owner change beyond this is
+    /// skipped.
     pub notify_max_running: usize,
 }
 
@@ -232,9 +255,12 @@ impl Default for AgentConfig {
 /// `[[havip]]`: a CreateHaVip (the id is required here) and its bindings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HavipEntry {
+    /// The HaVip's own keys (`id`, `vswitch`, `address`, ...).
     #[serde(flatten)]
     pub create: CreateHaVip,
+    /// Instances to bind (ids); not together with `enis`.
     pub instances: Vec<String>,
+    /// ENIs to bind (ids); not together with `instances`.
     pub enis: Vec<String>,
     /// Initial owner (a bound member); the key `master` is accepted too.
     pub initial_owner: Option<String>,
@@ -243,8 +269,10 @@ pub struct HavipEntry {
 /// `[[eip]]`: a CreateEip (the id is required here) and the HaVip it fronts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EipEntry {
+    /// The EIP's own keys (`id`, `address`).
     #[serde(flatten)]
     pub create: CreateEip,
+    /// HaVip to associate the EIP with (none: left unassociated).
     pub havip: Option<String>,
 }
 
@@ -321,21 +349,31 @@ impl<'de> Deserialize<'de> for EipEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[agent]`.
     pub agent: AgentConfig,
+    /// `[[vpc]]` tables. Like every resource table below: created at start
+    /// when their id is not in the store, kept as stored when it is.
     #[serde(rename = "vpc")]
     pub vpcs: Vec<CreateVpc>,
+    /// `[[vswitch]]` tables.
     #[serde(rename = "vswitch")]
     pub vswitches: Vec<CreateVSwitch>,
+    /// `[[instance]]` tables.
     #[serde(rename = "instance")]
     pub instances: Vec<CreateInstance>,
+    /// `[[eni]]` tables.
     #[serde(rename = "eni")]
     pub enis: Vec<CreateEni>,
+    /// `[[uplink]]` tables: the host's uplink port of a vSwitch.
     #[serde(rename = "uplink")]
     pub uplinks: Vec<CreateUplink>,
+    /// `[[havip]]` tables, with their bindings.
     #[serde(rename = "havip")]
     pub havips: Vec<HavipEntry>,
+    /// `[[eip]]` tables, with the HaVip each fronts.
     #[serde(rename = "eip")]
     pub eips: Vec<EipEntry>,
+    /// `[[route]]` tables: route entries with a HaVip next hop.
     #[serde(rename = "route")]
     pub routes: Vec<CreateRoute>,
     /// `[quotas]`: keys present are set at every start.

@@ -13,7 +13,11 @@ use crate::{
 /// Packets and bytes forwarded to a HaVip (summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HavipCounters {
+    /// Frames redirected to the owner (on this host, or through VXLAN to
+    /// another) since the HaVip was put in the kernel (its counter is
+    /// zeroed then).
     pub packets: u64,
+    /// Their bytes: the Ethernet frames without any VXLAN encapsulation.
     pub bytes: u64,
 }
 
@@ -36,19 +40,29 @@ pub enum HaVipUsage {
 /// The EIP fronting a HaVip, as shown by Describe.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EipRef {
+    /// The EIP's id (`eip-...`).
     pub id: String,
+    /// Its public address, translated to and from the HaVip's.
     pub address: Ipv4Addr,
 }
 
 /// One HaVip as DescribeHaVips shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HaVipView {
+    /// The HaVip's id (`havip-...`).
     pub id: String,
+    /// VPC of its vSwitch.
     pub vpc: String,
+    /// vSwitch the address belongs to.
     pub vswitch: String,
+    /// The virtual IPv4 address.
     pub address: Ipv4Addr,
+    /// `Available` (nothing bound) or `InUse`.
     pub status: HaVipUsage,
+    /// `instance` or `eni`: the kind of the bound members (never both);
+    /// `None` while nothing is bound.
     pub binding_kind: Option<BindingKind>,
+    /// Bound instance or ENI ids, in association order.
     pub bindings: Vec<String>,
     /// Bound member that holds the address now (from the kernel-observed
     /// owner; the product calls it the master).
@@ -64,11 +78,17 @@ pub struct HaVipView {
     /// last saw it in etcd.
     #[serde(default)]
     pub shared_owner: Option<SharedOwner>,
+    /// Bound member installed as owner while the kernel reports none (the
+    /// product's initial master).
     pub initial_owner: Option<String>,
+    /// Free-form name (ModifyHaVipAttribute).
     pub name: Option<String>,
+    /// Free-form description (ModifyHaVipAttribute).
     pub description: Option<String>,
+    /// The EIP associated with the HaVip, if any.
     pub eip: Option<EipRef>,
-    /// Data-plane id.
+    /// Data-plane slot: the index of the HaVip's kernel rows and counters
+    /// (< `havip_common::MAX_HAVIPS`; reused after the HaVip is deleted).
     pub slot: u32,
     /// From the agent's [`CountersSource`], when it set one.
     pub counters: Option<HavipCounters>,

@@ -120,8 +120,11 @@ pub struct HaVip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Eip {
+    /// The EIP's id (`eip-...`).
     pub id: String,
+    /// The public address, translated to and from the HaVip's.
     pub address: Ipv4Addr,
+    /// The associated HaVip's id (None: not associated).
     #[serde(default)]
     pub havip: Option<String>,
 }
@@ -130,9 +133,13 @@ pub struct Eip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteEntry {
+    /// The route entry's id (`rte-...`).
     pub id: String,
+    /// VPC whose route table holds it.
     pub vpc: String,
+    /// Destination prefix: outside every vSwitch of the VPC, unique in it.
     pub destination: Ipv4Cidr,
+    /// HaVip (of the same VPC) whose owner gets the traffic.
     pub next_hop_havip: String,
 }
 
@@ -140,8 +147,11 @@ pub struct RouteEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quotas {
+    /// HaVips in all (default 5).
     pub havips_per_account: usize,
+    /// HaVips in one VPC (default 5).
     pub havips_per_vpc: usize,
+    /// Route entries with a HaVip next hop in one VPC (default 5).
     pub havip_routes_per_vpc: usize,
 }
 
@@ -161,8 +171,12 @@ impl Default for Quotas {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservedOwner {
+    /// Host port the owner sits behind (0: no owner; for an owner on
+    /// another host, the local VTEP port).
     pub ifindex: u32,
+    /// The owner ENI's MAC.
     pub mac: MacAddr,
+    /// Owner changes so far (the kernel increments it on each).
     pub epoch: u64,
     /// `CLOCK_MONOTONIC` ns of the last change, as the kernel wrote it.
     pub changed_ns: u64,

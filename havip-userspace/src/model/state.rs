@@ -232,7 +232,9 @@ impl OwnerTrigger {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerChange {
+    /// The HaVip's id.
     pub havip: String,
+    /// Owner epoch after the change (the kernel increments it on each).
     pub epoch: u64,
     /// Bound member that held the address before (None: no owner, or not
     /// a bound member).
@@ -243,6 +245,7 @@ pub struct OwnerChange {
     pub host: Option<String>,
     /// Wall-clock time, RFC 3339 UTC.
     pub time: String,
+    /// What made the change: `claim`, `api`, `reconcile` or `adoption`.
     pub trigger: OwnerTrigger,
 }
 

@@ -4,13 +4,15 @@
 //! backend today; a replicated one (etcd, later) implements the same trait.
 
 mod etcd;
+mod etcd_config;
 mod redb;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use self::etcd::{EtcdConfig, EtcdHandle, EtcdShared, EtcdStore};
+pub use self::etcd::{EtcdHandle, EtcdShared, EtcdStore};
+pub use self::etcd_config::EtcdConfig;
 pub(crate) use self::redb::{decode, encode_keyed};
 pub use self::redb::{RedbStore, SCHEMA_VERSION};
 use crate::model::{Change, State};

@@ -22,7 +22,7 @@ use havip::dataplane::{events, Maps};
 use serde_json::{json, Value};
 
 use super::{
-    env::{Env, CLIENT_IP, HAVIP_BASE, OTHER_IP},
+    env::{drain_owner_changes, Env, CLIENT_IP, HAVIP_BASE, OTHER_IP},
     progs::{self, xdp_action},
     report::{summary_value, Cmp, Report},
     stats::Summary,
@@ -312,18 +312,15 @@ impl Section for NsPerPacket {
                 m.insert("havip_proxy_arp", (proxy - overhead).max(0.0));
                 let mut changes = 0u64;
                 // Starts with B: A owns it now.
+                let claims = [(f.claim_b.clone(), ho1), (f.claim_a.clone(), ho0)];
                 let switch = series(
                     product,
-                    &[(f.claim_b.clone(), ho1), (f.claim_a.clone(), ho0)],
+                    &claims,
                     calls,
                     xdp_action::DROP,
                     "havip claim switch",
                     || {
-                        events::drain(ring, |e| {
-                            if matches!(e, events::DataplaneEvent::OwnerChanged(_)) {
-                                changes += 1;
-                            }
-                        });
+                        changes += drain_owner_changes(ring);
                         Ok(())
                     },
                 )?;
@@ -339,18 +336,13 @@ impl Section for NsPerPacket {
                 let quiet_calls = calls.min(2_000);
                 let quiet = series(
                     product,
-                    &[(f.claim_b.clone(), ho1), (f.claim_a.clone(), ho0)],
+                    &claims,
                     quiet_calls,
                     xdp_action::DROP,
                     "havip claim switch (no wakeup)",
                     || Ok(()),
                 )?;
-                let mut queued = 0u64;
-                events::drain(ring, |e| {
-                    if matches!(e, events::DataplaneEvent::OwnerChanged(_)) {
-                        queued += 1;
-                    }
-                });
+                let queued = drain_owner_changes(ring);
                 if queued != u64::from(quiet_calls) {
                     bail!("claim switch (no wakeup): {queued} events for {quiet_calls} claims");
                 }

@@ -22,8 +22,7 @@ use serde_json::json;
 use super::{
     env::{Env, Sample, HAVIP_BASE},
     progs::{self, Traffic},
-    report::{summary_value, Cmp, Report},
-    stats::Summary,
+    report::{Cmp, Report},
     topo::{self, OWNER_A_MAC},
     Bench, Params, Section,
 };
@@ -222,10 +221,6 @@ fn measure(env: &mut Env, path: EipPath, params: &Params) -> Result<Sample> {
     }
 }
 
-fn pps_summary(samples: &[Sample]) -> Option<Summary> {
-    Summary::of(&samples.iter().map(|s| s.pps()).collect::<Vec<_>>())
-}
-
 /// EIP NAT throughput: havip vs nftables vs kernel routing vs bare redirect.
 #[derive(Default)]
 pub struct EipNat {
@@ -252,33 +247,10 @@ impl Section for EipNat {
             "| path | median Mpps | min | max | delivered | what |\n\
              | --- | --- | --- | --- | --- | --- |\n",
         );
-        let mut medians = BTreeMap::new();
-        for path in EipPath::ALL {
-            let Some(samples) = self.samples.get(&path) else {
-                continue;
-            };
-            let Some(s) = pps_summary(samples) else {
-                continue;
-            };
-            medians.insert(path, s.median);
-            let sent: u64 = samples.iter().map(|x| x.sent).sum();
-            let delivered: u64 = samples.iter().map(|x| x.delivered).sum();
-            let mut v = summary_value("pps", &s);
-            v["delivered_fraction"] = json!(delivered as f64 / sent as f64);
-            v["label"] = json!(path.label());
-            v["what"] = json!(path.description());
-            report.set(path.key(), v);
-            table.push_str(&format!(
-                "| {} (`{}`) | **{:.2}** | {:.2} | {:.2} | {:.1} % | {} |\n",
-                path.label(),
-                path.key(),
-                s.median / 1e6,
-                s.min / 1e6,
-                s.max / 1e6,
-                100.0 * delivered as f64 / sent as f64,
-                path.description()
-            ));
-        }
+        let paths = EipPath::ALL.map(|p| (p, p.key(), p.label(), p.description()));
+        let medians = report.throughputs(&mut table, &self.samples, &paths, |t| {
+            format!("{:.1} % |", 100.0 * t.delivered)
+        });
         let havip = medians.get(&EipPath::Havip).copied();
         let ratio = |other| Some(havip? / medians.get(&other).copied()?);
         report.ratio(

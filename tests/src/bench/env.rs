@@ -78,6 +78,18 @@ impl Sample {
     }
 }
 
+/// Drains `ring` without waiting; returns how many `OWNER_CHANGED` events
+/// it held.
+pub fn drain_owner_changes(ring: &mut RingBuf<MapData>) -> u64 {
+    let mut changes = 0;
+    events::drain(ring, |e| {
+        if matches!(e, events::DataplaneEvent::OwnerChanged(_)) {
+            changes += 1;
+        }
+    });
+    changes
+}
+
 // Drop order is field order: programs and links first, then the pins, then
 // the namespaces.
 pub struct Env {

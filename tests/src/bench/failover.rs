@@ -16,11 +16,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use aya::programs::Xdp;
-use havip::dataplane::events;
 use serde_json::json;
 
 use super::{
-    env::{Env, HAVIP_BASE},
+    env::{drain_owner_changes, Env, HAVIP_BASE},
     progs::{self, xdp_action},
     report::{Cmp, Report},
     stats::percentile,
@@ -103,12 +102,7 @@ impl Section for Failover {
                     bail!("switch {i}: the data frame did not go to the new owner");
                 }
                 let owner = maps.owners.get(&key, 0).context("reading OWNERS")?;
-                let mut changed = 0;
-                events::drain(ring, |e| {
-                    if matches!(e, events::DataplaneEvent::OwnerChanged(_)) {
-                        changed += 1;
-                    }
-                });
+                let changed = drain_owner_changes(ring);
                 if changed != 1 {
                     bail!("switch {i}: {changed} owner-change events instead of 1");
                 }

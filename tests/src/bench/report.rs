@@ -1,12 +1,12 @@
 //! `report.json` (stable keys, every measurement with its unit) and
 //! `report.md` (tables, targets met or missed).
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::stats::Summary;
+use super::{env::Sample, stats::Summary};
 
 /// Which way a target goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -21,12 +21,17 @@ pub enum Cmp {
 pub struct TargetResult {
     /// The report key the value comes from.
     pub key: String,
+    /// What is compared, for the report's table.
     pub description: String,
+    /// Unit of `target` and `value` (`ratio`, `ns`, `pps`, ...).
     pub unit: String,
+    /// The bound the value must reach.
     pub target: f64,
+    /// `at_least` or `at_most`: which side of `target` meets it.
     pub cmp: Cmp,
     /// `None`: not measured in this run.
     pub value: Option<f64>,
+    /// `None` when not measured.
     pub met: Option<bool>,
 }
 
@@ -52,9 +57,88 @@ pub fn summary_value(unit: &str, s: &Summary) -> Value {
     })
 }
 
+/// The packets-per-second summary of `samples` (`None` without any).
+pub fn pps_summary(samples: &[Sample]) -> Option<Summary> {
+    Summary::of(&samples.iter().map(Sample::pps).collect::<Vec<_>>())
+}
+
+/// One path's throughput over its samples, as the sections report it.
+pub struct PathThroughput {
+    /// Frames delivered per second.
+    pub pps: Summary,
+    /// Delivered ÷ sent, over all the samples.
+    pub delivered: f64,
+    /// How busy the CPUs other than the generator's were, mean over the
+    /// samples (0..1).
+    pub others_busy: f64,
+    /// The report's value: [`summary_value`] in `pps` with
+    /// `delivered_fraction`, `other_cpus_busy` (per sample), `label` and
+    /// `what`.
+    pub value: Value,
+}
+
+impl PathThroughput {
+    /// `None` without samples.
+    pub fn of(samples: &[Sample], label: &str, what: &str) -> Option<Self> {
+        let pps = pps_summary(samples)?;
+        let sent: u64 = samples.iter().map(|x| x.sent).sum();
+        let delivered = samples.iter().map(|x| x.delivered).sum::<u64>() as f64 / sent as f64;
+        let busy: Vec<f64> = samples.iter().map(|x| x.others_busy).collect();
+        let others_busy = busy.iter().sum::<f64>() / busy.len() as f64;
+        let mut value = summary_value("pps", &pps);
+        value["delivered_fraction"] = json!(delivered);
+        value["other_cpus_busy"] = json!(busy);
+        value["label"] = json!(label);
+        value["what"] = json!(what);
+        Some(Self {
+            pps,
+            delivered,
+            others_busy,
+            value,
+        })
+    }
+
+    /// The first cells of a path's table row: `| label (`key`) | **median**
+    /// | min | max |`, in Mpps.
+    pub fn row_start(&self, label: &str, key: &str) -> String {
+        format!(
+            "| {label} (`{key}`) | **{:.2}** | {:.2} | {:.2} |",
+            self.pps.median / 1e6,
+            self.pps.min / 1e6,
+            self.pps.max / 1e6
+        )
+    }
+}
+
 impl Report {
     pub fn set(&mut self, key: &str, value: Value) {
         self.json.insert(key.to_owned(), value);
+    }
+
+    /// Sets each `(path, key, label, what)` of `paths` that has samples to
+    /// its [`PathThroughput`] value, and adds its row to `table`:
+    /// [`PathThroughput::row_start`], the cells `cells` makes, `what`.
+    /// Returns the median pps by path.
+    pub fn throughputs<P: Copy + Ord>(
+        &mut self,
+        table: &mut String,
+        samples: &BTreeMap<P, Vec<Sample>>,
+        paths: &[(P, &str, &str, &str)],
+        cells: impl Fn(&PathThroughput) -> String,
+    ) -> BTreeMap<P, f64> {
+        let mut medians = BTreeMap::new();
+        for &(path, key, label, what) in paths {
+            let Some(t) = samples
+                .get(&path)
+                .and_then(|s| PathThroughput::of(s, label, what))
+            else {
+                continue;
+            };
+            medians.insert(path, t.pps.median);
+            let _ = writeln!(table, "{} {} {what} |", t.row_start(label, key), cells(&t));
+            self.set(key, t.value);
+        }
+        medians
     }
 
     /// A key that this run did not measure: `null`, with the reason in `notes`.

@@ -5,7 +5,7 @@
 //! the owner (a static neighbour entry for its MAC). Both measured in the
 //! same run, interleaved in every repetition.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -13,8 +13,7 @@ use serde_json::json;
 use super::{
     env::{Env, Sample},
     progs::Traffic,
-    report::{summary_value, Report},
-    stats::Summary,
+    report::Report,
     topo::{BenchLab, GATEWAY_MAC, OWNER_A_MAC},
     Bench, Params, Section,
 };
@@ -39,11 +38,27 @@ pub const KEY_XDP: &str = "route_xdp_pps";
 pub const KEY_KERNEL: &str = "route_kernel_forwarding_pps";
 pub const KEY_RATIO: &str = "route_ratio_vs_kernel_forwarding";
 
+/// The two paths: (kernel forwarding?, report key, label, what).
+const PATHS: [(bool, &str, &str, &str); 2] = [
+    (
+        false,
+        KEY_XDP,
+        "havip XDP route",
+        "havip_xdp on every host port: a route of the VPC (198.18.0.0/24) with HaVip 0 as next hop, owner ho0; IPv4 header untouched",
+    ),
+    (
+        true,
+        KEY_KERNEL,
+        "kernel IPv4 forwarding",
+        "no XDP on hc0: ip_forward=1 in the host namespace, route 198.18.0.0/24 via the owner (static neighbour), TTL decremented",
+    ),
+];
+
 /// Route path throughput, havip XDP vs kernel IPv4 forwarding.
 #[derive(Default)]
 pub struct Routes {
-    xdp: Vec<Sample>,
-    kernel: Vec<Sample>,
+    /// By path: `false` havip XDP, `true` kernel forwarding.
+    samples: BTreeMap<bool, Vec<Sample>>,
 }
 
 /// Traffic to the routed address, sent to `dst_mac` (the gateway).
@@ -159,10 +174,6 @@ fn measure_kernel(env: &mut Env, packets: u32) -> Result<Sample> {
     sample
 }
 
-fn pps_summary(samples: &[Sample]) -> Option<Summary> {
-    Summary::of(&samples.iter().map(Sample::pps).collect::<Vec<_>>())
-}
-
 impl Section for Routes {
     fn name(&self) -> &'static str {
         "routes"
@@ -178,7 +189,7 @@ impl Section for Routes {
         env.configure(1)?;
         env.ensure_owner_a()?;
         configure_route(env)?;
-        let paths = [(false, "havip XDP route"), (true, "kernel IPv4 forwarding")];
+        let paths = PATHS.map(|(kernel, _, label, _)| (kernel, label));
         let result = progress.interleaved("routes", params.reps, &paths, |kernel| {
             if kernel {
                 measure_kernel(env, params.packets_slow)
@@ -188,53 +199,19 @@ impl Section for Routes {
         });
         // Back to the other sections' configuration (no route).
         let reset = env.configure(1);
-        let mut samples = result?;
+        self.samples = result?;
         reset?;
-        self.xdp = samples.remove(&false).unwrap_or_default();
-        self.kernel = samples.remove(&true).unwrap_or_default();
 
-        let xdp = pps_summary(&self.xdp);
-        let kernel = pps_summary(&self.kernel);
         let mut table = String::from(
             "| path | median Mpps | min | max | delivered | what |\n| --- | --- | --- | --- | --- | --- |\n",
         );
-        for (key, label, samples, summary, what) in [
-            (
-                KEY_XDP,
-                "havip XDP route",
-                &self.xdp,
-                &xdp,
-                "havip_xdp on every host port: a route of the VPC (198.18.0.0/24) with HaVip 0 as next hop, owner ho0; IPv4 header untouched",
-            ),
-            (
-                KEY_KERNEL,
-                "kernel IPv4 forwarding",
-                &self.kernel,
-                &kernel,
-                "no XDP on hc0: ip_forward=1 in the host namespace, route 198.18.0.0/24 via the owner (static neighbour), TTL decremented",
-            ),
-        ] {
-            let Some(s) = summary else { continue };
-            let sent: u64 = samples.iter().map(|x| x.sent).sum();
-            let delivered: u64 = samples.iter().map(|x| x.delivered).sum();
-            let mut v = summary_value("pps", s);
-            v["delivered_fraction"] = json!(delivered as f64 / sent as f64);
-            v["other_cpus_busy"] = json!(samples.iter().map(|x| x.others_busy).collect::<Vec<_>>());
-            v["label"] = json!(label);
-            v["what"] = json!(what);
-            report.set(key, v);
-            table.push_str(&format!(
-                "| {label} (`{key}`) | **{:.2}** | {:.2} | {:.2} | {:.1} % | {what} |\n",
-                s.median / 1e6,
-                s.min / 1e6,
-                s.max / 1e6,
-                100.0 * delivered as f64 / sent as f64,
-            ));
-        }
-        let ratio = xdp
-            .as_ref()
-            .zip(kernel.as_ref())
-            .map(|(x, k)| x.median / k.median);
+        let medians = report.throughputs(&mut table, &self.samples, &PATHS, |t| {
+            format!("{:.1} % |", 100.0 * t.delivered)
+        });
+        let ratio = medians
+            .get(&false)
+            .zip(medians.get(&true))
+            .map(|(x, k)| x / k);
         report.set(KEY_RATIO, json!({"unit": "ratio", "value": ratio}));
         if let Some(r) = ratio {
             table.push_str(&format!("\nhavip route ÷ kernel forwarding: **{r:.2}×**\n"));

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{
     env::Env,
     progs,
-    report::{summary_value, Cmp, Report},
+    report::{pps_summary, Cmp, Report},
     stats::Summary,
     topo, Bench, Params, Section,
 };
@@ -126,10 +126,6 @@ fn measure_path(env: &mut Env, path: Path, params: &Params) -> Result<super::env
     }
 }
 
-fn pps_summary(samples: &[super::env::Sample]) -> Option<Summary> {
-    Summary::of(&samples.iter().map(|s| s.pps()).collect::<Vec<_>>())
-}
-
 /// Throughput by path (issue 5 item 1) and the four ratios.
 #[derive(Default)]
 pub struct Throughput {
@@ -153,46 +149,19 @@ impl Section for Throughput {
         self.samples = progress.interleaved("throughput", params.reps, &paths, |p| {
             measure_path(env, p, &params)
         })?;
-        let medians: BTreeMap<Path, f64> = self
-            .samples
-            .iter()
-            .filter_map(|(p, s)| pps_summary(s).map(|s| (*p, s.median)))
-            .collect();
         let mut table = String::from(
             "| path | median Mpps | min | max | ns/packet end to end | delivered | other CPU busy | what |\n\
              | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
-        for path in Path::ALL {
-            let Some(samples) = self.samples.get(&path) else {
-                continue;
-            };
-            let Some(s) = pps_summary(samples) else {
-                continue;
-            };
-            let sent: u64 = samples.iter().map(|x| x.sent).sum();
-            let delivered: u64 = samples.iter().map(|x| x.delivered).sum();
-            let mut v = summary_value("pps", &s);
-            v["delivered_fraction"] = json!(delivered as f64 / sent as f64);
-            let busy: Vec<f64> = samples.iter().map(|x| x.others_busy).collect();
-            v["other_cpus_busy"] = json!(busy);
-            v["label"] = json!(path.label());
-            v["what"] = json!(path.description());
-            report.set(path.key(), v);
-            let busy_mean =
-                samples.iter().map(|x| x.others_busy).sum::<f64>() / samples.len() as f64;
-            table.push_str(&format!(
-                "| {} (`{}`) | **{:.2}** | {:.2} | {:.2} | {:.0} | {:.1} % | {:.0} % | {} |\n",
-                path.label(),
-                path.key(),
-                s.median / 1e6,
-                s.min / 1e6,
-                s.max / 1e6,
-                1e9 / s.median,
-                100.0 * delivered as f64 / sent as f64,
-                100.0 * busy_mean,
-                path.description()
-            ));
-        }
+        let paths = Path::ALL.map(|p| (p, p.key(), p.label(), p.description()));
+        let medians = report.throughputs(&mut table, &self.samples, &paths, |t| {
+            format!(
+                "{:.0} | {:.1} % | {:.0} % |",
+                1e9 / t.pps.median,
+                100.0 * t.delivered,
+                100.0 * t.others_busy
+            )
+        });
         let havip = medians.get(&Path::Havip).copied();
         let ratio = |other: Path| -> Option<f64> {
             let o = medians.get(&other).copied()?;

@@ -57,9 +57,16 @@ impl Config {
 /// One frame that broke an invariant, with what is needed to replay it.
 #[derive(Clone, Debug)]
 pub struct Violation {
+    /// The run's seed: with `index`, regenerates the frame
+    /// (`Rng::for_frame`).
     pub seed: u64,
+    /// The frame's number in the run, from 0 (for a drain: the frame the
+    /// drain came before).
     pub index: u64,
+    /// The frame; `None` for a check not tied to one frame (events matched
+    /// at a drain, or events lost at the end).
     pub generated: Option<Generated>,
+    /// Each invariant the frame broke, one line each.
     pub errors: Vec<String>,
 }
 
