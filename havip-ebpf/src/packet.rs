@@ -29,6 +29,21 @@ impl MacWord {
         ]))
     }
 
+    /// The MAC at `mac` read with three 16-bit loads (kept as one value
+    /// from there on: six byte loads become six values to carry).
+    ///
+    /// # Safety
+    /// `mac` is valid for reads and 2-byte aligned: packet data (2-byte
+    /// aligned in every XDP buffer) or a `PortInfo::gateway_mac` (offset 12
+    /// of a 4-byte aligned struct).
+    #[inline(always)]
+    pub unsafe fn load(mac: *const [u8; 6]) -> Self {
+        let w = mac.cast::<u16>();
+        // SAFETY: per the function's contract.
+        let (a, b, c) = unsafe { (w.read_volatile(), w.add(1).read_volatile(), w.add(2).read_volatile()) };
+        Self(u64::from(a) | u64::from(b) << 16 | u64::from(c) << 32)
+    }
+
     /// The MAC in the low 48 bits of `word` (the bits above are ignored).
     #[inline(always)]
     pub const fn from_low48(word: u64) -> Self {

@@ -9,7 +9,7 @@ use havip_common::{DropReason, Handled, HavipKey, VXLAN_PORT};
 use crate::{
     act,
     maps::{self, count, HAVIP_STATS, TX_PORTS},
-    packet::{ip_eq, ptr_at, write_mac},
+    packet::{ip_eq, ptr_at, write_mac, write_mac_word, MacWord},
     parse::{
         eth::{EthHdr, ETH_P_IP},
         ipv4,
@@ -76,7 +76,8 @@ pub fn to_local_owner(ctx: &XdpContext, outer: &Vxlan) -> Result<Handled, DropRe
     let Some(owner_port) = maps::port(owner_ifindex) else {
         return Err(DropReason::PortNotRedirectable);
     };
-    let gateway_mac = owner_port.gateway_mac;
+    // SAFETY: `gateway_mac` is at offset 12 of the 4-byte aligned entry.
+    let gateway_mac = unsafe { MacWord::load(&raw const owner_port.gateway_mac) };
     // SAFETY: `ctx.ctx` is the program's context; a positive delta strips
     // the outer headers (the inner Ethernet header, checked above, stays).
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer.inner_offset as i32) } != 0 {
@@ -89,7 +90,7 @@ pub fn to_local_owner(ctx: &XdpContext, outer: &Vxlan) -> Result<Handled, DropRe
     // SAFETY: bounds-checked by `ptr_at` after the move.
     unsafe {
         write_mac(&raw mut (*eth).dst, &owner_mac);
-        write_mac(&raw mut (*eth).src, &gateway_mac);
+        write_mac_word(&raw mut (*eth).src, gateway_mac);
     }
     match TX_PORTS.redirect(owner_ifindex, 0) {
         Ok(_) => {

@@ -11,7 +11,7 @@ use havip_common::{DropReason, Handled, PortInfo, MIN_UNDERLAY_MTU, VXLAN_OVERHE
 use crate::{
     csum,
     maps::{self, count, HAVIP_STATS, TX_PORTS},
-    packet::{ptr_at, write_mac},
+    packet::{ptr_at, write_mac, write_mac_word, MacWord},
     parse::{
         eth::{EthHdr, Frame, ETH_P_IP},
         ipv4::{self, Ipv4Hdr},
@@ -128,10 +128,11 @@ pub fn to_remote(
 
     // The inner frame as the owner must see it (before the head moves:
     // `frame.eth` is only valid until then).
-    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
+    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`;
+    // `gateway_mac` is at offset 12 of the 4-byte aligned `PortInfo`.
     unsafe {
         write_mac(&raw mut (*frame.eth).dst, &owner.mac);
-        write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
+        write_mac_word(&raw mut (*frame.eth).src, MacWord::load(&raw const port.gateway_mac));
     }
     // SAFETY: `ctx.ctx` is the program's context. A negative delta grows
     // the frame at the front (needs headroom; every XDP driver gives 256

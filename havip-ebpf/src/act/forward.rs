@@ -7,7 +7,7 @@ use havip_common::{port_flags, virtual_mac, DropReason, Handled, HavipKey, PortI
 use crate::{
     act::encap::{self, RemoteOwner},
     maps::{count, find_havip, HAVIP_STATS, TX_PORTS},
-    packet::{mac_eq, write_mac, write_mac_word, MacWord},
+    packet::{mac_eq, write_mac_word, MacWord},
     parse::eth::Frame,
 };
 
@@ -82,10 +82,11 @@ pub fn to_havip(
         // to its own HaVip); passing it on would flood the virtual MAC.
         return Err(DropReason::HairpinToOwner);
     }
-    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`.
+    // SAFETY: `frame.eth` was bounds-checked by `parse::eth::parse`;
+    // `gateway_mac` is at offset 12 of the 4-byte aligned `PortInfo`.
     unsafe {
         write_mac_word(&raw mut (*frame.eth).dst, owner_mac);
-        write_mac(&raw mut (*frame.eth).src, &port.gateway_mac);
+        write_mac_word(&raw mut (*frame.eth).src, MacWord::load(&raw const port.gateway_mac));
     }
     match TX_PORTS.redirect(owner_ifindex, 0) {
         Ok(_) => {

@@ -2,7 +2,7 @@
 
 use aya_ebpf::programs::XdpContext;
 
-use crate::packet::ptr_at;
+use crate::packet::{ptr_at, MacWord};
 
 pub const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 pub const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
@@ -52,20 +52,28 @@ impl Frame {
         // SAFETY: `eth` was bounds-checked by `parse`.
         unsafe { (*self.eth).src }
     }
+
+    /// [`Frame::src`] as one value.
+    #[inline(always)]
+    pub fn src_word(&self) -> MacWord {
+        // SAFETY: `eth` was bounds-checked by `parse`; packet data is
+        // 2-byte aligned, the source MAC at offset 6.
+        unsafe { MacWord::load(&raw const (*self.eth).src) }
+    }
 }
 
 /// `None` if the frame is shorter than its Ethernet (and VLAN) header.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Option<Frame> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: bounds-checked by `ptr_at`.
-    let mut ether_type = unsafe { (*eth).ether_type };
+    // SAFETY: bounds-checked by `ptr_at`; see `type_at`.
+    let mut ether_type = unsafe { type_at(&raw const (*eth).ether_type) };
     let mut l3_offset = core::mem::size_of::<EthHdr>();
     let tagged = ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD;
     if tagged {
         let vlan: *const VlanHdr = ptr_at(ctx, l3_offset)?;
-        // SAFETY: bounds-checked by `ptr_at`.
-        ether_type = unsafe { (*vlan).ether_type };
+        // SAFETY: bounds-checked by `ptr_at`; see `type_at`.
+        ether_type = unsafe { type_at(&raw const (*vlan).ether_type) };
         l3_offset += core::mem::size_of::<VlanHdr>();
     }
     Some(Frame {
@@ -74,4 +82,15 @@ pub fn parse(ctx: &XdpContext) -> Option<Frame> {
         l3_offset,
         tagged,
     })
+}
+
+/// An EtherType read with one 16-bit load (two byte loads otherwise).
+///
+/// # Safety
+/// `at` is in bounds and 2-byte aligned: offset 12 or 16 of packet data,
+/// which starts 2-byte aligned in every XDP buffer.
+#[inline(always)]
+unsafe fn type_at(at: *const [u8; 2]) -> [u8; 2] {
+    // SAFETY: per the function's contract.
+    unsafe { at.cast::<u16>().read_volatile() }.to_ne_bytes()
 }

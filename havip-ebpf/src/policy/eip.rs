@@ -15,7 +15,7 @@ use havip_common::{port_flags, virtual_mac, EipEntry, HavipKey, PortInfo};
 
 use crate::{
     maps,
-    packet::{mac_eq, MacWord},
+    packet::mac_eq,
     parse::{arp::Arp, eth::Frame},
 };
 
@@ -69,7 +69,7 @@ pub fn outbound(
     let havip = maps::find_havip(&key)?;
     let owner = havip.owner();
     let (owner_ifindex, owner_mac, remote) = (owner.ifindex, owner.mac, owner.remote);
-    if remote || owner_ifindex != ifindex || owner_mac != MacWord::new(&frame.src()) {
+    if remote || owner_ifindex != ifindex || owner_mac != frame.src_word() {
         return None;
     }
     let to_havip = HavipKey {
