@@ -40,7 +40,13 @@ impl MacWord {
     pub unsafe fn load(mac: *const [u8; 6]) -> Self {
         let w = mac.cast::<u16>();
         // SAFETY: per the function's contract.
-        let (a, b, c) = unsafe { (w.read_volatile(), w.add(1).read_volatile(), w.add(2).read_volatile()) };
+        let (a, b, c) = unsafe {
+            (
+                w.read_volatile(),
+                w.add(1).read_volatile(),
+                w.add(2).read_volatile(),
+            )
+        };
         Self(u64::from(a) | u64::from(b) << 16 | u64::from(c) << 32)
     }
 

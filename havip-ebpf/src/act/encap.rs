@@ -132,7 +132,10 @@ pub fn to_remote(
     // `gateway_mac` is at offset 12 of the 4-byte aligned `PortInfo`.
     unsafe {
         write_mac(&raw mut (*frame.eth).dst, &owner.mac);
-        write_mac_word(&raw mut (*frame.eth).src, MacWord::load(&raw const port.gateway_mac));
+        write_mac_word(
+            &raw mut (*frame.eth).src,
+            MacWord::load(&raw const port.gateway_mac),
+        );
     }
     // SAFETY: `ctx.ctx` is the program's context. A negative delta grows
     // the frame at the front (needs headroom; every XDP driver gives 256

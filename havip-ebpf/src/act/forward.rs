@@ -86,7 +86,10 @@ pub fn to_havip(
     // `gateway_mac` is at offset 12 of the 4-byte aligned `PortInfo`.
     unsafe {
         write_mac_word(&raw mut (*frame.eth).dst, owner_mac);
-        write_mac_word(&raw mut (*frame.eth).src, MacWord::load(&raw const port.gateway_mac));
+        write_mac_word(
+            &raw mut (*frame.eth).src,
+            MacWord::load(&raw const port.gateway_mac),
+        );
     }
     match TX_PORTS.redirect(owner_ifindex, 0) {
         Ok(_) => {
