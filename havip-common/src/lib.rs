@@ -139,9 +139,9 @@ impl HavipKey {
     /// The key's 8 bytes as one word, as an aligned 8-byte load of a
     /// `HavipKey` at the start of a [`HavipRow`] reads them (so the XDP
     /// program compares a row's key with one load and one compare).
-    #[inline(always)]
     /// Built with shifts, not from bytes: on little-endian it is the very
     /// value [`table_hash`] mixes, so the compiler computes it once.
+    #[inline(always)]
     pub const fn word(&self) -> u64 {
         let (vswitch, addr) = (self.vswitch_id as u64, u32::from_ne_bytes(self.addr) as u64);
         if cfg!(target_endian = "little") {
