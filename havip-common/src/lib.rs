@@ -319,9 +319,14 @@ pub mod owner_copy {
     pub const fn ifindex(copy: u64) -> u32 {
         (copy & 0xfff) as u32
     }
+    /// The MAC as the low 48 bits of a word, its bytes in memory order
+    /// (little-endian: byte 0 lowest).
+    pub const fn mac_bits(copy: u64) -> u64 {
+        copy >> 16
+    }
     pub const fn mac(copy: u64) -> [u8; 6] {
-        let b = copy.to_le_bytes();
-        [b[2], b[3], b[4], b[5], b[6], b[7]]
+        let b = mac_bits(copy).to_le_bytes();
+        [b[0], b[1], b[2], b[3], b[4], b[5]]
     }
 }
 

@@ -192,20 +192,15 @@ impl Havip {
         let copy = unsafe { read_volatile(&raw const (*self.row).owner_copy) };
         let index = owner_word::member(word);
         if index != 0 && owner_copy::member(copy) == index {
-            // The copy's MAC is its top 48 bits (`owner_copy::pack`).
             return Owner {
                 havip_id: self.id,
                 ifindex: owner_copy::ifindex(copy),
-                mac: MacWord::from_low48(copy >> 16),
+                mac: MacWord::from_low48(owner_copy::mac_bits(copy)),
                 remote: false,
                 vtep: [0; 4],
             };
         }
-        let member = if index == 0 {
-            Member::default()
-        } else {
-            self.member(u32::from(index) - 1).unwrap_or_default()
-        };
+        let member = self.owner_member(word);
         Owner {
             havip_id: self.id,
             ifindex: member.ifindex,
@@ -227,27 +222,25 @@ impl Havip {
     /// member's MAC).
     #[inline(always)]
     pub fn owner_from(&self, word: u64) -> OwnerEntry {
-        let index = owner_word::member(word);
-        let member = if index == 0 {
-            Member::default()
-        } else {
-            self.member(u32::from(index) - 1).unwrap_or_default()
-        };
-        self.entry(word, owner_word::flags(word) | member.flags, &member)
-    }
-
-    /// The owner `word` names, as `member` with `flags`.
-    #[inline(always)]
-    fn entry(&self, word: u64, flags: u16, member: &Member) -> OwnerEntry {
+        let member = self.owner_member(word);
         OwnerEntry {
             epoch: u64::from(owner_word::epoch(word)),
             changed_ns: 0,
             havip_id: self.id,
             ifindex: member.ifindex,
             mac: member.mac,
-            flags,
+            flags: owner_word::flags(word) | member.flags,
             vtep: member.vtep,
             _pad: [0; 4],
+        }
+    }
+
+    /// The member `word` names (copied), or an empty one for no owner.
+    #[inline(always)]
+    fn owner_member(&self, word: u64) -> Member {
+        match owner_word::member(word) {
+            0 => Member::default(),
+            index => self.member(u32::from(index) - 1).unwrap_or_default(),
         }
     }
 }

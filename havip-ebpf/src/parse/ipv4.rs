@@ -44,8 +44,8 @@ pub fn addresses(ctx: &XdpContext, offset: usize) -> Option<Addrs> {
     Some(Addrs { saddr, daddr })
 }
 
-/// An address read as two 16-bit loads and put together as one word:
-/// byte loads would leave four values for the compiler to shuffle.
+/// An address read as two 16-bit loads: byte loads would leave four
+/// values for the compiler to shuffle.
 ///
 /// # Safety
 /// `addr` is in bounds and 2-byte aligned: the IPv4 header starts at an
@@ -56,7 +56,7 @@ unsafe fn addr_at(addr: *const [u8; 4]) -> [u8; 4] {
     // SAFETY: per the function's contract.
     let (a, b) = unsafe { (half.read_volatile(), half.add(1).read_volatile()) };
     let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
-    u32::from_ne_bytes([a[0], a[1], b[0], b[1]]).to_ne_bytes()
+    [a[0], a[1], b[0], b[1]]
 }
 
 /// Protocols whose header starts with 16-bit source and destination ports.
