@@ -4,10 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{
-    report::{Cmp, Report},
-    Bench, Section,
-};
+use super::{goals, report::Report, Bench, Section};
 use crate::control_bench;
 
 pub const KEY: &str = "control_plane";
@@ -44,30 +41,9 @@ impl Section for ControlPlaneSection {
                            attach the XDP program + reconcile all HaVips into empty maps",
             }),
         );
-        report.target(
-            "control_plane_ops_per_sec",
-            "associate/unassociate ops/s (16 concurrent callers, durable)",
-            "ops/s",
-            Cmp::AtLeast,
-            10_000.0,
-            Some(f.ops_per_sec_16_callers),
-        );
-        report.target(
-            "control_plane_api_ops_per_sec",
-            "associate/unassociate ops/s over the HTTP API (16 hyper clients, kept-alive connections)",
-            "ops/s",
-            Cmp::AtLeast,
-            10_000.0,
-            Some(f.api_ops_per_sec_16_clients),
-        );
-        report.target(
-            "control_plane_cold_start_ms",
-            "agent cold start with 10,000 HaVips",
-            "ms",
-            Cmp::AtMost,
-            1_000.0,
-            Some(f.agent_cold_start_ms),
-        );
+        report.target(goals::CONTROL_OPS, Some(f.ops_per_sec_16_callers));
+        report.target(goals::CONTROL_API_OPS, Some(f.api_ops_per_sec_16_clients));
+        report.target(goals::CONTROL_COLD_START, Some(f.agent_cold_start_ms));
         report.md(
             "Control plane (10,000 HaVips)",
             format!(

@@ -20,8 +20,9 @@ use serde_json::json;
 
 use super::{
     env::{drain_owner_changes, Env, HAVIP_BASE},
+    goals,
     progs::{self, xdp_action},
-    report::{Cmp, Report},
+    report::Report,
     stats::percentile,
     topo::{self, OWNER_A_MAC, OWNER_B_MAC},
     Bench, Section,
@@ -130,14 +131,7 @@ impl Section for Failover {
             percentile(&kernel, 50.0)
         ));
         report.set("failover_us_p50", json!({"unit": "us", "value": p50}));
-        let met = report.target(
-            "failover_us_p99",
-            "data-plane failover p99 (claim → first frame to the new owner)",
-            "us",
-            Cmp::AtMost,
-            50.0,
-            Some(p99),
-        );
+        let met = report.target(goals::FAILOVER_P99, Some(p99));
         report.set(
             "failover_us_p99",
             json!({"unit": "us", "value": p99, "target": 50.0, "cmp": "at_most", "met": met}),

@@ -6,29 +6,17 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{env::Sample, stats::Summary};
+use super::{
+    env::Sample,
+    goals::{Cmp, Goal},
+    stats::Summary,
+};
 
-/// Which way a target goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cmp {
-    AtLeast,
-    AtMost,
-}
-
-/// One target of issue 5 (or a sibling issue) and how this run did.
+/// A goal of [`super::goals`] and how this run did.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetResult {
-    /// The report key the value comes from.
-    pub key: String,
-    /// What is compared, for the report's table.
-    pub description: String,
-    /// Unit of `target` and `value` (`ratio`, `ns`, `pps`, ...).
-    pub unit: String,
-    /// The bound the value must reach.
-    pub target: f64,
-    /// `at_least` or `at_most`: which side of `target` meets it.
-    pub cmp: Cmp,
+    #[serde(flatten)]
+    pub goal: Goal,
     /// `None`: not measured in this run.
     pub value: Option<f64>,
     /// `None` when not measured.
@@ -162,50 +150,24 @@ impl Report {
         self.md_sections.push((title.into(), body.into()));
     }
 
-    /// Records a target; returns whether it was met.
-    pub fn target(
-        &mut self,
-        key: &str,
-        description: &str,
-        unit: &str,
-        cmp: Cmp,
-        target: f64,
-        value: Option<f64>,
-    ) -> Option<bool> {
-        let met = value.map(|v| match cmp {
-            Cmp::AtLeast => v >= target,
-            Cmp::AtMost => v <= target,
-        });
-        self.targets.push(TargetResult {
-            key: key.to_owned(),
-            description: description.to_owned(),
-            unit: unit.to_owned(),
-            target,
-            cmp,
-            value,
-            met,
-        });
+    /// Records how this run did against `goal`; returns whether it was met.
+    pub fn target(&mut self, goal: Goal, value: Option<f64>) -> Option<bool> {
+        let met = value.map(|v| goal.met_by(v));
+        self.targets.push(TargetResult { goal, value, met });
         met
     }
 
-    /// `{"unit": "ratio", "value": .., "target": .., "met": ..}` under `key`,
-    /// recorded as a target too.
-    pub fn ratio(
-        &mut self,
-        key: &str,
-        description: &str,
-        cmp: Cmp,
-        target: f64,
-        value: Option<f64>,
-    ) {
-        let met = self.target(key, description, "ratio", cmp, target, value);
+    /// `{"unit": "ratio", "value": .., "target": .., "met": ..}` under the
+    /// goal's key, recorded as a target too.
+    pub fn ratio(&mut self, goal: Goal, value: Option<f64>) {
+        let met = self.target(goal, value);
         self.set(
-            key,
+            goal.key,
             json!({
-                "unit": "ratio",
+                "unit": goal.unit,
                 "value": value,
-                "target": target,
-                "cmp": cmp,
+                "target": goal.target,
+                "cmp": goal.cmp,
                 "met": met,
             }),
         );
@@ -227,13 +189,13 @@ impl Report {
         let _ = writeln!(md, "| target | required | measured | |");
         let _ = writeln!(md, "| --- | --- | --- | --- |");
         for t in &self.targets {
-            let op = match t.cmp {
+            let op = match t.goal.cmp {
                 Cmp::AtLeast => "≥",
                 Cmp::AtMost => "≤",
             };
             let value = t
                 .value
-                .map_or_else(|| "not measured".to_owned(), |v| fmt_num(v, &t.unit));
+                .map_or_else(|| "not measured".to_owned(), |v| fmt_num(v, t.goal.unit));
             let verdict = match t.met {
                 Some(true) => "met",
                 Some(false) => "**MISSED**",
@@ -242,9 +204,9 @@ impl Report {
             let _ = writeln!(
                 md,
                 "| {} (`{}`) | {op} {} | {value} | {verdict} |",
-                t.description,
-                t.key,
-                fmt_num(t.target, &t.unit)
+                t.goal.description,
+                t.goal.key,
+                fmt_num(t.goal.target, t.goal.unit)
             );
         }
         let missed: Vec<&TargetResult> = self
@@ -259,16 +221,17 @@ impl Report {
             let _ = writeln!(md, "Every measured target was met.");
         } else {
             for t in missed {
-                let op = match t.cmp {
+                let op = match t.goal.cmp {
                     Cmp::AtLeast => "at least",
                     Cmp::AtMost => "at most",
                 };
                 let _ = writeln!(
                     md,
                     "- **Missed:** {} is {}, the target is {op} {}.",
-                    t.description,
-                    t.value.map_or_else(String::new, |v| fmt_num(v, &t.unit)),
-                    fmt_num(t.target, &t.unit)
+                    t.goal.description,
+                    t.value
+                        .map_or_else(String::new, |v| fmt_num(v, t.goal.unit)),
+                    fmt_num(t.goal.target, t.goal.unit)
                 );
             }
         }
@@ -276,7 +239,7 @@ impl Report {
             let _ = writeln!(
                 md,
                 "- Not measured in this run: {} (`{}`).",
-                t.description, t.key
+                t.goal.description, t.goal.key
             );
         }
         for (title, body) in &self.md_sections {
@@ -309,26 +272,14 @@ pub fn fmt_num(v: f64, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::goals;
 
     #[test]
     fn targets_and_missed_lines() {
         let mut r = Report::default();
-        r.ratio("ratio_vs_tc", "havip vs tc", Cmp::AtLeast, 3.5, Some(3.0));
-        r.ratio(
-            "ratio_vs_bridge",
-            "havip vs bridge",
-            Cmp::AtLeast,
-            6.5,
-            Some(7.0),
-        );
-        r.target(
-            "failover_us_p99",
-            "failover p99",
-            "us",
-            Cmp::AtMost,
-            50.0,
-            None,
-        );
+        r.ratio(goals::VS_TC, Some(3.0));
+        r.ratio(goals::VS_BRIDGE, Some(7.0));
+        r.target(goals::FAILOVER_P99, None);
         r.not_measured("control_plane", "not measured in this run");
         let j = r.to_json();
         assert_eq!(j["ratio_vs_tc"]["met"], json!(false));
@@ -339,7 +290,14 @@ mod tests {
             json!("not measured in this run")
         );
         let md = r.to_markdown("# t");
-        assert!(md.contains("**Missed:** havip vs tc is 3.00×, the target is at least 3.50×."));
-        assert!(md.contains("Not measured in this run: failover p99"));
+        assert!(md.contains(
+            "**Missed:** havip ÷ tc clsact redirect (throughput) is 3.00×, the target is at least 3.50×."
+        ));
+        assert!(md.contains("Not measured in this run: data-plane failover p99"));
+        let targets = &j["targets"];
+        assert_eq!(targets[0]["key"], json!("ratio_vs_tc"));
+        assert_eq!(targets[0]["cmp"], json!("at_least"));
+        assert_eq!(targets[0]["target"], json!(3.5));
+        assert_eq!(targets[2]["value"], Value::Null);
     }
 }

@@ -101,14 +101,7 @@ pub(super) fn failover(bench: &mut Bench, report: &mut Report) -> Result<()> {
                        first), installed -> first frame; resolution: the stream interval",
         }),
     );
-    report.target(
-        "crosshost_failover_ms_p99",
-        "cross-host failover (claim on host B -> first frame from a client on another host at the new owner), p99",
-        "ms",
-        Cmp::AtMost,
-        10.0,
-        Some(p99),
-    );
+    report.target(goals::CROSSHOST_FAILOVER_P99, Some(p99));
     report.md(
         "Cross-host failover (claim -> first frame from a client on a third host)",
         format!(

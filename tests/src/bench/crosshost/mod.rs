@@ -54,8 +54,9 @@ use serde_json::json;
 
 use super::{
     env::{Env, Sample, HAVIP_BASE, VSWITCH},
+    goals,
     progs::{self, BenchProgs},
-    report::{summary_value, Cmp, Report},
+    report::{summary_value, Report},
     stats::{percentile, Summary},
     topo::{self, CLIENT_MAC, GATEWAY_MAC, OWNER_A_MAC},
     Bench, Params, Section,
@@ -174,20 +175,8 @@ fn throughput(bench: &mut Bench, report: &mut Report) -> Result<()> {
         ),
     );
     report.set(KEY_THROUGHPUT, serde_json::Value::Object(paths));
-    report.ratio(
-        "crosshost_ratio_vs_bare_redirect",
-        "cross-host havip XDP (encap+decap) / bare XDP redirect on the same two hops",
-        Cmp::AtLeast,
-        0.8,
-        vs_bare,
-    );
-    report.ratio(
-        "crosshost_ratio_vs_kernel_vxlan",
-        "cross-host havip XDP / Linux bridge + kernel VXLAN on each host",
-        Cmp::AtLeast,
-        3.0,
-        vs_kernel,
-    );
+    report.ratio(goals::CROSSHOST_VS_BARE, vs_bare);
+    report.ratio(goals::CROSSHOST_VS_KERNEL_VXLAN, vs_kernel);
     let frame_len = Env::havip_traffic(1).frame().len();
     report.md(
         "Cross-host throughput (client on host A, owner on host B)",
