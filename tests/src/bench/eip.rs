@@ -21,10 +21,12 @@ use serde_json::json;
 
 use super::{
     env::{Env, Sample, HAVIP_BASE},
+    goals,
+    paths::{Column, Measure, PathSet},
     progs::{self, Traffic},
-    report::{Cmp, Report},
+    report::Report,
     topo::{self, OWNER_A_MAC},
-    Bench, Params, Section,
+    Params,
 };
 
 /// The EIP in front of HaVip 0.
@@ -33,23 +35,29 @@ pub const BENCH_EIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
 const HC0_IP: &str = "10.79.0.1/24";
 const NFT_TABLE: &str = "havip_bench_eip";
 
+/// The ways to the HaVip's owner of frames addressed to the EIP: havip
+/// vs nftables vs kernel routing vs the bare redirect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum EipPath {
+pub enum EipPath {
     Havip,
     BareRedirect,
     Nft,
     KernelForward,
 }
 
-impl EipPath {
-    const ALL: [EipPath; 4] = [
+impl PathSet for EipPath {
+    const SECTION: &'static str = "eip";
+    const TITLE: &'static str = "EIP NAT path";
+    const COLUMNS: &'static [Column] = &[Column::Delivered];
+    const MEASURE: Measure<Self> = measure;
+    const ALL: &'static [EipPath] = &[
         EipPath::Havip,
         EipPath::BareRedirect,
         EipPath::Nft,
         EipPath::KernelForward,
     ];
 
-    const fn key(self) -> &'static str {
+    fn key(self) -> &'static str {
         match self {
             EipPath::Havip => "eip_pps",
             EipPath::BareRedirect => "eip_bare_redirect_pps",
@@ -58,7 +66,7 @@ impl EipPath {
         }
     }
 
-    const fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             EipPath::Havip => "havip EIP DNAT",
             EipPath::BareRedirect => "bare XDP redirect",
@@ -67,7 +75,7 @@ impl EipPath {
         }
     }
 
-    const fn description(self) -> &'static str {
+    fn description(self) -> &'static str {
         match self {
             EipPath::Havip => "havip_xdp on every host port, hc0 = uplink, EIP → HaVip 0 (DNAT, checksums, owner lookup, redirect)",
             EipPath::BareRedirect => "MAC rewrite + DEVMAP redirect, no lookups, no NAT",
@@ -76,6 +84,18 @@ impl EipPath {
         }
     }
 
+    fn conclude(medians: &BTreeMap<EipPath, f64>, report: &mut Report) {
+        let havip = medians.get(&EipPath::Havip).copied();
+        let ratio = |other| Some(havip? / medians.get(&other).copied()?);
+        report.ratio(goals::EIP_VS_NFT, ratio(EipPath::Nft));
+        report.set(
+            "ratio_eip_vs_bare_redirect",
+            json!({"unit": "ratio", "value": ratio(EipPath::BareRedirect)}),
+        );
+    }
+}
+
+impl EipPath {
     const fn fast(self) -> bool {
         matches!(self, EipPath::Havip | EipPath::BareRedirect)
     }
@@ -218,53 +238,5 @@ fn measure(env: &mut Env, path: EipPath, params: &Params) -> Result<Sample> {
             drop(routed);
             sample
         }
-    }
-}
-
-/// EIP NAT throughput: havip vs nftables vs kernel routing vs bare redirect.
-#[derive(Default)]
-pub struct EipNat {
-    samples: BTreeMap<EipPath, Vec<Sample>>,
-}
-
-impl Section for EipNat {
-    fn name(&self) -> &'static str {
-        "eip"
-    }
-
-    fn steps(&self, params: &Params) -> u64 {
-        (params.reps * EipPath::ALL.len()) as u64
-    }
-
-    fn run(&mut self, bench: &mut Bench, report: &mut Report) -> Result<()> {
-        let (env, progress, params) = bench.env_and_progress()?;
-        let params = params.clone();
-        env.configure(1)?;
-        let paths = EipPath::ALL.map(|p| (p, p.label()));
-        self.samples =
-            progress.interleaved("eip", params.reps, &paths, |p| measure(env, p, &params))?;
-        let mut table = String::from(
-            "| path | median Mpps | min | max | delivered | what |\n\
-             | --- | --- | --- | --- | --- | --- |\n",
-        );
-        let paths = EipPath::ALL.map(|p| (p, p.key(), p.label(), p.description()));
-        let medians = report.throughputs(&mut table, &self.samples, &paths, |t| {
-            format!("{:.1} % |", 100.0 * t.delivered)
-        });
-        let havip = medians.get(&EipPath::Havip).copied();
-        let ratio = |other| Some(havip? / medians.get(&other).copied()?);
-        report.ratio(
-            "ratio_eip_vs_nft",
-            "havip EIP DNAT ÷ nftables DNAT/SNAT with conntrack (throughput)",
-            Cmp::AtLeast,
-            4.0,
-            ratio(EipPath::Nft),
-        );
-        report.set(
-            "ratio_eip_vs_bare_redirect",
-            json!({"unit": "ratio", "value": ratio(EipPath::BareRedirect)}),
-        );
-        report.md("EIP NAT path", table);
-        Ok(())
     }
 }

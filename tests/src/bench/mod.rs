@@ -17,8 +17,10 @@ pub mod crosshost;
 pub mod eip;
 pub mod env;
 pub mod failover;
+pub mod goals;
 pub mod interrupt;
 pub mod keepalived;
+pub mod paths;
 pub mod plot;
 pub mod progs;
 pub mod report;
@@ -292,14 +294,14 @@ impl Section for NotMeasured {
 /// The sections of a run, in order.
 pub fn sections() -> Vec<Box<dyn Section>> {
     vec![
-        Box::new(throughput::Throughput::default()),
+        Box::new(paths::Interleaved::<throughput::Path>::default()),
         Box::new(throughput::Scale::default()),
         Box::new(cost::NsPerPacket),
         Box::new(failover::Failover),
         Box::new(keepalived::KeepalivedLoss),
         Box::new(control::ControlPlaneSection),
         Box::new(route::Routes::default()),
-        Box::new(eip::EipNat::default()),
+        Box::new(paths::Interleaved::<eip::EipPath>::default()),
         Box::new(crosshost::CrossHost),
     ]
 }

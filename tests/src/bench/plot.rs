@@ -17,7 +17,7 @@ use plotters::{
 };
 use serde_json::Value;
 
-use super::{cost, report::Report, throughput::Path as TPath};
+use super::{cost, paths::PathSet, report::Report, throughput::Path as TPath};
 
 const FONT_CANDIDATES: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

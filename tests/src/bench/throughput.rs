@@ -9,9 +9,11 @@ use havip_common::Handled;
 use serde_json::json;
 
 use super::{
-    env::Env,
+    env::{Env, Sample},
+    goals,
+    paths::{Column, Measure, PathSet},
     progs,
-    report::{pps_summary, Cmp, Report},
+    report::{pps_summary, Report},
     stats::Summary,
     topo, Bench, Params, Section,
 };
@@ -29,8 +31,13 @@ pub enum Path {
     Sketch,
 }
 
-impl Path {
-    pub const ALL: [Path; 7] = [
+impl PathSet for Path {
+    const SECTION: &'static str = "throughput";
+    const TITLE: &'static str = "Throughput by path";
+    const COLUMNS: &'static [Column] =
+        &[Column::NsPerPacket, Column::Delivered, Column::OthersBusy];
+    const MEASURE: Measure<Self> = measure_path;
+    const ALL: &'static [Path] = &[
         Path::DropCeiling,
         Path::BareRedirect,
         Path::Havip,
@@ -41,7 +48,7 @@ impl Path {
     ];
 
     /// The report key.
-    pub const fn key(self) -> &'static str {
+    fn key(self) -> &'static str {
         match self {
             Path::DropCeiling => "drop_ceiling_pps",
             Path::BareRedirect => "bare_redirect_pps",
@@ -53,7 +60,7 @@ impl Path {
         }
     }
 
-    pub const fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Path::DropCeiling => "XDP_DROP ceiling",
             Path::BareRedirect => "bare XDP redirect",
@@ -65,7 +72,7 @@ impl Path {
         }
     }
 
-    const fn description(self) -> &'static str {
+    fn description(self) -> &'static str {
         match self {
             Path::DropCeiling => "XDP_DROP on hc0 (counted there): the most this generator can push into hc0",
             Path::BareRedirect => "MAC rewrite + DEVMAP redirect, no lookups (floor of any XDP forwarder)",
@@ -77,6 +84,33 @@ impl Path {
         }
     }
 
+    fn conclude(medians: &BTreeMap<Path, f64>, report: &mut Report) {
+        let havip = medians.get(&Path::Havip).copied();
+        let ratio = |other: Path| -> Option<f64> {
+            let o = medians.get(&other).copied()?;
+            Some(havip? / o)
+        };
+        report.ratio(goals::VS_BRIDGE, ratio(Path::Bridge));
+        report.ratio(goals::VS_TC, ratio(Path::Tc));
+        report.ratio(goals::VS_BARE_REDIRECT, ratio(Path::BareRedirect));
+        report.ratio(goals::VS_CEILING, ratio(Path::DropCeiling));
+        // Context, not targets.
+        report.set(
+            "ratio_vs_bridge_nf_off",
+            json!({"unit": "ratio", "value": ratio(Path::BridgeNfOff)}),
+        );
+        let bare_vs_bridge = medians
+            .get(&Path::BareRedirect)
+            .zip(medians.get(&Path::Bridge))
+            .map(|(b, r)| b / r);
+        report.set(
+            "bare_redirect_ratio_vs_bridge",
+            json!({"unit": "ratio", "value": bare_vs_bridge}),
+        );
+    }
+}
+
+impl Path {
     const fn fast(self) -> bool {
         matches!(
             self,
@@ -86,7 +120,7 @@ impl Path {
 }
 
 /// Runs one measurement of `path`: sets it up, measures, takes it down.
-fn measure_path(env: &mut Env, path: Path, params: &Params) -> Result<super::env::Sample> {
+fn measure_path(env: &mut Env, path: Path, params: &Params) -> Result<Sample> {
     let packets = if path.fast() {
         params.packets_fast
     } else {
@@ -126,97 +160,10 @@ fn measure_path(env: &mut Env, path: Path, params: &Params) -> Result<super::env
     }
 }
 
-/// Throughput by path (issue 5 item 1) and the four ratios.
-#[derive(Default)]
-pub struct Throughput {
-    samples: BTreeMap<Path, Vec<super::env::Sample>>,
-}
-
-impl Section for Throughput {
-    fn name(&self) -> &'static str {
-        "throughput"
-    }
-
-    fn steps(&self, params: &Params) -> u64 {
-        (params.reps * Path::ALL.len()) as u64
-    }
-
-    fn run(&mut self, bench: &mut Bench, report: &mut Report) -> Result<()> {
-        let (env, progress, params) = bench.env_and_progress()?;
-        let params = params.clone();
-        env.configure(1)?;
-        let paths = Path::ALL.map(|p| (p, p.label()));
-        self.samples = progress.interleaved("throughput", params.reps, &paths, |p| {
-            measure_path(env, p, &params)
-        })?;
-        let mut table = String::from(
-            "| path | median Mpps | min | max | ns/packet end to end | delivered | other CPU busy | what |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-        );
-        let paths = Path::ALL.map(|p| (p, p.key(), p.label(), p.description()));
-        let medians = report.throughputs(&mut table, &self.samples, &paths, |t| {
-            format!(
-                "{:.0} | {:.1} % | {:.0} % |",
-                1e9 / t.pps.median,
-                100.0 * t.delivered,
-                100.0 * t.others_busy
-            )
-        });
-        let havip = medians.get(&Path::Havip).copied();
-        let ratio = |other: Path| -> Option<f64> {
-            let o = medians.get(&other).copied()?;
-            Some(havip? / o)
-        };
-        report.ratio(
-            "ratio_vs_bridge",
-            "havip ÷ default Linux bridge (throughput)",
-            Cmp::AtLeast,
-            6.5,
-            ratio(Path::Bridge),
-        );
-        report.ratio(
-            "ratio_vs_tc",
-            "havip ÷ tc clsact redirect (throughput)",
-            Cmp::AtLeast,
-            3.5,
-            ratio(Path::Tc),
-        );
-        report.ratio(
-            "ratio_vs_bare_redirect",
-            "havip ÷ bare XDP redirect (throughput)",
-            Cmp::AtLeast,
-            0.95,
-            ratio(Path::BareRedirect),
-        );
-        report.ratio(
-            "ratio_vs_ceiling",
-            "havip ÷ XDP_DROP ceiling (throughput)",
-            Cmp::AtLeast,
-            0.62,
-            ratio(Path::DropCeiling),
-        );
-        // Context, not targets.
-        report.set(
-            "ratio_vs_bridge_nf_off",
-            json!({"unit": "ratio", "value": ratio(Path::BridgeNfOff)}),
-        );
-        let bare_vs_bridge = medians
-            .get(&Path::BareRedirect)
-            .zip(medians.get(&Path::Bridge))
-            .map(|(b, r)| b / r);
-        report.set(
-            "bare_redirect_ratio_vs_bridge",
-            json!({"unit": "ratio", "value": bare_vs_bridge}),
-        );
-        report.md("Throughput by path", table);
-        Ok(())
-    }
-}
-
 /// The havip fast path with traffic spread over 1, 1,024 and 65,536 HaVips.
 #[derive(Default)]
 pub struct Scale {
-    samples: BTreeMap<u32, Vec<super::env::Sample>>,
+    samples: BTreeMap<u32, Vec<Sample>>,
     reconcile_s: BTreeMap<u32, Vec<f64>>,
 }
 
@@ -285,13 +232,7 @@ impl Section for Scale {
             .get(&last)
             .zip(medians.get(&first))
             .map(|(l, f)| l / f);
-        report.ratio(
-            "scale_ratio",
-            &format!("throughput at {last} HaVips ÷ at {first}"),
-            Cmp::AtLeast,
-            0.90,
-            ratio,
-        );
+        report.ratio(goals::SCALE, ratio);
         report.md("Scale", table);
         Ok(())
     }
