@@ -8,6 +8,7 @@ use havip_common::{HavipEntry, HavipKey, OwnerEntry, TrafficCounter};
 use serde::Serialize;
 
 use crate::{
+    control::HavipCounters,
     dataplane::{
         loader::{attached_interfaces, ifindex_of, pinned_link_ifindex},
         stats, Maps,
@@ -39,10 +40,11 @@ pub struct HavipStatus {
     pub epoch: u64,
     /// Bound members in the kernel's `BINDINGS` (at most 10).
     pub bindings: usize,
-    /// Frames redirected to the owner since the HaVip was put in the kernel.
-    pub packets: u64,
-    /// Their bytes (Ethernet frames, without VXLAN encapsulation).
-    pub bytes: u64,
+    /// Frames redirected to the owner since the HaVip was put in the kernel
+    /// and their bytes: the `packets` and `bytes` keys, as DescribeHaVips
+    /// has them.
+    #[serde(flatten)]
+    pub counters: HavipCounters,
 }
 
 /// One outcome counter of the XDP program, summed over CPUs.
@@ -192,8 +194,10 @@ pub fn from_maps(maps: &Maps, pin_dir: &Path) -> Status {
                 owner_mac: owner.has_owner().then(|| mac_string(owner.mac)),
                 epoch: owner.epoch,
                 bindings: bindings.iter().filter(|b| b.havip_id == entry.id).count(),
-                packets: traffic.packets,
-                bytes: traffic.bytes,
+                counters: HavipCounters {
+                    packets: traffic.packets,
+                    bytes: traffic.bytes,
+                },
             }
         })
         .collect();
@@ -272,8 +276,8 @@ impl std::fmt::Display for Status {
                 h.owner_mac.as_deref().unwrap_or("-"),
                 h.epoch,
                 h.bindings,
-                h.packets,
-                h.bytes
+                h.counters.packets,
+                h.counters.bytes
             )?;
         }
         writeln!(f)?;
@@ -291,5 +295,33 @@ impl std::fmt::Display for Status {
             "\nsecurity events suppressed by rate limit: {}; events lost (ring full): {}",
             self.security_events_suppressed, self.events_lost
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn havip_counters_are_keys_of_the_havip_in_json() {
+        let h = HavipStatus {
+            vswitch_id: 1,
+            address: "10.0.0.9".into(),
+            id: 3,
+            virtual_mac: "02:48:0a:00:00:09".into(),
+            owner_ifindex: 0,
+            owner_interface: None,
+            owner_mac: None,
+            epoch: 0,
+            bindings: 2,
+            counters: HavipCounters {
+                packets: 7,
+                bytes: 700,
+            },
+        };
+        let j = serde_json::to_value(&h).expect("serializable");
+        assert_eq!(j["packets"], 7);
+        assert_eq!(j["bytes"], 700);
+        assert!(j.get("counters").is_none(), "{j}");
     }
 }

@@ -129,14 +129,14 @@ fn scrape_matches_the_pinned_counters_and_promtool_accepts_it() {
         .iter()
         .find(|h| h.address == t.vip.to_string())
         .expect("havip in the maps");
-    assert!(h.packets > 0, "no forwarded packets counted");
+    assert!(h.counters.packets > 0, "no forwarded packets counted");
     assert_eq!(
         get(&m, "havip_forwarded_packets_total{havip=\"havip-hvtm\"}"),
-        h.packets
+        h.counters.packets
     );
     assert_eq!(
         get(&m, "havip_forwarded_bytes_total{havip=\"havip-hvtm\"}"),
-        h.bytes
+        h.counters.bytes
     );
     assert_eq!(get(&m, "havip_events_lost_total"), st.events_lost);
     assert!(
