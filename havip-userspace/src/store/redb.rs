@@ -60,18 +60,22 @@ enum Db {
     Closed,
 }
 
+// redb's `ReadOnlyDatabase` has no `Debug`: the mode is what a log needs.
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Db::Rw(_) => "read-write",
+            Db::Ro(_) => "read-only",
+            Db::Closed => "closed",
+        })
+    }
+}
+
 /// The redb database holding the control-plane state.
+#[derive(Debug)]
 pub struct RedbStore {
     db: Mutex<Db>,
     path: PathBuf,
-}
-
-impl std::fmt::Debug for RedbStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore")
-            .field("path", &self.path)
-            .finish()
-    }
 }
 
 fn open_err(path: &Path) -> impl FnOnce(::redb::DatabaseError) -> StoreError + '_ {
