@@ -1,6 +1,8 @@
 //! EIPs: create (a unicast address no HaVip or EIP uses), delete (refused
 //! while associated), associate with one HaVip, unassociate.
 
+use std::net::Ipv4Addr;
+
 use super::Cx;
 use crate::model::{
     error::{OpError, ResourceKind},
@@ -9,21 +11,27 @@ use crate::model::{
     state::{Record, RecordKey, RecordKind},
 };
 
+/// An EIP is one public unicast address: refused before an id is taken.
+fn check_unicast(address: Ipv4Addr) -> Result<(), OpError> {
+    if address.is_unspecified()
+        || address.is_broadcast()
+        || address.is_multicast()
+        || address.is_loopback()
+    {
+        return Err(OpError::InvalidAddress {
+            address,
+            reason: "an EIP must be a unicast address".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 impl Cx<'_> {
     pub(super) fn create_eip(&mut self, op: &CreateEip) -> Result<RecordKey, OpError> {
         let state = self.state;
         let address = op.address;
+        check_unicast(address)?;
         let id = self.new_id(op.id.as_deref(), "eip", ResourceKind::Eip, &state.eips)?;
-        if address.is_unspecified()
-            || address.is_broadcast()
-            || address.is_multicast()
-            || address.is_loopback()
-        {
-            return Err(OpError::InvalidAddress {
-                address,
-                reason: "an EIP must be a unicast address".to_owned(),
-            });
-        }
         if let Some(e) = state.eips.values().find(|e| e.address == address) {
             return Err(OpError::AddressInUse {
                 address,
