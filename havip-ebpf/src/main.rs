@@ -96,7 +96,10 @@ fn on_ipv4(ctx: &XdpContext, frame: &eth::Frame) -> Result<Handled, DropReason> 
         Handled::Passed => match policy::route::decide(port, frame, ip.daddr) {
             RouteDecision::NotRouted => Ok(Handled::Passed),
             RouteDecision::Via(hop) => {
-                act::route::via_havip(ctx, frame, port, ifindex, &hop, ip.saddr, ip.daddr)
+                let (key, via) = act::route::via_havip(&hop, port);
+                let forwarded =
+                    act::forward::to_havip(ctx, frame, &via, ifindex, &key, ip.saddr, ip.daddr)?;
+                Ok(act::route::routed(forwarded))
             }
         },
         handled => Ok(handled),

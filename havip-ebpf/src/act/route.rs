@@ -4,27 +4,16 @@
 //! gateway is not a hop the guest sees (as in the cloud's VPC router, and
 //! `traceroute` through the owner shows the owner as the first hop).
 
-use aya_ebpf::programs::XdpContext;
-use havip_common::{DropReason, Handled, HavipKey, PortInfo, RouteNextHop, RoutePrefix};
+use havip_common::{Handled, HavipKey, PortInfo, RouteNextHop, RoutePrefix};
 
-use crate::{
-    act::forward,
-    maps::{self, Havip},
-    parse::eth::Frame,
-};
+use crate::maps::{self, Havip};
 
-/// `port`/`ifindex`: the frame's ingress port; `saddr`/`daddr`: its IPv4
-/// addresses (`daddr` is the routed destination, not the HaVip).
+/// Where a frame routed to `next_hop` goes: the next-hop HaVip's key, and
+/// the ingress `port` seen from the HaVip's vSwitch, for
+/// `forward::to_havip` (with the frame's own addresses: `daddr` is the
+/// routed destination, not the HaVip).
 #[inline(always)]
-pub fn via_havip(
-    ctx: &XdpContext,
-    frame: &Frame,
-    port: &PortInfo,
-    ifindex: u32,
-    next_hop: &RouteNextHop,
-    saddr: [u8; 4],
-    daddr: [u8; 4],
-) -> Result<Handled, DropReason> {
+pub fn via_havip(next_hop: &RouteNextHop, port: &PortInfo) -> (HavipKey, PortInfo) {
     let key = HavipKey {
         vswitch_id: next_hop.vswitch_id,
         addr: next_hop.addr,
@@ -37,12 +26,18 @@ pub fn via_havip(
         vswitch_id: next_hop.vswitch_id,
         ..*port
     };
-    match forward::to_havip(ctx, frame, &via, ifindex, &key, saddr, daddr)? {
-        Handled::Forwarded => Ok(Handled::Routed),
-        Handled::ForwardedRemote => Ok(Handled::RoutedRemote),
+    (key, via)
+}
+
+/// The outcome of `forward::to_havip` for a routed frame.
+#[inline(always)]
+pub fn routed(forwarded: Handled) -> Handled {
+    match forwarded {
+        Handled::Forwarded => Handled::Routed,
+        Handled::ForwardedRemote => Handled::RoutedRemote,
         // The next hop is no HaVip here (a route the agent is removing):
         // left to the kernel.
-        other => Ok(other),
+        other => other,
     }
 }
 
