@@ -174,7 +174,7 @@ pub struct HavipEntry {
     pub _pad: [u8; 2],
 }
 
-/// The current master of a HaVip, decoded from its owner word
+/// The current owner of a HaVip, decoded from its owner word
 /// ([`owner_word`]) and member ([`Member`]): what events carry and what the
 /// agent reads. Not a map value (the kernel holds the owner word).
 #[repr(C)]

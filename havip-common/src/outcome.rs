@@ -107,7 +107,7 @@ outcomes! {
 outcomes! {
     /// Why a frame was dropped: index of `DROPS`, and the program's error type.
     pub enum DropReason {
-        /// IPv4 to a HaVip that has no master yet.
+        /// IPv4 to a HaVip that has no owner yet.
         NoOwner => "no_owner",
         /// IPv4 to a HaVip with a broadcast or multicast destination MAC.
         NonUnicastToHavip => "non_unicast_to_havip",
@@ -121,7 +121,7 @@ outcomes! {
         /// Claim from another member inside the hold time.
         ClaimHeldDown => "claim_held_down",
         /// Claim (gratuitous ARP or reply) for a HaVip arriving on the uplink:
-        /// only a local instance port can make a member master.
+        /// only a local instance port can make a member the owner.
         ClaimNotFromInstance => "claim_not_from_instance",
         /// ARP with an Ethernet source different from the ARP sender MAC.
         ArpSenderMismatch => "arp_sender_mismatch",

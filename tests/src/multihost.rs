@@ -155,7 +155,7 @@ impl MultiHost {
         }
         let _ = write!(
             s,
-            "[[havip]]\nid = \"havip-mh\"\nvswitch = \"vsw-mh\"\naddress = \"{VIP}\"\ninstances = [\"i-a\", \"i-b\"]\nmaster = \"i-{initial}\"\n"
+            "[[havip]]\nid = \"havip-mh\"\nvswitch = \"vsw-mh\"\naddress = \"{VIP}\"\ninstances = [\"i-a\", \"i-b\"]\ninitial_owner = \"i-{initial}\"\n"
         );
         Ok(s)
     }

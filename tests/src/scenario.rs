@@ -84,7 +84,8 @@ pub struct LabHavip {
     pub address: Ipv4Addr,
     /// Guest names whose instances are bound.
     pub members: Vec<String>,
-    /// Guest whose instance is the initial owner (`master = "i-<guest>"`).
+    /// Guest whose instance is the initial owner (`initial_owner =
+    /// "i-<guest>"`; keepalived's first master).
     pub master: Option<String>,
 }
 
@@ -121,7 +122,7 @@ pub fn lab_config(scratch: &Scratch, lab: &Lab, cidr: &str, havips: &[LabHavip])
             members.join(", ")
         );
         if let Some(m) = &h.master {
-            let _ = writeln!(s, "master = \"i-{m}\"");
+            let _ = writeln!(s, "initial_owner = \"i-{m}\"");
         }
         s.push('\n');
     }

@@ -136,7 +136,7 @@ fn delete_owner_eni_clears_owner_port_and_traffic() {
         assert!(config.contains(&format!("eni-{name}")));
     }
     config.push_str(&format!(
-        "[[havip]]\nid = \"havip-eni\"\nvswitch = \"vsw-lab\"\naddress = \"{}\"\nenis = [\"eni-a\", \"eni-b\"]\nmaster = \"eni-a\"\n",
+        "[[havip]]\nid = \"havip-eni\"\nvswitch = \"vsw-lab\"\naddress = \"{}\"\nenis = [\"eni-a\", \"eni-b\"]\ninitial_owner = \"eni-a\"\n",
         t.vip
     ));
     std::fs::write(&t.config, config).expect("config");

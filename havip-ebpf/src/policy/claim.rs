@@ -64,7 +64,7 @@ pub fn decide(port: &PortInfo, ifindex: u32, eth_src: &[u8; 6], arp: &Arp) -> Cl
     }
     let claim = arp.is_gratuitous() || arp.is_reply();
     if port.flags & port_flags::INSTANCE == 0 {
-        // The uplink never makes a master; an owner elsewhere resolving a
+        // The uplink never makes an owner; an owner elsewhere resolving a
         // local guest (its ARP names the HaVip as sender) passes.
         return if claim {
             refuse(DropReason::ClaimNotFromInstance)

@@ -483,7 +483,7 @@ impl ControlPlane {
     }
 
     /// DescribeHaVips: every HaVip (or the one named `id`), with status,
-    /// bindings, master, epoch and counters.
+    /// bindings, owner, epoch and counters.
     ///
     /// # Errors
     /// [`OpError::NotFound`] when `id` names no HaVip.

@@ -34,7 +34,7 @@ pub struct ReconcileReport {
     pub bindings_set: usize,
     pub bindings_removed: usize,
     pub owners_created: usize,
-    /// Owners cleared because the master is no longer bound.
+    /// Owners cleared because the owner is no longer bound.
     pub owners_cleared: usize,
     /// Owners whose ENI came back under a new ifindex (same MAC), rewritten
     /// onto it with the same epoch.

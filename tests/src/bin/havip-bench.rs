@@ -7,11 +7,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use havip_tests::bench::{self, Options};
 
+/// Benchmark the havip data plane against its alternatives.
 #[derive(Parser, Debug)]
-#[command(
-    name = "havip-bench",
-    about = "Benchmark the havip data plane against its alternatives"
-)]
+#[command(name = "havip-bench")]
 struct Args {
     /// Short run (3 repetitions, fewer packets): under 5 minutes.
     #[arg(long)]

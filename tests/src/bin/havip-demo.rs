@@ -1,17 +1,15 @@
 //! havip-demo: the self-contained demo that `cargo xtask build-and-run` runs.
 //! A client and two instances on network namespaces, the real `havip-agent`
-//! in the host namespace: traffic follows the master, an ARP claim moves it,
+//! in the host namespace: traffic follows the owner, an ARP claim moves it,
 //! a spoofed claim is refused. `--hosts 2` (or 3): the multi-host demo (etcd,
 //! one agent per host, the owner moving across hosts). Needs root; cleans
 //! up (also on Ctrl-C).
 
 use clap::Parser;
 
+/// Run havip-agent on a demo topology of network namespaces.
 #[derive(Parser, Debug)]
-#[command(
-    name = "havip-demo",
-    about = "Run havip-agent on a demo topology of network namespaces"
-)]
+#[command(name = "havip-demo")]
 struct Args {
     /// Keep the namespaces and the agent after the demo, until Ctrl-C.
     #[arg(long)]

@@ -216,7 +216,7 @@ fn binding_limits_and_conflicts() {
 }
 
 #[test]
-fn unassociate_clears_owner_and_master() {
+fn unassociate_clears_owner_and_initial_owner() {
     let mut s = base();
     havip(&mut s, "h", None);
     s = apply_to(&s, &assoc("h", Member::instance("i-0"))).unwrap();
