@@ -54,15 +54,27 @@ impl Config {
     }
 }
 
+/// Frame `index` (from 0) of the run of `seed`: enough to generate it
+/// again, alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramePlace {
+    pub seed: u64,
+    pub index: u64,
+}
+
+impl FramePlace {
+    /// The frame's own random stream.
+    pub fn rng(self) -> Rng {
+        Rng::for_frame(self.seed, self.index)
+    }
+}
+
 /// One frame that broke an invariant, with what is needed to replay it.
 #[derive(Clone, Debug)]
 pub struct Violation {
-    /// The run's seed: with `index`, regenerates the frame
-    /// (`Rng::for_frame`).
-    pub seed: u64,
-    /// The frame's number in the run, from 0 (for a drain: the frame the
-    /// drain came before).
-    pub index: u64,
+    /// The frame's place in the run, which regenerates it (for a drain:
+    /// the frame the drain came before).
+    pub at: FramePlace,
     /// The frame; `None` for a check not tied to one frame (events matched
     /// at a drain, or events lost at the end).
     pub generated: Option<Generated>,
@@ -72,7 +84,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "violation at seed {} index {}:", self.seed, self.index)?;
+        writeln!(
+            f,
+            "violation at seed {} index {}:",
+            self.at.seed, self.at.index
+        )?;
         if let Some(g) = &self.generated {
             writeln!(
                 f,
@@ -238,8 +254,10 @@ impl Report {
         self.violation_count += 1;
         if self.violations.len() < KEEP_VIOLATIONS {
             self.violations.push(Violation {
-                seed: self.seed,
-                index,
+                at: FramePlace {
+                    seed: self.seed,
+                    index,
+                },
                 generated,
                 errors,
             });
@@ -284,7 +302,11 @@ pub fn run(bed: &mut TestBed, config: &Config, mut progress: impl FnMut(u64)) ->
             owners = read_owners(bed, &keys);
             report.owner_resets += 1;
         }
-        let generated = pools.generate(&mut Rng::for_frame(config.seed, index));
+        let at = FramePlace {
+            seed: config.seed,
+            index,
+        };
+        let generated = pools.generate(&mut at.rng());
         report.generated += 1;
         *report.by_kind.entry(generated.kind.name()).or_default() += 1;
         *report
