@@ -93,7 +93,7 @@ pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
 
 /// A HaVip found through `HAVIP_INDEX`: its row (for the owner word) and id.
 #[derive(Clone, Copy)]
-pub struct Havip {
+pub struct FoundHavip {
     row: *mut HavipRow,
     pub id: u32,
 }
@@ -108,7 +108,7 @@ pub struct Havip {
 /// the add or removal of a HaVip can at worst miss it or be judged under
 /// the HaVip the row held before.
 #[inline(always)]
-pub fn find_havip(key: &HavipKey) -> Option<Havip> {
+pub fn find_havip(key: &HavipKey) -> Option<FoundHavip> {
     let hash = table_hash(key);
     let home = index_entry::home(hash);
     let want = key.word();
@@ -140,7 +140,7 @@ pub fn find_havip(key: &HavipKey) -> Option<Havip> {
                 if state == row_state::USED && r_key == want {
                     // SAFETY: as above.
                     let id = unsafe { read_volatile(&raw const (*row).id) };
-                    return Some(Havip { row, id });
+                    return Some(FoundHavip { row, id });
                 }
             }
         }
@@ -149,7 +149,7 @@ pub fn find_havip(key: &HavipKey) -> Option<Havip> {
     None
 }
 
-impl Havip {
+impl FoundHavip {
     /// The owner word: one aligned 8-byte load, so one whole owner.
     #[inline(always)]
     pub fn owner_word(&self) -> u64 {
@@ -184,7 +184,7 @@ impl Havip {
     /// word (one load), then the owner copy in the same cache line (one
     /// load), used only if it is of the member the word names (so port and
     /// MAC are one member's, from one store); else the member is read
-    /// from `HAVIP_MEMBERS` (as [`Havip::owner_from`] does).
+    /// from `HAVIP_MEMBERS` (as [`FoundHavip::owner_from`] does).
     #[inline(always)]
     pub fn owner(&self) -> Owner {
         let word = self.owner_word();
@@ -245,7 +245,7 @@ impl Havip {
     }
 }
 
-/// A HaVip's current owner as the forward path uses it ([`Havip::owner`]).
+/// A HaVip's current owner as the forward path uses it ([`FoundHavip::owner`]).
 #[derive(Clone, Copy)]
 pub struct Owner {
     pub havip_id: u32,

@@ -3,7 +3,7 @@
 use aya_ebpf::programs::XdpContext;
 use havip_common::{owner_copy, owner_word, DropReason, Handled, HavipKey, OwnerEntry};
 
-use crate::{events, maps::Havip};
+use crate::{events, maps::FoundHavip};
 
 /// Stores the owner word `word` (decided by `policy::claim`, decoded as
 /// `next`) in the HaVip's row, after the copy of the claimer's port and
@@ -16,7 +16,7 @@ use crate::{events, maps::Havip};
 pub fn take_over(
     ctx: &XdpContext,
     key: &HavipKey,
-    havip: &Havip,
+    havip: &FoundHavip,
     word: u64,
     current: &OwnerEntry,
     next: &OwnerEntry,

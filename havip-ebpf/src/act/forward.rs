@@ -44,7 +44,7 @@ pub fn to_havip(
 ) -> Result<Handled, DropReason> {
     // The owner word is read with one load: one whole owner, never two
     // mixed (see `maps::find_havip`); its port and MAC from the row's
-    // owner copy or its member, copied at once (`Havip::owner`).
+    // owner copy or its member, copied at once (`FoundHavip::owner`).
     let Some(havip) = find_havip(key) else {
         return Ok(Handled::Passed);
     };

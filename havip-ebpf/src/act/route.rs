@@ -6,7 +6,7 @@
 
 use havip_common::{Handled, HavipKey, PortInfo, RouteNextHop, RoutePrefix};
 
-use crate::maps::{self, Havip};
+use crate::maps::{self, FoundHavip};
 
 /// Where a frame routed to `next_hop` goes: the next-hop HaVip's key, and
 /// the ingress `port` seen from the HaVip's vSwitch, for
@@ -47,7 +47,7 @@ pub fn routed(forwarded: Handled) -> Handled {
 /// sender encapsulated with that vSwitch's VNI, see `via_havip`). `None`:
 /// no such route here.
 #[inline(always)]
-pub fn next_hop_havip(vswitch_id: u32, daddr: [u8; 4]) -> Option<Havip> {
+pub fn next_hop_havip(vswitch_id: u32, daddr: [u8; 4]) -> Option<FoundHavip> {
     let hop = maps::route(RoutePrefix::in_vswitch(vswitch_id, [0; 4]), daddr)?;
     let key = HavipKey {
         vswitch_id: hop.vswitch_id,

@@ -8,7 +8,7 @@ use havip_common::{
 };
 
 use crate::{
-    maps::{self, Havip, CONFIG, VPC_HAVIPS},
+    maps::{self, FoundHavip, CONFIG, VPC_HAVIPS},
     packet::mac_eq,
     parse::arp::Arp,
 };
@@ -35,7 +35,7 @@ pub enum ClaimDecision {
     /// `next`) over `current` in the HaVip's row.
     Take {
         key: HavipKey,
-        havip: Havip,
+        havip: FoundHavip,
         word: u64,
         current: OwnerEntry,
         next: OwnerEntry,
@@ -109,7 +109,7 @@ fn sibling_vswitch(port: &PortInfo, key: HavipKey) -> ClaimDecision {
 /// take, or refuse inside the hold time. The claimer is found among the
 /// HaVip's local members (the agent writes a member before its binding).
 #[inline(always)]
-fn take_or_hold(key: HavipKey, havip: Havip, ifindex: u32, mac: &[u8; 6]) -> ClaimDecision {
+fn take_or_hold(key: HavipKey, havip: FoundHavip, ifindex: u32, mac: &[u8; 6]) -> ClaimDecision {
     let havip_id = havip.id;
     let refuse = |reason| ClaimDecision::Refuse {
         reason,
