@@ -3,6 +3,7 @@
 //! a measurement must reach.
 
 use serde::Serialize;
+use Cmp::{AtLeast, AtMost};
 
 /// Which way a target goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,8 +54,6 @@ impl Goal {
         }
     }
 }
-
-use Cmp::{AtLeast, AtMost};
 
 // Single-host throughput (section `throughput`).
 pub const VS_BRIDGE: Goal = Goal::new(

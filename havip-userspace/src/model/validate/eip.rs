@@ -11,7 +11,7 @@ use crate::model::{
     state::{Record, RecordKey, RecordKind},
 };
 
-/// An EIP is one public unicast address: refused before an id is taken.
+/// An EIP must be a unicast address; checked before an id is taken.
 fn check_unicast(address: Ipv4Addr) -> Result<(), OpError> {
     if address.is_unspecified()
         || address.is_broadcast()
