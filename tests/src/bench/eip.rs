@@ -24,7 +24,7 @@ use super::{
     goals,
     paths::{Column, Measure, PathSet},
     progs::{self, Traffic},
-    report::Report,
+    report::{median_ratio, Report},
     topo::{self, OWNER_A_MAC},
     Params,
 };
@@ -85,8 +85,7 @@ impl PathSet for EipPath {
     }
 
     fn conclude(medians: &BTreeMap<EipPath, f64>, report: &mut Report) {
-        let havip = medians.get(&EipPath::Havip).copied();
-        let ratio = |other| Some(havip? / medians.get(&other).copied()?);
+        let ratio = |other| median_ratio(medians, EipPath::Havip, other);
         report.ratio(goals::EIP_VS_NFT, ratio(EipPath::Nft));
         report.set(
             "ratio_eip_vs_bare_redirect",

@@ -2,7 +2,7 @@
 //! path once per repetition, interleaved (so drift hits them all alike),
 //! then one table row and one report key per path, and the section's ratios.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, marker::PhantomData};
 
 use anyhow::Result;
 
@@ -77,16 +77,12 @@ fn table_head(columns: &[Column]) -> String {
     )
 }
 
-/// The section measuring the paths `P`.
-pub struct Interleaved<P> {
-    samples: BTreeMap<P, Vec<Sample>>,
-}
+/// The section measuring the paths `P` (its samples live only in `run`).
+pub struct Interleaved<P>(PhantomData<P>);
 
 impl<P> Default for Interleaved<P> {
     fn default() -> Self {
-        Self {
-            samples: BTreeMap::new(),
-        }
+        Self(PhantomData)
     }
 }
 
@@ -104,7 +100,7 @@ impl<P: PathSet> Section for Interleaved<P> {
         let params = params.clone();
         env.configure(1)?;
         let labels: Vec<(P, &str)> = P::ALL.iter().map(|&p| (p, p.label())).collect();
-        self.samples = progress.interleaved(P::SECTION, params.reps, &labels, |p| {
+        let samples = progress.interleaved(P::SECTION, params.reps, &labels, |p| {
             (P::MEASURE)(env, p, &params)
         })?;
         let mut table = table_head(P::COLUMNS);
@@ -116,7 +112,7 @@ impl<P: PathSet> Section for Interleaved<P> {
             let cells: Vec<String> = P::COLUMNS.iter().map(|c| c.cell(t)).collect();
             cells.join(" ")
         };
-        let medians = report.throughputs(&mut table, &self.samples, &rows, cells);
+        let medians = report.throughputs(&mut table, &samples, &rows, cells);
         P::conclude(&medians, report);
         report.md(P::TITLE, table);
         Ok(())

@@ -45,6 +45,12 @@ pub fn summary_value(unit: &str, s: &Summary) -> Value {
     })
 }
 
+/// `num`'s median ÷ `den`'s, from the medians [`Report::throughputs`]
+/// returns (`None` when either was not measured).
+pub fn median_ratio<P: Ord>(medians: &BTreeMap<P, f64>, num: P, den: P) -> Option<f64> {
+    Some(medians.get(&num)? / medians.get(&den)?)
+}
+
 /// The packets-per-second summary of `samples` (`None` without any).
 pub fn pps_summary(samples: &[Sample]) -> Option<Summary> {
     Summary::of(&samples.iter().map(Sample::pps).collect::<Vec<_>>())

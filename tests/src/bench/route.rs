@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{
     env::{Env, Sample},
     progs::Traffic,
-    report::Report,
+    report::{median_ratio, Report},
     topo::{BenchLab, GATEWAY_MAC, OWNER_A_MAC},
     Bench, Params, Section,
 };
@@ -208,10 +208,7 @@ impl Section for Routes {
         let medians = report.throughputs(&mut table, &self.samples, &PATHS, |t| {
             format!("{:.1} % |", 100.0 * t.delivered)
         });
-        let ratio = medians
-            .get(&false)
-            .zip(medians.get(&true))
-            .map(|(x, k)| x / k);
+        let ratio = median_ratio(&medians, false, true);
         report.set(KEY_RATIO, json!({"unit": "ratio", "value": ratio}));
         if let Some(r) = ratio {
             table.push_str(&format!("\nhavip route ÷ kernel forwarding: **{r:.2}×**\n"));

@@ -13,7 +13,7 @@ use super::{
     goals,
     paths::{Column, Measure, PathSet},
     progs,
-    report::{pps_summary, Report},
+    report::{median_ratio, pps_summary, Report},
     stats::Summary,
     topo, Bench, Params, Section,
 };
@@ -85,11 +85,7 @@ impl PathSet for Path {
     }
 
     fn conclude(medians: &BTreeMap<Path, f64>, report: &mut Report) {
-        let havip = medians.get(&Path::Havip).copied();
-        let ratio = |other: Path| -> Option<f64> {
-            let o = medians.get(&other).copied()?;
-            Some(havip? / o)
-        };
+        let ratio = |other| median_ratio(medians, Path::Havip, other);
         report.ratio(goals::VS_BRIDGE, ratio(Path::Bridge));
         report.ratio(goals::VS_TC, ratio(Path::Tc));
         report.ratio(goals::VS_BARE_REDIRECT, ratio(Path::BareRedirect));
@@ -99,10 +95,7 @@ impl PathSet for Path {
             "ratio_vs_bridge_nf_off",
             json!({"unit": "ratio", "value": ratio(Path::BridgeNfOff)}),
         );
-        let bare_vs_bridge = medians
-            .get(&Path::BareRedirect)
-            .zip(medians.get(&Path::Bridge))
-            .map(|(b, r)| b / r);
+        let bare_vs_bridge = median_ratio(medians, Path::BareRedirect, Path::Bridge);
         report.set(
             "bare_redirect_ratio_vs_bridge",
             json!({"unit": "ratio", "value": bare_vs_bridge}),
@@ -226,13 +219,7 @@ impl Section for Scale {
             value[format!("ratio_{last_n}_vs_{first_n}_per_rep")] = json!(paired);
         }
         report.set("scale_pps", value);
-        let first = params.scale_counts.first().copied().unwrap_or(1);
-        let last = params.scale_counts.last().copied().unwrap_or(65_536);
-        let ratio = medians
-            .get(&last)
-            .zip(medians.get(&first))
-            .map(|(l, f)| l / f);
-        report.ratio(goals::SCALE, ratio);
+        report.ratio(goals::SCALE, median_ratio(&medians, last_n, first_n));
         report.md("Scale", table);
         Ok(())
     }
