@@ -201,7 +201,7 @@ impl Report {
             };
             let value = t
                 .value
-                .map_or_else(|| "not measured".to_owned(), |v| fmt_num(v, t.goal.unit));
+                .map_or_else(|| "not measured".to_owned(), |v| fmt_measured(v, &t.goal));
             let verdict = match t.met {
                 Some(true) => "met",
                 Some(false) => "**MISSED**",
@@ -236,7 +236,7 @@ impl Report {
                     "- **Missed:** {} is {}, the target is {op} {}.",
                     t.goal.description,
                     t.value
-                        .map_or_else(String::new, |v| fmt_num(v, t.goal.unit)),
+                        .map_or_else(String::new, |v| fmt_measured(v, &t.goal)),
                     fmt_num(t.goal.target, t.goal.unit)
                 );
             }
@@ -258,6 +258,17 @@ impl Report {
             }
         }
         md
+    }
+}
+
+/// A measured ratio beside its goal: one more digit where two would show
+/// the target itself (1.302× misses "at most 1.30×" and must not read 1.30×).
+fn fmt_measured(v: f64, goal: &Goal) -> String {
+    let shown = fmt_num(v, goal.unit);
+    if goal.unit == "ratio" && v != goal.target && shown == fmt_num(goal.target, goal.unit) {
+        format!("{v:.3}×")
+    } else {
+        shown
     }
 }
 
@@ -300,6 +311,11 @@ mod tests {
             "**Missed:** havip ÷ tc clsact redirect (throughput) is 3.00×, the target is at least 3.50×."
         ));
         assert!(md.contains("Not measured in this run: data-plane failover p99"));
+        let mut near = Report::default();
+        near.ratio(goals::FORWARD_NS_VS_BARE, Some(1.3023));
+        assert!(near
+            .to_markdown("# t")
+            .contains("is 1.302×, the target is at most 1.30×."));
         let targets = &j["targets"];
         assert_eq!(targets[0]["key"], json!("ratio_vs_tc"));
         assert_eq!(targets[0]["cmp"], json!("at_least"));
