@@ -348,6 +348,9 @@ fn malformed_requests_are_400_not_panics() {
         ("PUT", "/v1/quotas", "[1,2]"),
         ("POST", "/v1/vswitches", "{\"id\": \"v\", \"vpc\": \"vpc-1\", \"cidr\": \"10.0.9.0/24\", \"gateway_mac\": \"zz\"}"),
         ("POST", "/v1/vpcs", ""),
+        ("POST", "/v1/vpcs", "{\"id\": \"a\", \"cidr\": \"10.9.0.0/16\", \"id\": \"b\"}"),
+        ("POST", "/v1/ops", "{\"op\": \"create_vpc\", \"op\": \"delete_vpc\", \"id\": \"vpc-1\"}"),
+        ("POST", "/v1/havips/h/associate", "{\"instance\": \"i-1\", \"instance\": \"i-2\"}"),
     ] {
         let (status, bytes) = c.raw(method, path, Some(body.as_bytes())).unwrap();
         let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{method} {path} {body}: {status} {e}: {}", String::from_utf8_lossy(&bytes)));
@@ -358,7 +361,9 @@ fn malformed_requests_are_400_not_panics() {
     assert_eq!(status, 404);
     let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(err.code, "NotFound.Path");
-    let (status, _) = c.raw("PATCH", "/v1/havips", None).unwrap();
-    assert_eq!(status, 404);
+    let (status, bytes) = c.raw("PATCH", "/v1/havips", None).unwrap();
+    assert_eq!(status, 405);
+    let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(err.code, "MethodNotAllowed");
     assert_eq!(srv.state(), before);
 }

@@ -32,28 +32,32 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
+    #[error("{path} does not take {method}")]
+    MethodNotAllowed { method: String, path: String },
     #[error("request body too large")]
     BodyTooLarge,
 }
 
 impl ApiError {
-    /// The stable error code (`InvalidParameter.Body`, `NotFound.Path`, or
-    /// the core's code).
+    /// The stable error code (`InvalidParameter.Body`, `NotFound.Path`,
+    /// `MethodNotAllowed`, or the core's code).
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Op(e) => e.code(),
             ApiError::InvalidBody(_) => "InvalidParameter.Body",
             ApiError::NoRoute { .. } => "NotFound.Path",
+            ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
             ApiError::BodyTooLarge => "InvalidParameter.BodyTooLarge",
         }
     }
 
     /// The HTTP status of the code's category.
     pub fn status(&self) -> StatusCode {
-        if matches!(self, ApiError::BodyTooLarge) {
-            return StatusCode::PAYLOAD_TOO_LARGE;
+        match self {
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            _ => status_of(self.code()),
         }
-        status_of(self.code())
     }
 }
 

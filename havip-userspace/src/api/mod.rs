@@ -57,6 +57,7 @@ pub mod error;
 pub mod listen;
 pub mod security;
 mod server;
+mod strict;
 mod wire;
 
 pub use client::{Client, ClientError, Endpoint};

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 
 use super::{
     listen::{self, ApiLimits, ApiListener, ListenerStats, StreamKeepAlive},
+    strict::StrictJson,
     wire::Deleted,
     ApiError, ApiSecurity,
 };
@@ -34,11 +35,11 @@ use crate::{
 type Shared = AxState<Arc<ControlPlane>>;
 type Reply<T> = Result<Json<T>, ApiError>;
 
-/// Body of every request with one: a JSON object.
-type Body = Result<Json<Value>, JsonRejection>;
+/// Body of every request with one: a JSON object (no key named twice).
+type Body = Result<Json<StrictJson>, JsonRejection>;
 
 fn object(b: Body) -> Result<Map<String, Value>, ApiError> {
-    let Json(v) = b.map_err(|e| {
+    let Json(StrictJson(v)) = b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge
         } else {
@@ -302,6 +303,13 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
     }
 }
 
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
 /// The API's routes over `cp` (see the module docs), with the default
 /// body limit ([`ApiLimits::default`]).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
@@ -374,7 +382,7 @@ pub fn router_with(cp: Arc<ControlPlane>, max_body_bytes: usize) -> Router {
     );
     router
         .fallback(no_route)
-        .method_not_allowed_fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(cp)
 }
