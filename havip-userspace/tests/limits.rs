@@ -361,6 +361,21 @@ fn malformed_requests_are_400_not_panics() {
     assert_eq!(status, 404);
     let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(err.code, "NotFound.Path");
+    // A lookup by an id no resource can have says so, and does not repeat it.
+    let long = "h".repeat(5_000);
+    for path in [
+        format!("/v1/havips/{long}"),
+        "/v1/havips/a%20b/history".to_owned(),
+    ] {
+        let (status, bytes) = c.raw("GET", &path, None).unwrap();
+        let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            (status, err.code.as_str()),
+            (400, "InvalidParameter.Id"),
+            "{path}"
+        );
+        assert!(err.message.len() < 200, "{path}: {}", err.message);
+    }
     let (status, bytes) = c.raw("PATCH", "/v1/havips", None).unwrap();
     assert_eq!(status, 405);
     let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();

@@ -165,6 +165,12 @@ pub fn check_id(id: &str) -> Result<(), OpError> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
+    } else if id.chars().count() > MAX_ID_LEN {
+        // The error repeats the id; a 64 KiB one would fill logs and replies.
+        let head: String = id.chars().take(MAX_ID_LEN).collect();
+        Err(OpError::InvalidId {
+            id: format!("{head}…"),
+        })
     } else {
         Err(OpError::InvalidId { id: id.to_owned() })
     }
