@@ -376,6 +376,11 @@ fn malformed_requests_are_400_not_panics() {
         );
         assert!(err.message.len() < 200, "{path}: {}", err.message);
     }
+    // An operation naming a resource nobody has: 404, without the whole id.
+    let (status, bytes) = c.raw("DELETE", &format!("/v1/vpcs/{long}"), None).unwrap();
+    let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((status, err.code.as_str()), (404, "NotFound.Vpc"));
+    assert!(err.message.len() < 200, "{}", err.message);
     let (status, bytes) = c.raw("PATCH", "/v1/havips", None).unwrap();
     assert_eq!(status, 405);
     let err: api::ErrorBody = serde_json::from_slice(&bytes).unwrap();

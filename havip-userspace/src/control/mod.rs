@@ -40,8 +40,10 @@ use self::{
 use crate::{
     cluster::{Cluster, SyncStatus},
     model::{
-        apply, Applied, Change, Mutation, ObservedOwner, Op, OpError, OwnerChange, OwnerTrigger,
-        Record, RecordKind, RecordOwner, ResourceKind, State,
+        apply,
+        validate::{check_id, not_found},
+        Applied, Change, Mutation, ObservedOwner, Op, OpError, OwnerChange, OwnerTrigger, Record,
+        RecordKind, RecordOwner, ResourceKind, State,
     },
     store::{RedbStore, Store, StoreError},
 };
@@ -421,14 +423,13 @@ impl ControlPlane {
     /// The owner history of HaVip `id`, oldest first.
     ///
     /// # Errors
+    /// [`OpError::InvalidId`] when `id` is no id a HaVip can have,
     /// [`OpError::NotFound`] when no HaVip is named `id`.
     pub fn owner_history(&self, id: &str) -> Result<Vec<OwnerChange>, OpError> {
+        check_id(id)?;
         self.with_state(|s| {
             if !s.havips.contains_key(id) {
-                return Err(OpError::NotFound {
-                    kind: ResourceKind::HaVip,
-                    id: id.to_owned(),
-                });
+                return Err(not_found(ResourceKind::HaVip, id));
             }
             Ok(s.history.get(id).cloned().unwrap_or_default())
         })
@@ -486,8 +487,12 @@ impl ControlPlane {
     /// bindings, owner, epoch and counters.
     ///
     /// # Errors
-    /// [`OpError::NotFound`] when `id` names no HaVip.
+    /// [`OpError::InvalidId`] when `id` is no id a HaVip can have,
+    /// [`OpError::NotFound`] when it names no HaVip.
     pub fn describe_havips(&self, id: Option<&str>) -> Result<Vec<HaVipView>, OpError> {
+        if let Some(id) = id {
+            check_id(id)?;
+        }
         let views: Vec<HaVipView> = self.with_state(|s| match id {
             Some(id) => s
                 .havips
@@ -498,10 +503,7 @@ impl ControlPlane {
         });
         if let Some(id) = id {
             if views.is_empty() {
-                return Err(OpError::NotFound {
-                    kind: ResourceKind::HaVip,
-                    id: id.to_owned(),
-                });
+                return Err(not_found(ResourceKind::HaVip, id));
             }
         }
         Ok(views

@@ -98,10 +98,22 @@ struct Cx<'a> {
     meta: Meta,
 }
 
-fn not_found(kind: ResourceKind, id: &str) -> OpError {
+/// `kind` has no `id`.
+pub(crate) fn not_found(kind: ResourceKind, id: &str) -> OpError {
     OpError::NotFound {
         kind,
-        id: id.to_owned(),
+        id: shown_id(id),
+    }
+}
+
+/// A caller's id as an error repeats it: at most [`MAX_ID_LEN`] characters
+/// (no resource has a longer id; a 64 KiB one would fill logs and replies).
+fn shown_id(id: &str) -> String {
+    if id.chars().count() > MAX_ID_LEN {
+        let head: String = id.chars().take(MAX_ID_LEN).collect();
+        format!("{head}…")
+    } else {
+        id.to_owned()
     }
 }
 
@@ -165,14 +177,8 @@ pub fn check_id(id: &str) -> Result<(), OpError> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
-    } else if id.chars().count() > MAX_ID_LEN {
-        // The error repeats the id; a 64 KiB one would fill logs and replies.
-        let head: String = id.chars().take(MAX_ID_LEN).collect();
-        Err(OpError::InvalidId {
-            id: format!("{head}…"),
-        })
     } else {
-        Err(OpError::InvalidId { id: id.to_owned() })
+        Err(OpError::InvalidId { id: shown_id(id) })
     }
 }
 
