@@ -261,29 +261,41 @@ impl Report {
     }
 }
 
-/// A measured ratio beside its goal: one more digit where two would show
-/// the target itself (1.302× misses "at most 1.30×" and must not read 1.30×).
+/// A measured value beside its goal: with more digits where the unit's
+/// usual ones would show the target itself (1.302× misses "at most 1.30×"
+/// and must not read 1.30×; likewise 50.04 µs against 50.0 µs).
 fn fmt_measured(v: f64, goal: &Goal) -> String {
     let shown = fmt_num(v, goal.unit);
-    if goal.unit == "ratio" && v != goal.target && shown == fmt_num(goal.target, goal.unit) {
-        format!("{v:.3}×")
-    } else {
-        shown
+    if v == goal.target || shown != fmt_num(goal.target, goal.unit) {
+        return shown;
     }
+    for extra in 1..=6 {
+        let value = fmt_digits(v, goal.unit, extra);
+        if value != fmt_digits(goal.target, goal.unit, extra) {
+            return value;
+        }
+    }
+    shown
 }
 
 /// A number with its unit, compactly.
 pub fn fmt_num(v: f64, unit: &str) -> String {
-    match unit {
-        "ratio" => format!("{v:.2}×"),
-        "pps" => format!("{:.2} Mpps", v / 1e6),
-        "ns" => format!("{v:.1} ns"),
-        "us" => format!("{v:.1} µs"),
-        "ms" => format!("{v:.0} ms"),
-        "s" => format!("{v:.2} s"),
-        "ops/s" => format!("{v:.0} ops/s"),
-        _ => format!("{v} {unit}"),
-    }
+    fmt_digits(v, unit, 0)
+}
+
+/// `v` in `unit` with `extra` decimals more than the unit's usual.
+fn fmt_digits(v: f64, unit: &str, extra: usize) -> String {
+    let (scaled, digits, suffix) = match unit {
+        "ratio" => (v, 2, "×"),
+        "pps" => (v / 1e6, 2, " Mpps"),
+        "ns" => (v, 1, " ns"),
+        "us" => (v, 1, " µs"),
+        "ms" => (v, 0, " ms"),
+        "s" => (v, 2, " s"),
+        "ops/s" => (v, 0, " ops/s"),
+        _ => return format!("{v} {unit}"),
+    };
+    format!("{scaled:.prec$}{suffix}", prec = digits + extra)
 }
 
 #[cfg(test)]
@@ -313,9 +325,18 @@ mod tests {
         assert!(md.contains("Not measured in this run: data-plane failover p99"));
         let mut near = Report::default();
         near.ratio(goals::FORWARD_NS_VS_BARE, Some(1.3023));
-        assert!(near
-            .to_markdown("# t")
-            .contains("is 1.302×, the target is at most 1.30×."));
+        near.target(goals::FAILOVER_P99, Some(50.04));
+        let md = near.to_markdown("# t");
+        assert!(
+            md.contains("is 1.302×, the target is at most 1.30×."),
+            "{md}"
+        );
+        assert!(
+            md.contains("is 50.04 µs, the target is at most 50.0 µs."),
+            "{md}"
+        );
+        assert_eq!(fmt_num(3.5e6, "pps"), "3.50 Mpps");
+        assert_eq!(fmt_num(7.0, "widgets"), "7 widgets");
         let targets = &j["targets"];
         assert_eq!(targets[0]["key"], json!("ratio_vs_tc"));
         assert_eq!(targets[0]["cmp"], json!("at_least"));
